@@ -1,0 +1,36 @@
+# actlas: `make demo` builds an atlas of the shared MobileNetV2; `make test` runs the test suite.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.actlas-installed
+CORES ?= 2
+export NUMBA_CACHE_DIR ?= $(HOME)/.cache/actlas/numba
+
+.PHONY: env demo test test-fast lint clean-demo
+
+env: $(STAMP)
+
+# The environment: created when missing, refreshed when the dependency files change.
+$(STAMP): pyproject.toml constraints.txt $(wildcard package.json package-lock.json)
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,slurm]'
+	if [ -f package.json ]; then npm ci --no-audit --no-fund --loglevel=error; fi
+	$(BIN)/python -m actlas.warm
+	touch $(STAMP)
+
+demo: env
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete --quiet rules
+	@$(BIN)/actlas info runs/demo | $(BIN)/python -c 'import json,sys; d=json.load(sys.stdin); [print("atlas:", p) for l in d["layers"].values() for p in l["atlases"]]'
+
+test: env
+	$(BIN)/python -m pytest -q
+
+test-fast: env
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+lint: env
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+clean-demo:
+	rm -rf runs/demo

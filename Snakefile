@@ -1,0 +1,34 @@
+# actlas: Activation Atlases as a Snakemake workflow.
+#   snakemake --cores 2 --configfile config/demo.yaml
+# Stages: shards (parse time) -> collect (per shard) -> layout (per layer) -> grid (checkpoint,
+# per layer and size) -> render (per batch of cells) -> atlas -> manifest (+ viewer).
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+include: "rules/common.smk"
+include: "rules/collect.smk"
+include: "rules/layout.smk"
+include: "rules/grid.smk"
+include: "rules/render.smk"
+include: "rules/atlas.smk"
+
+
+if Path("rules/viewer.smk").exists():
+
+    include: "rules/viewer.smk"
+
+
+rule all:
+    input:
+        f"{RUN}/manifest.json",
+        [VIEWER] if "VIEWER" in globals() else [],
+    default_target: True

@@ -1,0 +1,16 @@
+checkpoint grid:
+    """Bin a layout into an N x N grid; the non-empty cells decide how many render jobs follow."""
+    input:
+        f"{RUN}/{{layer}}/coords.npy",
+    output:
+        f"{RUN}/{{layer}}/grid-{{n}}/cells.npz",
+    params:
+        min_count=config["grid"]["min_count"],
+        code=code("grid", "run"),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        f"{RUN}/logs/grid/{{layer}}-{{n}}.log",
+    shell:
+        "{ACTLAS} grid {RUN} --layer {wildcards.layer} --n {wildcards.n} --min-count {params.min_count} 2> {log}"

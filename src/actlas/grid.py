@@ -1,0 +1,88 @@
+"""grid: coords on the unit square -> N x N cells with counts, directions and labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bin_coords(coords: np.ndarray, n: int) -> np.ndarray:
+    """Cell (column i, row j) of each point, shape (n_samples, 2) int32.
+
+    Cells are half-open, [k/n, (k+1)/n), except the last, which also holds 1.0, so every point in
+    [0, 1]^2 falls in exactly one cell.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.size and (np.nanmin(coords) < 0 or np.nanmax(coords) > 1 or np.isnan(coords).any()):
+        raise ValueError("coords must lie in [0, 1]; normalise them first (actlas.layout.normalize_coords)")
+    return np.minimum(np.floor(coords * n), n - 1).astype(np.int32)
+
+
+def grid(
+    coords: np.ndarray,
+    activations: np.ndarray,
+    attr_class: np.ndarray,
+    attr_value: np.ndarray,
+    n: int,
+    *,
+    min_count: int = 1,
+    n_classes: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Bin samples into an n x n grid and summarise every cell holding at least ``min_count``.
+
+    Parameters
+    ----------
+    coords : (n_samples, 2) float in [0, 1]; x is the column, y the row (from the top)
+    activations : (n_samples, C)
+    attr_class, attr_value : (n_samples, k) classes and their attribution values
+    n : cells per side
+    min_count : cells with fewer samples are dropped
+    n_classes : length of the attribution vectors (default: max class + 1)
+
+    Returns
+    -------
+    dict with ``ij`` (K, 2) int32 (column, row), ``count`` (K,), ``direction`` (K, C) float32 mean
+    activation, ``attribution`` (K, n_classes) float32 mean attribution, ``label`` (K,) its argmax,
+    ``order`` (M,) sample indices grouped by cell and ``offsets`` (K + 1,) into ``order``.
+    """
+    if n < 1:
+        raise ValueError(f"grid size must be at least 1, got {n}")
+    ij = bin_coords(coords, n)
+    cell = ij[:, 1].astype(np.int64) * n + ij[:, 0]
+    counts = np.bincount(cell, minlength=n * n)
+    keep = np.flatnonzero(counts >= max(min_count, 1))
+    if len(keep) == 0:
+        raise ValueError(
+            f"no cell of the {n}x{n} grid holds {min_count} samples ({len(coords)} samples in all): "
+            "use a smaller grid, a lower min_count, or collect more"
+        )
+    remap = np.full(n * n, -1, dtype=np.int64)
+    remap[keep] = np.arange(len(keep))
+    member = remap[cell]
+    order = np.argsort(member, kind="stable")
+    order = order[member[order] >= 0]
+    k = len(keep)
+    count = counts[keep]
+    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+    acts = np.asarray(activations, dtype=np.float32)
+    sums = np.add.reduceat(acts[order], offsets[:-1], axis=0) if len(order) else np.zeros((0, acts.shape[1]))
+    direction = (sums / count[:, None]).astype(np.float32)
+    n_classes = int(n_classes or (int(attr_class.max()) + 1 if attr_class.size else 1))
+    rows = member[:, None].repeat(attr_class.shape[1], 1)
+    valid = (rows >= 0) & (attr_class >= 0)
+    flat = rows[valid] * n_classes + attr_class[valid].astype(np.int64)
+    attribution = np.bincount(flat, weights=attr_value[valid], minlength=k * n_classes).reshape(k, n_classes)
+    attribution = (attribution / count[:, None]).astype(np.float32)
+    return {
+        "ij": np.stack([keep % n, keep // n], axis=1).astype(np.int32),
+        "count": count.astype(np.int64),
+        "direction": direction,
+        "attribution": attribution,
+        "label": attribution.argmax(1).astype(np.int32),
+        "order": order.astype(np.int64),
+        "offsets": offsets,
+    }
+
+
+def members(cells: dict, k: int) -> np.ndarray:
+    """Sample indices of cell ``k``."""
+    return cells["order"][cells["offsets"][k] : cells["offsets"][k + 1]]

@@ -1,0 +1,150 @@
+"""render: feature visualisation of many directions at once -> icons, with a faithfulness score.
+
+Each direction is optimised as one image of a batch (FFT parameterisation, decorrelated colour,
+transformation robustness, Adam), maximising dot(h, v) * cos(h, v) ** power at the centre of the
+layer, where v is the whitened direction. Best of ``tries`` by final objective. Faithfulness is
+the cosine between the icon's own (unwhitened) centre activation and the cell's direction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import objectives, param, transforms
+from .layers import capture, run_until
+from .models import ModelSpec
+from .progress import progress_bar
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """Settings of the icon optimisation (all recorded in manifests and cache keys)."""
+
+    size: int = 96
+    steps: int = 128
+    lr: float = 0.05
+    power: float = 2.0
+    tries: int = 1
+    batch_size: int = 64
+    pad: int = 12
+    jitter: int = 8
+    decay_power: float = 1.0
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:
+    """A seed that depends only on a direction's values, the run seed and the try number."""
+    digest = hashlib.sha256(np.ascontiguousarray(direction, dtype=np.float32).tobytes()).digest()
+    return (int.from_bytes(digest[:4], "little") ^ (seed * 1_000_003) ^ (attempt * 7919)) & 0x7FFFFFFF
+
+
+def _optimise(
+    model: nn.Module, spec: ModelSpec, layer: str, targets: torch.Tensor, seeds: list[int], p: RenderParams,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,))."""
+    params, image_fn = param.image(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
+    draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
+    optimizer = torch.optim.Adam(params, lr=p.lr)
+    with capture(model, [layer], stop=True) as outs:
+        for step in range(p.steps):
+            optimizer.zero_grad(set_to_none=True)
+            x = transforms.standard(image_fn(), draws[:, step], p.pad)
+            h = objectives.centre(run_until(model, spec.normalize(x), outs)[layer])
+            loss = -objectives.direction_cossim(h, targets, p.power).sum()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            images = image_fn()
+            h = objectives.centre(run_until(model, spec.normalize(images), outs)[layer])
+            score = objectives.direction_cossim(h, targets, p.power)
+    return images.detach(), score.detach()
+
+
+def centre_activations(model: nn.Module, spec: ModelSpec, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """Centre activation of ``layer`` for images (B, 3, S, S) in [0, 1] -> (B, C)."""
+    with torch.no_grad(), capture(model, [layer], stop=True) as outs:
+        return objectives.centre(run_until(model, spec.normalize(images), outs)[layer])
+
+
+def render(
+    model: nn.Module,
+    spec: ModelSpec,
+    layer: str,
+    directions: np.ndarray,
+    *,
+    whitening: np.ndarray | None = None,
+    params: RenderParams = RenderParams(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Icons for many directions at once.
+
+    Parameters
+    ----------
+    directions : (K, C) mean activations (unwhitened)
+    whitening : (C, C) regularised inverse covariance (``actlas.layout.whitening``) or None
+
+    Returns
+    -------
+    dict with ``icon`` (K, S, S, 3) uint8, ``objective`` (K,) float32, ``faithfulness`` (K,) float32
+    (cosine between the icon's centre activation and the unwhitened direction), ``seconds``.
+    """
+    start = time.perf_counter()
+    device = torch.device(device)
+    directions = np.asarray(directions, dtype=np.float32)
+    targets = directions @ whitening.T if whitening is not None else directions
+    targets = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+    k, s = len(directions), params.size
+    jobs = [(i, t) for t in range(params.tries) for i in range(k)]
+    best_img = np.zeros((k, s, s, 3), dtype=np.uint8)
+    best_obj = np.full(k, -np.inf, dtype=np.float32)
+    best_faith = np.zeros(k, dtype=np.float32)
+    with progress_bar(f"render {layer}", total=len(jobs), enabled=progress) as bar:
+        for lo in range(0, len(jobs), params.batch_size):
+            batch = jobs[lo : lo + params.batch_size]
+            idx = np.array([i for i, _ in batch])
+            seeds = [direction_seed(directions[i], params.seed, t) for i, t in batch]
+            target = torch.from_numpy(targets[idx]).to(device)
+            images, score = _optimise(model, spec, layer, target, seeds, params, device)
+            h = centre_activations(model, spec, layer, images)
+            faith = objectives.cosine(h, torch.from_numpy(directions[idx]).to(device)).cpu().numpy()
+            score = score.cpu().numpy()
+            pixels = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            for row, i in enumerate(idx):
+                if score[row] > best_obj[i]:
+                    best_obj[i], best_img[i], best_faith[i] = score[row], pixels[row], faith[row]
+            bar.update(len(batch))
+    return {
+        "icon": best_img,
+        "objective": best_obj,
+        "faithfulness": best_faith,
+        "seconds": np.float32(time.perf_counter() - start),
+    }
+
+
+def icon_key(direction: np.ndarray, whitening_digest: str, model_source: str, layer: str, params: RenderParams) -> str:
+    """Content key of an icon: direction, whitening, model, layer and render parameters."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(direction, dtype=np.float32).tobytes())
+    h.update(whitening_digest.encode())
+    h.update(model_source.encode())
+    h.update(layer.encode())
+    h.update(repr(sorted(params.to_json().items())).encode())
+    return h.hexdigest()[:32]
+
+
+def array_digest(a: np.ndarray | None) -> str:
+    """A short digest of an array's bytes ("" for None)."""
+    if a is None:
+        return ""
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]

@@ -1,0 +1,114 @@
+"""Shared fixtures: tiny real models and images, the shared MobileNetV2, and a small real run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+CARD = ASSETS / "models" / "mobilenet_v2_imagenet.json"
+VAL = ASSETS / "images" / "imagenet-val"
+SAMPLE = ASSETS / "images" / "imagenet-sample"
+
+sys.path.insert(0, str(Path(__file__).parent))
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from tiny_models import TinyNet
+
+    return TinyNet().eval()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    """16 random 40x48 JPEGs in two labelled class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        folder = tmp_path / "images" / ("n01440764" if i % 2 else "n01443537")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"img{i:02d}.jpg")
+    return tmp_path / "images"
+
+
+@pytest.fixture(scope="session")
+def card() -> str:
+    if not CARD.exists():
+        pytest.skip(f"shared assets not found at {ASSETS}")
+    return str(CARD)
+
+
+@pytest.fixture(scope="session")
+def mobilenet(card):
+    from actlas.models import load_model
+
+    return load_model(card)
+
+
+@pytest.fixture(scope="session")
+def photos(card) -> Path:
+    """A folder of 24 real photos (symlinks into the shared set), in their class folders."""
+    return _photo_folder(24)
+
+
+def _photo_folder(n: int) -> Path:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="actlas-photos-"))
+    classes = sorted(VAL.iterdir())
+    step = max(1, len(classes) // n)
+    for d in classes[::step][:n]:
+        f = sorted(d.iterdir())[0]
+        (base / d.name).mkdir()
+        (base / d.name / f.name).symlink_to(f)
+    return base
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run this repository's workflow on a config in ``workdir`` (its own run directory)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
+           "--cores", "2", "--configfile", str(workdir / "config.yaml"), *args]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+def small_config(run_dir: Path, images: Path, **over) -> str:
+    import yaml
+
+    cfg = {
+        "run_dir": str(run_dir),
+        "model": str(CARD),
+        "images": [str(images)],
+        "layers": ["features.13"],
+        "collect": {"shard_size": 12, "positions": 6, "batch_size": 8, "chunk": 8},
+        "grid": {"sizes": [3, 5], "min_count": 2},
+        "render": {"size": 48, "steps": 12, "batch_size": 16, "cells_per_job": 8},
+        "atlas": {"n_examples": 2},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    return yaml.safe_dump(cfg)
+
+
+@pytest.fixture(scope="session")
+def small_run(card, tmp_path_factory) -> Path:
+    """A real pipeline run on 24 real photos with the shared MobileNetV2: two grid sizes of one layer."""
+    work = tmp_path_factory.mktemp("small-run")
+    images = _photo_folder(24)
+    (work / "config.yaml").write_text(small_config(work / "run", images))
+    snakemake(work)
+    return work / "run"

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actlas.grid import bin_coords, grid, members
+
+
+def test_bin_edges_half_open_and_one_in_last_cell():
+    coords = np.array([[0.0, 0.0], [0.5, 0.5], [0.4999, 0.5], [1.0, 1.0], [0.25, 0.75]])
+    ij = bin_coords(coords, 4)
+    assert ij.tolist() == [[0, 0], [2, 2], [1, 2], [3, 3], [1, 3]]
+
+
+def test_bin_rejects_unnormalised():
+    with pytest.raises(ValueError, match="normalise"):
+        bin_coords(np.array([[1.5, 0.0]]), 4)
+
+
+def test_grid_directions_and_labels():
+    coords = np.array([[0.1, 0.1], [0.2, 0.2], [0.9, 0.9], [0.8, 0.95], [0.6, 0.1]])
+    acts = np.array([[1, 0], [3, 0], [0, 2], [0, 4], [5, 5]], dtype=np.float32)
+    cls = np.array([[0, 1], [0, 1], [2, 1], [2, 1], [1, 0]])
+    val = np.array([[1.0, 0.1], [3.0, 0.1], [2.0, 0.0], [1.0, 0.5], [9.0, 9.0]])
+    cells = grid(coords, acts, cls, val, 2, min_count=2, n_classes=3)
+    assert cells["ij"].tolist() == [[0, 0], [1, 1]]
+    assert cells["count"].tolist() == [2, 2]
+    np.testing.assert_allclose(cells["direction"], [[2, 0], [0, 3]])
+    np.testing.assert_allclose(cells["attribution"][0], [2.0, 0.1, 0.0])
+    assert cells["label"].tolist() == [0, 2]
+    assert sorted(members(cells, 1).tolist()) == [2, 3]
+
+
+def test_grid_too_large_says_so():
+    with pytest.raises(ValueError, match="smaller grid"):
+        grid(np.array([[0.1, 0.1]]), np.ones((1, 2)), np.zeros((1, 1), int), np.ones((1, 1)), 10, min_count=3)
+
+
+coord = st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.25, 0.75, 1 / 3, 2 / 3, 0.1, 0.2]), st.floats(0, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(coord, coord), min_size=1, max_size=60), st.integers(1, 12))
+def test_every_sample_in_exactly_one_cell(points, n):
+    coords = np.array(points, dtype=np.float64)
+    ij = bin_coords(coords, n)
+    assert ((ij >= 0) & (ij < n)).all()
+    lo, hi = ij / n, (ij + 1) / n
+    inside = (coords >= lo) & ((coords < hi) | ((ij == n - 1) & (coords <= 1.0)))
+    assert inside.all()
+    acts = np.ones((len(coords), 3), dtype=np.float32)
+    cells = grid(coords, acts, np.zeros((len(coords), 1), int), np.ones((len(coords), 1)), n, min_count=1)
+    assert cells["count"].sum() == len(coords)
+    assert sorted(cells["order"].tolist()) == list(range(len(coords)))
+    assert len({tuple(x) for x in cells["ij"].tolist()}) == len(cells["ij"])

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from actlas.layout import moments, normalize_coords, whiten_directions, whitening
+
+
+def test_moments_numpy_and_dask_agree():
+    import dask.array as da
+
+    x = np.random.default_rng(0).normal(size=(1000, 6)).astype(np.float16)
+    m1, c1 = moments(x)
+    m2, c2 = moments(da.from_array(x, chunks=(128, 6)))
+    np.testing.assert_allclose(m1, m2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(c1, c2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(c1, np.cov(x.astype(np.float64).T, bias=True), atol=1e-9)
+
+
+def test_whitening_stable_with_dead_channels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8)) * np.array([1, 2, 3, 0, 0, 1e-9, 5, 1])
+    _, cov = moments(x)
+    w = whitening(cov, eps=0.1)
+    assert np.isfinite(w).all()
+    d = whiten_directions(np.abs(x[:4]).astype(np.float32) + 0.1, w)
+    assert np.isfinite(d).all()
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1, rtol=1e-5)
+    # a larger ridge moves the whitened direction towards the raw one
+    raw = np.array([[1, 1, 1, 0, 0, 0, 1, 1]], dtype=np.float32)
+    cos = lambda a, b: float((a @ b.T).item() / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert cos(whiten_directions(raw, whitening(cov, 10.0)), raw) > cos(whiten_directions(raw, whitening(cov, 0.01)), raw)
+
+
+def test_normalize_coords_unit_square_with_outliers():
+    xy = np.random.default_rng(0).normal(size=(1000, 2))
+    xy[0] = [1e6, -1e6]
+    c = normalize_coords(xy, clip=0.5)
+    assert c.min() == 0 and c.max() == 1 and c.dtype == np.float32
+    assert np.median(c[:, 0]) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.slow
+def test_umap_cached_layout_is_deterministic():
+    from actlas.layout import layout
+
+    x = np.random.default_rng(0).normal(size=(300, 10)).astype(np.float32)
+    a, info = layout(x, n_neighbors=10, seed=3, backend="umap-learn")
+    b, _ = layout(x, n_neighbors=10, seed=3, backend="umap-learn")
+    assert info["backend"] == "umap-learn"
+    assert a.shape == (300, 2) and np.array_equal(a, b)

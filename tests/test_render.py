@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from actlas import objectives, param, transforms
+from actlas.models import ModelSpec
+from actlas.render import RenderParams, _optimise, render
+
+SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+FAST = RenderParams(size=32, steps=24, lr=0.05, batch_size=8, pad=4, jitter=2)
+
+
+def _directions(tiny_model, k=3):
+    x = torch.rand(k, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        h = tiny_model.features(SPEC.normalize(x))
+    return objectives.centre(h).numpy()
+
+
+def test_fft_image_has_unit_scale_whatever_the_size():
+    for size in (32, 128):
+        params, image_fn = param.image(2, size, seeds=[0, 1], sd=0.01)
+        img = image_fn()
+        assert img.shape == (2, 3, size, size)
+        assert 0.4 < img.mean().item() < 0.6  # sigmoid of a small signal: mid-grey start, not noise
+        assert img.std().item() < 0.05
+
+
+def test_transform_draws_do_not_depend_on_batch():
+    a = transforms.draw([5, 6], 10)
+    b = transforms.draw([6], 10)
+    np.testing.assert_array_equal(a[1], b[0])
+    x = torch.rand(2, 3, 16, 16)
+    y = transforms.standard(x, torch.from_numpy(a[:, 0]), pad_amount=4)
+    assert y.shape == (2, 3, 24, 24)
+
+
+def test_objective_rises_within_a_few_steps(tiny_model):
+    d = torch.from_numpy(_directions(tiny_model, 2))
+    d = d / d.norm(dim=1, keepdim=True)
+    _, short = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], RenderParams(size=32, steps=1, pad=4, jitter=2), "cpu")
+    _, long = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], RenderParams(size=32, steps=30, pad=4, jitter=2), "cpu")
+    assert (long > short).all()
+
+
+def test_render_batched_equals_one_by_one(tiny_model):
+    d = _directions(tiny_model, 3)
+    together = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
+    alone = [render(tiny_model, SPEC, "features.4", d[i : i + 1], params=FAST, progress=False) for i in range(3)]
+    for i in range(3):
+        diff = np.abs(together["icon"][i].astype(int) - alone[i]["icon"][0].astype(int))
+        assert diff.mean() < 1.0, diff.mean()
+        assert together["faithfulness"][i] == pytest.approx(alone[i]["faithfulness"][0], abs=1e-3)
+
+
+def test_render_is_deterministic_and_scores_faithfulness(tiny_model):
+    d = _directions(tiny_model, 2)
+    a = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
+    b = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
+    assert a["icon"].shape == (2, 32, 32, 3) and a["icon"].dtype == np.uint8
+    assert np.array_equal(a["icon"], b["icon"])
+    assert (a["faithfulness"] > 0.5).all()  # the icon's activation points along its direction
+
+
+def test_best_of_tries_never_worse(tiny_model):
+    d = _directions(tiny_model, 2)
+    one = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
+    three = render(tiny_model, SPEC, "features.4", d, params=RenderParams(**{**FAST.to_json(), "tries": 3}), progress=False)
+    assert (three["objective"] >= one["objective"] - 1e-6).all()
+
+
+def test_whitening_is_used(tiny_model):
+    d = _directions(tiny_model, 1)
+    w = np.diag(np.linspace(0.1, 3, d.shape[1])).astype(np.float32)
+    a = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
+    b = render(tiny_model, SPEC, "features.4", d, whitening=w, params=FAST, progress=False)
+    assert not np.array_equal(a["icon"], b["icon"])

@@ -1,0 +1,81 @@
+"""The Snakemake workflow on a few real photos with the real MobileNetV2 (slow)."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import small_config, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def _planned(out) -> dict[str, int]:
+    """Job counts per rule from a dry run's 'Job stats' table."""
+    counts, table = {}, False
+    for line in out.stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            table = True
+            continue
+        if table:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                if parts[0] != "total":
+                    counts[parts[0]] = int(parts[1])
+            elif parts and not set(line.strip()) <= {"-", " "}:
+                break
+    return counts
+
+
+def test_pipeline_outputs(small_run):
+    for n in (3, 5):
+        meta = json.loads((small_run / "features.13" / f"grid-{n}" / "atlas.json").read_text())
+        png = Image.open(small_run / "features.13" / f"grid-{n}" / "atlas.png")
+        assert png.size == (n * 48, n * 48)
+        assert meta["grid"] == n and len(meta["cells"]) >= 2
+        cell = meta["cells"][0]
+        assert cell["label"] and cell["count"] >= 2 and -1 <= cell["faithfulness"] <= 1
+        assert (small_run / "features.13" / f"grid-{n}" / cell["icon"]).exists()
+        assert cell["examples"] and (small_run / "features.13" / f"grid-{n}" / cell["examples"][0]["src"]).exists()
+        icons = np.stack([np.asarray(Image.open(small_run / "features.13" / f"grid-{n}" / c["icon"])) for c in meta["cells"]])
+        assert icons.std() > 10  # not grey, not blank
+    info = json.loads(snakemake_info(small_run))
+    assert info["images"] == 24 and info["skipped"] == 0
+    assert info["layers"]["features.13"]["grid_sizes"] == [3, 5]
+    assert info["layers"]["features.13"]["samples"] == 24 * 6
+
+
+def snakemake_info(run_dir) -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "actlas", "info", str(run_dir)], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_rerun_plans_only_what_changed(small_run):
+    work = small_run.parent
+    assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
+
+    cfg = (work / "config.yaml").read_text()
+    (work / "changed.yaml").write_text(cfg.replace("steps: 12", "steps: 13"))
+    os.replace(work / "config.yaml", work / "orig.yaml")
+    os.replace(work / "changed.yaml", work / "config.yaml")
+    try:
+        planned = _planned(snakemake(work, "-n"))
+    finally:
+        os.replace(work / "orig.yaml", work / "config.yaml")
+    assert set(planned) <= {"render", "atlas", "manifest", "config_snapshot", "viewer", "all"}
+    assert planned.get("render", 0) >= 2 and planned.get("atlas") == 2
+    assert "collect" not in planned and "layout" not in planned and "grid" not in planned
+
+    shard = sorted((small_run / "shards").glob("shard-*.txt"))[0]
+    time.sleep(1.1)
+    shard.touch()
+    planned = _planned(snakemake(work, "-n"))
+    assert planned.get("collect") == 1
+    assert {"layout", "grid"} <= set(planned)
+    os.utime(shard, (shard.stat().st_atime, shard.stat().st_mtime - 3600))
