@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.actlas-installed
 CORES ?= 2
 export NUMBA_CACHE_DIR ?= $(HOME)/.cache/actlas/numba
+# rules call the `actlas` command: the environment's bin comes first
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: env demo test test-fast lint clean-demo
 

@@ -27,6 +27,10 @@ if Path("rules/viewer.smk").exists():
     include: "rules/viewer.smk"
 
 
+# Bookkeeping that takes a second runs on the submit host, never as a cluster job.
+localrules: all, config_snapshot, manifest
+
+
 rule all:
     input:
         f"{RUN}/manifest.json",

@@ -7,43 +7,35 @@ rule atlas:
         labelled=f"{RUN}/{{layer}}/grid-{{n}}/atlas-labelled.png",
         meta=f"{RUN}/{{layer}}/grid-{{n}}/atlas.json",
     params:
+        rundir=run_dir_of(2),
         model=config["model"],
         density="--density" if config["atlas"]["density"] else "--no-density",
         n_examples=config["atlas"]["n_examples"],
-        code=code("atlas", "run"),
+        code=code("atlas", "run:atlas", "run:label_agreement", "run:load_samples"),
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        CONDA_ENV
     log:
         f"{RUN}/logs/atlas/{{layer}}-{{n}}.log",
     shell:
-        "{ACTLAS} atlas {RUN} --layer {wildcards.layer} --n {wildcards.n} --model {params.model}"
+        "actlas atlas {params.rundir} --layer {wildcards.layer} --n {wildcards.n} --model {params.model}"
         " {params.density} --n-examples {params.n_examples} 2> {log}"
-
-
-def atlas_outputs():
-    """Every atlas.json of the run (one per layer and grid size)."""
-    return expand(f"{RUN}/{{layer}}/grid-{{n}}/atlas.json", layer=LAYERS, n=SIZES)
-
-
-rule config_snapshot:
-    """The run's config as JSON, rewritten only when it changes (an input of the manifest)."""
-    output:
-        f"{RUN}/config.json",
-    params:
-        config=as_json(config),
-    run:
-        Path(output[0]).write_text(params.config)
 
 
 rule manifest:
     """Gather every stage's record into manifest.json and print where the atlases are."""
     input:
         atlas_outputs(),
-        config=f"{RUN}/config.json",
     output:
         f"{RUN}/manifest.json",
+    params:
+        rundir=run_dir_of(0),
+        config=as_json(config),
+    conda:
+        CONDA_ENV
     log:
         f"{RUN}/logs/manifest.log",
     shell:
-        "{ACTLAS} manifest {RUN} --config {input.config} 2> {log}"
+        "actlas manifest {params.rundir} --config-json {params.config:q} 2> {log}"

@@ -5,12 +5,15 @@ checkpoint grid:
     output:
         f"{RUN}/{{layer}}/grid-{{n}}/cells.npz",
     params:
+        rundir=run_dir_of(2),
         min_count=config["grid"]["min_count"],
-        code=code("grid", "run"),
+        code=code("grid", "run:grid", "run:load_samples"),
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        CONDA_ENV
     log:
         f"{RUN}/logs/grid/{{layer}}-{{n}}.log",
     shell:
-        "{ACTLAS} grid {RUN} --layer {wildcards.layer} --n {wildcards.n} --min-count {params.min_count} 2> {log}"
+        "actlas grid {params.rundir} --layer {wildcards.layer} --n {wildcards.n} --min-count {params.min_count} 2> {log}"

@@ -10,32 +10,23 @@ rule render:
     output:
         f"{RUN}/{{layer}}/grid-{{n}}/icons/batch-{{batch}}.npz",
     params:
+        rundir=run_dir_of(3),
         model=config["model"],
         flags=RENDER_FLAGS,
         cells_per_job=config["render"]["cells_per_job"],
         device=config.get("device", "auto"),
-        code=code("render", "param", "transforms", "objectives", "models", "layers"),
+        code=code("render", "param", "transforms", "objectives", "models", "layers", "run:render"),
     threads: config["render"]["threads"]
     resources:
         mem_mb=4000,
         runtime=240,
+    conda:
+        CONDA_ENV
     log:
         f"{RUN}/logs/render/{{layer}}-{{n}}-{{batch}}.log",
     benchmark:
         f"{RUN}/benchmarks/render/{{layer}}-{{n}}-{{batch}}.tsv"
     shell:
-        "{ACTLAS} render {RUN} --layer {wildcards.layer} --n {wildcards.n} --model {params.model}"
+        "actlas render {params.rundir} --layer {wildcards.layer} --n {wildcards.n} --model {params.model}"
         " --batch {wildcards.batch} --cells-per-job {params.cells_per_job} {params.flags}"
         " --device {params.device} --threads {threads} 2> {log}"
-
-
-def render_batches(wildcards):
-    """Every render output of a grid, known once the grid checkpoint has run."""
-    from actlas.run import n_render_batches
-
-    cells = checkpoints.grid.get(layer=wildcards.layer, n=wildcards.n).output[0]
-    count = n_render_batches(cells, config["render"]["cells_per_job"])
-    return expand(
-        f"{RUN}/{wildcards.layer}/grid-{wildcards.n}/icons/batch-{{batch}}.npz",
-        batch=[f"{b:05d}" for b in range(count)],
-    )

@@ -21,8 +21,9 @@ from .collect import collect
 from .layers import capture, get_layer, list_layers
 from .models import ModelSpec, load_model
 from .run import atlas, grid, info, layout, manifest, render, shards
+from .serve import export, serve, show
 
 __all__ = [
     "ModelSpec", "atlas", "capture", "collect", "get_layer", "grid", "info", "layout", "list_layers",
-    "load_model", "manifest", "render", "shards",
+    "load_model", "manifest", "render", "shards", "export", "serve", "show",
 ]

@@ -93,7 +93,9 @@ def shards(images, run_dir, model, shard_size, limit, seed) -> None:
 @click.option("--workers", default=1, show_default=True, help="Image decoding processes.")
 @device_option
 @threads_option
-def collect(shard, out, model, layers, positions, attr_top, batch_size, chunk, seed, workers, device, threads) -> None:
+@click.option("--amp/--no-amp", default=False, show_default=True, help="bf16 autocast for the forward pass.")
+def collect(shard, out, model, layers, positions, attr_top, batch_size, chunk, seed, workers, device, threads,
+            amp) -> None:
     """Collect activations and attributions for one shard list into a Zarr store.
 
     Example: actlas collect runs/x/shards/shard-00000.txt runs/x/collect/shard-00000.zarr -m card.json -l features.13
@@ -101,7 +103,8 @@ def collect(shard, out, model, layers, positions, attr_top, batch_size, chunk, s
     from .collect import collect as collect_fn
 
     summary = collect_fn(shard, out, model, list(layers), positions=positions, attr_top=attr_top,
-                         batch_size=batch_size, chunk=chunk, seed=seed, workers=workers, device=device, threads=threads)
+                         batch_size=batch_size, chunk=chunk, seed=seed, workers=workers, device=device, threads=threads,
+                         amp=amp)
     click.echo(json.dumps(summary))
 
 
@@ -154,16 +157,17 @@ def _render_options(f):
 @model_option
 @click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
 @click.option("--cells-per-job", default=0, show_default=True, help="Cells per batch (0 = all).")
+@click.option("--out-dir", type=click.Path(), default=None, help="Folder holding cells.npz (default RUN/LAYER/grid-N).")
 @_render_options
 @device_option
 @threads_option
-def render(run_dir, layer, n, model, batch, cells_per_job, device, threads, **render_params) -> None:
+def render(run_dir, layer, n, model, batch, cells_per_job, out_dir, device, threads, **render_params) -> None:
     """Render the icons of a grid's cells (one batch, or all).
 
     Example: actlas render runs/x -l features.13 --n 20 -m card.json --steps 128
     """
     path = run_mod.render(run_dir, layer, n, model, batch=batch, cells_per_job=cells_per_job,
-                          params=RenderParams(**render_params), device=device, threads=threads)
+                          params=RenderParams(**render_params), device=device, threads=threads, out_dir=out_dir)
     click.echo(str(path))
 
 
@@ -174,23 +178,26 @@ def render(run_dir, layer, n, model, batch, cells_per_job, device, threads, **re
 @model_option
 @click.option("--density/--no-density", default=True, show_default=True, help="Size icons by sample count.")
 @click.option("--n-examples", default=6, show_default=True)
-def atlas(run_dir, layer, n, model, density, n_examples) -> None:
+@click.option("--example-extent", default=0.3, show_default=True, help="Example crop side, fraction of the input.")
+@click.option("--out-dir", type=click.Path(), default=None, help="Folder holding cells.npz (default RUN/LAYER/grid-N).")
+def atlas(run_dir, layer, n, model, density, n_examples, example_extent, out_dir) -> None:
     """Compose a grid's icons into the atlas PNGs, icons, examples and atlas.json.
 
     Example: actlas atlas runs/x -l features.13 --n 20 -m card.json
     """
-    click.echo(str(run_mod.atlas(run_dir, layer, n, model, density=density, n_examples=n_examples)))
+    click.echo(str(run_mod.atlas(run_dir, layer, n, model, density=density, n_examples=n_examples,
+                                 example_extent=example_extent, out_dir=out_dir)))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--config", "config_path", type=click.Path(exists=True), required=True, help="The run's config JSON.")
-def manifest(run_dir, config_path) -> None:
+@click.option("--config-json", required=True, help="The run's config as a JSON string.")
+def manifest(run_dir, config_json) -> None:
     """Gather every stage's record into RUN/manifest.json and say where the atlases are.
 
-    Example: actlas manifest runs/demo --config runs/demo/config.json
+    Example: actlas manifest runs/demo --config-json "$(cat config.json)"
     """
-    path = run_mod.manifest(run_dir, json.loads(Path(config_path).read_text()))
+    path = run_mod.manifest(run_dir, json.loads(config_json))
     for layer, entry in run_mod.info(run_dir)["layers"].items():
         for png in entry["atlases"]:
             click.echo(f"atlas {layer}: {png}", err=True)
@@ -205,6 +212,26 @@ def info(run_dir) -> None:
     Example: actlas info runs/demo
     """
     click.echo(json.dumps(run_mod.info(run_dir), indent=1))
+
+
+@main.command("build-viewer")
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--openseadragon", type=click.Path(), default=None, help="OpenSeadragon build folder (node_modules).")
+@click.option("--layer", "-l", "layers", multiple=True, help="Layers to show, in order (default: all).")
+def build_viewer(run_dir, openseadragon, layers) -> None:
+    """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
+
+    Example: actlas build-viewer runs/demo
+    """
+    from .serve import build_viewer as build
+
+    click.echo(str(build(Path(run_dir), Path(openseadragon) if openseadragon else None, list(layers) or None)))
+
+
+from .serve import export_command, serve_command  # noqa: E402
+
+main.add_command(serve_command)
+main.add_command(export_command)
 
 
 if __name__ == "__main__":

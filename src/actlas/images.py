@@ -6,7 +6,9 @@ other folders are unlabelled) or a list file (one ``path[<TAB>label]`` a line).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import warnings
 import zlib
 from pathlib import Path
@@ -33,22 +35,46 @@ def list_images(
 ) -> list[tuple[str, int]]:
     """All images under a folder (or in a list file), sorted by path, with labels (-1 if unknown).
 
-    Symbolic links to folders are not followed (no loops); files are judged by extension here and
-    by content at decode time.
+    Symbolic links to folders are followed, each real folder once: a link back to a folder already
+    walked (a loop such as ``a/up -> ..``) is not entered, so listing always ends and no image
+    is listed twice through two routes. Unreadable folders are skipped with a warning. Files are
+    judged by extension here (so a corrupt file still shows up, to be skipped with its reason in
+    the shard's ``.skipped.tsv``) and by content at decode time.
     """
     source = Path(source)
     if source.is_file():
         rows = []
-        for line in source.read_text().splitlines():
+        for number, line in enumerate(source.read_text().splitlines(), 1):
             if line.strip():
                 path, _, label = line.partition("\t")
-                rows.append((str((source.parent / path).resolve()) if not os.path.isabs(path) else path,
-                             int(label) if label.strip() else -1))
+                try:
+                    value = int(label) if label.strip() else -1
+                except ValueError:
+                    raise ValueError(
+                        f"{source}:{number}: label {label!r} is not an integer class index "
+                        "(lines are path<TAB>label, the label optional)"
+                    ) from None
+                rows.append((str((source.parent / path).resolve()) if not os.path.isabs(path) else path, value))
         return sorted(rows)
     if not source.is_dir():
         raise FileNotFoundError(f"image folder or list file not found: {source}")
     rows = []
-    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+    seen: set[tuple[int, int]] = set()
+
+    def unreadable(err: OSError) -> None:
+        warnings.warn(f"skipping unreadable folder {err.filename}: {err.strerror}", stacklevel=3)
+
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=True, onerror=unreadable):
+        try:
+            st = os.stat(dirpath)
+        except OSError as err:
+            unreadable(err)
+            dirnames.clear()
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: walked already
+            dirnames.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         label = _label_of(Path(dirpath).name, synsets, categories) if Path(dirpath) != source else -1
         for name in sorted(filenames):
@@ -116,41 +142,119 @@ def write_shards(images: list[tuple[str, int]], n_shards: int, out_dir: str | Pa
     return paths
 
 
+def _scale_to_8bit(array: np.ndarray, top: float) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow image -> 8-bit RGB: EXIF orientation applied, 16-bit scaled, transparency over grey."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    """Any Pillow image -> 8-bit RGB, as a person would see it.
+
+    EXIF orientation is applied (a broken EXIF block is ignored, the image kept as stored); 16-bit
+    modes (``I;16*``) are scaled by 255/65535; 32-bit ``I`` by its likely range (8 or 16 bit, else
+    its maximum); float ``F`` in [0, 1] by 255; transparency (RGBA, LA, PA, a palette's transparent
+    index) is composited over mid-grey (128); CMYK, YCbCr, LAB and bilevel images are converted.
+    Raises ``ValueError`` for a mode Pillow cannot convert to RGB.
+    """
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block must not cost the image
+        pass
+    if image.mode.startswith("I;16"):
+        image = _scale_to_8bit(np.asarray(image, dtype=np.float64), 65535.0)
+    elif image.mode in ("I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8))
+        finite = array[np.isfinite(array)]
+        high = float(finite.max()) if finite.size else 0.0
+        if image.mode == "F" and high <= 1.0:
+            top = 1.0
+        elif high <= 255:
+            top = 255.0
+        elif high <= 65535:
+            top = 65535.0
+        else:
+            top = high
+        image = _scale_to_8bit(np.nan_to_num(array, nan=0.0, posinf=top, neginf=0.0), top)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         background = Image.new("RGBA", image.size, (128, 128, 128, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
     return image.convert("RGB")
 
 
+# Formats decoded from untrusted files. Everything else (EPS, which Pillow hands to Ghostscript;
+# PDF; exotic plugins) is refused as "not an image", whatever the file's extension says.
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "WEBP", "TIFF")  # JPEG includes MPO (camera multi-picture)
+MAX_ASPECT = 256  # longest side / shortest side; past this, resizing the short side blows up memory
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """A reason fit for one TSV field: no tabs or newlines, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _stat_reason(path: str | Path) -> str:
+    """Why ``path`` is not a readable regular file ("" if it is one)."""
+    try:
+        st = os.stat(path)  # follows symbolic links
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(path) else "file not found"
+    except PermissionError:
+        return "permission denied"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return _one_line(f"cannot read: {err.strerror or err}")
+    if stat.S_ISDIR(st.st_mode):
+        return "not a regular file (a directory)"
+    if stat.S_ISFIFO(st.st_mode):
+        return "not a regular file (a named pipe)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a device or socket)"
+    if st.st_size == 0:
+        return "empty file"
+    return ""
+
+
 def decode(path: str | Path) -> tuple[Image.Image | None, str]:
-    """Open an image file as RGB. Returns (image, "") or (None, reason) for a file to skip."""
+    """Open an image file as 8-bit RGB (see ``to_rgb``). Never raises for a bad file.
+
+    Returns ``(image, "")``, or ``(None, reason)`` for a file to skip; the reason is one line
+    starting with its kind: ``file not found``, ``broken symbolic link``, ``symbolic link loop``,
+    ``permission denied``, ``not a regular file (...)``, ``empty file``, ``not an image: ...``,
+    ``too large: ...`` (over Pillow's decompression-bomb limit, checked before any pixel is
+    decoded), ``extreme aspect ratio: ...``, ``truncated: ...``, ``unsupported colour mode ...``
+    or ``corrupt: ...``. Only the formats in ``FORMATS`` are decoded, whatever the extension.
+    """
+    reason = _stat_reason(path)
+    if reason:
+        return None, reason
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    return None, f"too large ({image.width}x{image.height} pixels)"
+            with open(path, "rb") as file, Image.open(file, formats=FORMATS) as image:
+                w, h = image.size
+                if w * h > MAX_PIXELS:
+                    return None, f"too large: {w}x{h} pixels, over the decompression-bomb limit of {MAX_PIXELS}"
+                if w < 1 or h < 1:
+                    return None, f"corrupt: image size {w}x{h}"
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    return None, f"extreme aspect ratio: {w}x{h} pixels (more than {MAX_ASPECT}:1)"
                 image.load()
-                return to_rgb(image), ""
+                try:
+                    return to_rgb(image), ""
+                except ValueError as err:
+                    return None, _one_line(f"unsupported colour mode {image.mode}: {err}")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        return None, f"too large: {err}"
-    except FileNotFoundError:
-        return None, "file not found"
+        return None, _one_line(f"too large: {err}")
+    except Image.UnidentifiedImageError:
+        return None, f"not an image: no decoder among {', '.join(FORMATS)} recognises its content"
     except PermissionError:
         return None, "permission denied"
-    except IsADirectoryError:
-        return None, "is a directory"
     except OSError as err:
-        reason = str(err) or type(err).__name__
-        return None, f"cannot decode: {reason}"
-    except (ValueError, SyntaxError, EOFError) as err:
-        return None, f"cannot decode: {err}"
+        text = str(err) or type(err).__name__
+        kind = "truncated" if "truncat" in text.lower() else "corrupt"
+        return None, _one_line(f"{kind}: {text}")
+    except Exception as err:  # noqa: BLE001 - a malformed file must never stop a run: skip it
+        return None, _one_line(f"corrupt: {type(err).__name__}: {err}")

@@ -121,10 +121,16 @@ def umap(
 
 
 def pca(x, n_components: int, seed: int = 0) -> np.ndarray:
-    """Project rows of x (n, C) onto their first ``n_components`` principal axes -> (n, n_components)."""
+    """Project rows of x (n, C) onto their first ``n_components`` principal axes -> (n, n_components).
+
+    With a Dask x the projection streams block by block: only the (n, n_components) result is held.
+    """
     mean, cov = moments(x)
     values, vectors = np.linalg.eigh(cov)
     axes = vectors[:, ::-1][:, :n_components]
+    if hasattr(x, "dask"):
+        centred = x.astype(np.float32) - mean.astype(np.float32)
+        return np.asarray((centred @ axes.astype(np.float32)).compute(), dtype=np.float32)
     return ((np.asarray(x, dtype=np.float32) - mean.astype(np.float32)) @ axes.astype(np.float32)).astype(np.float32)
 
 

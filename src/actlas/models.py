@@ -266,7 +266,11 @@ def _from_torchvision(name: str, weights: str | None) -> tuple[nn.Module, ModelS
     try:
         model = torchvision.models.get_model(name, weights=weights)
     except ValueError as err:
-        raise ModelError(f"{err}; see torchvision.models.list_models()") from err
+        import difflib
+
+        close = difflib.get_close_matches(name, torchvision.models.list_models(), n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ModelError(f"{err}{hint}; see torchvision.models.list_models()") from err
     spec = ModelSpec(name=name, source=f"torchvision:{name}")
     if weights is not None:
         w = torchvision.models.get_model_weights(name)[weights] if weights != "DEFAULT" else (

@@ -36,6 +36,7 @@ class RenderParams:
     jitter: int = 8
     decay_power: float = 1.0
     seed: int = 0
+    amp: bool = False  # bf16 autocast of the network during optimisation (scores stay float32)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,11 +56,13 @@ def _optimise(
     params, image_fn = param.image(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
+    memory_format = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
     with capture(model, [layer], stop=True) as outs:
         for step in range(p.steps):
             optimizer.zero_grad(set_to_none=True)
-            x = transforms.standard(image_fn(), draws[:, step], p.pad)
-            h = objectives.centre(run_until(model, spec.normalize(x), outs)[layer])
+            x = transforms.standard(image_fn(), draws[:, step], p.pad).contiguous(memory_format=memory_format)
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=p.amp):
+                h = objectives.centre(run_until(model, spec.normalize(x), outs)[layer]).float()
             loss = -objectives.direction_cossim(h, targets, p.power).sum()
             loss.backward()
             optimizer.step()
@@ -139,7 +142,10 @@ def icon_key(direction: np.ndarray, whitening_digest: str, model_source: str, la
     h.update(whitening_digest.encode())
     h.update(model_source.encode())
     h.update(layer.encode())
-    h.update(repr(sorted(params.to_json().items())).encode())
+    settings = params.to_json()
+    if not settings["amp"]:
+        del settings["amp"]  # keys of float32 icons stay what they were before the option existed
+    h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:32]
 
 

@@ -109,11 +109,40 @@ class Samples:
     size: np.ndarray  # per image (n_img, 2)
 
 
+def check_stores(stores: list[Path], layer: str) -> None:
+    """Refuse to mix shard stores collected differently, or lacking ``layer``.
+
+    Every store must carry the same parameters (model, layers, positions, attribution, seed) and
+    format version; only the image count and the commit chunk may differ. Raises ``StoreError``
+    naming the stores and the parameters that differ.
+    """
+    first, first_params = None, None
+    for st in stores:
+        attrs = store.shard_attrs(st)
+        params = {k: v for k, v in attrs.get("params", {}).items() if k not in ("images", "chunk")}
+        params["format"] = attrs.get("format")
+        if first is None:
+            first, first_params = st, params
+        elif params != first_params:
+            keys = sorted(k for k in params.keys() | first_params.keys() if params.get(k) != first_params.get(k))
+            raise store.StoreError(
+                f"{st} and {first} were collected with different {', '.join(keys)} (another model, "
+                "version or settings): a run directory holds one collect; delete its collect/ folder "
+                "and collect again, or use another run directory"
+            )
+        if layer not in params.get("layers", []):
+            raise store.StoreError(
+                f"layer {layer!r} was not collected in {st} (collected: {params.get('layers')}); "
+                "add it to the run's layers and collect again"
+            )
+
+
 def load_samples(run_dir: str | Path, layer: str, columns=("activation", "attr_class", "attr_value")) -> Samples:
     """Read one layer's samples from every shard store of a run."""
     stores = shard_stores(run_dir)
     if not stores:
         raise FileNotFoundError(f"no shard stores in {run_dir}/collect: run collect first")
+    check_stores(stores, layer)
     paths: list[str] = []
     image_parts = []
     offset = 0
@@ -153,6 +182,9 @@ def layout(
     """Lay out one layer's activations with UMAP -> ``RUN/LAYER/coords.npy`` (+ whiten.npy, layout.json)."""
     start = time.perf_counter()
     stores = shard_stores(run_dir)
+    if not stores:
+        raise FileNotFoundError(f"no shard stores in {run_dir}/collect: run collect first")
+    check_stores(stores, layer)
     acts = store.read_dask(stores, f"{layer}/activation")
     mean, cov = layout_core.moments(acts)
     x = np.asarray(acts.compute(), dtype=np.float32)
@@ -176,6 +208,11 @@ def grid(run_dir: str | Path, layer: str, n: int, *, min_count: int = 3) -> Path
     """Bin a layer's layout into an n x n grid -> ``RUN/LAYER/grid-N/cells.npz``."""
     samples = load_samples(run_dir, layer)
     coords = np.load(layer_dir(run_dir, layer) / "coords.npy")
+    if len(coords) != len(samples.activation):
+        raise store.StoreError(
+            f"{layer_dir(run_dir, layer) / 'coords.npy'} has {len(coords)} rows but the shard stores hold "
+            f"{len(samples.activation)} samples of {layer}: the layout is from another collect; run layout again"
+        )
     n_classes = int(max(samples.attr_class.max() + 1, samples.pred.max() + 1))
     cells = grid_core.grid(
         coords, samples.activation, samples.attr_class, samples.attr_value, n, min_count=min_count,
@@ -195,7 +232,7 @@ def n_render_batches(cells_path: str | Path, cells_per_job: int) -> int:
 def render(
     run_dir: str | Path, layer: str, n: int, model: str, *, batch: int = 0, cells_per_job: int = 0,
     params: render_core.RenderParams | None = None, device: str = "auto", threads: int | None = None,
-    cache: bool = True, progress: bool = True,
+    cache: bool = True, progress: bool = True, out_dir: str | Path | None = None,
 ) -> Path:
     """Render the icons of one batch of cells (all cells when ``cells_per_job`` is 0).
 
@@ -209,7 +246,7 @@ def render(
     if threads:
         torch.set_num_threads(threads)
     params = params or render_core.RenderParams()
-    gdir = grid_dir(run_dir, layer, n)
+    gdir = Path(out_dir) if out_dir else grid_dir(run_dir, layer, n)
     with np.load(gdir / "cells.npz") as f:
         directions = f["direction"]
     lo = batch * cells_per_job if cells_per_job else 0
@@ -219,6 +256,8 @@ def render(
     net, spec = load_model(model)
     dev = resolve_device(device)
     net.to(dev)
+    if dev.type == "cuda":
+        net.to(memory_format=torch.channels_last)
     cache_dir = Path(run_dir) / "cache" / "icons"
     wdigest = render_core.array_digest(whitening)
     keys = [render_core.icon_key(directions[i], wdigest, spec.source, layer, params) for i in index]
@@ -250,10 +289,13 @@ def render(
 
 def atlas(
     run_dir: str | Path, layer: str, n: int, model: str, *, density: bool = True, n_examples: int = 6,
-    example_extent: float = 0.3,
+    example_extent: float = 0.3, out_dir: str | Path | None = None,
 ) -> Path:
-    """Compose a grid's icons -> atlas.png, atlas-labelled.png, icons/, examples/ and atlas.json."""
-    gdir = grid_dir(run_dir, layer, n)
+    """Compose a grid's icons -> atlas.png, atlas-labelled.png, icons/, examples/ and atlas.json.
+
+    ``out_dir`` (default ``RUN/LAYER/grid-N``) holds cells.npz and icons/ (class atlases use their own).
+    """
+    gdir = Path(out_dir) if out_dir else grid_dir(run_dir, layer, n)
     cells = dict(np.load(gdir / "cells.npz"))
     k = len(cells["count"])
     batches = sorted((gdir / "icons").glob("batch-*.npz"))
@@ -311,13 +353,25 @@ def atlas(
             "attribution": {str(int(t)): round(float(att[t]), 5) for t in nonzero},
             "faithfulness": round(float(faith[c]), 4), "icon": f"icons/{i}_{j}.png", "examples": examples,
         })
+    agreement = label_agreement(cells, samples)
     meta = {
+        "label_agreement": round(agreement, 4),
         "layer": layer, "grid": n, "icon_size": size, "image": "atlas.png", "labelled": "atlas-labelled.png",
         "size_px": [n * size, n * size], "classes": [spec.short_name(c) for c in range(len(spec.categories))],
         "faithfulness_median": round(float(np.median(faith)), 4), "cells": records,
     }
     _write_json(gdir / "atlas.json", meta)
     return gdir / "atlas.png"
+
+
+def label_agreement(cells: dict, samples: Samples) -> float:
+    """Fraction of cells whose label equals the most common top-1 prediction of their samples' images."""
+    top1 = samples.pred[samples.image, 0]
+    hits = 0
+    for c in range(len(cells["count"])):
+        preds = top1[grid_core.members(cells, c)]
+        hits += int(np.bincount(preds[preds >= 0]).argmax() == cells["label"][c]) if (preds >= 0).any() else 0
+    return hits / max(len(cells["count"]), 1)
 
 
 # --------------------------------------------------------------------------- manifest and info
@@ -365,6 +419,7 @@ def manifest(run_dir: str | Path, config: dict) -> Path:
                 "cells": len(meta["cells"]), "icons_rendered": rendered, "render_seconds": round(render_seconds, 1),
                 "faithfulness": {q: round(float(np.percentile(faith, p)), 4) for q, p in
                                  (("p10", 10), ("median", 50), ("p90", 90))},
+                "label_agreement": meta.get("label_agreement"),
                 "atlas": str(gdir / "atlas.png"), "labelled": str(gdir / "atlas-labelled.png"),
             }
         entry["grids"] = grids
@@ -403,6 +458,7 @@ def info(run_dir: str | Path) -> dict:
             "grid_sizes": [int(g) for g in grids],
             "icons": sum(g["cells"] for g in grids.values()),
             "faithfulness_median": {g: v["faithfulness"]["median"] for g, v in grids.items()},
+            "label_agreement": {g: v.get("label_agreement") for g, v in grids.items()},
             "atlases": [v["atlas"] for v in grids.values()],
             "render_seconds": {g: v["render_seconds"] for g, v in grids.items()},
         }

@@ -70,16 +70,27 @@ def committed(group: zarr.Group, name: str) -> int:
 
 
 def append(group: zarr.Group, rows: dict[str, np.ndarray]) -> None:
-    """Append rows to several arrays, then commit them together (one metadata write)."""
+    """Append rows to several arrays, then commit them together (one metadata write).
+
+    A failed write (disk full, read-only or vanished folder) raises ``StoreError`` saying so; the
+    rows committed before it stay readable, and running the same command again resumes there.
+    """
     counts = dict(group.attrs["committed"])
-    for name, values in rows.items():
-        array = group[name]
-        start = counts[name]
-        array.resize((start + len(values), *array.shape[1:]))
-        if len(values):
-            array[start : start + len(values)] = values
-        counts[name] = start + len(values)
-    group.attrs["committed"] = counts
+    try:
+        for name, values in rows.items():
+            array = group[name]
+            start = counts[name]
+            array.resize((start + len(values), *array.shape[1:]))
+            if len(values):
+                array[start : start + len(values)] = values
+            counts[name] = start + len(values)
+        group.attrs["committed"] = counts
+    except OSError as err:
+        raise StoreError(
+            f"cannot write to the store {group.store}: {err.strerror or err}. The rows committed before "
+            "stay readable; free disk space (or fix the folder's permissions) and run the same command "
+            "again to resume from them"
+        ) from err
     if os.environ.get("ACTLAS_TEST_COMMIT_DELAY"):  # lets kill-and-resume tests land between commits
         time.sleep(float(os.environ["ACTLAS_TEST_COMMIT_DELAY"]))
 

@@ -15,7 +15,8 @@ from .layout import numba_cache_dir, umap
 def main() -> None:
     start = time.perf_counter()
     cache = numba_cache_dir()
-    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    # above 4,096 rows UMAP switches to pynndescent, whose numba code must be compiled too
+    x = np.random.default_rng(0).normal(size=(5000, 16)).astype(np.float32)
     umap(x, n_neighbors=10, backend="umap-learn")
     print(f"numba cache warm in {cache} ({time.perf_counter() - start:.0f} s)")
 

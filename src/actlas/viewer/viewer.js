@@ -1,0 +1,384 @@
+/* actlas viewer: a multi-resolution activation atlas on OpenSeadragon.
+ *
+ * Data: window.ACTLAS_DATA (data.js) or data.json, written by actlas.serve.build_viewer:
+ *   {title, classes: [name], layers: [{layer, grids: [{grid, icon_size, size_px, tile_source,
+ *    cells: [{i, j, count, label, top, attribution: {classIndex: value}, faithfulness, icon, examples}]}]}]}
+ * Every grid of a layer is one tiled image over the same world rectangle (0, 0)-(1, 1);
+ * grids are stacked coarse to fine and zooming in reveals finer ones (chooseGrid), as in a
+ * deep-zoom map.
+ * Plain script, no build step; all text from the data goes through textContent.
+ */
+(function () {
+  "use strict";
+
+  const MAX_DIM = 0.85;        // opacity of the mask over a cell with no attribution to the class
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    data: null, viewer: null, layer: 0, active: 0, cellsEl: null, cellEls: null,
+    hover: null, pinned: null, highlight: null, classKeys: [], keyToIndex: new Map(),
+  };
+  window.actlas = state;  // for debugging and tests
+
+  function fail(message) {
+    const el = $("error");
+    el.textContent = message;
+    el.hidden = false;
+  }
+
+  async function loadData() {
+    if (window.ACTLAS_DATA) return window.ACTLAS_DATA;
+    const response = await fetch("data.json");
+    if (!response.ok) throw new Error("data.json: HTTP " + response.status + "; rebuild the viewer with actlas.serve.build_viewer");
+    return response.json();
+  }
+
+  /* ---------------------------------------------------------------- classes and search */
+
+  function setupClasses(classes) {
+    // ImageNet repeats some names ("crane"): those get their index appended to stay unique.
+    const seen = new Map();
+    classes.forEach((name) => seen.set(name, (seen.get(name) || 0) + 1));
+    const list = $("class-list");
+    state.classKeys = classes.map((name, k) => (seen.get(name) > 1 ? name + " (" + k + ")" : name));
+    state.classKeys.forEach((key, k) => {
+      state.keyToIndex.set(key.toLowerCase(), k);
+      const option = document.createElement("option");
+      option.value = key;
+      list.appendChild(option);
+    });
+    const search = $("class-search");
+    search.addEventListener("input", () => chooseClass(search.value, false));
+    search.addEventListener("change", () => chooseClass(search.value, true));
+    search.addEventListener("keydown", (e) => { if (e.key === "Enter") chooseClass(search.value, true); });
+  }
+
+  function chooseClass(text, allowPrefix) {
+    const query = text.trim().toLowerCase();
+    if (!query) return setHighlight(null);
+    let k = state.keyToIndex.get(query);
+    if (k === undefined && allowPrefix) {
+      const match = state.classKeys.findIndex((key) => key.toLowerCase().startsWith(query));
+      if (match >= 0) k = match;
+    }
+    if (k !== undefined) setHighlight(k);
+  }
+
+  function setHighlight(k) {
+    state.highlight = k;
+    applyHighlight();
+  }
+
+  /* The mask over each cell: transparent without a highlight; with one, the lower the cell's
+   * attribution to the class (relative to the grid's largest), the darker its mask. */
+  function applyHighlight() {
+    const grid = activeGrid();
+    const info = $("highlight-info");
+    if (!grid || !state.cellEls) return;
+    if (state.highlight === null) {
+      state.cellEls.forEach((el) => { el.style.opacity = "0"; el.dataset.weight = ""; });
+      info.textContent = "";
+      return;
+    }
+    const key = String(state.highlight);
+    let max = 0;
+    grid.cells.forEach((c) => { max = Math.max(max, (c.attribution && c.attribution[key]) || 0); });
+    state.cellEls.forEach((el, index) => {
+      const cell = grid.byIndex.get(index);
+      const value = cell && cell.attribution ? cell.attribution[key] || 0 : 0;
+      const weight = max > 0 ? Math.sqrt(Math.max(value, 0) / max) : 0;
+      el.dataset.weight = weight.toFixed(3);
+      el.style.opacity = (MAX_DIM * (1 - weight)).toFixed(3);
+    });
+    const n = grid.cells.filter((c) => c.attribution && (c.attribution[key] || 0) > 0).length;
+    info.textContent = "highlighting " + state.classKeys[state.highlight] + ": " + n + " of " + grid.cells.length +
+      " cells attribute to it" + (max > 0 ? " (max " + max.toPrecision(3) + ")" : "");
+  }
+
+  /* ---------------------------------------------------------------- layers and grids */
+
+  function layerGrids() { return state.data.layers[state.layer].grids; }
+  function activeGrid() { return layerGrids()[state.active]; }
+
+  function indexGrids(data) {
+    data.layers.forEach((layer) => layer.grids.forEach((grid) => {
+      grid.byIndex = new Map(grid.cells.map((c) => [c.j * grid.grid + c.i, c]));
+    }));
+  }
+
+  function setupLayers() {
+    const select = $("layer");
+    state.data.layers.forEach((layer, k) => {
+      const option = document.createElement("option");
+      option.value = String(k);
+      option.textContent = layer.layer;
+      select.appendChild(option);
+    });
+    $("layer-field").hidden = state.data.layers.length < 2;
+    select.addEventListener("change", () => openLayer(Number(select.value)));
+  }
+
+  function openLayer(k) {
+    state.layer = k;
+    state.active = -1;
+    state.hover = null;
+    unpin();
+    const viewer = state.viewer;
+    viewer.world.removeAll();
+    viewer.clearOverlays();
+    state.cellsEl = null;
+    const grids = layerGrids();
+    const levels = $("grid-levels");
+    levels.textContent = "";
+    grids.forEach((grid, g) => {
+      const chip = document.createElement("span");
+      chip.textContent = String(grid.grid);
+      chip.dataset.grid = String(grid.grid);
+      levels.appendChild(chip);
+      viewer.addTiledImage({
+        tileSource: grid.tile_source, x: 0, y: 0, width: 1, index: g, opacity: g === 0 ? 1 : 0,
+        success: (event) => {
+          grid.item = event.item;
+          if (g === 0) {
+            event.item.addOnceHandler("fully-loaded-change", () => markReady());
+            setZoomLimit();
+            viewer.viewport.goHome(true);
+          }
+          updateGrid();
+        },
+        error: (event) => fail("cannot open the tiles of grid " + grid.grid + ": " + event.message),
+      });
+    });
+  }
+
+  /* Zoom in until a cell of the finest grid fills about half the view, however few pixels the
+   * atlas has (a small run's atlas may be smaller than the screen). */
+  function setZoomLimit() {
+    const viewport = state.viewer.viewport;
+    const grids = layerGrids();
+    viewport.maxZoomLevel = viewport.getHomeZoom() * Math.max(4, grids[grids.length - 1].grid / 2);
+  }
+
+  function markReady() {
+    if (document.body.dataset.ready) return;
+    window.actlasLoadMs = performance.now();
+    document.body.dataset.ready = "1";
+  }
+
+  /* Grid for the current zoom, as in a deep-zoom map: the coarsest grid at the home view, and
+   * grid g once the zoom (relative to home) passes the geometric mean of the size ratios of
+   * grids g-1 and g to the coarsest, so cells keep about the same size on screen. */
+  function chooseGrid() {
+    const grids = layerGrids();
+    const viewport = state.viewer.viewport;
+    const zoom = viewport.getZoom(true) / viewport.getHomeZoom();
+    const base = grids[0].grid;
+    let chosen = 0;
+    for (let g = 1; g < grids.length; g++) {
+      if (zoom >= Math.sqrt(grids[g - 1].grid * grids[g].grid) / base) chosen = g;
+    }
+    return chosen;
+  }
+
+  function updateGrid() {
+    const g = chooseGrid();
+    if (g === state.active && state.cellsEl) return;
+    state.active = g;
+    // Grids are stacked coarse to fine: those up to the active one are drawn, finer ones
+    // hidden, so a coarser grid stays visible while the finer one's tiles load.
+    layerGrids().forEach((grid, k) => { if (grid.item) grid.item.setOpacity(k <= g ? 1 : 0); });
+    const grid = activeGrid();
+    $("grid-size").textContent = "grid " + grid.grid + " × " + grid.grid;
+    $("grid-size").dataset.grid = String(grid.grid);
+    document.querySelectorAll("#grid-levels span").forEach((chip) => {
+      chip.classList.toggle("active", chip.dataset.grid === String(grid.grid));
+    });
+    buildCells(grid);
+    applyHighlight();
+    if (state.hover) setHover(null);
+  }
+
+  /* One overlay over the whole atlas holding an N x N CSS grid of cell elements. */
+  function buildCells(grid) {
+    const n = grid.grid;
+    const wrapper = document.createElement("div");  // OpenSeadragon sets the overlay's display
+    wrapper.className = "cells-overlay";
+    const el = document.createElement("div");
+    el.className = "cells";
+    wrapper.appendChild(el);
+    el.style.gridTemplateColumns = "repeat(" + n + ", 1fr)";
+    el.style.gridTemplateRows = "repeat(" + n + ", 1fr)";
+    const cellEls = new Array(n * n);
+    for (let j = 0; j < n; j++) {
+      for (let i = 0; i < n; i++) {
+        const cellEl = document.createElement("div");
+        const cell = grid.byIndex.get(j * n + i);
+        cellEl.className = cell ? "cell" : "cell empty";
+        cellEl.dataset.i = String(i);
+        cellEl.dataset.j = String(j);
+        if (cell) cellEl.dataset.count = String(cell.count);
+        cellEls[j * n + i] = cellEl;
+        el.appendChild(cellEl);
+      }
+    }
+    if (state.cellsEl) state.viewer.removeOverlay(state.cellsEl);
+    state.viewer.addOverlay({ element: wrapper, location: new OpenSeadragon.Rect(0, 0, 1, 1) });
+    state.cellsEl = wrapper;
+    state.cellEls = cellEls;
+    el.dataset.grid = String(n);
+    if (state.pinned && state.pinned.grid === grid) markSelected();
+  }
+
+  /* ---------------------------------------------------------------- hover, click, details */
+
+  function cellAt(pixel) {
+    const grid = activeGrid();
+    if (!grid) return null;
+    const p = state.viewer.viewport.pointFromPixel(pixel);
+    const n = grid.grid;
+    const i = Math.floor(p.x * n), j = Math.floor(p.y * n);
+    if (i < 0 || j < 0 || i >= n || j >= n) return null;
+    return { grid, index: j * n + i, cell: grid.byIndex.get(j * n + i) || null };
+  }
+
+  function setHover(hit, clientX, clientY) {
+    const tooltip = $("tooltip");
+    if (state.hover && state.cellEls && state.cellEls[state.hover.index]) {
+      state.cellEls[state.hover.index].classList.remove("hover");
+    }
+    state.hover = hit && hit.cell ? hit : null;
+    if (!state.hover) {
+      tooltip.hidden = true;
+      if (!state.pinned) showCell(null);
+      return;
+    }
+    state.cellEls[hit.index].classList.add("hover");
+    tooltip.textContent = hit.cell.label + " · " + hit.cell.count + (hit.cell.count === 1 ? " sample" : " samples");
+    tooltip.style.left = clientX + 14 + "px";
+    tooltip.style.top = clientY + 14 + "px";
+    tooltip.hidden = false;
+    if (!state.pinned) showCell(hit);
+  }
+
+  function fmt(value, digits) {
+    return value === null || value === undefined ? "–" : Number(value).toPrecision(digits || 3);
+  }
+
+  function showCell(hit) {
+    const section = $("cell");
+    $("hint").hidden = !!hit;
+    section.hidden = !hit;
+    if (!hit) return;
+    const cell = hit.cell;
+    const icon = $("cell-icon");
+    if (cell.icon) { icon.src = cell.icon; icon.hidden = false; } else { icon.hidden = true; }
+    $("cell-label").textContent = cell.label;
+    $("cell-meta").textContent = cell.count + (cell.count === 1 ? " sample" : " samples") +
+      " · faithfulness " + fmt(cell.faithfulness, 2) +
+      " · cell (" + cell.i + ", " + cell.j + ") of grid " + hit.grid.grid;
+    const body = $("cell-top").querySelector("tbody");
+    body.textContent = "";
+    (cell.top || []).forEach(([name, value]) => {
+      const row = body.insertRow();
+      row.insertCell().textContent = name;
+      row.insertCell().textContent = fmt(value, 3);
+    });
+    $("cell-pinned").hidden = !(state.pinned && state.pinned.cell === cell);
+  }
+
+  function showExamples(hit) {
+    const section = $("examples");
+    const list = $("example-list");
+    list.textContent = "";
+    const examples = (hit && hit.cell.examples) || [];
+    section.hidden = examples.length === 0;
+    examples.forEach((ex) => {
+      const figure = document.createElement("figure");
+      figure.className = "example " + (ex.label && ex.pred ? (ex.label === ex.pred ? "correct" : "wrong") : "");
+      const img = document.createElement("img");
+      img.src = ex.src;
+      img.alt = "dataset example: " + (ex.label || "unknown label");
+      img.loading = "eager";
+      const caption = document.createElement("figcaption");
+      caption.textContent = "true: " + (ex.label || "?") + " · predicted: " + (ex.pred || "?") +
+        (ex.prob !== null && ex.prob !== undefined ? " (" + fmt(ex.prob, 2) + ")" : "");
+      figure.append(img, caption);
+      list.appendChild(figure);
+    });
+  }
+
+  function markSelected() {
+    state.cellEls.forEach((el) => el.classList.remove("selected"));
+    if (state.pinned && state.pinned.grid === activeGrid()) state.cellEls[state.pinned.index].classList.add("selected");
+  }
+
+  function pin(hit) {
+    state.pinned = hit;
+    markSelected();
+    showCell(hit);
+    showExamples(hit);
+  }
+
+  function unpin() {
+    state.pinned = null;
+    if (state.cellEls) markSelected();
+    showExamples(null);
+    showCell(state.hover);
+  }
+
+  function setupMouse(viewer) {
+    new OpenSeadragon.MouseTracker({
+      element: viewer.canvas,
+      moveHandler: (e) => {
+        const rect = viewer.canvas.getBoundingClientRect();
+        setHover(cellAt(e.position), rect.left + e.position.x, rect.top + e.position.y);
+      },
+      leaveHandler: () => setHover(null),
+    });
+    viewer.addHandler("canvas-click", (e) => {
+      if (!e.quick) return;  // a drag, not a click
+      const hit = cellAt(e.position);
+      if (hit && hit.cell) pin(hit); else unpin();
+    });
+    document.addEventListener("keydown", (e) => { if (e.key === "Escape") unpin(); });
+  }
+
+  /* ---------------------------------------------------------------- start */
+
+  async function main() {
+    if (typeof OpenSeadragon === "undefined") {
+      return fail("openseadragon/openseadragon.min.js did not load; rebuild the viewer (npm ci, then actlas.serve.build_viewer)");
+    }
+    try {
+      state.data = await loadData();
+    } catch (err) {
+      return fail("cannot load the atlas data: " + err.message);
+    }
+    indexGrids(state.data);
+    $("title").textContent = "actlas · " + state.data.title;
+    document.title = "actlas · " + state.data.title;
+    setupClasses(state.data.classes);
+    setupLayers();
+    const viewer = OpenSeadragon({
+      element: $("atlas"),
+      prefixUrl: "openseadragon/images/",
+      drawer: "canvas",
+      showNavigator: true,
+      navigatorPosition: "BOTTOM_RIGHT",
+      gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
+      visibilityRatio: 0.5,
+      minZoomImageRatio: 0.5,
+      maxZoomPixelRatio: 4,
+      animationTime: 0.6,
+      imageSmoothingEnabled: true,
+    });
+    state.viewer = viewer;
+    viewer.addHandler("animation", updateGrid);
+    viewer.addHandler("resize", () => { setZoomLimit(); updateGrid(); });
+    viewer.addHandler("animation-finish", updateGrid);
+    setupMouse(viewer);
+    openLayer(0);
+  }
+
+  main();
+})();

@@ -1,0 +1,253 @@
+"""The viewer in a real browser: Python Playwright driving Debian's chromium, headless.
+
+The acceptance test takes ``small_run`` (tests/conftest.py: a real pipeline run on a few
+real photos, at least two grid sizes of one layer). The load-time and layer-switch tests
+use a generated run (tests/_fake_atlas.py): they measure and exercise the viewer, not the
+atlas. Install the browser with ``apt-get install -y chromium``; never download one.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from _fake_atlas import make_fake_run
+from actlas.serve import build_viewer, export, start_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless chromium (Debian's), shared by the module's tests."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page that records console errors, page errors and failed responses."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.problems = []
+    pg.on("pageerror", lambda e: pg.problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: m.type == "error" and pg.problems.append(f"console: {m.text}"))
+    pg.on("response", lambda r: r.status >= 400 and pg.problems.append(f"HTTP {r.status} {r.url}"))
+    yield pg
+    context.close()
+
+
+def wait_until(page: Any, js: str, timeout_s: float = 20.0) -> Any:
+    """Poll ``js`` in the page until truthy (the viewer's CSP forbids eval, so no wait_for_function)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(js)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for: {js}; problems: {page.problems}")
+        page.wait_for_timeout(50)
+
+
+def copy_atlases(run: Path, dest: Path) -> Path:
+    """Copy what the viewer reads from a run (manifest, LAYER/grid-N/) so tests never write into it."""
+    dest.mkdir(parents=True)
+    if (run / "manifest.json").is_file():
+        shutil.copy2(run / "manifest.json", dest / "manifest.json")
+    for atlas in run.glob("*/grid-*/atlas.json"):
+        shutil.copytree(atlas.parent, dest / atlas.parent.relative_to(run))
+    return dest
+
+
+def grid_shown(page: Any) -> int:
+    return int(page.get_attribute("#grid-size", "data-grid"))
+
+
+def cell_opacities(page: Any) -> list[str]:
+    return page.evaluate("[...document.querySelectorAll('.cells .cell')].map(e => e.style.opacity)")
+
+
+CELL_NEAR_CENTRE = """([wanted, box]) => {
+    const keys = wanted && new Set(wanted.map(([i, j]) => i + ',' + j));
+    const cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+    let best = null;
+    for (const el of document.querySelectorAll('.cells .cell:not(.empty)')) {
+        if (keys && !keys.has(el.dataset.i + ',' + el.dataset.j)) continue;
+        const r = el.getBoundingClientRect();
+        const x = r.left + r.width / 2, y = r.top + r.height / 2;
+        // stay clear of the zoom buttons (top left) and the navigator (bottom right)
+        if (x < box.x + 20 || y < box.y + 60 || x > box.x + box.width * 0.7 || y > box.y + box.height * 0.7) continue;
+        const d = (x - cx) ** 2 + (y - cy) ** 2;
+        if (!best || d < best.d) best = {d, x, y, i: +el.dataset.i, j: +el.dataset.j};
+    }
+    return best;
+}"""
+
+
+def cell_near_centre(page: Any, wanted: list[list[int]] | None = None) -> dict[str, float] | None:
+    """Screen centre and (i, j) of the occupied cell nearest the atlas centre (among ``wanted``)."""
+    box = page.locator("#atlas").bounding_box()
+    return page.evaluate(CELL_NEAR_CENTRE, [wanted, box])
+
+
+def class_key(classes: list[str], k: int) -> str:
+    """The name the viewer's search offers for class k (repeated names get their index)."""
+    return f"{classes[k]} ({k})" if classes.count(classes[k]) > 1 else classes[k]
+
+
+@pytest.mark.slow
+def test_viewer_on_small_run(small_run: Path, page: Any, tmp_path: Path) -> None:
+    """Zoom until the grid changes, hover a cell, click it, highlight a class; save a screenshot."""
+    run = copy_atlases(Path(small_run), tmp_path / "run")
+    grids = sorted({int(p.parent.name.split("-")[1]) for p in run.glob("*/grid-*/atlas.json")})
+    assert len(grids) >= 2, f"small_run must hold at least two grid sizes, has {grids}"
+    build_viewer(run)
+    with start_server(run) as server:
+        page.goto(server.url)
+        wait_until(page, "document.body.dataset.ready === '1'")
+        start = grid_shown(page)
+        assert start == grids[0], "the viewer opens on the coarsest grid"
+
+        # Zoom in with the mouse wheel until a finer grid replaces the first one.
+        box = page.locator("#atlas").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        for _ in range(30):
+            page.mouse.wheel(0, -150)
+            page.wait_for_timeout(150)
+            if grid_shown(page) != start:
+                break
+        page.wait_for_timeout(800)  # let the zoom animation settle
+        grid = grid_shown(page)
+        assert grid > start, f"zooming in did not switch to a finer grid (still {grid})"
+
+        # Hover the on-screen cell nearest the centre that has dataset examples.
+        layer = page.evaluate("window.actlas.data.layers[window.actlas.layer].layer")
+        atlas = json.loads((run / layer / f"grid-{grid}" / "atlas.json").read_text())
+        cells = {(c["i"], c["j"]): c for c in atlas["cells"]}
+        wanted = [[i, j] for (i, j), c in cells.items() if c.get("examples")]
+        assert wanted, "small_run's atlas has no cell with dataset examples"
+        target = cell_near_centre(page, wanted)
+        assert target, "no cell with examples is on screen after zooming"
+        cell = cells[(target["i"], target["j"])]
+        page.mouse.move(target["x"], target["y"])
+        wait_until(page, "!document.getElementById('tooltip').hidden")
+        assert cell["label"] in page.text_content("#tooltip")
+        assert page.text_content("#cell-label") == cell["label"]
+        meta = page.text_content("#cell-meta")
+        assert f"{cell['count']} sample" in meta, meta
+        assert page.locator("#cell-top tbody tr").count() == len(cell.get("top", []))
+
+        # Click: the cell's dataset examples load.
+        page.mouse.click(target["x"], target["y"])
+        loaded = wait_until(
+            page,
+            "(() => { const imgs = [...document.querySelectorAll('#example-list img')];"
+            " return imgs.length && imgs.every(i => i.complete) && imgs.filter(i => i.naturalWidth > 0).length; })()",
+        )
+        assert loaded >= 1
+        captions = page.text_content("#example-list")
+        assert f"true: {cell['examples'][0]['label']}" in captions
+
+        # Type a class name: the cells' opacities follow their attribution to it.
+        before = cell_opacities(page)
+        assert set(before) <= {"0", ""}
+        label_index = cell.get("label_index", atlas["classes"].index(cell["label"]))
+        search = page.locator("#class-search")
+        search.click()
+        search.press_sequentially(class_key(atlas["classes"], label_index), delay=10)
+        search.press("Enter")
+        after = cell_opacities(page)
+        assert after != before and len(set(after)) > 1, "class highlight did not change cell opacities"
+        assert "highlighting" in page.text_content("#highlight-info")
+
+        page.mouse.move(target["x"], target["y"])  # show the tooltip in the screenshot
+        page.wait_for_timeout(400)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer.png"))
+        assert not page.problems, page.problems
+
+
+@pytest.fixture(scope="module")
+def fake_run_40(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated run: two layers, each one 40 x 40 atlas of 64 px icons (2560 px square)."""
+    run = make_fake_run(
+        tmp_path_factory.mktemp("run40") / "run", layers=("features.13", "features.16"),
+        grids=(40,), icon_size=64, examples_per_cell=1,
+    )
+    build_viewer(run)
+    return run
+
+
+def test_viewer_load_time_40x40(fake_run_40: Path, page: Any) -> None:
+    """Time from navigation to a 40 x 40 atlas drawn (tiles fully loaded, cells built); printed."""
+    with start_server(fake_run_40) as server:
+        t0 = time.perf_counter()
+        page.goto(server.url)
+        wait_until(page, "document.body.dataset.ready === '1' && document.querySelectorAll('.cells .cell').length === 1600")
+        seconds = time.perf_counter() - t0
+        in_page_ms = page.evaluate("window.actlasLoadMs")
+        print(f"\nviewer load time, 40x40 atlas (2560 px): {seconds:.2f} s from goto (in page: {in_page_ms:.0f} ms)")
+        assert grid_shown(page) == 40
+        assert seconds < 20
+        assert not page.problems, page.problems
+
+
+def test_layer_switch(fake_run_40: Path, page: Any) -> None:
+    """A run with two layers shows a layer selector; choosing the other layer reopens the atlas."""
+    with start_server(fake_run_40) as server:
+        page.goto(server.url)
+        wait_until(page, "document.body.dataset.ready === '1'")
+        assert page.is_visible("#layer")
+        page.select_option("#layer", label="features.16")
+        wait_until(page, "window.actlas.layer === 1 && window.actlas.viewer.world.getItemCount() === 1 "
+                         "&& window.actlas.viewer.world.getItemAt(0).getFullyLoaded()")
+        assert page.evaluate("window.actlas.data.layers[window.actlas.layer].layer") == "features.16"
+        assert page.locator(".cells .cell").count() == 1600
+        assert not page.problems, page.problems
+
+
+def test_exported_site_on_plain_file_server(fake_run_40: Path, page: Any, tmp_path: Path) -> None:
+    """`export` output works from the standard library's plain static file server."""
+    out = tmp_path / "site"
+    export(fake_run_40, out)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = partial(Quiet, directory=str(out))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")  # index.html redirects to viewer/
+        page.wait_for_url("**/viewer/index.html")
+        wait_until(page, "document.body && document.body.dataset.ready === '1'")
+        cell = cell_near_centre(page)
+        assert cell, "no occupied cell on screen"
+        page.mouse.click(cell["x"], cell["y"])
+        wait_until(page, "[...document.querySelectorAll('#example-list img')].some(i => i.complete && i.naturalWidth > 0)")
+        assert not page.problems, page.problems
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
