@@ -20,19 +20,17 @@ include: "rules/layout.smk"
 include: "rules/grid.smk"
 include: "rules/render.smk"
 include: "rules/atlas.smk"
-
-
-if Path("rules/viewer.smk").exists():
-
-    include: "rules/viewer.smk"
+include: "rules/classes.smk"
+include: "rules/viewer.smk"
 
 
 # Bookkeeping that takes a second runs on the submit host, never as a cluster job.
-localrules: all, config_snapshot, manifest
+localrules: all, manifest
 
 
 rule all:
     input:
         f"{RUN}/manifest.json",
-        [VIEWER] if "VIEWER" in globals() else [],
+        VIEWER,
+        class_outputs(),
     default_target: True

@@ -230,8 +230,14 @@ def build_viewer(run_dir, openseadragon, layers) -> None:
 
 from .serve import export_command, serve_command  # noqa: E402
 
+from .classes import class_atlas_command, compare_command  # noqa: E402
+from .patches import patch_command  # noqa: E402
+
 main.add_command(serve_command)
 main.add_command(export_command)
+main.add_command(class_atlas_command)
+main.add_command(compare_command)
+main.add_command(patch_command)
 
 
 if __name__ == "__main__":
