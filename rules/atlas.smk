@@ -19,6 +19,8 @@ rule atlas:
         CONDA_ENV
     log:
         f"{RUN}/logs/atlas/{{layer}}-{{n}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/atlas/{{layer}}-{{n}}.tsv"
     shell:
         "actlas atlas {params.rundir} --layer {wildcards.layer} --n {wildcards.n} --model {params.model}"
         " {params.density} --n-examples {params.n_examples} 2> {log}"

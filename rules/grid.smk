@@ -15,5 +15,7 @@ checkpoint grid:
         CONDA_ENV
     log:
         f"{RUN}/logs/grid/{{layer}}-{{n}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/grid/{{layer}}-{{n}}.tsv"
     shell:
         "actlas grid {params.rundir} --layer {wildcards.layer} --n {wildcards.n} --min-count {params.min_count} 2> {log}"

@@ -1,0 +1,132 @@
+"""The fast paths give the results of the plain paths, within tolerance (no timing assertions here).
+
+- bf16 autocast (``amp``) vs float32: activations and attributions in collect, icons and
+  faithfulness in render;
+- channels_last inputs vs contiguous ones (the CUDA layout, checked on CPU);
+- a layout computed with a warm numba cache vs one computed with an empty cache.
+
+Batched vs one-by-one rendering is checked in test_render.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from actlas.collect import attribute, collect
+from actlas.models import ModelSpec
+from actlas.render import RenderParams, icon_key, render
+
+SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3,
+                 std=(0.25,) * 3)
+FAST = RenderParams(size=32, steps=24, lr=0.05, batch_size=8, pad=4, jitter=2)
+
+
+def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def test_bf16_activations_and_attributions_match_float32(tiny_model):
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    logits32, acts32, attrs32, classes32 = attribute(tiny_model, SPEC, x, ["features.3"], attr_top=2)
+    logits16, acts16, attrs16, classes16 = attribute(tiny_model, SPEC, x, ["features.3"], attr_top=2, amp=True)
+    assert acts16["features.3"].dtype == torch.bfloat16  # autocast really ran
+    assert logits16.dtype == torch.float32 and attrs16["features.3"].dtype == torch.float32
+    a32, a16 = acts32["features.3"].numpy(), acts16["features.3"].float().numpy()
+    assert _rowwise_cosine(a32, a16).min() > 0.999
+    np.testing.assert_allclose(a16, a32, atol=0.02 * np.abs(a32).max())
+    np.testing.assert_allclose(logits16.numpy(), logits32.numpy(), atol=0.02 * np.abs(logits32.numpy()).max())
+    # attributions at the top class: same picture, bf16 rounding of activation and gradient
+    assert _rowwise_cosine(attrs32["features.3"][:, 0].numpy(), attrs16["features.3"][:, 0].numpy()).min() > 0.99
+
+
+def test_channels_last_gives_the_same_activations(tiny_model):
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    _, plain, attr_plain, _ = attribute(tiny_model, SPEC, x, ["features.3"], attr_top=2)
+    _, cl, attr_cl, _ = attribute(tiny_model, SPEC, x.contiguous(memory_format=torch.channels_last), ["features.3"],
+                                  attr_top=2)
+    torch.testing.assert_close(cl["features.3"], plain["features.3"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(attr_cl["features.3"], attr_plain["features.3"], rtol=1e-4, atol=1e-5)
+
+
+def test_collect_with_amp_stores_close_activations(tiny_model, tiny_dataset, tmp_path):
+    from actlas import images as imgs
+    from actlas import store
+
+    rows = imgs.list_images(tiny_dataset)
+    shard = tmp_path / "shard-00000.txt"
+    shard.write_text(imgs.format_shard(rows))
+    kw = dict(positions=3, attr_top=2, batch_size=8, chunk=8, workers=0, device="cpu", progress=False)
+    collect(shard, tmp_path / "fp32.zarr", "tiny_models:tiny_net", ["features.3"], **kw)
+    collect(shard, tmp_path / "bf16.zarr", "tiny_models:tiny_net", ["features.3"], amp=True, **kw)
+    a32 = store.read([tmp_path / "fp32.zarr"], "features.3/activation").astype(np.float32)
+    a16 = store.read([tmp_path / "bf16.zarr"], "features.3/activation").astype(np.float32)
+    assert a32.shape == a16.shape
+    assert np.median(_rowwise_cosine(a32, a16)) > 0.999
+    # the same positions were sampled and the same classes attributed (ties aside)
+    np.testing.assert_array_equal(store.read([tmp_path / "fp32.zarr"], "features.3/position"),
+                                  store.read([tmp_path / "bf16.zarr"], "features.3/position"))
+    assert store.shard_attrs(tmp_path / "bf16.zarr")["params"]["amp"] == "bf16"
+    assert "amp" not in store.shard_attrs(tmp_path / "fp32.zarr")["params"]
+
+
+def _directions(tiny_model, k=3):
+    from actlas import objectives
+
+    x = torch.rand(k, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        h = tiny_model.features(SPEC.normalize(x))
+    return objectives.centre(h).numpy()
+
+
+def test_bf16_render_is_as_faithful_as_float32(tiny_model):
+    d = _directions(tiny_model, 3)
+    fp32 = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
+    bf16 = render(tiny_model, SPEC, "features.4", d, params=RenderParams(**{**FAST.to_json(), "amp": True}),
+                  progress=False)
+    assert bf16["objective"].dtype == np.float32
+    # Optimisation is chaotic: bf16 rounding moves pixels, but the icon must still show its direction.
+    assert (bf16["faithfulness"] > 0.5).all()
+    assert np.abs(bf16["faithfulness"] - fp32["faithfulness"]).max() < 0.1
+    diff = np.abs(bf16["icon"].astype(int) - fp32["icon"].astype(int)).mean()
+    assert diff < 25, diff  # same picture, not a different image (unrelated icons differ by ~60)
+
+
+def test_amp_changes_icon_keys_only_when_on():
+    d = np.ones(4, dtype=np.float32)
+    off = icon_key(d, "w", "m", "l", FAST)
+    assert off == icon_key(d, "w", "m", "l", RenderParams(**{**FAST.to_json(), "amp": False}))
+    assert off != icon_key(d, "w", "m", "l", RenderParams(**{**FAST.to_json(), "amp": True}))
+
+
+_LAYOUT_CHILD = r"""
+import json, sys
+import numpy as np
+from actlas.layout import layout
+x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+coords, info = layout(x, n_neighbors=10, seed=0, backend="umap-learn")
+print(json.dumps(coords.tolist()))
+"""
+
+
+@pytest.mark.slow
+def test_layout_with_warm_numba_cache_equals_cold(tmp_path):
+    """A fresh process with an empty numba cache and a second one reusing it lay out the same points."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+
+    def run() -> np.ndarray:
+        out = subprocess.run([sys.executable, "-c", _LAYOUT_CHILD], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    cold = run()
+    assert any((tmp_path / "numba").rglob("*.nbi")), "numba wrote no cache index"
+    warm = run()
+    np.testing.assert_allclose(warm, cold, atol=1e-6)
