@@ -8,6 +8,7 @@ request target exactly as written (no client-side normalisation of ``..``).
 from __future__ import annotations
 
 import http.client
+import importlib
 import json
 import os
 import signal
@@ -206,7 +207,7 @@ def test_find_openseadragon_explains_npm_ci(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("ACTLAS_OPENSEADRAGON_DIR", str(tmp_path))
     assert find_openseadragon(tmp_path).name == "openseadragon"  # falls back to the checkout's node_modules
     with pytest.raises(FileNotFoundError, match="npm ci"):
-        import actlas.serve as serve_module
+        serve_module = importlib.import_module("actlas.serve")  # `actlas.serve` itself is the function
 
         monkeypatch.setattr(serve_module, "__file__", str(tmp_path / "a" / "b" / "serve.py"))
         monkeypatch.chdir(tmp_path)
@@ -431,7 +432,7 @@ def test_show_returns_iframe_to_loopback_server(fake_run: Path, monkeypatch: pyt
     """actlas.show: an IFrame to a loopback server started once per run (IPython stubbed)."""
     import types
 
-    import actlas.serve as serve_module
+    serve_module = importlib.import_module("actlas.serve")  # `actlas.serve` itself is the function
 
     display = types.ModuleType("IPython.display")
     display.IFrame = lambda src, width, height: {"src": src, "width": width, "height": height}

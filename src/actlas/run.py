@@ -65,8 +65,9 @@ def _json_default(o):
 
 def _save_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    tmp = path.with_name(f".{path.name}.partial")  # not matched by *.npz: readers never see half a file
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     tmp.replace(path)
 
 
