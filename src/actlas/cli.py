@@ -195,7 +195,7 @@ def atlas(run_dir, layer, n, model, density, n_examples, example_extent, out_dir
 def manifest(run_dir, config_json) -> None:
     """Gather every stage's record into RUN/manifest.json and say where the atlases are.
 
-    Example: actlas manifest runs/demo --config-json "$(cat config.json)"
+    Example: actlas manifest runs/demo --config-json '{"layers": ["features.13"], "grid": {"sizes": [8, 16]}}'
     """
     path = run_mod.manifest(run_dir, json.loads(config_json))
     for layer, entry in run_mod.info(run_dir)["layers"].items():

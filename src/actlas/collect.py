@@ -21,7 +21,7 @@ from torch import nn
 
 from . import images as imgs
 from . import store
-from .layers import get_layer
+from .layers import capture
 from .models import ModelSpec, load_model
 from .progress import progress_bar
 
@@ -89,33 +89,6 @@ def relaxed_max_pool(model: nn.Module) -> Iterator[None]:
             del module.forward
 
 
-@contextmanager
-def _leaf_capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Capture layer outputs so that gradients can be taken with respect to them.
-
-    The first captured output becomes a graph leaf (nothing before it needs gradients).
-    """
-    outputs: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def make_hook(name):
-        def hook(_m, _i, out):
-            if not out.requires_grad:
-                out = out.detach().requires_grad_()
-            outputs[name] = out
-            return out
-
-        return hook
-
-    try:
-        for name in layers:
-            handles.append(get_layer(model, name).register_forward_hook(make_hook(name)))
-        yield outputs
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def attribute(
     model: nn.Module, spec: ModelSpec, x: torch.Tensor, layers: list[str], attr_top: int, amp: bool = False
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
@@ -134,7 +107,7 @@ def attribute(
         the logit of the j-th top class, at every position
     classes : (B, attr_top) int64, the top predicted classes
     """
-    with relaxed_max_pool(model), _leaf_capture(model, layers) as outs, torch.enable_grad():
+    with relaxed_max_pool(model), capture(model, layers, leaf=True) as outs, torch.enable_grad():
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(spec.normalize(x))
         logits = logits.float()
@@ -253,7 +226,7 @@ def collect(
     rows = imgs.read_shard(shard)
     with torch.no_grad():
         shapes = {}
-        with _leaf_capture(net, layers) as outs:
+        with capture(net, layers, leaf=True) as outs:
             net(torch.zeros(1, 3, *spec.input_size, device=dev))
             for name in layers:
                 shapes[name] = tuple(outs[name].shape[1:])

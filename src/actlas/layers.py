@@ -38,12 +38,17 @@ def get_layer(model: nn.Module, layer: str) -> nn.Module:
 
 
 @contextmanager
-def capture(model: nn.Module, layers: list[str], stop: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+def capture(
+    model: nn.Module, layers: list[str], stop: bool = False, leaf: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of ``layers`` during forward passes inside the ``with`` block.
 
     Yields a dict, filled on each forward, mapping layer -> output tensor (B, C, H, W) (graph kept,
     so gradients flow). With ``stop=True`` the forward ends with ``StopForward`` once all layers
-    have run (call it through ``run_until``). Hooks are removed on exit, also on error.
+    have run (call it through ``run_until``). With ``leaf=True`` the first captured output that
+    needs no gradient becomes a graph leaf that does, so gradients can be taken with respect to
+    every captured layer while nothing before them is differentiated. Hooks are removed on exit,
+    also on error.
     """
     outputs: dict[str, torch.Tensor] = {}
     handles = []
@@ -51,9 +56,12 @@ def capture(model: nn.Module, layers: list[str], stop: bool = False) -> Iterator
 
     def make_hook(name: str):
         def hook(_module, _inputs, output):
+            if leaf and not output.requires_grad:
+                output = output.detach().requires_grad_()
             outputs[name] = output
             if stop and wanted <= outputs.keys():
                 raise StopForward
+            return output
 
         return hook
 

@@ -632,15 +632,17 @@ def class_index(spec: ModelSpec, name: str) -> int:
     return spec.class_index(name)
 
 
+def _run_config(run_dir: str | Path) -> dict:
+    """The config a finished run was made with (manifest.json's ``config``; empty if none)."""
+    path = Path(run_dir) / "manifest.json"
+    return json.loads(path.read_text()).get("config", {}) if path.exists() else {}
+
+
 def default_layer(run_dir: str | Path) -> str:
-    """The run's first layer (from config.json or the manifest), for commands that do not name one."""
-    for name in ("config.json", "manifest.json"):
-        path = Path(run_dir) / name
-        if path.exists():
-            data = json.loads(path.read_text())
-            layers = data.get("layers") if name == "config.json" else data.get("config", {}).get("layers")
-            if layers:
-                return layers[0]
+    """The run's first layer (from the manifest), for commands that do not name one."""
+    layers = _run_config(run_dir).get("layers")
+    if layers:
+        return layers[0]
     found = [p.parent.name for p in Path(run_dir).glob("*/coords.npy")]
     if len(found) == 1:
         return found[0]
@@ -648,15 +650,11 @@ def default_layer(run_dir: str | Path) -> str:
 
 
 def default_model(run_dir: str | Path) -> str:
-    """The run's model (from config.json or the manifest)."""
-    for name in ("config.json", "manifest.json"):
-        path = Path(run_dir) / name
-        if path.exists():
-            data = json.loads(path.read_text())
-            model = data.get("model") if name == "config.json" else data.get("config", {}).get("model")
-            if model:
-                return model
-    raise ValueError(f"{run_dir} has no config.json or manifest.json naming its model: pass --model")
+    """The run's model (from the manifest)."""
+    model = _run_config(run_dir).get("model")
+    if model:
+        return model
+    raise ValueError(f"{run_dir} has no manifest.json naming its model: pass --model")
 
 
 # --------------------------------------------------------------------------- CLI
