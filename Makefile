@@ -8,7 +8,7 @@ export NUMBA_CACHE_DIR ?= $(HOME)/.cache/actlas/numba
 # rules call the `actlas` command: the environment's bin comes first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: env demo test test-fast lint clean-demo
+.PHONY: env demo patches test test-fast lint clean-demo
 
 env: $(STAMP)
 
@@ -23,7 +23,12 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard package.json package-lock.js
 
 demo: env
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete --quiet rules
-	@$(BIN)/actlas info runs/demo | $(BIN)/python -c 'import json,sys; d=json.load(sys.stdin); [print("atlas:", p) for l in d["layers"].values() for p in l["atlases"]]'
+	@$(BIN)/actlas info runs/demo | $(BIN)/python -c 'import json,sys; d=json.load(sys.stdin); [print("atlas:", p) for l in d["layers"].values() for p in l["atlases"]]; [print(name + ":", p) for k, name in (("class_atlases", "class atlas"), ("comparisons", "comparison")) for p in d.get(k, [])]; print("viewer: .venv/bin/actlas serve runs/demo")'
+
+# Patch experiments on the finished demo (config/patches.yaml): RUN/patches/*/report.md
+patches: demo
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml config/patches.yaml --rerun-incomplete --quiet rules
+	@ls runs/demo/patches/*/report.md
 
 test: env
 	$(BIN)/python -m pytest -q

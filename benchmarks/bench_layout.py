@@ -1,4 +1,5 @@
-"""Seconds and peak memory of the layout stage on real activations: cold vs warm numba cache, with/without PCA.
+"""Seconds and peak memory of the layout stage on real activations: cold vs warm numba cache, with/without
+PCA, and against umap-learn alone.
 
 The activations are every position of the shared photos at the layer (collected once into a
 scratch store under /tmp, reused by later runs). Each measurement runs ``actlas.layout.layout``
@@ -7,8 +8,13 @@ compiles everything), then "warm" with that same directory (the second run loads
 compiled code from the cache). Peak memory is the child's VmHWM (its ``ru_maxrss`` would include
 the RSS of the parent it was forked from, which Linux keeps across exec).
 
+Baseline: ``umap.UMAP(n_neighbors=20, min_dist=0.01, metric="cosine").fit_transform(x)`` alone
+(pynndescent's neighbour search), in a fresh process on the same warm numba cache, for the
+no-PCA rows. actlas differs in its neighbour search (exact, batched in torch, below a size;
+see ``actlas.layout.use_exact_knn``), not in UMAP's optimisation.
+
 Usage: .venv/bin/python benchmarks/bench_layout.py [--quick]
-Last line: ``seconds: X`` = warm layout of the largest size, no PCA.
+Last line: ``ratio: X`` = umap-learn alone / actlas (warm, largest size, no PCA): higher is better.
 """
 
 from __future__ import annotations
@@ -36,13 +42,18 @@ from actlas.layout import layout
 x = np.load(sys.argv[1], mmap_mode="r")[: int(sys.argv[2])]
 x = np.asarray(x, dtype=np.float32)
 t1 = time.perf_counter()
-coords, info = layout(x, pca_components=int(sys.argv[3]), seed=0, backend=sys.argv[4])
+if sys.argv[5] == "plain":
+    import umap
+    coords = umap.UMAP(n_neighbors=20, min_dist=0.01, metric="cosine", random_state=0).fit_transform(x)
+    info = {"backend": "umap-learn alone", "knn": "pynndescent"}
+else:
+    coords, info = layout(x, pca_components=int(sys.argv[3]), seed=0, backend=sys.argv[4])
 t2 = time.perf_counter()
 assert coords.shape == (len(x), 2) and np.isfinite(coords).all()
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]  # peak RSS of this exec'd image
 peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"layout_s": t2 - t1, "total_s": t2 - t0, "maxrss_mb": peak,
-                  "backend": info["backend"]}))
+                  "backend": info["backend"], "knn": info.get("knn", "-")}))
 """
 
 
@@ -66,9 +77,9 @@ def activations(n_max: int) -> Path:
     return path
 
 
-def run_child(data: Path, n: int, pca: int, cache: str, backend: str) -> dict:
+def run_child(data: Path, n: int, pca: int, cache: str, backend: str, which: str = "actlas") -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(data), str(n), str(pca), backend], env=env,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(data), str(n), str(pca), backend, which], env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
@@ -95,20 +106,27 @@ def main() -> None:
                 cold = run_child(data, n, pca, cache, a.backend)
                 print(f"n={n} pca={pca} warm", file=sys.stderr, flush=True)
                 warm = run_child(data, n, pca, cache, a.backend)  # second run, same cache
-            results.append((min(n, n_have), pca, cold, warm))
+                plain = None
+                if not pca:
+                    print(f"n={n} umap-learn alone, warm", file=sys.stderr, flush=True)
+                    plain = run_child(data, n, 0, cache, a.backend, "plain")
+            results.append((min(n, n_have), pca, cold, warm, plain))
     print(f"# bench_layout: {machine()}")
     print(f"# layer {LAYER} activations of the shared photos (every position), UMAP n_neighbors 20, cosine; "
           f"each run a fresh process")
     rows = []
-    for n, pca, cold, warm in results:
+    for n, pca, cold, warm, plain in results:
         rows.append([n, pca or "-", round(cold["layout_s"], 1), round(warm["layout_s"], 1),
                      round(cold["layout_s"] - warm["layout_s"], 1),
-                     round(max(warm["maxrss_mb"], cold["maxrss_mb"])), warm["backend"]])
+                     round(max(warm["maxrss_mb"], cold["maxrss_mb"])), f"{warm['backend']}, knn {warm['knn']}",
+                     round(plain["layout_s"], 1) if plain else "-",
+                     round(plain["layout_s"] / warm["layout_s"], 2) if plain else "-"])
     print(table(["samples", "PCA", "cold s (empty numba cache)", "warm s (second run)", "JIT s saved",
-                 "peak RSS MB", "backend"], rows))
+                 "peak RSS MB", "backend", "umap-learn alone s (warm)", "x faster"], rows))
     print("(seconds: layout() call in the child, excluding interpreter start and data load)")
     last = [r for r in results if r[1] == 0][-1]
-    print(f"seconds: {last[3]['layout_s']:.1f}")
+    print(f"actlas warm layout of {last[0]} samples: {last[3]['layout_s']:.1f} s")
+    print(f"ratio: {last[4]['layout_s'] / last[3]['layout_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ rule class_atlas:
     resources:
         mem_mb=4000,
         runtime=120,
+    benchmark:
+        f"{RUN}/benchmarks/class_atlas/{{layer}}-{{name}}.tsv"
     log:
         f"{RUN}/logs/classes/{{layer}}-class-{{name}}.log",
     shell:
@@ -51,6 +53,8 @@ rule compare:
     resources:
         mem_mb=4000,
         runtime=120,
+    benchmark:
+        f"{RUN}/benchmarks/compare/{{layer}}-{{name}}.tsv"
     log:
         f"{RUN}/logs/classes/{{layer}}-compare-{{name}}.log",
     shell:
@@ -72,13 +76,15 @@ rule patch:
         flags=lambda wc: _patch_flags(PATCHES[wc.name]),
         seed=config.get("seed", 0),
         device=config.get("device", "auto"),
-        code=CLASS_CODE,
+        code=PATCH_CODE,
     threads: config["render"]["threads"]
     conda:
         CONDA_ENV
     resources:
         mem_mb=6000,
         runtime=120,
+    benchmark:
+        f"{RUN}/benchmarks/patch/{{name}}.tsv"
     log:
         f"{RUN}/logs/patches/{{name}}.log",
     shell:

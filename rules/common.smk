@@ -91,7 +91,10 @@ COMPARISONS = {f"{class_slug(str(e['classes'][0]))}-{class_slug(str(e['classes']
                for e in config.get("comparisons", [])}
 PATCHES = {e.get("name") or f"{class_slug(str(e.get('source') or 'any'))}-to-{class_slug(str(e['target']))}": e
            for e in config.get("patches", [])}
-CLASS_CODE = code("classes", "patches", "grid", "render", "atlas", "run:render", "run:atlas", "run:load_samples")
+# classes.py uses patches.py only for class_index and slug: a patch change never reruns class atlases
+CLASS_CODE = code("classes", "patches:class_index", "patches:slug", "grid", "render", "atlas", "run:render",
+                  "run:atlas", "run:load_samples")
+PATCH_CODE = code("patches", "images", "run:shard_lists", "run:shard_stores", "store")
 
 
 def _class_flags(e, grid_default, filter_default):
@@ -128,9 +131,12 @@ def _patch_flags(e):
     return " ".join(flags)
 
 
+def class_atlas_outputs():
+    """Every class atlas and comparison atlas.json the config asks for (the viewer shows them too)."""
+    out = [f"{RUN}/{_layer(e)}/class-{k}/atlas.json" for k, e in CLASS_ATLASES.items()]
+    return out + [f"{RUN}/{_layer(e)}/compare-{k}/atlas.json" for k, e in COMPARISONS.items()]
+
+
 def class_outputs():
     """Every class atlas, comparison and patch report the config asks for (targets of rule all)."""
-    out = [f"{RUN}/{_layer(e)}/class-{k}/atlas.json" for k, e in CLASS_ATLASES.items()]
-    out += [f"{RUN}/{_layer(e)}/compare-{k}/atlas.json" for k, e in COMPARISONS.items()]
-    out += [f"{RUN}/patches/{k}/report.json" for k in PATCHES]
-    return out
+    return class_atlas_outputs() + [f"{RUN}/patches/{k}/report.json" for k in PATCHES]

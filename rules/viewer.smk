@@ -6,10 +6,10 @@ VIEWER = f"{RUN}/viewer/index.html"
 
 
 rule viewer:
-    """Build RUN/viewer/ (tiles, data.json, OpenSeadragon from node_modules) from the run's atlases."""
+    """Build RUN/viewer/ (tiles, data.json, OpenSeadragon from node_modules) from the run's atlases,
+    class atlases and comparisons (each atlas.json is written after its atlas.png)."""
     input:
-        json=atlas_outputs(),
-        png=[p.replace("atlas.json", "atlas.png") for p in atlas_outputs()],
+        json=atlas_outputs() + class_atlas_outputs(),
     output:
         VIEWER,
     params:

@@ -129,7 +129,8 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     assert (path.parent / "atlas.png").exists() and all((path.parent / c["icon"]).exists() for c in meta["cells"])
     path = compare(run, "features.4", str(a), str(b), model, n=4, params=params, device="cpu", n_examples=1)
     meta = json.loads(path.read_text())
-    assert meta["kind"] == "compare" and meta["classes"] == [str(a), str(b)]
+    assert meta["kind"] == "compare" and meta["pair"] == [str(a), str(b)]
+    assert meta["classes"] == list(spec.categories)  # the model's classes, as in every atlas.json
     cells = np.load(path.parent / "cells.npz")
     va, _ = class_attribution(s.attr_class, s.attr_value, a)
     vb, _ = class_attribution(s.attr_class, s.attr_value, b)

@@ -47,3 +47,49 @@ def test_umap_cached_layout_is_deterministic():
     b, _ = layout(x, n_neighbors=10, seed=3, backend="umap-learn")
     assert info["backend"] == "umap-learn"
     assert a.shape == (300, 2) and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_knn_matches_brute_force(metric):
+    from actlas.layout import exact_knn
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(257, 7)).astype(np.float32)
+    idx, dist = exact_knn(x, 6, metric, block_floats=1000)  # several row blocks
+    if metric == "cosine":
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        d = 1 - xn @ xn.T
+    else:
+        d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    np.fill_diagonal(d, -1)  # self first
+    want = np.argsort(d, axis=1, kind="stable")[:, :6]
+    assert np.array_equal(idx[:, 0], np.arange(257)) and np.all(dist[:, 0] == 0)
+    np.testing.assert_array_equal(idx[:, 1:], want[:, 1:])
+    np.fill_diagonal(d, 0)
+    np.testing.assert_allclose(dist, np.take_along_axis(d, idx, 1), atol=2e-5)
+    with pytest.raises(ValueError, match="supports"):
+        exact_knn(x, 3, "manhattan")
+
+
+def test_exact_knn_is_chosen_by_size():
+    from actlas.layout import use_exact_knn
+
+    assert use_exact_knn(36_800, 96, "cosine") and use_exact_knn(100_000, 96, "euclidean")
+    assert not use_exact_knn(1_000_000, 96, "cosine") and not use_exact_knn(100_000, 512, "cosine")
+    assert not use_exact_knn(1000, 10, "correlation")
+
+
+@pytest.mark.slow
+def test_umap_with_exact_knn_separates_clusters():
+    """The exact neighbour graph feeds umap-learn: two far clusters land apart, and info says which search ran."""
+    from actlas.layout import layout
+
+    rng = np.random.default_rng(0)
+    centres = np.zeros((2, 16), np.float32)
+    centres[0, 0] = centres[1, 1] = 10.0
+    x = np.concatenate([c + rng.normal(size=(250, 16)).astype(np.float32) for c in centres])
+    xy, info = layout(x, n_neighbors=10, seed=0, backend="umap-learn")
+    assert info["knn"] == "exact" and info["knn_seconds"] >= 0
+    a, b = xy[:250].mean(0), xy[250:].mean(0)
+    spread = max(xy[:250].std(0).max(), xy[250:].std(0).max())
+    assert np.linalg.norm(a - b) > 3 * spread

@@ -221,3 +221,44 @@ def test_discovery_holds_out_every_source_photo(tiny_model):
     best, scores, search, held = discover(tiny_model, SPEC, photos, cands, 9, clean_top=top)
     assert {1, 6} <= set(held.tolist()) and not set(search.tolist()) & set(held.tolist())
     assert len(scores) == 2 and best in (0, 1)
+
+
+def test_near_target_population_and_random_sample_stay_apart(tiny_model):
+    """Photos added for the near population never enter not_target (the random sample stays random)."""
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    _, top = predict(tiny_model, SPEC, x, 0)
+    target = int(np.bincount(top, minlength=10).argmin())
+    prob, top = predict(tiny_model, SPEC, x, target)
+    near = np.array([0, 1, 0, 1, 1, 0, 1, 1], bool)
+    extra = np.array([0, 0, 0, 0, 0, 0, 1, 1], bool)
+    photos = Photos(x, [f"p{i}" for i in range(8)], np.zeros(8, int), np.zeros(8, bool), torch.rand(2, 3, 32, 32),
+                    near=near, extra=extra)
+    entry = evaluate_patch(tiny_model, SPEC, photos, "p", torch.rand(3, 8, 8), target, clean_prob=prob,
+                           clean_top=top)
+    eligible = top != target
+    pops = entry["populations"]
+    assert pops["not_target"]["patch"]["n"] == int((eligible & ~extra).sum())
+    assert pops["near_target"]["patch"]["n"] == pops["near_target"]["noise"]["n"] == int((eligible & near).sum())
+    assert pops["near_target"]["patch"]["prob_before"] == pytest.approx(float(prob[eligible & near].mean()), abs=1e-4)
+
+
+def test_near_target_mask_reads_the_stored_top5(tiny_dataset, tmp_path):
+    from actlas import images as imgs
+    from actlas import store
+    from actlas.collect import collect
+    from actlas.patches import near_target_mask
+
+    rows = imgs.list_images(tiny_dataset)
+    run = tmp_path / "run"
+    imgs.write_shards(rows, 2, run / "shards")
+    for lst in sorted((run / "shards").glob("shard-*.txt")):
+        collect(lst, run / "collect" / lst.with_suffix(".zarr").name, "tiny_models:tiny_net", ["features.4"],
+                positions=1, attr_top=3, batch_size=8, chunk=8, device="cpu", progress=False)
+    n = sum(len(imgs.read_shard(p)) for p in (run / "shards").glob("shard-*.txt"))
+    pred = store.read(sorted((run / "collect").glob("shard-*.zarr")), "images/pred")
+    target = int(pred[:, 1][0])  # second choice of the first photo: near for it
+    mask = near_target_mask(run, n, target)
+    assert mask.shape == (n,) and mask[0]
+    np.testing.assert_array_equal(mask, (pred[:, 1:] == target).any(1) & (pred[:, 0] != target))
+    assert not near_target_mask(run, n + 1, target).any()  # stores that do not match the lists: no near photos
+    assert not near_target_mask(tmp_path / "empty", 3, target).any()

@@ -119,6 +119,14 @@ def assert_alive(port: int) -> None:
         ("features.13/grid-4/atlas.json", True),
         ("features.13/grid-4/cells.npz", False),
         ("features.13/grid-4/icons/x/0_0.png", False),
+        ("features.13/class-red-fox/atlas.png", True),
+        ("features.13/class-red-fox/icons/1_2.png", True),
+        ("features.13/compare-snorkel-scuba-diver/compare.png", True),
+        ("features.13/compare-snorkel-scuba-diver/examples/0_0_0.jpg", True),
+        ("features.13/class-red-fox/cells.npz", False),
+        ("features.13/class-red-fox/rows.npy", False),
+        ("features.13/other-red-fox/atlas.png", False),
+        ("patches/grey-whale-to-great-white-shark/report.json", False),
         ("a/features.13/grid-4/icons/0_0.png", False),
         ("manifest.json", False),
         ("shards/shard-00000.txt", False),
@@ -177,6 +185,35 @@ def test_build_viewer_writes_index_tiles_and_data(fake_run: Path) -> None:
             assert (viewer / cell["icon"]).resolve().is_file()
             assert all((viewer / ex["src"]).resolve().is_file() for ex in cell["examples"])
     assert data["classes"][:2] == ["tench", "goldfish"]
+
+
+def test_build_viewer_lists_class_atlases_and_comparisons(tmp_path: Path) -> None:
+    """Class atlases and comparisons become extra maps after their layer's main atlas, with tiles and paths."""
+    run = make_fake_run(tmp_path / "run", layers=("features.13", "features.16"), grids=(4, 8), icon_size=8,
+                        examples_per_cell=1, extras=True)
+    viewer = build_viewer(run).parent
+    data = json.loads((viewer / "data.json").read_text())
+    assert [layer["layer"] for layer in data["layers"]] == ["features.13", "features.16"]
+    assert [[g["grid"] for g in layer["grids"]] for layer in data["layers"]] == [[4, 8], [4, 8]]
+    extras = data["extras"]
+    assert [(e["id"], e["kind"]) for e in extras] == [
+        ("features.13/class-red-fox", "class"), ("features.13/compare-snorkel-scuba-diver", "compare")]
+    shark, comparison = extras
+    assert shark["title"] == "class: red fox" and "255 samples" in shark["about"] and shark["axis"] is None
+    assert comparison["title"] == "compare: snorkel vs scuba diver"
+    assert comparison["axis"] == {"left": "more scuba diver", "right": "more snorkel"}
+    for extra, n in ((shark, 8), (comparison, 6)):
+        (grid,) = extra["grids"]
+        assert grid["grid"] == n and grid["dzi"] == f"tiles/{extra['id']}.dzi" and (viewer / grid["dzi"]).is_file()
+        folder = extra["id"].split("/")[1]
+        for cell in grid["cells"]:
+            assert cell["icon"] == f"../features.13/{folder}/icons/{cell['i']}_{cell['j']}.png"
+            assert (viewer / cell["icon"]).resolve().is_file()
+            assert all((viewer / ex["src"]).resolve().is_file() for ex in cell["examples"])
+    out = tmp_path / "site"
+    export(run, out)
+    assert (out / "features.13" / "class-red-fox" / "icons").is_dir()
+    assert not (out / "features.13" / "class-red-fox" / "cells.npz").exists()
 
 
 def test_build_viewer_without_atlas_names_the_fix(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def test_viewer_on_small_run(small_run: Path, page: Any, tmp_path: Path) -> None
         assert grid > start, f"zooming in did not switch to a finer grid (still {grid})"
 
         # Hover the on-screen cell nearest the centre that has dataset examples.
-        layer = page.evaluate("window.actlas.data.layers[window.actlas.layer].layer")
+        layer = page.evaluate("window.actlas.maps[window.actlas.layer].layer")
         atlas = json.loads((run / layer / f"grid-{grid}" / "atlas.json").read_text())
         cells = {(c["i"], c["j"]): c for c in atlas["cells"]}
         wanted = [[i, j] for (i, j), c in cells.items() if c.get("examples")]
@@ -222,7 +222,7 @@ def test_layer_switch(fake_run_40: Path, page: Any) -> None:
         page.select_option("#layer", label="features.16")
         wait_until(page, "window.actlas.layer === 1 && window.actlas.viewer.world.getItemCount() === 1 "
                          "&& window.actlas.viewer.world.getItemAt(0).getFullyLoaded()")
-        assert page.evaluate("window.actlas.data.layers[window.actlas.layer].layer") == "features.16"
+        assert page.evaluate("window.actlas.maps[window.actlas.layer].layer") == "features.16"
         assert page.locator(".cells .cell").count() == 1600
         assert not page.problems, page.problems
 
@@ -251,3 +251,43 @@ def test_exported_site_on_plain_file_server(fake_run_40: Path, page: Any, tmp_pa
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_class_atlas_and_comparison_pages(page: Any, tmp_path: Path) -> None:
+    """Class atlases and comparisons are maps of the atlas switch; the URL fragment opens one directly;
+    a comparison shows its axis; hover and click work there as on the main atlas."""
+    run = make_fake_run(tmp_path / "run", grids=(4, 8), icon_size=32, examples_per_cell=1, extras=True)
+    build_viewer(run)
+    with start_server(run) as server:
+        page.goto(server.url + "viewer/index.html#features.13/class-red-fox")
+        wait_until(page, "document.body.dataset.ready === '1'")
+        options = page.eval_on_selector_all("#layer option", "els => els.map(e => e.textContent)")
+        assert options == ["features.13", "class: red fox", "compare: snorkel vs scuba diver"]
+        assert page.evaluate("window.actlas.maps[window.actlas.layer].id") == "features.13/class-red-fox"
+        assert grid_shown(page) == 8 and page.locator(".cells .cell").count() == 64
+        assert "red fox" in page.text_content("#about") and page.is_hidden("#axis")
+
+        cell = cell_near_centre(page)
+        assert cell, "no occupied cell of the class atlas on screen"
+        page.mouse.click(cell["x"], cell["y"])
+        wait_until(page, "[...document.querySelectorAll('#example-list img')].some(i => i.complete && i.naturalWidth > 0)")
+        icon = page.get_attribute("#cell-icon", "src")
+        assert icon == f"../features.13/class-red-fox/icons/{cell['i']}_{cell['j']}.png"
+
+        page.select_option("#layer", label="compare: snorkel vs scuba diver")
+        wait_until(page, "window.actlas.viewer.world.getItemCount() === 1 && window.actlas.viewer.world.getItemAt(0).getFullyLoaded()"
+                         " && document.querySelectorAll('.cells .cell').length === 36")
+        assert page.evaluate("window.location.hash") == "#features.13/compare-snorkel-scuba-diver"
+        assert page.is_visible("#axis")
+        assert page.text_content("#axis-left") == "← more scuba diver"
+        assert page.text_content("#axis-right") == "more snorkel →"
+        assert "attribution to snorkel minus attribution to scuba diver" in page.text_content("#about")
+
+        page.select_option("#layer", label="features.13")
+        wait_until(page, "window.actlas.viewer.world.getItemCount() === 2 && document.querySelectorAll('.cells .cell').length === 16")
+        assert page.is_hidden("#axis") and page.is_hidden("#about")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.select_option("#layer", label="compare: snorkel vs scuba diver")
+        page.wait_for_timeout(600)
+        page.screenshot(path=str(ARTIFACTS / "viewer-compare.png"))
+        assert not page.problems, page.problems

@@ -91,3 +91,54 @@ def test_rerun_plans_only_what_changed(small_run):
     assert planned.get("collect") == 1
     assert {"layout", "grid"} <= set(planned)
     assert _planned(snakemake(work, "-n")) == {}, "restoring the image restores the plan"
+
+
+def test_class_atlases_comparisons_and_patches_as_rules(small_run, tmp_path):
+    """Config lists -> class_atlas, compare and patch jobs; the viewer lists the new maps; a change to a
+    patch setting reruns only that experiment."""
+    import shutil
+
+    import yaml
+
+    from actlas.models import load_model
+    from actlas.patches import slug
+    from actlas.run import load_samples
+    from conftest import CARD
+
+    work = tmp_path / "work"
+    shutil.copytree(small_run.parent, work, symlinks=True)
+    run = work / "run"
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["run_dir"] = str(run)
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # The copy has no Snakemake metadata, so only mtimes speak, and an earlier test may have rewritten
+    # a shard list: --touch marks the copy's finished outputs up to date, in DAG order.
+    snakemake(work, "--touch")
+    _, spec = load_model(str(CARD))
+    s = load_samples(run, "features.13", columns=("attr_class", "attr_value"))
+    a, b = (spec.short_name(int(c)) for c in np.argsort(-np.bincount(s.attr_class[:, 0]))[:2])
+    overlay = {
+        "class_atlases": [{"class": a, "filter": "top", "grid": 3}],
+        "comparisons": [{"classes": [a, b], "grid": 3}],
+        "patches": [{"target": a, "discover": True, "candidates": 3, "sizes": [0.45], "max_images": 8}],
+    }
+    (work / "classes.yaml").write_text(yaml.safe_dump(overlay))
+    both = ("--configfile", str(work / "config.yaml"), str(work / "classes.yaml"))
+    planned = _planned(snakemake(work, "-n", *both))
+    # exactly the new jobs and the viewer; the manifest (it records the config) may follow
+    assert {k: v for k, v in planned.items() if k not in ("manifest", "all")} == {
+        "class_atlas": 1, "compare": 1, "patch": 1, "viewer": 1}, planned
+    snakemake(work, *both)
+    slug_a = slug(a)
+    meta = json.loads((run / "features.13" / f"class-{slug_a}" / "atlas.json").read_text())
+    assert meta["kind"] == "class" and meta["class"] == a and meta["grid"] == 3 and meta["cells"]
+    assert sum(c["count"] for c in meta["cells"]) == meta["samples"]
+    report = json.loads((run / "patches" / f"any-to-{slug_a}" / "report.json").read_text())
+    assert report["target"] == a and report["discovery"]["best"].startswith("cell:")
+    data = json.loads((run / "viewer" / "data.json").read_text())
+    assert {e["kind"] for e in data["extras"]} == {"class", "compare"}
+    assert _planned(snakemake(work, "-n", *both)) == {}, "a finished run plans nothing"
+    overlay["patches"][0]["max_images"] = 9
+    (work / "classes.yaml").write_text(yaml.safe_dump(overlay))
+    planned = _planned(snakemake(work, "-n", *both))
+    assert {k: v for k, v in planned.items() if k not in ("manifest", "all")} == {"patch": 1}, planned

@@ -247,7 +247,8 @@ def compare(
     y = embed(samples.activation[rows], 1, method=method, seed=seed)[:, 0]
     coords = comparison_coords(va, vb, y)
     out = Path(out_dir) if out_dir else class_dir(run_dir, layer, f"compare-{slug(na)}-{slug(nb)}")
-    extra = {"kind": "compare", "classes": [na, nb], "class_indices": [ca, cb], "filter": filter, "top": top,
+    # "pair", not "classes": atlas.json's "classes" stays the model's class list, as in every atlas
+    extra = {"kind": "compare", "pair": [na, nb], "pair_indices": [ca, cb], "filter": filter, "top": top,
              "method": method, "x_axis": f"attribution to {na} minus attribution to {nb} ({nb} left, {na} right)",
              "y_axis": f"1-D {method} of the activations", "images": int(len(np.unique(samples.image[rows])))}
     path = _build(run_dir, layer, model, samples, rows, coords, n, out, min_count=min_count, params=params,

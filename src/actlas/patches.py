@@ -9,9 +9,11 @@ photos, turns many into "great white shark". Here:
   corner x size per image); sizes are fractions of the network input side;
 - controls on the same images with the same protocol: a uniform-noise patch and a same-size crop
   of a random photo (a fresh one per image, drawn under ``seed``);
-- populations: the source-class photos the model classifies correctly, and a deterministic
-  sample of every photo whose true label is not the target (the shared photos hold only 1-4
-  images per class, too few for per-class statistics);
+- populations: the source-class photos the model classifies correctly; a deterministic sample
+  of every photo whose true label is not the target (the shared photos hold only 1-4 images per
+  class, too few for per-class statistics); and the photos whose top-5 at collection already
+  holds the target without it being top-1 (read from the run's stores): those a patch can
+  plausibly tip over;
 - rates with 95% Wilson intervals, mean target probability before and after;
 - discovery: search candidate icons on one half of the photos, report the best on the other half.
 
@@ -308,6 +310,13 @@ class Photos:
     label: np.ndarray  # (N,) true label (-1 unknown)
     source: np.ndarray  # (N,) bool: true label is the source class
     pool: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # photos for the random-crop control
+    near: np.ndarray | None = None  # (N,) bool: the target is in the photo's top-5 at collection, not top-1
+    extra: np.ndarray | None = None  # (N,) bool: added for the near population only (not in the random sample)
+
+    def mask(self, name: str) -> np.ndarray:
+        """``near`` or ``extra`` as a (N,) bool array (all False when not given)."""
+        value = getattr(self, name)
+        return np.zeros(len(self.x), bool) if value is None else np.asarray(value, bool)
 
 
 def load_photos(rows: list[tuple[str, int]], spec: ModelSpec) -> tuple[torch.Tensor, list[str], np.ndarray]:
@@ -323,6 +332,23 @@ def load_photos(rows: list[tuple[str, int]], spec: ModelSpec) -> tuple[torch.Ten
             labels.append(label)
     x = torch.stack(xs) if xs else torch.zeros(0, 3, *spec.input_size)
     return x, paths, np.array(labels, dtype=np.int64)
+
+
+def near_target_mask(run_dir: str | Path, n_rows: int, target: int) -> np.ndarray:
+    """(n_rows,) bool over the run's photos (shard-list order): the target is in the photo's top-5
+    predictions stored at collection (``images/pred``) but is not its top-1. All False when the
+    run's stores are missing or incomplete."""
+    from . import store
+    from .run import shard_stores
+
+    stores = shard_stores(run_dir)
+    try:
+        pred, ok = store.read(stores, "images/pred"), store.read(stores, "images/ok")
+    except (KeyError, FileNotFoundError, ValueError):
+        return np.zeros(n_rows, bool)
+    if not stores or len(pred) != n_rows:
+        return np.zeros(n_rows, bool)
+    return ok.astype(bool) & (pred[:, 1:] == target).any(1) & (pred[:, 0] != target)
 
 
 def choose_photos(rows: list[tuple[str, int]], source: int | None, target: int, max_images: int, seed: int,
@@ -344,8 +370,9 @@ def evaluate_patch(model, spec, photos: Photos, name: str, patch: torch.Tensor, 
                    trials: dict | None = None) -> dict:
     """One patch and its two controls on the same photos and protocol -> report entry.
 
-    Populations: ``source_correct`` (source-class photos classified as the source) and
-    ``not_target`` (every evaluated photo not classified as the target before pasting).
+    Populations: ``source_correct`` (source-class photos classified as the source), ``not_target``
+    (the source photos and the random sample, not classified as the target before pasting) and
+    ``near_target`` (photos whose top-5 at collection holds the target, not top-1 before pasting).
     """
     idx = np.arange(len(photos.x)) if subset is None else subset
     x = photos.x[idx]
@@ -358,13 +385,15 @@ def evaluate_patch(model, spec, photos: Photos, name: str, patch: torch.Tensor, 
     src_top = photos.label[idx]
     eligible = clean_top[idx] != target
     source_ok = photos.source[idx] & (clean_top[idx] == src_top) & eligible
+    populations = (("source_correct", source_ok), ("not_target", eligible & ~photos.mask("extra")[idx]),
+                   ("near_target", eligible & photos.mask("near")[idx]))
     entry: dict = {"name": name, "populations": {}}
     for kind, p in patches.items():
         trial = run_trial(model, spec, x, p, target, corners=corners, sizes=sizes, batch_size=batch_size,
                           device=device)
         if trials is not None:
             trials[(name, kind)] = (idx, trial)
-        for pop, keep in (("source_correct", source_ok), ("not_target", eligible)):
+        for pop, keep in populations:
             entry["populations"].setdefault(pop, {})[kind] = summarise(trial, target, clean_prob[idx], keep, static)
     return entry
 
@@ -431,9 +460,17 @@ def patch_experiment(
     if not rows:
         raise FileNotFoundError(f"no shard lists in {run_dir}/shards: run the workflow (or actlas shards) first")
     src_rows, sample_rows, pool_rows = choose_photos(rows, s, t, max_images, seed)
-    x, paths, labels = load_photos(src_rows + sample_rows, mspec)
+    near_mask = near_target_mask(run_dir, len(rows), t)
+    near_paths = {r[0] for r, m in zip(rows, near_mask) if m and r[1] != t}
+    chosen = {r[0] for r in src_rows + sample_rows}
+    extra_rows = [r for r in rows if r[0] in near_paths and r[0] not in chosen]
+    extra_rows = [extra_rows[i] for i in sorted(np.random.default_rng(seed + 2).permutation(len(extra_rows))[:max_images])]
+    x, paths, labels = load_photos(src_rows + sample_rows + extra_rows, mspec)
     pool, _, _ = load_photos(pool_rows, mspec)
-    photos = Photos(x, paths, labels, labels == (s if s is not None else -2), pool)
+    extra_paths = {r[0] for r in extra_rows}
+    photos = Photos(x, paths, labels, labels == (s if s is not None else -2), pool,
+                    near=np.array([p in near_paths for p in paths], bool),
+                    extra=np.array([p in extra_paths for p in paths], bool))
     clean_prob, clean_top = predict(net, mspec, photos.x, t, batch_size, dev)
     name = f"{slug(mspec.short_name(s)) if s is not None else 'any'}-to-{slug(mspec.short_name(t))}"
     out = Path(out_dir) if out_dir else Path(run_dir) / "patches" / name
@@ -467,12 +504,14 @@ def patch_experiment(
         discovery = {"search_images": int(len(search)), "held_out_images": int(len(held)), "candidates": scores,
                      "best": specs[best], "search_protocol": f"dynamic, every corner at size {max(sizes)}"}
     for e in entries:
-        e["beats_controls"] = beats_controls(e)
+        e["beats_controls"] = {pop: beats_controls(e, pop) for pop in ("not_target", "near_target")}
     report = {
         "source": mspec.short_name(s) if s is not None else None, "target": mspec.short_name(t), "target_index": t,
         "model": model, "layer": layer, "icons_run": str(icons_run), "photos_run": str(run_dir),
         "corners": list(corners), "sizes": list(sizes), "static": list(static),
         "seed": seed, "images": {"source_class": int(photos.source.sum()), "sampled_not_target": len(sample_rows),
+                                 "near_target": int(photos.mask("near").sum()),
+                                 "near_target_in_run": int(len(near_paths)),
                                  "evaluated": len(photos.x), "run_total": len(rows)},
         "clean_top1_is_target": int((clean_top == t).sum()),
         "patches": entries, "discovery": discovery, "seconds": round(time.perf_counter() - start, 1),
@@ -520,12 +559,17 @@ def report_markdown(report: dict) -> str:
              f"Photos: {report['images']['source_class']} of the source class, "
              f"{report['images']['sampled_not_target']} "
              f"sampled (seed {report['seed']}) from the {report['images']['run_total']} photos of the run whose label "
-             f"is neither source nor target.", ""]
+             f"is neither source nor target, and {report['images'].get('near_target', 0)} (of "
+             f"{report['images'].get('near_target_in_run', 0)} in the run) whose top-5 at collection holds the target "
+             "but not as top-1.", ""]
     for e in report["patches"]:
         lines += [f"## {e['name']}" + (" (discovered)" if e.get("discovered") else ""), "",
                   f"![patch]({e['patch_png']})", ""]
         for pop, title in (("source_correct", "source-class photos classified correctly"),
-                           ("not_target", "every evaluated photo not already classified as the target")):
+                           ("not_target", "source photos and the random sample, not already classified as the target"),
+                           ("near_target", "photos with the target in their top-5, not top-1")):
+            if pop not in e["populations"]:
+                continue
             d = e["populations"][pop]
             lines += [f"**{title}** (n = {d['patch']['n']})", "",
                       "| patch | static | dynamic | p(target) before | after static | after dynamic |",
@@ -535,8 +579,8 @@ def report_markdown(report: dict) -> str:
                 lines.append(f"| {kind} | {_fmt(r['static'])} | {_fmt(r['dynamic'])} | {r['prob_before']} | "
                              f"{r['prob_after_static']} | {r['prob_after_dynamic']} |")
             lines.append("")
-        b = e["beats_controls"]
-        lines += [f"Interval above both controls (not_target): static {b['static']}, dynamic {b['dynamic']}.", ""]
+        for pop, b in e["beats_controls"].items():
+            lines += [f"Interval above both controls ({pop}): static {b['static']}, dynamic {b['dynamic']}.", ""]
     if report.get("discovery"):
         d = report["discovery"]
         lines += ["## Discovery", "", f"Searched {len(d['candidates'])} candidates on {d['search_images']} photos "
@@ -551,7 +595,8 @@ def report_markdown(report: dict) -> str:
 
 def write_figures(report: dict, photos: Photos, trials: dict, clean_prob: np.ndarray, clean_top: np.ndarray,
                   spec: ModelSpec, out: Path) -> list[str]:
-    """bars.png (patch vs controls, static and dynamic, with intervals) and one examples-*.png per
+    """bars.png (patch vs controls, static and dynamic, with intervals; one row per population with
+    photos: not_target, near_target) and one examples-*.png per
     patch (photos before and after at the static setting, with target probabilities)."""
     import matplotlib
 
@@ -560,28 +605,33 @@ def write_figures(report: dict, photos: Photos, trials: dict, clean_prob: np.nda
 
     names = []
     entries = report["patches"]
-    fig, axes = plt.subplots(1, 2, figsize=(max(6, 2.2 * len(entries) + 3), 3.6), sharey=True)
+    pops = [pop for pop in ("not_target", "near_target")
+            if any(e["populations"].get(pop, {}).get("patch", {}).get("n") for e in entries)] or ["not_target"]
+    fig, grid = plt.subplots(len(pops), 2, figsize=(max(6, 2.2 * len(entries) + 3), 3.6 * len(pops)), sharey=True,
+                             squeeze=False)
     kinds = (("patch", "tab:red"), ("noise", "tab:gray"), ("random_image", "tab:blue"))
-    for ax, proto in zip(axes, ("static", "dynamic")):
-        for k, (kind, color) in enumerate(kinds):
-            xs, ys, err = [], [], [[], []]
-            for i, e in enumerate(entries):
-                r = e["populations"]["not_target"][kind][proto]
-                if not r["n"]:
-                    continue
-                xs.append(i + (k - 1) * 0.27)
-                ys.append(r["rate"])
-                err[0].append(r["rate"] - r["ci"][0])
-                err[1].append(r["ci"][1] - r["rate"])
-            ax.bar(xs, ys, 0.27, yerr=err, color=color, label=kind, capsize=3)
-        ax.set_xticks(range(len(entries)))
-        ax.set_xticklabels([e["name"] + ("*" if e.get("discovered") else "") for e in entries], rotation=20,
-                           fontsize=7, ha="right")
-        ax.set_title(f"{proto} (n = {entries[0]['populations']['not_target']['patch'][proto]['n'] if entries else 0}"
-                     f"{', * held-out half' if any(e.get('discovered') for e in entries) else ''})", fontsize=8)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel(f"top-1 -> {report['target']}")
-    axes[0].legend(fontsize=7)
+    for pop, axes in zip(pops, grid):
+        for ax, proto in zip(axes, ("static", "dynamic")):
+            for k, (kind, color) in enumerate(kinds):
+                xs, ys, err = [], [], [[], []]
+                for i, e in enumerate(entries):
+                    r = e["populations"][pop][kind][proto]
+                    if not r["n"]:
+                        continue
+                    xs.append(i + (k - 1) * 0.27)
+                    ys.append(r["rate"])
+                    err[0].append(r["rate"] - r["ci"][0])
+                    err[1].append(r["ci"][1] - r["rate"])
+                ax.bar(xs, ys, 0.27, yerr=err, color=color, label=kind, capsize=3)
+            ax.set_xticks(range(len(entries)))
+            ax.set_xticklabels([e["name"] + ("*" if e.get("discovered") else "") for e in entries], rotation=20,
+                               fontsize=7, ha="right")
+            ns = sorted({e["populations"][pop]["patch"][proto]["n"] for e in entries})
+            ax.set_title(f"{pop}, {proto} (n = {', '.join(map(str, ns))}"
+                         f"{'; * held-out half' if any(e.get('discovered') for e in entries) else ''})", fontsize=8)
+            ax.set_ylim(0, 1)
+        axes[0].set_ylabel(f"top-1 -> {report['target']}")
+    grid[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "bars.png", dpi=110)
     plt.close(fig)

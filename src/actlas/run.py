@@ -444,7 +444,8 @@ def manifest(run_dir: str | Path, config: dict) -> Path:
 
 
 def info(run_dir: str | Path) -> dict:
-    """A one-object summary of a run (what ``actlas info`` prints): model, layers, counts, atlases, timings."""
+    """A one-object summary of a run (what ``actlas info`` prints): model, layers, counts, atlases, timings,
+    and the class atlases, comparisons and patch reports found in the run directory."""
     path = Path(run_dir) / "manifest.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a finished actlas run?")
@@ -463,10 +464,15 @@ def info(run_dir: str | Path) -> dict:
             "atlases": [v["atlas"] for v in grids.values()],
             "render_seconds": {g: v["render_seconds"] for g, v in grids.items()},
         }
+    run = Path(run_dir)
+    found = lambda pattern: sorted(str(q) for q in run.glob(pattern))  # noqa: E731
     return {
         "run_dir": str(run_dir),
         "model": m["config"].get("model"),
         "layers": layers,
+        "class_atlases": found("*/class-*/atlas.png"),
+        "comparisons": found("*/compare-*/compare.png"),
+        "patch_reports": found("patches/*/report.md"),
         "images": m["collect"]["images"],
         "skipped": m["collect"]["skipped"],
         "collect_seconds": m["collect"]["seconds"],

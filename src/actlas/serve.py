@@ -1,16 +1,18 @@
 """The browser viewer: build it from a run, serve it on loopback, export it as a static site.
 
 A run holds one atlas per layer and grid size (``RUN/LAYER/grid-N/atlas.json`` and
-``atlas.png``, see ``docs/run-directory.md``). :func:`build_viewer` turns them into
-``RUN/viewer/``:
+``atlas.png``, see ``docs/run-directory.md``), and may hold class atlases
+(``RUN/LAYER/class-<slug>/``) and two-class comparisons (``RUN/LAYER/compare-<a>-<b>/``) in
+the same format. :func:`build_viewer` turns them all into ``RUN/viewer/``:
 
 ```
 RUN/viewer/
   index.html viewer.js viewer.css      the static viewer (package data, actlas/viewer/)
   openseadragon/                       OpenSeadragon, copied from node_modules (npm ci)
-  tiles/LAYER/grid-N.dzi               deep-zoom pyramid of each atlas.png (pyvips dzsave)
-  tiles/LAYER/grid-N_files/{level}/{col}_{row}.jpg
-  data.json                            index: layers, grids, tile sources, cells, classes
+  tiles/LAYER/FOLDER.dzi               deep-zoom pyramid of each atlas.png (pyvips dzsave);
+  tiles/LAYER/FOLDER_files/{level}/{col}_{row}.jpg    FOLDER is grid-N, class-<slug> or compare-<a>-<b>
+  data.json                            index: layers (main atlases), extras (class atlases and
+                                       comparisons), grids, tile sources, cells, classes
   data.js                              the same index as a script (lets file:// pages load it)
 ```
 
@@ -78,15 +80,14 @@ CONTENT_TYPES: dict[str, str] = {
     ".svg": "image/svg+xml",
 }
 
-# Files of the run (outside viewer/) that the viewer may load: LAYER/grid-N/{atlas*, icons/*, examples/*}.
-RUN_FILE_PATTERNS = (
-    "*/grid-*/atlas.json",
-    "*/grid-*/atlas.png",
-    "*/grid-*/atlas-labelled.png",
-    "*/grid-*/icons/*.png",
-    "*/grid-*/examples/*.jpg",
-    "*/grid-*/examples/*.jpeg",
-    "*/grid-*/examples/*.png",
+# Atlas folders of a layer: the main atlas per grid size, class atlases, two-class comparisons.
+ATLAS_FOLDERS = ("grid-*", "class-*", "compare-*")
+# Files of the run (outside viewer/) that the viewer may load: LAYER/FOLDER/{atlas*, icons/*, examples/*}.
+RUN_FILE_PATTERNS = tuple(
+    f"*/{folder}/{name}"
+    for folder in ATLAS_FOLDERS
+    for name in ("atlas.json", "atlas.png", "atlas-labelled.png", "compare.png", "icons/*.png",
+                 "examples/*.jpg", "examples/*.jpeg", "examples/*.png")
 )
 
 
@@ -95,12 +96,22 @@ RUN_FILE_PATTERNS = (
 
 @dataclass(frozen=True)
 class AtlasRef:
-    """One ``RUN/LAYER/grid-N/atlas.json``: where it is and what it says."""
+    """One ``RUN/LAYER/FOLDER/atlas.json`` (FOLDER: grid-N, class-<slug>, compare-<a>-<b>)."""
 
     layer: str
     grid: int
-    folder: Path  # RUN/LAYER/grid-N
+    folder: Path  # RUN/LAYER/FOLDER
     atlas: dict[str, Any] = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        """``atlas`` (a main atlas, one per grid size), ``class`` or ``compare``."""
+        return str(self.atlas.get("kind", "atlas"))
+
+    @property
+    def view(self) -> str:
+        """The folder's name: ``grid-8``, ``class-great-white-shark``, ``compare-snorkel-scuba-diver``."""
+        return self.folder.name
 
 
 REQUIRED_KEYS = ("layer", "grid", "icon_size", "image", "size_px", "classes", "cells")
@@ -108,7 +119,8 @@ REQUIRED_CELL_KEYS = ("i", "j", "count", "label")
 
 
 def read_atlases(run_dir: Path, layers: list[str] | None = None) -> list[AtlasRef]:
-    """Read every ``RUN/*/grid-*/atlas.json`` of a run, checked, in (layer, grid) order.
+    """Read every atlas of a run, checked: ``RUN/*/grid-*/atlas.json`` in (layer, grid) order,
+    then class atlases and comparisons (``RUN/*/class-*/``, ``RUN/*/compare-*/``) in (layer, kind, name) order.
 
     Layers follow ``layers`` when given, else ``manifest.json``'s ``layers``, else sorted names.
     Raises ``FileNotFoundError`` when the run has no atlas and ``ValueError`` when an
@@ -118,7 +130,8 @@ def read_atlases(run_dir: Path, layers: list[str] | None = None) -> list[AtlasRe
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist; pass the run_dir of your config")
     refs = []
-    for path in sorted(run_dir.glob("*/grid-*/atlas.json")):
+    paths = sorted(p for folder in ATLAS_FOLDERS for p in run_dir.glob(f"*/{folder}/atlas.json"))
+    for path in paths:
         atlas = json.loads(path.read_text())
         missing = [k for k in REQUIRED_KEYS if k not in atlas]
         if missing:
@@ -134,7 +147,9 @@ def read_atlases(run_dir: Path, layers: list[str] | None = None) -> list[AtlasRe
             "run the pipeline's atlas stage first, e.g. `snakemake --cores 2 atlas`"
         )
     order = _layer_order(run_dir, {r.layer for r in refs}, layers)
-    return sorted(refs, key=lambda r: (order.index(r.layer), r.grid))
+    kinds = ("atlas", "class", "compare")
+    return sorted(refs, key=lambda r: (r.kind != "atlas", order.index(r.layer),
+                                       kinds.index(r.kind) if r.kind in kinds else 3, r.grid, r.view))
 
 
 def _layer_order(run_dir: Path, layers: set[str], given: list[str] | None = None) -> list[str]:
@@ -162,11 +177,11 @@ def _round(value: float, digits: int = 4) -> float:
 
 
 def _run_relative(ref: AtlasRef, path: str) -> str:
-    """Map a path inside ``LAYER/grid-N/`` (as atlas.json writes it) to a URL relative to viewer/."""
+    """Map a path inside ``LAYER/FOLDER/`` (as atlas.json writes it) to a URL relative to viewer/."""
     parts = PurePosixPath(path).parts
     if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
         raise ValueError(f"{ref.folder}/atlas.json names {path!r}; paths must stay inside {ref.folder}")
-    return "../" + "/".join((ref.layer, f"grid-{ref.grid}", *parts))
+    return "../" + "/".join((ref.layer, ref.view, *parts))
 
 
 def cell_entry(ref: AtlasRef, cell: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +212,7 @@ def cell_entry(ref: AtlasRef, cell: dict[str, Any]) -> dict[str, Any]:
 
 def grid_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
     """One grid of one layer: its tile pyramid (as an inline OpenSeadragon tile source) and cells."""
-    tiles = f"tiles/{ref.layer}/grid-{ref.grid}"
+    tiles = f"tiles/{ref.layer}/{ref.view}"
     return {
         "grid": ref.grid,
         "icon_size": int(ref.atlas["icon_size"]),
@@ -218,10 +233,36 @@ def grid_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
     }
 
 
-def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, int], tuple[int, int]], title: str) -> dict[str, Any]:
-    """The viewer's ``data.json``: classes, then layers in order, each with its grids coarse to fine.
+def extra_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
+    """A class atlas or comparison as the viewer lists it: id, title, description and its one grid."""
+    a = ref.atlas
+    if ref.kind == "compare":
+        first, second = (list(a.get("pair", [])) + ["A", "B"])[:2]
+        title = f"compare: {first} vs {second}"
+        about = f"x: {a.get('x_axis', 'attribution to A minus B')}; y: {a.get('y_axis', '1-D layout')}."
+        axis = {"left": f"more {second}", "right": f"more {first}"}
+    else:
+        title = f"class: {a.get('class', ref.view)}"
+        about = (f"Samples whose attribution supports {a.get('class', 'the class')} "
+                 f"(filter {a.get('filter', '?')}, at most {a.get('top', '?')}), laid out with {a.get('method', '?')}.")
+        axis = None
+    counts = [f"{a[k]} {k}" for k in ("samples", "images") if a.get(k) is not None]
+    return {
+        "id": f"{ref.layer}/{ref.view}",
+        "layer": ref.layer,
+        "kind": ref.kind,
+        "title": title,
+        "about": about + (" " + ", ".join(counts) + "." if counts else ""),
+        "axis": axis,
+        "grids": [grid_entry(ref, width, height)],
+    }
 
-    ``sizes`` maps (layer, grid) to the atlas image's (width, height) in pixels.
+
+def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, int], tuple[int, int]], title: str) -> dict[str, Any]:
+    """The viewer's ``data.json``: classes; layers in order, each with its main grids coarse to fine;
+    extras: class atlases and comparisons, one grid each.
+
+    ``sizes`` maps (layer, folder name) to the atlas image's (width, height) in pixels.
     """
     classes = list(refs[0].atlas["classes"])
     for ref in refs[1:]:
@@ -231,12 +272,18 @@ def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, int], tuple[int, int
                 "all atlases of a run must come from one model: rebuild the run"
             )
     layers: dict[str, list[dict[str, Any]]] = {}
+    extras = []
     for ref in refs:
-        layers.setdefault(ref.layer, []).append(grid_entry(ref, *sizes[(ref.layer, ref.grid)]))
+        size = sizes[(ref.layer, ref.view)]
+        if ref.kind == "atlas":
+            layers.setdefault(ref.layer, []).append(grid_entry(ref, *size))
+        else:
+            extras.append(extra_entry(ref, *size))
     return {
         "title": title,
         "classes": classes,
         "layers": [{"layer": name, "grids": grids} for name, grids in layers.items()],
+        "extras": extras,
     }
 
 
@@ -306,7 +353,7 @@ def build_viewer(
     ``layers`` orders the layer switch (default: manifest.json's order, else sorted);
     ``openseadragon_dir`` is OpenSeadragon's build folder (default: :func:`find_openseadragon`).
 
-    Reads each ``RUN/LAYER/grid-N/atlas.json`` and ``atlas.png``, tiles the PNG with pyvips
+    Reads each ``RUN/LAYER/FOLDER/atlas.json`` and ``atlas.png``, tiles the PNG with pyvips
     ``dzsave``, writes ``data.json``/``data.js`` and copies the static viewer and OpenSeadragon.
     The folder is built next to the old one and swapped in, so a failed build leaves the old
     viewer intact.
@@ -318,7 +365,7 @@ def build_viewer(
     staging = Path(tempfile.mkdtemp(prefix=".viewer-", dir=run_dir))
     try:
         sizes = {
-            (r.layer, r.grid): make_tiles(r.folder / r.atlas["image"], staging / "tiles" / r.layer / f"grid-{r.grid}")
+            (r.layer, r.view): make_tiles(r.folder / r.atlas["image"], staging / "tiles" / r.layer / r.view)
             for r in refs
         }
         index = data_index(refs, sizes, title=run_dir.resolve().name)
@@ -358,7 +405,8 @@ def is_servable(rel: str) -> bool:
     """Whether the run-relative POSIX path ``rel`` is part of the viewer's URL space.
 
     That is everything under ``viewer/`` and the atlas files, icons and examples of each
-    ``LAYER/grid-N/``, with a known content type. Pure: no file-system access.
+    ``LAYER/grid-N/``, ``LAYER/class-*/`` and ``LAYER/compare-*/``, with a known content type.
+    Pure: no file-system access.
     """
     path = PurePosixPath(rel)
     if path.is_absolute() or not path.parts or any(p in ("", ".", "..") for p in path.parts):

@@ -2,8 +2,11 @@
  *
  * Data: window.ACTLAS_DATA (data.js) or data.json, written by actlas.serve.build_viewer:
  *   {title, classes: [name], layers: [{layer, grids: [{grid, icon_size, size_px, tile_source,
- *    cells: [{i, j, count, label, top, attribution: {classIndex: value}, faithfulness, icon, examples}]}]}]}
- * Every grid of a layer is one tiled image over the same world rectangle (0, 0)-(1, 1);
+ *    cells: [{i, j, count, label, top, attribution: {classIndex: value}, faithfulness, icon, examples}]}]}],
+ *    extras: [{id, layer, kind: "class"|"compare", title, about, axis: {left, right}|null, grids: [one grid]}]}
+ * The atlas switch lists maps: each layer's main atlas, then its class atlases and comparisons;
+ * the URL fragment (#features.13 or #features.13/class-red-fox) names the one shown.
+ * Every grid of a map is one tiled image over the same world rectangle (0, 0)-(1, 1);
  * grids are stacked coarse to fine and zooming in reveals finer ones (chooseGrid), as in a
  * deep-zoom map.
  * Plain script, no build step; all text from the data goes through textContent.
@@ -15,7 +18,7 @@
 
   const $ = (id) => document.getElementById(id);
   const state = {
-    data: null, viewer: null, layer: 0, active: 0, cellsEl: null, cellEls: null,
+    data: null, maps: [], viewer: null, layer: 0, active: 0, cellsEl: null, cellEls: null,
     hover: null, pinned: null, highlight: null, classKeys: [], keyToIndex: new Map(),
   };
   window.actlas = state;  // for debugging and tests
@@ -97,29 +100,64 @@
 
   /* ---------------------------------------------------------------- layers and grids */
 
-  function layerGrids() { return state.data.layers[state.layer].grids; }
+  function layerGrids() { return state.maps[state.layer].grids; }
   function activeGrid() { return layerGrids()[state.active]; }
 
-  function indexGrids(data) {
-    data.layers.forEach((layer) => layer.grids.forEach((grid) => {
+  /* Maps in switch order: each layer's main atlas, then the class atlases and comparisons of that layer. */
+  function listMaps(data) {
+    const extras = data.extras || [];
+    const maps = [];
+    data.layers.forEach((layer) => {
+      maps.push({ id: layer.layer, layer: layer.layer, kind: "atlas", title: layer.layer, about: "", axis: null,
+                  grids: layer.grids });
+      extras.filter((e) => e.layer === layer.layer).forEach((e) => maps.push(Object.assign({}, e, {
+        title: (data.layers.length > 1 ? e.layer + " · " : "") + e.title })));
+    });
+    extras.filter((e) => !data.layers.some((l) => l.layer === e.layer))
+      .forEach((e) => maps.push(Object.assign({}, e, { title: e.layer + " · " + e.title })));
+    maps.forEach((map) => map.grids.forEach((grid) => {
       grid.byIndex = new Map(grid.cells.map((c) => [c.j * grid.grid + c.i, c]));
     }));
+    return maps;
   }
 
   function setupLayers() {
     const select = $("layer");
-    state.data.layers.forEach((layer, k) => {
+    state.maps.forEach((map, k) => {
       const option = document.createElement("option");
       option.value = String(k);
-      option.textContent = layer.layer;
+      option.textContent = map.title;
       select.appendChild(option);
     });
-    $("layer-field").hidden = state.data.layers.length < 2;
-    select.addEventListener("change", () => openLayer(Number(select.value)));
+    $("layer-field").hidden = state.maps.length < 2;
+    select.addEventListener("change", () => {
+      openLayer(Number(select.value));
+      history.replaceState(null, "", "#" + state.maps[state.layer].id);
+    });
+    window.addEventListener("hashchange", () => {
+      const k = mapFromHash();
+      if (k !== state.layer) { select.value = String(k); openLayer(k); }
+    });
+  }
+
+  function mapFromHash() {
+    let id = "";
+    try { id = decodeURIComponent(window.location.hash.slice(1)); } catch (err) { id = ""; }
+    const k = state.maps.findIndex((map) => map.id === id);
+    return k >= 0 ? k : 0;
+  }
+
+  function showAbout(map) {
+    $("about").textContent = map.about || "";
+    $("about").hidden = !map.about;
+    $("axis").hidden = !map.axis;
+    $("axis-left").textContent = map.axis ? "← " + map.axis.left : "";
+    $("axis-right").textContent = map.axis ? map.axis.right + " →" : "";
   }
 
   function openLayer(k) {
     state.layer = k;
+    showAbout(state.maps[k]);
     state.active = -1;
     state.hover = null;
     unpin();
@@ -354,7 +392,8 @@
     } catch (err) {
       return fail("cannot load the atlas data: " + err.message);
     }
-    indexGrids(state.data);
+    state.maps = listMaps(state.data);
+    if (!state.maps.length) return fail("data.json lists no atlas; rebuild the viewer");
     $("title").textContent = "actlas · " + state.data.title;
     document.title = "actlas · " + state.data.title;
     setupClasses(state.data.classes);
@@ -377,7 +416,9 @@
     viewer.addHandler("resize", () => { setZoomLimit(); updateGrid(); });
     viewer.addHandler("animation-finish", updateGrid);
     setupMouse(viewer);
-    openLayer(0);
+    const first = mapFromHash();
+    $("layer").value = String(first);
+    openLayer(first);
   }
 
   main();
