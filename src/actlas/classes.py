@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .patches import class_index, default_layer, default_model, slug
+from .patches import _run_config, class_index, default_layer, default_model, slug
 
 FILTERS = ("winner", "top", "both")
 METHODS = ("tsne", "umap")
@@ -145,18 +145,12 @@ def class_dir(run_dir: str | Path, layer: str, name: str) -> Path:
 
 
 def run_render_params(run_dir: str | Path, seed: int | None = None, **given):
-    """Render settings: those ``given`` (not None), else the run's own (``RUN/config.json`` or the
-    manifest's config), so a class atlas looks like the run's main atlas."""
+    """Render settings: those ``given`` (not None), else the run's own (the manifest's config), so a
+    class atlas looks like the run's main atlas."""
     from .render import RenderParams
 
     keys = RenderParams().to_json().keys()
-    cfg: dict = {}
-    for name in ("config.json", "manifest.json"):
-        path = Path(run_dir) / name
-        if path.exists():
-            data = json.loads(path.read_text())
-            cfg = data if name == "config.json" else data.get("config", {})
-            break
+    cfg = _run_config(run_dir)
     merged = {k: v for k, v in cfg.get("render", {}).items() if k in keys}
     merged.update({k: v for k, v in given.items() if v is not None and k in keys})
     merged["seed"] = seed if seed is not None else cfg.get("seed", 0)

@@ -155,6 +155,7 @@ def umap(
         raise RuntimeError(f"backend cuml asked for, but {reason}; pip install cuml-cu12 on a GPU machine")
     x = np.ascontiguousarray(x, dtype=np.float32)
     n_neighbors = int(min(n_neighbors, max(len(x) - 1, 2)))
+    knn_info: dict = {}  # umap-learn only: which neighbour search ran
     if use_cuml:
         from cuml.manifold import UMAP as CumlUMAP
 
@@ -166,12 +167,11 @@ def umap(
         import umap as umap_learn
 
         knn = (None, None, None)
+        knn_info = {"knn": "pynndescent"}
         if use_exact_knn(len(x), x.shape[1], metric) and len(x) > n_neighbors:
             knn_start = time.perf_counter()
             knn = (*exact_knn(x, n_neighbors, metric), None)
             knn_info = {"knn": "exact", "knn_seconds": round(time.perf_counter() - knn_start, 2)}
-        else:
-            knn_info = {"knn": "pynndescent"}
         model = umap_learn.UMAP(
             n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, random_state=seed, n_components=2,
             precomputed_knn=knn,
@@ -181,9 +181,7 @@ def umap(
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")
             xy = model.fit_transform(x)
         name = "umap-learn"
-    info = {"backend": name, "reason": reason, "seconds": round(time.perf_counter() - start, 2)}
-    if not use_cuml:
-        info.update(knn_info)
+    info = {"backend": name, "reason": reason, "seconds": round(time.perf_counter() - start, 2), **knn_info}
     log.info("layout with %s (%s) in %.1f s", name, reason, info["seconds"])
     return np.asarray(xy, dtype=np.float32), info
 

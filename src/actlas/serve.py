@@ -258,7 +258,7 @@ def extra_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
     }
 
 
-def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, int], tuple[int, int]], title: str) -> dict[str, Any]:
+def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str) -> dict[str, Any]:
     """The viewer's ``data.json``: classes; layers in order, each with its main grids coarse to fine;
     extras: class atlases and comparisons, one grid each.
 
