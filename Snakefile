@@ -1,9 +1,8 @@
 # actlas: Activation Atlases as a Snakemake workflow.
 #   snakemake --cores 2 --configfile config/demo.yaml
-# Stages: shards (parse time) -> collect (per shard) -> layout (per layer) -> grid (checkpoint,
-# per layer and size) -> render (per batch of cells) -> atlas -> manifest (+ viewer).
-from pathlib import Path
-
+# Stages (docs/architecture.md): shard_list/shard_index (per shard, on the submit host) -> collect
+# (per shard) -> layout (per layer) -> grid (checkpoint, per layer and size) -> render (per batch of
+# cells) -> atlas -> class_atlas/compare/patch -> viewer -> manifest.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -25,12 +24,26 @@ include: "rules/viewer.smk"
 
 
 # Bookkeeping that takes a second runs on the submit host, never as a cluster job.
-localrules: all, manifest
+localrules: all, shard_list, shard_index, manifest
 
 
 rule all:
+    """Every artifact of the run: deleting any of them makes the next run rebuild it and what follows."""
     input:
-        f"{RUN}/manifest.json",
-        VIEWER,
+        paths.manifest(RUN),
+        paths.viewer_dir(RUN),
         class_outputs(),
+        intermediates,
     default_target: True
+
+
+onstart:
+    run_lock("acquire")
+
+
+onsuccess:
+    run_lock("release")
+
+
+onerror:
+    run_lock("release")

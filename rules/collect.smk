@@ -1,17 +1,34 @@
-rule collect:
-    """Activations and attributions of one shard of images -> a Zarr store."""
-    input:
-        f"{RUN}/shards/{{shard}}.txt",
+rule shard_list:
+    """One shard's image list, written from the parse-time plan (rewritten only when its rows change)."""
     output:
-        directory(f"{RUN}/collect/{{shard}}.zarr"),
+        paths.shard_list(RUN, "{shard}"),
     params:
-        model=config["model"],
-        layers=" ".join(f"--layer {l}" for l in LAYERS),
-        c=config["collect"],
-        seed=config.get("seed", 0),
-        device=config.get("device", "auto"),
-        amp="--amp" if config["collect"].get("amp", False) else "--no-amp",
-        code=code("collect", "models", "images", "store", "layers"),
+        digest=lambda wc: shards_stage.digest(PLAN[wc.shard]),
+    run:
+        shards_stage.write_list(output[0], PLAN[wildcards.shard])
+
+
+rule shard_index:
+    """The shards of the current plan (stale lists of an earlier plan are never read)."""
+    output:
+        paths.shard_index(RUN),
+    params:
+        shards=SHARDS,
+    run:
+        shards_stage.write_index(output[0], params.shards)
+
+
+rule collect:
+    """Activations and attributions of one shard of images -> a Zarr store (and its skip list)."""
+    input:
+        paths.shard_list(RUN, "{shard}"),
+    output:
+        store=directory(paths.shard_store(RUN, "{shard}")),
+        skipped=f"{paths.shard_store(RUN, '{shard}')}.skipped.tsv",
+    params:
+        args=cli_args(model=MODEL, layer=LAYERS, seed=SEED, device=DEVICE,
+                      **{k: v for k, v in config["collect"].items() if k not in ("shard_size", "threads")}),
+        code=code_digest("actlas.stages.collect"),
     threads: config["collect"]["threads"]
     resources:
         mem_mb=4000,
@@ -19,11 +36,8 @@ rule collect:
     conda:
         CONDA_ENV
     log:
-        f"{RUN}/logs/collect/{{shard}}.log",
+        paths.log(RUN, "collect", "{shard}"),
     benchmark:
-        f"{RUN}/benchmarks/collect/{{shard}}.tsv"
+        paths.benchmark(RUN, "collect", "{shard}")
     shell:
-        "actlas collect {input} {output} --model {params.model} {params.layers}"
-        " --positions {params.c[positions]} --attr-top {params.c[attr_top]} --batch-size {params.c[batch_size]}"
-        " --chunk {params.c[chunk]} --workers {params.c[workers]} --seed {params.seed}"
-        " --device {params.device} --threads {threads} {params.amp} 2> {log}"
+        "actlas collect {input:q} {output.store:q} {params.args} --threads {threads} 2> {log:q}"

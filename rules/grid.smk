@@ -1,21 +1,23 @@
 checkpoint grid:
     """Bin a layout into an N x N grid; the non-empty cells decide how many render jobs follow."""
     input:
-        f"{RUN}/{{layer}}/coords.npy",
+        **run_inputs(),
+        coords=paths.coords(RUN, "{layer}"),
     output:
-        f"{RUN}/{{layer}}/grid-{{n}}/cells.npz",
+        paths.cells(paths.grid_dir(RUN, "{layer}", "{n}")),
     params:
-        rundir=run_dir_of(2),
+        run=RUN,
         min_count=config["grid"]["min_count"],
-        code=code("grid", "run:grid", "run:load_samples"),
+        code=code_digest("actlas.stages.grid"),
     resources:
         mem_mb=4000,
         runtime=30,
     conda:
         CONDA_ENV
     log:
-        f"{RUN}/logs/grid/{{layer}}-{{n}}.log",
+        paths.log(RUN, "grid", "{layer}-{n}"),
     benchmark:
-        f"{RUN}/benchmarks/grid/{{layer}}-{{n}}.tsv"
+        paths.benchmark(RUN, "grid", "{layer}-{n}")
     shell:
-        "actlas grid {params.rundir} --layer {wildcards.layer} --n {wildcards.n} --min-count {params.min_count} 2> {log}"
+        "actlas grid {params.run:q} --layer {wildcards.layer:q} --n {wildcards.n} --min-count {params.min_count}"
+        " 2> {log:q}"

@@ -1,17 +1,15 @@
 rule layout:
-    """UMAP of one layer's activations (cuML on a GPU, else umap-learn) -> coords.npy, whiten.npy."""
+    """UMAP of one layer's activations (cuML on a GPU, else umap-learn) -> coords.npy, whiten.npy, layout.json."""
     input:
-        expand(f"{RUN}/collect/{{shard}}.zarr", shard=SHARDS),
+        **run_inputs(),
     output:
-        coords=f"{RUN}/{{layer}}/coords.npy",
-        whiten=f"{RUN}/{{layer}}/whiten.npy",
-        info=f"{RUN}/{{layer}}/layout.json",
+        coords=paths.coords(RUN, "{layer}"),
+        whiten=paths.whiten(RUN, "{layer}"),
+        info=paths.layout_info(RUN, "{layer}"),
     params:
-        rundir=run_dir_of(1),
-        l=config["layout"],
-        whiten="--whiten" if config["layout"]["whiten"] else "--no-whiten",
-        seed=config.get("seed", 0),
-        code=code("layout", "run:layout"),
+        run=RUN,
+        args=cli_args(**config["layout"], seed=SEED),
+        code=code_digest("actlas.stages.layout"),
     threads: 2
     resources:
         mem_mb=8000,
@@ -19,11 +17,8 @@ rule layout:
     conda:
         CONDA_ENV
     log:
-        f"{RUN}/logs/layout/{{layer}}.log",
+        paths.log(RUN, "layout", "{layer}"),
     benchmark:
-        f"{RUN}/benchmarks/layout/{{layer}}.tsv"
+        paths.benchmark(RUN, "layout", "{layer}")
     shell:
-        "actlas layout {params.rundir} --layer {wildcards.layer} --n-neighbors {params.l[n_neighbors]}"
-        " --min-dist {params.l[min_dist]} --metric {params.l[metric]} --pca {params.l[pca]}"
-        " {params.whiten} --whitening-eps {params.l[whitening_eps]}"
-        " --backend {params.l[backend]} --seed {params.seed} 2> {log}"
+        "actlas layout {params.run:q} --layer {wildcards.layer:q} {params.args} 2> {log:q}"

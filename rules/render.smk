@@ -1,32 +1,24 @@
-RENDER = {k: v for k, v in config["render"].items() if k not in ("cells_per_job", "threads")}
-RENDER_FLAGS = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(RENDER.items())) + f" --seed {config.get('seed', 0)}"
-
-
 rule render:
     """Icons of one batch of cells (the model loaded once, the whole batch optimised together)."""
     input:
-        cells=f"{RUN}/{{layer}}/grid-{{n}}/cells.npz",
-        whiten=f"{RUN}/{{layer}}/whiten.npy",
+        cells=paths.cells(paths.grid_dir(RUN, "{layer}", "{n}")),
+        whiten=paths.whiten(RUN, "{layer}"),
     output:
-        f"{RUN}/{{layer}}/grid-{{n}}/icons/batch-{{batch}}.npz",
+        paths.render_batch(paths.grid_dir(RUN, "{layer}", "{n}"), "{batch}"),
     params:
-        rundir=run_dir_of(3),
-        model=config["model"],
-        flags=RENDER_FLAGS,
-        cells_per_job=config["render"]["cells_per_job"],
-        device=config.get("device", "auto"),
-        code=code("render", "param", "transforms", "objectives", "models", "layers", "run:render"),
-    threads: config["render"]["threads"]
+        run=RUN,
+        args=cli_args(model=MODEL, cells_per_job=RENDER.cells_per_job, device=DEVICE) + " " + render_args(),
+        code=code_digest("actlas.stages.render"),
+    threads: RENDER.threads
     resources:
         mem_mb=4000,
         runtime=240,
     conda:
         CONDA_ENV
     log:
-        f"{RUN}/logs/render/{{layer}}-{{n}}-{{batch}}.log",
+        paths.log(RUN, "render", "{layer}-{n}-{batch}"),
     benchmark:
-        f"{RUN}/benchmarks/render/{{layer}}-{{n}}-{{batch}}.tsv"
+        paths.benchmark(RUN, "render", "{layer}-{n}-{batch}")
     shell:
-        "actlas render {params.rundir} --layer {wildcards.layer} --n {wildcards.n} --model {params.model}"
-        " --batch {wildcards.batch} --cells-per-job {params.cells_per_job} {params.flags}"
-        " --device {params.device} --threads {threads} 2> {log}"
+        "actlas render {params.run:q} --layer {wildcards.layer:q} --n {wildcards.n} --batch {wildcards.batch}"
+        " {params.args} --threads {threads} 2> {log:q}"

@@ -1,25 +1,30 @@
 # The browser viewer: deep-zoom tiles of every atlas, data.json and the static viewer in RUN/viewer/.
 # `actlas serve RUN` serves it on 127.0.0.1; `actlas export RUN OUT` copies it as a static site.
-from actlas.serve import viewer_digest
 
-VIEWER = f"{RUN}/viewer/index.html"
+
+def viewer_inputs(wildcards):
+    """Each atlas the viewer shows: its atlas.json and PNG, and the icons and examples it links."""
+    out = []
+    for meta in atlas_outputs() + class_atlas_outputs():
+        out += [meta, meta.parent / "atlas.png", meta.parent / "icons", meta.parent / "examples"]
+    return out
 
 
 rule viewer:
     """Build RUN/viewer/ (tiles, data.json, OpenSeadragon from node_modules) from the run's atlases,
-    class atlases and comparisons (each atlas.json is written after its atlas.png)."""
+    class atlases and comparisons."""
     input:
-        json=atlas_outputs() + class_atlas_outputs(),
+        viewer_inputs,
     output:
-        VIEWER,
+        directory(paths.viewer_dir(RUN)),
     params:
-        rundir=run_dir_of(1),
-        layer_flags=" ".join(f"--layer {l}" for l in LAYERS),
-        openseadragon=str(Path(workflow.basedir) / "node_modules/openseadragon/build/openseadragon"),
-        code=viewer_digest(),
+        run=RUN,
+        args=lambda wc: cli_args(layer=LAYERS, atlas=[str(p) for p in atlas_outputs() + class_atlas_outputs()],
+                                 openseadragon=str(Path(workflow.basedir) / "node_modules/openseadragon/build/openseadragon")),
+        code=code_digest("actlas.stages.viewer"),
     conda:
         CONDA_ENV
     log:
-        f"{RUN}/logs/viewer.log",
+        paths.log(RUN, "viewer", "viewer"),
     shell:
-        "actlas build-viewer {params.rundir} --openseadragon {params.openseadragon} {params.layer_flags} 2> {log}"
+        "actlas viewer {params.run:q} {params.args} 2> {log:q}"

@@ -98,18 +98,22 @@ def test_embed_in_unit_square(method, dims):
 def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     """A tiny real run (TinyNet, 16 photos, every position) -> class atlas and comparison folders."""
     from actlas import images as imgs
-    from actlas.classes import class_atlas, compare
+    from actlas.stages.class_atlas import class_atlas
+    from actlas.stages.compare import compare
+    from actlas.stages.shards import write_index
+    from actlas import paths
     from actlas.collect import collect
     from actlas.layout import moments, whitening
     from actlas.models import load_model
-    from actlas.render import RenderParams
-    from actlas.run import load_samples
+    from actlas.settings import RenderParams
+    from actlas.stages.samples import load_samples
 
     model = "tiny_models:tiny_net"
     _, spec = load_model(model)
     run = tmp_path / "run"
     rows = imgs.list_images(tiny_dataset)
     imgs.write_shards(rows, 1, run / "shards")
+    write_index(paths.shard_index(run), ["shard-00000"])
     collect(run / "shards" / "shard-00000.txt", run / "collect" / "shard-00000.zarr", model, ["features.4"],
             positions=6, attr_top=3, batch_size=8, chunk=8, device="cpu", progress=False)
     s = load_samples(run, "features.4")
@@ -118,7 +122,7 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     counts = np.bincount(s.attr_class[:, 0], minlength=10)
     a, b = (int(c) for c in np.argsort(-counts)[:2])
     params = RenderParams(size=16, steps=2, batch_size=64)
-    path = class_atlas(run, "features.4", str(a), model, filter="top", n=3, params=params, device="cpu",
+    path = class_atlas(run, "features.4", str(a), model, filter="top", grid=3, params=params, device="cpu",
                        n_examples=1)
     meta = json.loads(path.read_text())
     assert path.parent.name == f"class-{a}" and meta["kind"] == "class" and meta["grid"] == 3
@@ -127,7 +131,7 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     assert len(kept) == meta["samples"] == stored.sum() and stored[kept].all()
     assert sum(c["count"] for c in meta["cells"]) == len(kept)
     assert (path.parent / "atlas.png").exists() and all((path.parent / c["icon"]).exists() for c in meta["cells"])
-    path = compare(run, "features.4", str(a), str(b), model, n=4, params=params, device="cpu", n_examples=1)
+    path = compare(run, "features.4", (str(a), str(b)), model, grid=4, params=params, device="cpu", n_examples=1)
     meta = json.loads(path.read_text())
     assert meta["kind"] == "compare" and meta["pair"] == [str(a), str(b)]
     assert meta["classes"] == list(spec.categories)  # the model's classes, as in every atlas.json

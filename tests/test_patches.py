@@ -12,9 +12,10 @@ from PIL import Image
 
 from actlas.models import ModelSpec
 from actlas.patches import (
-    CORNERS, Photos, Trial, beats_controls, choose_photos, corner_offset, evaluate_patch, load_patch, paste,
+    CORNERS, Photos, Trial, beats_controls, choose_photos, corner_offset, evaluate_patch, paste,
     patch_side, predict, random_crops, run_trial, split_halves, summarise, variants, wilson,
 )
+from actlas.stages.patch import load_patch
 
 SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32,
                  categories=tuple(f"class {i}" for i in range(10)))
@@ -175,7 +176,9 @@ def test_patch_experiment_on_real_photos(card, tmp_path):
     """A few real photos through the whole experiment: report, markdown and figures."""
     from actlas.images import list_images, write_shards
     from actlas.models import load_model
-    from actlas.patches import patch_experiment
+    from actlas import paths
+    from actlas.stages.patch import patch
+    from actlas.stages.shards import write_index
     from conftest import VAL
 
     _, spec = load_model(card)
@@ -183,8 +186,9 @@ def test_patch_experiment_on_real_photos(card, tmp_path):
     rows = [r for d in dirs for r in list_images(d, spec.synsets, spec.categories)]
     run = tmp_path / "run"
     write_shards(rows, 1, run / "shards")
+    write_index(paths.shard_index(run), ["shard-00000"])
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "n.png")
-    path = patch_experiment(run, "grey whale", "great white shark", card, layer="features.13",
+    path = patch(run, "great white shark", card, source="grey whale", layer="features.13",
                             patches=[f"image:{tmp_path / 'n.png'}"], sizes=(0.3,), corners=("top-left", "bottom-right"),
                             max_images=6, batch_size=16, device="cpu")
     report = json.loads(path.read_text())
@@ -197,16 +201,15 @@ def test_patch_experiment_on_real_photos(card, tmp_path):
 def test_commands_have_help_with_an_example(tmp_path):
     from click.testing import CliRunner
 
-    from actlas.classes import class_atlas_command, compare_command
-    from actlas.patches import patch_command
+    from actlas.cli import main
 
-    for command in (class_atlas_command, compare_command, patch_command):
-        out = CliRunner().invoke(command, ["--help"])
+    for command in ("class-atlas", "compare", "patch"):
+        out = CliRunner().invoke(main, [command, "--help"])
         assert out.exit_code == 0 and "Example: actlas" in out.output
     (tmp_path / "shards").mkdir()
-    out = CliRunner().invoke(patch_command, [str(tmp_path), "--target", "3", "--model", "tiny_models:tiny_net",
-                                             "--layer", "features.4"])
-    assert isinstance(out.exception, ValueError) and "--patch" in str(out.exception)
+    out = CliRunner().invoke(main, ["patch", str(tmp_path), "--target", "3", "--model", "tiny_models:tiny_net",
+                                    "--layer", "features.4"])
+    assert out.exit_code != 0 and "--patch" in out.output
 
 
 def test_discovery_holds_out_every_source_photo(tiny_model):
@@ -246,11 +249,14 @@ def test_near_target_mask_reads_the_stored_top5(tiny_dataset, tmp_path):
     from actlas import images as imgs
     from actlas import store
     from actlas.collect import collect
-    from actlas.patches import near_target_mask
+    from actlas import paths
+    from actlas.stages.patch import near_target_mask
+    from actlas.stages.shards import write_index
 
     rows = imgs.list_images(tiny_dataset)
     run = tmp_path / "run"
     imgs.write_shards(rows, 2, run / "shards")
+    write_index(paths.shard_index(run), ["shard-00000", "shard-00001"])
     for lst in sorted((run / "shards").glob("shard-*.txt")):
         collect(lst, run / "collect" / lst.with_suffix(".zarr").name, "tiny_models:tiny_net", ["features.4"],
                 positions=1, attr_top=3, batch_size=8, chunk=8, device="cpu", progress=False)

@@ -23,15 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _fake_atlas import make_fake_run
-from actlas.serve import (
-    build_viewer,
-    export,
-    find_openseadragon,
-    is_servable,
-    read_atlases,
-    start_server,
-    url_to_relative,
-)
+from actlas.serve import export, is_servable, start_server, url_to_relative
+from actlas.stages.viewer import find_openseadragon, read_atlases
+from actlas.stages.viewer import viewer as build_viewer
 
 SECRET = b"ACTLAS-SECRET-DO-NOT-SERVE"
 
@@ -244,9 +238,9 @@ def test_find_openseadragon_explains_npm_ci(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("ACTLAS_OPENSEADRAGON_DIR", str(tmp_path))
     assert find_openseadragon(tmp_path).name == "openseadragon"  # falls back to the checkout's node_modules
     with pytest.raises(FileNotFoundError, match="npm ci"):
-        serve_module = importlib.import_module("actlas.serve")  # `actlas.serve` itself is the function
+        viewer_module = importlib.import_module("actlas.stages.viewer")
 
-        monkeypatch.setattr(serve_module, "__file__", str(tmp_path / "a" / "b" / "serve.py"))
+        monkeypatch.setattr(viewer_module, "__file__", str(tmp_path / "a" / "b" / "c" / "viewer.py"))
         monkeypatch.chdir(tmp_path)
         find_openseadragon(tmp_path)
 
@@ -456,12 +450,12 @@ def test_export_copies_viewer_and_referenced_files_only(fake_run: Path, tmp_path
 def test_export_command(fake_run: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from actlas.serve import export_command
+    from actlas.cli import main
 
-    result = CliRunner().invoke(export_command, [str(fake_run), str(tmp_path / "site")])
+    result = CliRunner().invoke(main, ["export", str(fake_run), str(tmp_path / "site")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "site" / "viewer" / "index.html").is_file()
-    again = CliRunner().invoke(export_command, [str(fake_run), str(tmp_path / "site")])
+    again = CliRunner().invoke(main, ["export", str(fake_run), str(tmp_path / "site")])
     assert again.exit_code == 1 and "empty" in again.output
 
 

@@ -20,7 +20,8 @@ from typing import Any, Iterator
 import pytest
 
 from _fake_atlas import make_fake_run
-from actlas.serve import build_viewer, export, start_server
+from actlas.serve import export, start_server
+from actlas.stages.viewer import viewer as build_viewer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -1,29 +1,35 @@
 """actlas: Activation Atlases for any PyTorch image model.
 
 The stages, each reading and writing a run directory (docs/run-directory.md), mirror the CLI and
-the Snakemake rules::
+the Snakemake rules; each lives in ``actlas.stages.<name>`` as the function ``<name>``::
 
-    actlas.shards(images, run_dir, model)           # shard lists
-    actlas.collect(shard, store, model, layers)     # activations + attribution -> Zarr
-    actlas.layout(run_dir, layer)                   # UMAP -> coords.npy
-    actlas.grid(run_dir, layer, n)                  # cells.npz
-    actlas.render(run_dir, layer, n, model)         # icons
-    actlas.atlas(run_dir, layer, n, model)          # atlas.png, atlas.json
-    actlas.info(run_dir)                            # one dict describing a run
+    from actlas.stages.shards import shards        # shard lists
+    from actlas.stages.collect import collect      # activations + attribution -> Zarr
+    from actlas.stages.layout import layout        # UMAP -> coords.npy
+    from actlas.stages.grid import grid            # cells.npz
+    from actlas.stages.render import render        # icons of a batch of cells
+    from actlas.stages.atlas import atlas          # atlas.png, atlas.json
+    actlas.info(run_dir)                           # one dict describing a run
 
-The array-level core lives in the modules of the same nouns (``actlas.grid.grid``,
-``actlas.render.render``, ...), importable as ``from actlas.render import render``.
+The array-level core lives in the modules of the same nouns (``actlas.layout``, ``actlas.grid``,
+``actlas.render``, ``actlas.atlas``, ...); every default in ``actlas.settings``. Names here are
+imported on first use, so ``import actlas`` stays cheap and no stage's code digest covers another's.
 """
 
 __version__ = "0.1.0"
 
-from .collect import collect
-from .layers import capture, get_layer, list_layers
-from .models import ModelSpec, load_model
-from .run import atlas, grid, info, layout, manifest, render, shards
-from .serve import export, serve, show
+_LAZY = {
+    "ModelSpec": "actlas.models", "load_model": "actlas.models", "capture": "actlas.layers",
+    "get_layer": "actlas.layers", "list_layers": "actlas.layers", "info": "actlas.stages.manifest",
+    "export": "actlas.serve", "show": "actlas.serve",
+}
 
-__all__ = [
-    "ModelSpec", "atlas", "capture", "collect", "get_layer", "grid", "info", "layout", "list_layers",
-    "load_model", "manifest", "render", "shards", "export", "serve", "show",
-]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'actlas' has no attribute {name!r}")

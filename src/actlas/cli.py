@@ -1,15 +1,22 @@
-"""The ``actlas`` command: a thin click group, one command per library function."""
+"""The ``actlas`` command: a thin click group, one command per stage function of the same name.
+
+``actlas layout RUN ...`` calls ``actlas.stages.layout.layout(RUN, ...)``; a keyword
+``n_neighbors`` is the flag ``--n-neighbors``, and every default comes from ``actlas.settings``.
+Library errors become one line at this boundary (no traceback). Stage modules are imported
+inside the commands, so ``actlas --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from . import run as run_mod
-from .render import RenderParams
+from . import settings
 
 
 class ActlasGroup(click.Group):
@@ -22,8 +29,14 @@ class ActlasGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (LayerError, ModelError, StoreError, FileNotFoundError, ValueError) as err:
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise click.ClickException(
+                    f"no space left on device writing {err.filename or 'the run directory'}: free space or move "
+                    "run_dir, then run again (what was committed is kept)") from err
             raise click.ClickException(str(err)) from err
+        except (LayerError, ModelError, StoreError, ValueError, KeyError) as err:
+            raise click.ClickException(str(err).strip("'\"")) from err
 
 
 @click.group(cls=ActlasGroup)
@@ -35,16 +48,64 @@ def main() -> None:
     """
 
 
-model_option = click.option("--model", "-m", required=True, help="Card .json, torchvision:NAME, torchscript:PATH or pkg.mod:fn.")
+def parse_model(value: str | None):
+    """A ``--model`` value: a source string, or a model block as JSON (``{"source": ...}``)."""
+    if value is not None and value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError as err:
+            raise click.BadParameter(f"not valid JSON: {err}") from err
+    return value
+
+
+def _model_callback(ctx, param, value):
+    return parse_model(value)
+
+
+model_option = click.option("--model", "-m", required=True, callback=_model_callback,
+                            help="Card .json, torchvision:NAME[:WEIGHTS], pkg.mod:fn, or a model block as JSON.")
 threads_option = click.option("--threads", type=int, default=None, help="Torch CPU threads.")
-device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+device_option = click.option("--device", default=settings.Run.device, show_default=True, help="cpu, cuda or auto.")
+seed_option = click.option("--seed", default=settings.Run.seed, show_default=True, help="The run's seed.")
+layer_option = click.option("--layer", "-l", required=True, help="Layer path (named_modules()).")
+
+
+def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False):
+    """click options for the fields of a settings dataclass (defaults from it; ``unset``: default None)."""
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+
+    def decorate(f):
+        for name in reversed([n for n in hints if n not in skip]):
+            default = getattr(cls, name) if not unset else None
+            value = getattr(cls, name)
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                f = click.option(f"{flag}/--no-{flag[2:]}", name, default=default, show_default=not unset)(f)
+            elif isinstance(value, tuple):
+                kind = type(value[0]) if value else str
+                f = click.option(flag, name, multiple=True, type=kind, default=None if unset else value,
+                                 show_default=not unset)(f)
+            else:
+                kind = type(value) if value is not None else str
+                f = click.option(flag, name, type=kind, default=default, show_default=not unset)(f)
+        return f
+
+    return decorate
+
+
+def _render_params(values: dict) -> settings.RenderParams:
+    names = {f.name for f in dataclasses.fields(settings.RenderParams)}
+    return settings.RenderParams(**{k: v for k, v in values.items() if k in names})
+
+
+# --------------------------------------------------------------------------- models and layers
 
 
 @main.command()
-@click.argument("model")
+@click.argument("model", callback=_model_callback)
 @click.option("--all", "show_all", is_flag=True, help="Also list modules whose output is not a 4-D map.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
-def layers(model: str, show_all: bool, as_json: bool) -> None:
+def layers(model, show_all: bool, as_json: bool) -> None:
     """List a model's layers with output shape and channels.
 
     Example: actlas layers ../shared/assets/models/mobilenet_v2_imagenet.json
@@ -64,20 +125,25 @@ def layers(model: str, show_all: bool, as_json: bool) -> None:
         click.echo(f"{r['layer']:40s} {r['type']:24s} {shape}")
 
 
+# --------------------------------------------------------------------------- the stages
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory.")
 @model_option
-@click.option("--shard-size", default=1000, show_default=True)
-@click.option("--limit", type=int, default=None, help="Use this many images (deterministic choice).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--shard-size", default=settings.Collect.shard_size, show_default=True, help="Images per shard.")
+@click.option("--limit", type=int, default=settings.Run.limit, help="Use this many images (deterministic choice).")
+@seed_option
 def shards(images, run_dir, model, shard_size, limit, seed) -> None:
-    """Split an image set into shard lists under RUN/shards.
+    """Split an image set into shard lists under RUN/shards (and RUN/shards/index.json).
 
     Example: actlas shards ../shared/assets/images/imagenet-val --run runs/x -m card.json --limit 200
     """
-    paths = run_mod.shards(list(images), run_dir, model, shard_size=shard_size, limit=limit, seed=seed)
-    click.echo(f"{len(paths)} shards in {Path(run_dir) / 'shards'}")
+    from .stages.shards import shards as stage
+
+    out = stage(list(images), run_dir, model, shard_size=shard_size, limit=limit, seed=seed)
+    click.echo(f"{len(out)} shards in {Path(run_dir) / 'shards'}")
 
 
 @main.command()
@@ -85,123 +151,205 @@ def shards(images, run_dir, model, shard_size, limit, seed) -> None:
 @click.argument("out", type=click.Path())
 @model_option
 @click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer path; repeat for several.")
-@click.option("--positions", default=1, show_default=True, help="Positions per image (0 = all).")
-@click.option("--attr-top", default=5, show_default=True, help="Top classes whose attribution is stored.")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--chunk", default=256, show_default=True, help="Images per committed chunk.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=1, show_default=True, help="Image decoding processes.")
+@options_of(settings.Collect, skip=("shard_size", "threads"))
+@seed_option
 @device_option
 @threads_option
-@click.option("--amp/--no-amp", default=False, show_default=True, help="bf16 autocast for the forward pass.")
-def collect(shard, out, model, layers, positions, attr_top, batch_size, chunk, seed, workers, device, threads,
-            amp) -> None:
+def collect(shard, out, model, layers, positions, attr_top, batch_size, chunk, workers, amp, seed, device,
+            threads) -> None:
     """Collect activations and attributions for one shard list into a Zarr store.
 
     Example: actlas collect runs/x/shards/shard-00000.txt runs/x/collect/shard-00000.zarr -m card.json -l features.13
     """
-    from .collect import collect as collect_fn
+    from .stages.collect import collect as stage
 
-    summary = collect_fn(shard, out, model, list(layers), positions=positions, attr_top=attr_top,
-                         batch_size=batch_size, chunk=chunk, seed=seed, workers=workers, device=device, threads=threads,
-                         amp=amp)
+    summary = stage(shard, out, model, list(layers), positions=positions, attr_top=attr_top, batch_size=batch_size,
+                    chunk=chunk, seed=seed, workers=workers, device=device, threads=threads, amp=amp)
     click.echo(json.dumps(summary))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--layer", "-l", required=True)
-@click.option("--n-neighbors", default=20, show_default=True)
-@click.option("--min-dist", default=0.01, show_default=True)
-@click.option("--metric", default="cosine", show_default=True)
-@click.option("--pca", default=0, show_default=True, help="PCA components before UMAP (0 = off).")
-@click.option("--whiten/--no-whiten", default=False, show_default=True, help="Whiten before UMAP.")
-@click.option("--whitening-eps", default=1.0, show_default=True, help="Ridge of the render whitening.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "cuml", "umap-learn"]), default="auto", show_default=True)
-def layout(run_dir, layer, n_neighbors, min_dist, metric, pca, whiten, whitening_eps, seed, backend) -> None:
+@layer_option
+@options_of(settings.Layout)
+@seed_option
+def layout(run_dir, layer, seed, **options) -> None:
     """Lay out a layer's activations on the plane with UMAP.
 
     Example: actlas layout runs/x -l features.13
     """
-    path = run_mod.layout(run_dir, layer, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, pca=pca,
-                          whiten=whiten, whitening_eps=whitening_eps, seed=seed, backend=backend)
-    click.echo(str(path))
+    from .stages.layout import layout as stage
+
+    click.echo(str(stage(run_dir, layer, seed=seed, **options)))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--layer", "-l", required=True)
-@click.option("--n", "n", default=20, show_default=True, help="Cells per side.")
-@click.option("--min-count", default=3, show_default=True)
+@layer_option
+@click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
+@click.option("--min-count", default=settings.Grid.min_count, show_default=True,
+              help="Cells with fewer samples stay empty.")
 def grid(run_dir, layer, n, min_count) -> None:
     """Bin a layer's layout into an N x N grid of cells.
 
     Example: actlas grid runs/x -l features.13 --n 20
     """
-    click.echo(str(run_mod.grid(run_dir, layer, n, min_count=min_count)))
+    from .stages.grid import grid as stage
 
-
-def _render_options(f):
-    defaults = RenderParams()
-    for name in reversed(list(defaults.to_json())):
-        f = click.option(f"--{name.replace('_', '-')}", default=getattr(defaults, name), show_default=True,
-                         type=type(getattr(defaults, name)))(f)
-    return f
+    click.echo(str(stage(run_dir, layer, n, min_count=min_count)))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--layer", "-l", required=True)
-@click.option("--n", "n", default=20, show_default=True)
+@layer_option
+@click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
 @model_option
 @click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
-@click.option("--cells-per-job", default=0, show_default=True, help="Cells per batch (0 = all).")
-@click.option("--out-dir", type=click.Path(), default=None, help="Folder holding cells.npz (default RUN/LAYER/grid-N).")
-@_render_options
+@click.option("--cells-per-job", default=settings.Render.cells_per_job, show_default=True,
+              help="Cells per batch (0 = all).")
+@options_of(settings.RenderParams)
 @device_option
 @threads_option
-def render(run_dir, layer, n, model, batch, cells_per_job, out_dir, device, threads, **render_params) -> None:
-    """Render the icons of a grid's cells (one batch, or all).
+def render(run_dir, layer, n, model, batch, cells_per_job, device, threads, **params) -> None:
+    """Render the icons of one batch of a grid's cells.
 
     Example: actlas render runs/x -l features.13 --n 20 -m card.json --steps 128
     """
-    path = run_mod.render(run_dir, layer, n, model, batch=batch, cells_per_job=cells_per_job,
-                          params=RenderParams(**render_params), device=device, threads=threads, out_dir=out_dir)
-    click.echo(str(path))
+    from .stages.render import render as stage
+
+    click.echo(str(stage(run_dir, layer, n, model, batch=batch, cells_per_job=cells_per_job,
+                         params=_render_params(params), device=device, threads=threads)))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--layer", "-l", required=True)
-@click.option("--n", "n", default=20, show_default=True)
+@layer_option
+@click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
 @model_option
-@click.option("--density/--no-density", default=True, show_default=True, help="Size icons by sample count.")
-@click.option("--n-examples", default=6, show_default=True)
-@click.option("--example-extent", default=0.3, show_default=True, help="Example crop side, fraction of the input.")
-@click.option("--out-dir", type=click.Path(), default=None, help="Folder holding cells.npz (default RUN/LAYER/grid-N).")
-def atlas(run_dir, layer, n, model, density, n_examples, example_extent, out_dir) -> None:
+@click.option("--cells-per-job", default=settings.Render.cells_per_job, show_default=True,
+              help="Cells per render batch (as rendered).")
+@options_of(settings.Atlas)
+def atlas(run_dir, layer, n, model, cells_per_job, **options) -> None:
     """Compose a grid's icons into the atlas PNGs, icons, examples and atlas.json.
 
     Example: actlas atlas runs/x -l features.13 --n 20 -m card.json
     """
-    click.echo(str(run_mod.atlas(run_dir, layer, n, model, density=density, n_examples=n_examples,
-                                 example_extent=example_extent, out_dir=out_dir)))
+    from .stages.atlas import atlas as stage
+
+    click.echo(str(stage(run_dir, layer, n, model, cells_per_job=cells_per_job, **options)))
+
+
+def _class_options(cls):
+    def decorate(f):
+        for option in reversed([
+            click.argument("run_dir", type=click.Path(exists=True)),
+            layer_option, model_option, options_of(cls, skip=("cls", "classes", "layer")),
+            options_of(settings.RenderParams, skip=("seed",)), seed_option, device_option,
+            click.option("--threads", type=int, default=settings.Render.threads, show_default=True,
+                         help="Torch CPU threads."),
+            click.option("--out", type=click.Path(), default=None, help="Output folder (default under RUN/LAYER)."),
+        ]):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+@main.command("class-atlas")
+@click.option("--class", "cls", required=True, help="Class name, synset id or index.")
+@_class_options(settings.ClassAtlas)
+def class_atlas(cls, run_dir, layer, model, filter, top, grid, method, min_count, n_examples, seed, device, threads,
+                out, **params) -> None:
+    """Build the class activation atlas of one class of a run.
+
+    Example: actlas class-atlas runs/demo -l features.13 -m card.json --class "great white shark" --filter top
+    """
+    from .stages.class_atlas import class_atlas as stage
+
+    path = stage(run_dir, layer, cls, model, filter=filter, top=top, grid=grid, method=method, min_count=min_count,
+                 n_examples=n_examples, seed=seed, params=_render_params({**params, "seed": seed}), device=device,
+                 threads=threads, progress=True, out=out)
+    click.echo(str(path.with_name("atlas.png")))
+
+
+@main.command()
+@click.option("--classes", nargs=2, required=True, help="Classes A and B (x = attribution to A minus B).")
+@_class_options(settings.Comparison)
+def compare(classes, run_dir, layer, model, filter, top, grid, method, min_count, n_examples, seed, device, threads,
+            out, **params) -> None:
+    """Compare two classes of a run: x = attribution to A minus B, y = a 1-D layout.
+
+    Example: actlas compare runs/demo -l features.13 -m card.json --classes snorkel "scuba diver"
+    """
+    from .stages.compare import compare as stage
+
+    path = stage(run_dir, layer, tuple(classes), model, filter=filter, top=top, grid=grid, method=method,
+                 min_count=min_count, n_examples=n_examples, seed=seed,
+                 params=_render_params({**params, "seed": seed}), device=device, threads=threads, progress=True,
+                 out=out)
+    click.echo(str(path.with_name("compare.png")))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--config-json", required=True, help="The run's config as a JSON string.")
-def manifest(run_dir, config_json) -> None:
+@click.option("--target", required=True, help="Target class the patch should produce.")
+@model_option
+@options_of(settings.Patch, skip=("target",))
+@click.option("--search", multiple=True, help="Atlas folders under RUN/LAYER searched by --discover (default all).")
+@seed_option
+@device_option
+@threads_option
+@click.option("--out", type=click.Path(), default=None, help="Output folder (default RUN/patches/NAME).")
+@click.option("--icons", "icons_run", default=None, type=click.Path(exists=True),
+              help="Run whose LAYER folder holds the icons (default: RUN_DIR).")
+def patch(run_dir, target, model, **options) -> None:
+    """Paste a patch into photos and measure flips to a target class, against controls.
+
+    Example: actlas patch runs/demo -m card.json -l features.13 --source "grey whale" --target "great white shark" --patch cell:grid-16:3,4
+    """
+    from .stages.patch import patch as stage
+
+    if options["layer"] is None:
+        raise click.UsageError("give --layer: the layer whose icons are pasted")
+    path = stage(run_dir, target, model, **options)
+    click.echo(str(path.with_name("report.md")))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--openseadragon", type=click.Path(), default=None, help="OpenSeadragon build folder (node_modules).")
+@click.option("--layer", "-l", "layers", multiple=True, help="Layers to show, in order (default: all).")
+@click.option("--atlas", "atlases", multiple=True, type=click.Path(),
+              help="atlas.json files to show (default: every one in the run).")
+def viewer(run_dir, openseadragon, layers, atlases) -> None:
+    """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
+
+    Example: actlas viewer runs/demo
+    """
+    from .stages.viewer import viewer as stage
+
+    click.echo(str(stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None)))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--config", required=True, help="The run's config as a JSON string.")
+def manifest(run_dir, config) -> None:
     """Gather every stage's record into RUN/manifest.json and say where the atlases are.
 
-    Example: actlas manifest runs/demo --config-json '{"layers": ["features.13"], "grid": {"sizes": [8, 16]}}'
+    Example: actlas manifest runs/demo --config '{"layers": ["features.13"], "grid": {"sizes": [8, 16]}}'
     """
-    path = run_mod.manifest(run_dir, json.loads(config_json))
-    for layer, entry in run_mod.info(run_dir)["layers"].items():
+    from .stages.manifest import info
+    from .stages.manifest import manifest as stage
+
+    path = stage(run_dir, json.loads(config))
+    for layer, entry in info(run_dir)["layers"].items():
         for png in entry["atlases"]:
             click.echo(f"atlas {layer}: {png}", err=True)
     click.echo(str(path))
+
+
+# --------------------------------------------------------------------------- reading a run
 
 
 @main.command()
@@ -211,33 +359,44 @@ def info(run_dir) -> None:
 
     Example: actlas info runs/demo
     """
-    click.echo(json.dumps(run_mod.info(run_dir), indent=1))
+    from .stages.manifest import info as read_info
+
+    click.echo(json.dumps(read_info(run_dir), indent=1))
 
 
-@main.command("build-viewer")
-@click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--openseadragon", type=click.Path(), default=None, help="OpenSeadragon build folder (node_modules).")
-@click.option("--layer", "-l", "layers", multiple=True, help="Layers to show, in order (default: all).")
-def build_viewer(run_dir, openseadragon, layers) -> None:
-    """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; any but loopback exposes the run.")
+@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--verbose", is_flag=True, help="Log every request to stderr.")
+def serve(run_dir: Path, host: str, port: int, verbose: bool) -> None:
+    """Serve the run's atlas viewer on http://127.0.0.1:PORT/ until Ctrl-C.
 
-    Example: actlas build-viewer runs/demo
+    Example: actlas serve runs/demo
     """
-    from .serve import build_viewer as build
+    import warnings
 
-    click.echo(str(build(Path(run_dir), Path(openseadragon) if openseadragon else None, list(layers) or None)))
+    from .serve import _is_loopback
+    from .serve import serve as serve_run
+
+    if not _is_loopback(host):
+        click.echo(f"warning: serving on {host} makes the run readable from the network", err=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        serve_run(run_dir, host=host, port=port, verbose=verbose)
 
 
-from .serve import export_command, serve_command  # noqa: E402
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def export(run_dir: Path, out_dir: Path) -> None:
+    """Write the run's atlas viewer as a static site to OUT_DIR.
 
-from .classes import class_atlas_command, compare_command  # noqa: E402
-from .patches import patch_command  # noqa: E402
+    Example: actlas export runs/demo site/ && python -m http.server -d site
+    """
+    from .serve import export as export_run
 
-main.add_command(serve_command)
-main.add_command(export_command)
-main.add_command(class_atlas_command)
-main.add_command(compare_command)
-main.add_command(patch_command)
+    click.echo(f"wrote {export_run(run_dir, out_dir)}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -20,26 +19,7 @@ from . import objectives, param, transforms
 from .layers import capture, run_until
 from .models import ModelSpec
 from .progress import progress_bar
-
-
-@dataclass(frozen=True)
-class RenderParams:
-    """Settings of the icon optimisation (all recorded in manifests and cache keys)."""
-
-    size: int = 96
-    steps: int = 128
-    lr: float = 0.05
-    power: float = 2.0
-    tries: int = 1
-    batch_size: int = 64
-    pad: int = 12
-    jitter: int = 8
-    decay_power: float = 1.0
-    seed: int = 0
-    amp: bool = False  # bf16 autocast of the network during optimisation (scores stay float32)
-
-    def to_json(self) -> dict:
-        return asdict(self)
+from .settings import RenderParams
 
 
 def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:

@@ -1,0 +1,220 @@
+"""Every setting of actlas with its default: the one home of defaults.
+
+Each section of ``config/config.yaml`` is a frozen dataclass here (``collect``, ``layout``,
+``grid``, ``render``, ``atlas``), and so is each item of the config's lists (``class_atlases``,
+``comparisons``, ``patches``). The workflow fills a config from these, the CLI takes its option
+defaults from them, and the stage functions take them as keyword defaults; ``tests/test_settings.py``
+holds ``config/config.yaml`` and ``config/schema.yaml`` equal to them.
+
+Pure data: no torch, no file access (the Snakefile imports this at parse time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+__all__ = [
+    "Atlas", "ClassAtlas", "Collect", "Comparison", "Grid", "Layout", "Patch", "Render", "RenderParams", "Run",
+    "SECTIONS", "fill", "from_mapping",
+]
+
+
+@dataclass(frozen=True)
+class Collect:
+    """collect: activations and attributions of one shard of images."""
+
+    shard_size: int = 1000  # images per shard (one collect job each)
+    positions: int = 1  # random positions per image, edges avoided (0 = every position)
+    attr_top: int = 5  # top predicted classes whose attribution is stored
+    batch_size: int = 32  # images per forward/backward pass
+    chunk: int = 256  # images per committed chunk (resume granularity)
+    workers: int = 1  # image decoding processes per job
+    amp: bool = False  # bf16 autocast of the forward pass (a GPU speed-up; see BENCHMARKS.md)
+    threads: int = 2  # torch threads per job
+
+
+@dataclass(frozen=True)
+class Layout:
+    """layout: UMAP of one layer's activations, and the whitening used for rendering."""
+
+    n_neighbors: int = 20  # UMAP neighbours
+    min_dist: float = 0.01  # UMAP minimum distance
+    metric: str = "cosine"  # UMAP metric (cosine, euclidean, ...)
+    pca: int = 0  # PCA components before UMAP (0 = off)
+    whiten: bool = False  # whiten activations before UMAP
+    whitening_eps: float = 1.0  # ridge of the render whitening (fraction of the mean variance)
+    backend: str = "auto"  # auto (cuML when a GPU and cuML are present), cuml, umap-learn
+
+
+@dataclass(frozen=True)
+class Grid:
+    """grid: bin the layout into N x N cells."""
+
+    sizes: tuple[int, ...] = (10, 20)  # one atlas per size (cells per side)
+    min_count: int = 3  # cells with fewer samples stay empty
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """The icon optimisation: everything an icon depends on besides its direction, whitening, model and layer."""
+
+    size: int = 96  # icon side in pixels
+    steps: int = 128  # optimisation steps
+    lr: float = 0.05  # Adam learning rate
+    power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
+    tries: int = 1  # best of N by final objective
+    batch_size: int = 64  # icons optimised together
+    pad: int = 12  # padding of the robustness transforms
+    jitter: int = 8  # jitter of the robustness transforms, pixels
+    decay_power: float = 1.0  # spectrum decay of the FFT parameterisation
+    seed: int = 0  # render seed (the workflow passes the run's seed)
+    amp: bool = False  # bf16 autocast while optimising icons (scores stay float32)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Render(RenderParams):
+    """render: the icon optimisation (RenderParams) and how its jobs are cut."""
+
+    cells_per_job: int = 64  # cells per render job
+    threads: int = 2  # torch threads per job
+
+    def params(self) -> RenderParams:
+        """The optimisation settings alone (what an icon depends on)."""
+        return RenderParams(**{f.name: getattr(self, f.name) for f in fields(RenderParams)})
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """atlas: tiling icons into the atlas images."""
+
+    density: bool = True  # size icons by sample count
+    n_examples: int = 6  # dataset examples per cell
+    example_extent: float = 0.3  # example crop side, as a fraction of the network input
+
+
+@dataclass(frozen=True)
+class ClassAtlas:
+    """An item of ``class_atlases``: the class atlas of one class."""
+
+    cls: str | int = ""  # class name, synset id or index (config key: class)
+    layer: str | None = None  # default: the run's first layer
+    filter: str = "winner"  # winner, top or both
+    top: int = 2000  # at most this many samples per class
+    grid: int = 8  # cells per side
+    method: str = "tsne"  # tsne or umap
+    min_count: int = 1  # cells with fewer samples stay empty
+    n_examples: int = 4  # dataset examples per cell
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An item of ``comparisons``: two classes side by side (x = attribution to A minus B)."""
+
+    classes: tuple[str | int, ...] = ()  # [A, B]
+    layer: str | None = None  # default: the run's first layer
+    filter: str = "top"  # winner, top or both
+    top: int = 2000  # at most this many samples per class
+    grid: int = 10  # cells per side
+    method: str = "tsne"  # tsne or umap (the 1-D layout on y)
+    min_count: int = 1  # cells with fewer samples stay empty
+    n_examples: int = 4  # dataset examples per cell
+
+
+@dataclass(frozen=True)
+class Patch:
+    """An item of ``patches``: a patch experiment."""
+
+    target: str | int = ""  # the class the patch should produce
+    name: str | None = None  # folder name under RUN/patches (default SOURCE-to-TARGET)
+    source: str | int | None = None  # source class, reported on its own
+    layer: str | None = None  # layer whose icons are pasted (default: the run's first)
+    patches: tuple[str, ...] = ()  # cell:I,J, cell:DIR:I,J, image:PATH[:X0,Y0,X1,Y1], direction:PATH.npy
+    discover: bool = False  # search the target's icons on half the photos, report on the other half
+    candidates: int = 12  # icons searched by discover
+    sizes: tuple[float, ...] = (0.3, 0.45)  # patch sides, fractions of the input side
+    static: str = "bottom-right"  # the corner of the static protocol
+    max_images: int = 96  # photos sampled from those not of the target
+    batch_size: int = 64  # photos per forward pass
+
+
+@dataclass(frozen=True)
+class Run:
+    """The top level of a config."""
+
+    run_dir: str = "runs/default"
+    model: Any = "../shared/assets/models/mobilenet_v2_imagenet.json"  # a source string or a model block
+    images: tuple[str, ...] = ("../shared/assets/images/imagenet-val",)
+    limit: int | None = None  # use this many images (deterministic choice under seed); null = all
+    seed: int = 0
+    device: str = "auto"  # auto, cpu or cuda
+    layers: tuple[str, ...] = ("features.13",)
+
+
+# config section -> its dataclass
+SECTIONS = {"collect": Collect, "layout": Layout, "grid": Grid, "render": Render, "atlas": Atlas}
+# config list -> the dataclass of its items
+ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch}
+# config key -> dataclass field, where a key is a Python keyword
+ALIASES = {"class": "cls"}
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# fields a config section does not hold (the workflow renders with the run's seed)
+NOT_IN_CONFIG = {Render: ("seed",)}
+
+
+def as_config(obj) -> dict:
+    """A settings dataclass as config data (tuples as lists, aliased keys as written in configs)."""
+    back = {v: k for k, v in ALIASES.items()}
+    skip = NOT_IN_CONFIG.get(type(obj), ())
+    return {back.get(f.name, f.name): _plain(getattr(obj, f.name)) for f in fields(obj) if f.name not in skip}
+
+
+def from_mapping(cls, data: dict | None, where: str = ""):
+    """A settings dataclass from config data; unknown keys fail naming the closest valid one."""
+    names = {f.name for f in fields(cls)} - set(NOT_IN_CONFIG.get(cls, ()))
+    kw = {}
+    for key, value in (data or {}).items():
+        name = ALIASES.get(key, key)
+        if name not in names:
+            valid = sorted(ALIASES.get(n, n) for n in names)
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+            raise ValueError(f"unknown setting {where + '.' if where else ''}{key}{hint}")
+        kw[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kw)
+
+
+def fill(config: dict) -> dict:
+    """A config with every default filled in: sections, list items and the top level."""
+    out = dict(config)
+    for key, value in as_config(Run()).items():
+        out.setdefault(key, value)
+    for section, cls in SECTIONS.items():
+        out[section] = as_config(from_mapping(cls, config.get(section), section))
+    for name, cls in ITEMS.items():
+        out[name] = [as_config(from_mapping(cls, e, name)) for e in config.get(name, [])]
+    return out
+
+
+def defaults() -> dict:
+    """Every default as config data (what ``config/config.yaml`` holds)."""
+    return fill({})
+
+
+def replace(obj, **changes):
+    """``dataclasses.replace`` ignoring ``None`` values (CLI options left unset)."""
+    return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
+

@@ -1,0 +1,342 @@
+"""patch: a patch experiment on a run's photos -> ``RUN/patches/NAME/`` (report.json, report.md, figures).
+
+Pastes a patch (an atlas icon, an image crop, a rendered direction) into photos and measures
+how often the top-1 class flips to the target, against noise and random-photo controls
+(``actlas.patches`` holds the pure pieces; docs/patches.md the protocol).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import paths
+from .. import patches as patches_core
+from ..classes import class_index
+from ..models import ModelSpec
+from ..patches import (
+    CORNERS, Photos, beats_controls, choose_photos, evaluate_patch, image_tensor, load_photos, paste, predict,
+    report_markdown,
+)
+from ..settings import Patch, Run
+
+
+def _run_config(run_dir: str | Path) -> dict:
+    """The config a finished run was made with (manifest.json's ``config``; empty if none)."""
+    path = Path(run_dir) / "manifest.json"
+    return json.loads(path.read_text()).get("config", {}) if path.exists() else {}
+
+
+def default_layer(run_dir: str | Path) -> str:
+    """The run's first layer (from the manifest), for commands that do not name one."""
+    layers = _run_config(run_dir).get("layers")
+    if layers:
+        return layers[0]
+    found = [p.parent.name for p in Path(run_dir).glob("*/coords.npy")]
+    if len(found) == 1:
+        return found[0]
+    raise ValueError(f"cannot tell which layer of {run_dir} to use: pass --layer (found {found or 'none'})")
+
+
+def default_model(run_dir: str | Path) -> str:
+    """The run's model (from the manifest)."""
+    model = _run_config(run_dir).get("model")
+    if model:
+        return model
+    raise ValueError(f"{run_dir} has no manifest.json naming its model: pass --model")
+
+
+def load_patch(spec_text: str, run_dir: str | Path, layer: str, *, model: nn.Module | None = None,
+               spec: ModelSpec | None = None, params=None, device="cpu") -> tuple[str, torch.Tensor]:
+    """Parse a patch specification -> (name, patch (3, h, w) in [0, 1]).
+
+    - ``cell:I,J`` an icon of the run's main atlas (largest grid of ``layer``);
+      ``cell:DIR:I,J`` an icon of ``RUN/LAYER/DIR`` (``grid-16``, ``class-great-white-shark``, ...)
+    - ``image:PATH`` a whole image, ``image:PATH:X0,Y0,X1,Y1`` a crop of it (pixels of the original)
+    - ``direction:PATH.npy`` an icon rendered now for a direction (C,) with the run's whitening
+    """
+    from PIL import Image
+
+    from .. import images as imgs
+
+    kind, _, rest = spec_text.partition(":")
+    ldir = Path(run_dir) / layer
+    if kind == "cell":
+        parts = rest.split(":")
+        if len(parts) == 1:
+            grids = sorted(ldir.glob("grid-*/icons"), key=lambda p: int(p.parent.name.split("-")[1]))
+            if not grids:
+                raise FileNotFoundError(f"no atlas icons under {ldir}: run the workflow (atlas) first")
+            folder, ij = grids[-1].parent, parts[0]
+        else:
+            folder, ij = ldir / parts[0], parts[1]
+        m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", ij)
+        if not m:
+            raise ValueError(f"bad cell {spec_text!r}: write cell:I,J or cell:grid-16:I,J (column, row)")
+        path = folder / "icons" / f"{m[1]}_{m[2]}.png"
+        if not path.exists():
+            have = sorted(p.stem.replace("_", ",") for p in (folder / "icons").glob("*_*.png"))[:20]
+            raise FileNotFoundError(f"no icon {path}; cells with icons there: {', '.join(have) or 'none'}")
+        return f"{folder.name}:{m[1]},{m[2]}", image_tensor(Image.open(path))
+    if kind == "image":
+        m = re.fullmatch(r"(.+?)(?::(\d+),(\d+),(\d+),(\d+))?", rest)
+        path = m[1]
+        image, reason = imgs.decode(path)
+        if image is None:
+            raise FileNotFoundError(f"patch image {path}: {reason}")
+        if m[2]:
+            box = tuple(int(m[k]) for k in range(2, 6))
+            if not (box[0] < box[2] <= image.width and box[1] < box[3] <= image.height):
+                raise ValueError(f"box {box} is not inside {path} ({image.width}x{image.height}): x0<x1<=W, y0<y1<=H")
+            image = image.crop(box)
+        return f"image:{Path(path).name}" + (f":{m[2]},{m[3]},{m[4]},{m[5]}" if m[2] else ""), image_tensor(image)
+    if kind == "direction":
+        from ..render import render as render_icons
+        from ..settings import RenderParams
+
+        if model is None or spec is None:
+            raise ValueError("a direction patch needs the model: pass model= and spec=")
+        direction = np.load(rest).astype(np.float32).reshape(1, -1)
+        whitening = np.load(ldir / "whiten.npy") if (ldir / "whiten.npy").exists() else None
+        out = render_icons(model, spec, layer, direction, whitening=whitening, params=params or RenderParams(),
+                           device=device, progress=False)
+        return f"direction:{Path(rest).name}", torch.from_numpy(out["icon"][0]).permute(2, 0, 1).float() / 255.0
+    raise ValueError(f"unknown patch {spec_text!r}: use cell:I,J, cell:DIR:I,J, image:PATH[:X0,Y0,X1,Y1] "
+                     "or direction:PATH.npy")
+
+
+def candidate_icons(run_dir: str | Path, layer: str, target: int, target_name: str, *, limit: int = 12,
+                    folders: tuple[str, ...] = ()) -> list[str]:
+    """Patch specs worth trying for a target, best first by the cell's mean attribution to the target:
+    every icon of its class atlas, and icons labelled with the target in the main atlases and in
+    comparisons (``folders`` under ``RUN/LAYER``; default ``class-<target>``, ``grid-*``, ``compare-*``)."""
+    ldir = Path(run_dir) / layer
+    scored: list[tuple[float, str]] = []
+    if folders:
+        found = [ldir / f for f in folders]
+    else:
+        found = [ldir / f"class-{paths.slug(target_name)}"] + sorted(ldir.glob("grid-*")) + sorted(ldir.glob("compare-*"))
+    for folder in found:
+        meta = folder / "atlas.json"
+        if not meta.exists():
+            continue
+        for cell in json.loads(meta.read_text())["cells"]:
+            value = float(cell["attribution"].get(str(target), 0.0))
+            if folder.name.startswith("class-") or cell["label_index"] == target:
+                scored.append((value, f"cell:{folder.name}:{cell['i']},{cell['j']}"))
+    scored.sort(key=lambda t: -t[0])
+    return [s for _, s in scored[:limit]]
+
+
+def near_target_mask(run_dir: str | Path, n_rows: int, target: int) -> np.ndarray:
+    """(n_rows,) bool over the run's photos (shard-list order): the target is in the photo's top-5
+    predictions stored at collection (``images/pred``) but is not its top-1. All False when the
+    run's stores are missing or incomplete."""
+    from .. import store
+
+    try:
+        stores = paths.shard_stores(run_dir)
+        pred, ok = store.read(stores, "images/pred"), store.read(stores, "images/ok")
+    except (KeyError, FileNotFoundError, ValueError):
+        return np.zeros(n_rows, bool)
+    if not stores or len(pred) != n_rows:
+        return np.zeros(n_rows, bool)
+    return ok.astype(bool) & (pred[:, 1:] == target).any(1) & (pred[:, 0] != target)
+
+
+def patch(
+    run_dir: str | Path, target: str | int, model, *, source: str | int | None = Patch.source,
+    layer: str | None = Patch.layer, patches: tuple[str, ...] = Patch.patches, discover: bool = Patch.discover,
+    candidates: int = Patch.candidates, sizes: tuple[float, ...] = Patch.sizes, static: str = Patch.static,
+    max_images: int = Patch.max_images, batch_size: int = Patch.batch_size, search: tuple[str, ...] = (),
+    name: str | None = Patch.name, seed: int = Run.seed, device: str = Run.device, threads: int | None = None,
+    out: str | Path | None = None, icons_run: str | Path | None = None, corners: tuple[str, ...] = CORNERS,
+) -> Path:
+    """Patch experiments on a run's photos -> ``RUN/patches/NAME/report.json`` (+ report.md, figures).
+
+    ``patches`` are specs for ``load_patch``; with ``discover`` the target's class-atlas and
+    atlas icons (those in the folders ``search`` names under ``RUN/LAYER``; default every atlas
+    folder there) are searched on half of the photos and the best is reported on the other half.
+    The static protocol pastes at corner ``static`` with the largest of ``sizes``.
+    ``icons_run`` is the run whose ``LAYER`` folder holds the icons (default ``run_dir``, which
+    always supplies the photos through its shard lists).
+    """
+    from .. import images as imgs
+    from ..collect import resolve_device
+    from ..models import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    net, mspec = load_model(model)
+    dev = resolve_device(device)
+    net = net.to(dev).to(memory_format=torch.channels_last)
+    layer = layer or default_layer(run_dir)
+    icons_run = icons_run or run_dir
+    t = class_index(mspec, target)
+    s = class_index(mspec, source) if source else None
+    sizes = tuple(float(v) for v in sizes)
+    static = (static, max(sizes))
+    if static[0] not in corners:
+        raise ValueError(f"static {static} must be one of the corners {corners} and sizes {sizes}")
+    if not patches and not discover:
+        raise ValueError("nothing to test: give --patch SPEC (cell:I,J, image:PATH, direction:PATH.npy) or --discover")
+    rows = [r for lst in paths.shard_lists(run_dir) for r in imgs.read_shard(lst)]
+    if not rows:
+        raise FileNotFoundError(f"no shard lists in {run_dir}/shards: run the workflow (or actlas shards) first")
+    src_rows, sample_rows, pool_rows = choose_photos(rows, s, t, max_images, seed)
+    near_mask = near_target_mask(run_dir, len(rows), t)
+    near_paths = {r[0] for r, m in zip(rows, near_mask) if m and r[1] != t}
+    chosen = {r[0] for r in src_rows + sample_rows}
+    extra_rows = [r for r in rows if r[0] in near_paths and r[0] not in chosen]
+    extra_rows = [extra_rows[i] for i in sorted(np.random.default_rng(seed + 2).permutation(len(extra_rows))[:max_images])]
+    x, photo_paths, labels = load_photos(src_rows + sample_rows + extra_rows, mspec)
+    pool, _, _ = load_photos(pool_rows, mspec)
+    extra_paths = {r[0] for r in extra_rows}
+    photos = Photos(x, photo_paths, labels, labels == (s if s is not None else -2), pool,
+                    near=np.array([p in near_paths for p in photo_paths], bool),
+                    extra=np.array([p in extra_paths for p in photo_paths], bool))
+    clean_prob, clean_top = predict(net, mspec, photos.x, t, batch_size, dev)
+    name = name or f"{paths.slug(mspec.short_name(s)) if s is not None else 'any'}-to-{paths.slug(mspec.short_name(t))}"
+    out = Path(out) if out else paths.patch_dir(run_dir, name)
+    out.mkdir(parents=True, exist_ok=True)
+    kw = dict(clean_prob=clean_prob, clean_top=clean_top, corners=tuple(corners), sizes=sizes, static=static,
+              seed=seed, batch_size=batch_size, device=dev)
+    entries, trials = [], {}
+    for text in patches:
+        pname, patch = load_patch(text, icons_run, layer, model=net, spec=mspec, device=dev)
+        e = evaluate_patch(net, mspec, photos, pname, patch, t, trials=trials, **kw)
+        e["spec"] = text
+        _save_patch_png(patch, out / f"patch-{paths.slug(pname)}.png")
+        e["patch_png"] = f"patch-{paths.slug(pname)}.png"
+        entries.append(e)
+    discovery = None
+    if discover:
+        specs = candidate_icons(icons_run, layer, t, mspec.short_name(t), limit=candidates, folders=search)
+        if not specs:
+            raise FileNotFoundError(f"no icons to search for {mspec.short_name(t)!r}: run actlas class-atlas "
+                                    f"{run_dir} --class {mspec.short_name(t)!r} (or the workflow's atlases) first")
+        cands = [load_patch(sp, icons_run, layer) for sp in specs]
+        best, scores, searched, held = patches_core.discover(net, mspec, photos, cands, t, clean_top=clean_top, sizes=sizes,
+                                              seed=seed, batch_size=batch_size, device=dev)
+        for sc, sp in zip(scores, specs):
+            sc["spec"] = sp
+        e = evaluate_patch(net, mspec, photos, cands[best][0], cands[best][1], t, subset=held, trials=trials, **kw)
+        e["spec"], e["discovered"] = specs[best], True
+        e["patch_png"] = f"patch-{paths.slug(cands[best][0])}.png"
+        _save_patch_png(cands[best][1], out / e["patch_png"])
+        entries.append(e)
+        discovery = {"search_images": int(len(searched)), "held_out_images": int(len(held)), "candidates": scores,
+                     "best": specs[best], "search_protocol": f"dynamic, every corner at size {max(sizes)}"}
+    for e in entries:
+        e["beats_controls"] = {pop: beats_controls(e, pop) for pop in ("not_target", "near_target")}
+    report = {
+        "source": mspec.short_name(s) if s is not None else None, "target": mspec.short_name(t), "target_index": t,
+        "model": model, "layer": layer, "icons_run": str(icons_run), "photos_run": str(run_dir),
+        "corners": list(corners), "sizes": list(sizes), "static": list(static),
+        "seed": seed, "images": {"source_class": int(photos.source.sum()), "sampled_not_target": len(sample_rows),
+                                 "near_target": int(photos.mask("near").sum()),
+                                 "near_target_in_run": int(len(near_paths)),
+                                 "evaluated": len(photos.x), "run_total": len(rows)},
+        "clean_top1_is_target": int((clean_top == t).sum()),
+        "patches": entries, "discovery": discovery, "seconds": round(time.perf_counter() - start, 1),
+    }
+    figures = write_figures(report, photos, trials, clean_prob, clean_top, mspec, out)
+    report["figures"] = figures
+    paths.write_json(out / "report.json", report)
+    paths.write_text(out / "report.md", report_markdown(report))
+    return out / "report.json"
+
+
+def _save_patch_png(patch: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    paths.save_image(path, Image.fromarray((patch.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)))
+
+
+def write_figures(report: dict, photos: Photos, trials: dict, clean_prob: np.ndarray, clean_top: np.ndarray,
+                  spec: ModelSpec, out: Path) -> list[str]:
+    """bars.png (patch vs controls, static and dynamic, with intervals; one row per population with
+    photos: not_target, near_target) and one examples-*.png per
+    patch (photos before and after at the static setting, with target probabilities)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    entries = report["patches"]
+    pops = [pop for pop in ("not_target", "near_target")
+            if any(e["populations"].get(pop, {}).get("patch", {}).get("n") for e in entries)] or ["not_target"]
+    fig, grid = plt.subplots(len(pops), 2, figsize=(max(6, 2.2 * len(entries) + 3), 3.6 * len(pops)), sharey=True,
+                             squeeze=False)
+    kinds = (("patch", "tab:red"), ("noise", "tab:gray"), ("random_image", "tab:blue"))
+    for pop, axes in zip(pops, grid):
+        for ax, proto in zip(axes, ("static", "dynamic")):
+            for k, (kind, color) in enumerate(kinds):
+                xs, ys, err = [], [], [[], []]
+                for i, e in enumerate(entries):
+                    r = e["populations"][pop][kind][proto]
+                    if not r["n"]:
+                        continue
+                    xs.append(i + (k - 1) * 0.27)
+                    ys.append(r["rate"])
+                    err[0].append(r["rate"] - r["ci"][0])
+                    err[1].append(r["ci"][1] - r["rate"])
+                ax.bar(xs, ys, 0.27, yerr=err, color=color, label=kind, capsize=3)
+            ax.set_xticks(range(len(entries)))
+            ax.set_xticklabels([e["name"] + ("*" if e.get("discovered") else "") for e in entries], rotation=20,
+                               fontsize=7, ha="right")
+            ns = sorted({e["populations"][pop]["patch"][proto]["n"] for e in entries})
+            ax.set_title(f"{pop}, {proto} (n = {', '.join(map(str, ns))}"
+                         f"{'; * held-out half' if any(e.get('discovered') for e in entries) else ''})", fontsize=8)
+            ax.set_ylim(0, 1)
+        axes[0].set_ylabel(f"top-1 -> {report['target']}")
+    grid[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "bars.png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    names.append("bars.png")
+    t = report["target_index"]
+    static = (report["static"][0], report["static"][1])
+    for e in entries:
+        idx, trial = trials[(e["name"], "patch")]
+        ci, si = trial.corners.index(static[0]), trial.sizes.index(static[1])
+        src = [r for r, i in enumerate(idx) if photos.source[i]]
+        rest = [r for r, i in enumerate(idx) if not photos.source[i] and clean_top[i] != t]
+        rest.sort(key=lambda r: -trial.prob[r, ci, si])
+        pick = (src + rest)[:6]
+        if not pick:
+            continue
+        from PIL import Image
+
+        patch = np.asarray(Image.open(out / e["patch_png"]).convert("RGB"), dtype=np.float32) / 255.0
+        patch_t = torch.from_numpy(patch).permute(2, 0, 1)
+        fig, axes = plt.subplots(2, len(pick), figsize=(2.1 * len(pick), 4.6), squeeze=False)
+        for col, r in enumerate(pick):
+            i = idx[r]
+            before = photos.x[i]
+            after = paste(before[None], patch_t, *static)[0]
+            label = spec.short_name(int(photos.label[i])) if photos.label[i] >= 0 else "?"
+            for row, (img, title) in enumerate((
+                (before, f"{label}\ntop: {spec.short_name(int(clean_top[i]))}\np={clean_prob[i]:.3f}"),
+                (after, f"top: {spec.short_name(int(trial.top[r, ci, si]))}\np={trial.prob[r, ci, si]:.3f}"),
+            )):
+                ax = axes[row, col]
+                ax.imshow(img.permute(1, 2, 0).numpy())
+                ax.set_title(title, fontsize=7)
+                ax.axis("off")
+        fig.suptitle(f"{e['name']}: p({report['target']}) before (top) and after, {static[0]} at {static[1]}",
+                     fontsize=8)
+        fig.tight_layout()
+        fname = f"examples-{paths.slug(e['name'])}.png"
+        fig.savefig(out / fname, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        names.append(fname)
+    return names
