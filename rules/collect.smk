@@ -4,6 +4,8 @@ rule shard_list:
         paths.shard_list(RUN, "{shard}"),
     params:
         digest=lambda wc: shards_stage.digest(PLAN[wc.shard]),
+    log:
+        paths.log(RUN, "shards", "{shard}"),
     run:
         shards_stage.write_list(output[0], PLAN[wildcards.shard])
 
@@ -14,6 +16,8 @@ rule shard_index:
         paths.shard_index(RUN),
     params:
         shards=SHARDS,
+    log:
+        paths.log(RUN, "shards", "index"),
     run:
         shards_stage.write_index(output[0], params.shards)
 

@@ -1,7 +1,7 @@
 # Shared names for every rule: the run directory, the plan of shards, settings, code digests.
 # Parse time reads the config and lists the images; it writes nothing and loads no model.
 import json
-import shlex
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,9 @@ wildcard_constraints:
     name=r"[a-z0-9-]+",
 
 
-def q(value):
-    """One shell-quoted argument."""
-    return shlex.quote(str(value))
+def run_of(depth):
+    """A params function: the run directory, the ``depth``-th parent of the rule's first output."""
+    return lambda wildcards, output: str(Path(output[0]).parents[depth])
 
 
 def run_inputs():
@@ -76,3 +76,112 @@ def run_lock(action):
     except ImportError:  # TEMPORARY until the lock module lands (issue 14)
         return
     getattr(lock, action)(RUN, workflow.basedir)
+
+
+# --- class atlases, comparisons, patch experiments, viewer, manifest (rules/classes.smk, viewer.smk, atlas.smk)
+
+def manifest_inputs(wildcards):
+    """Everything the manifest reads: layouts, atlases and the render batches of the plan."""
+    out = [paths.shard_index(RUN)] + [paths.shard_store(RUN, s) for s in SHARDS] + atlas_outputs()
+    out += [paths.layout_info(RUN, layer) for layer in LAYERS]
+    return out + [b for layer in LAYERS for n in SIZES for b in grid_batches(layer, n)]
+
+def intermediates(wildcards):
+    """Every intermediate artifact of the plan (targets of rule all, so a deleted one is rebuilt)."""
+    out = [paths.shard_index(RUN)]
+    out += [f for s in SHARDS for f in (paths.shard_list(RUN, s), paths.shard_store(RUN, s))]
+    for layer in LAYERS:
+        out += [paths.coords(RUN, layer), paths.whiten(RUN, layer), paths.layout_info(RUN, layer)]
+        for n in SIZES:
+            gdir = paths.grid_dir(RUN, layer, n)
+            out += [paths.cells(gdir), *grid_batches(layer, n), gdir / "icons", gdir / "examples",
+                    gdir / "atlas.png", gdir / "atlas-labelled.png"]
+    return out + class_intermediates()
+
+def _layer(entry):
+    return entry["layer"] or LAYERS[0]
+
+CLASS_ATLASES = {paths.slug(e["class"]): e for e in config["class_atlases"]}
+
+COMPARISONS = {f"{paths.slug(e['classes'][0])}-{paths.slug(e['classes'][1])}": e for e in config["comparisons"]}
+
+PATCHES = {e["name"] or f"{paths.slug(e['source'] or 'any')}-to-{paths.slug(e['target'])}": e
+           for e in config["patches"]}
+
+CLASS_FILES = ["cells.npz", "rows.npy", "coords.npy", "render/batch-00000.npz", *paths.ATLAS_FILES]
+
+def class_folder(kind, name):
+    entry = (CLASS_ATLASES if kind == "class" else COMPARISONS)[name]
+    return (paths.class_dir if kind == "class" else paths.compare_dir)(RUN, _layer(entry), name)
+
+def class_args(entry, *, drop):
+    options = {k: v for k, v in entry.items() if k not in drop}
+    return f"{cli_args(model=MODEL, layer=_layer(entry), device=DEVICE, **options)} {render_args()}"
+
+def _class_rule_outputs(kind):
+    base = paths.layer_dir(RUN, "{layer}") / f"{kind}-{{name}}"
+    out = {re.sub(r"\W", "_", f): base / f for f in CLASS_FILES}
+    return {**out, "icons": directory(base / "icons"), "examples": directory(base / "examples")}
+
+def _patch_specs(e):
+    """The entry's patches, ``cell:I,J`` resolved to the largest main grid of its layer."""
+    return [f"cell:grid-{max(SIZES)}:{p[5:]}" if p.startswith("cell:") and p.count(":") == 1 else p
+            for p in e["patches"]]
+
+def _patch_folders(e):
+    """Atlas folders (under RUN/LAYER) a patch experiment reads: those its patches name, and for
+    discovery the target's class atlas, the main grids and the comparisons of its layer."""
+    layer = _layer(e)
+    named = [p.split(":")[1] for p in _patch_specs(e) if p.startswith("cell:")]
+    search = []
+    if e["discover"]:
+        target = paths.slug(e["target"])
+        search = ([f"class-{target}"] if target in CLASS_ATLASES and _layer(CLASS_ATLASES[target]) == layer else [])
+        search += [f"grid-{n}" for n in SIZES]
+        search += [f"compare-{k}" for k, c in COMPARISONS.items() if _layer(c) == layer]
+    return list(dict.fromkeys(named + search)), search
+
+def patch_inputs(wildcards):
+    """Photos (the plan's lists and stores), the atlases whose icons it pastes or searches, patch images."""
+    e = PATCHES[wildcards.name]
+    inputs = run_inputs()
+    needs = [inputs["index"], *inputs["lists"], *inputs["stores"]]
+    folders, _ = _patch_folders(e)
+    for folder in folders:
+        base = paths.layer_dir(RUN, _layer(e)) / folder
+        needs += [base / "atlas.json", base / "icons"]
+    needs += [p.split(":")[1] for p in e["patches"] if p.startswith("image:")]
+    return needs
+
+def patch_args(e):
+    _, search = _patch_folders(e)
+    options = {k: v for k, v in e.items() if k not in ("target", "layer", "patches", "name")}
+    return cli_args(model=MODEL, layer=_layer(e), patch=_patch_specs(e), search=search, seed=SEED, device=DEVICE,
+                    **options)
+
+def class_atlas_outputs():
+    """Every class atlas and comparison atlas.json the config asks for (the viewer shows them too)."""
+    out = [class_folder("class", k) / "atlas.json" for k in CLASS_ATLASES]
+    return out + [class_folder("compare", k) / "atlas.json" for k in COMPARISONS]
+
+def class_outputs():
+    """Every class atlas, comparison and patch experiment the config asks for (targets of rule all)."""
+    return class_atlas_outputs() + [paths.patch_dir(RUN, k) for k in PATCHES]
+
+def class_intermediates():
+    """Every file the class atlases and comparisons write (targets of rule all)."""
+    out = []
+    for kind, names in (("class", CLASS_ATLASES), ("compare", COMPARISONS)):
+        for k in names:
+            folder = class_folder(kind, k)
+            out += [folder / f for f in CLASS_FILES] + [folder / "icons", folder / "examples"]
+            if kind == "compare":
+                out.append(folder / "compare.png")
+    return out
+
+def viewer_inputs(wildcards):
+    """Each atlas the viewer shows: its atlas.json and PNG, and the icons and examples it links."""
+    out = []
+    for meta in atlas_outputs() + class_atlas_outputs():
+        out += [meta, meta.parent / "atlas.png", meta.parent / "icons", meta.parent / "examples"]
+    return out

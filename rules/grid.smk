@@ -6,7 +6,7 @@ checkpoint grid:
     output:
         paths.cells(paths.grid_dir(RUN, "{layer}", "{n}")),
     params:
-        run=RUN,
+        run=run_of(2),
         min_count=config["grid"]["min_count"],
         code=code_digest("actlas.stages.grid"),
     resources:

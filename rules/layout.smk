@@ -7,7 +7,7 @@ rule layout:
         whiten=paths.whiten(RUN, "{layer}"),
         info=paths.layout_info(RUN, "{layer}"),
     params:
-        run=RUN,
+        run=run_of(1),
         args=cli_args(**config["layout"], seed=SEED),
         code=code_digest("actlas.stages.layout"),
     threads: 2

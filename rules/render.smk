@@ -6,8 +6,8 @@ rule render:
     output:
         paths.render_batch(paths.grid_dir(RUN, "{layer}", "{n}"), "{batch}"),
     params:
-        run=RUN,
-        args=cli_args(model=MODEL, cells_per_job=RENDER.cells_per_job, device=DEVICE) + " " + render_args(),
+        run=run_of(3),
+        args=f"{cli_args(model=MODEL, cells_per_job=RENDER.cells_per_job, device=DEVICE)} {render_args()}",
         code=code_digest("actlas.stages.render"),
     threads: RENDER.threads
     resources:

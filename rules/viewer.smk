@@ -2,14 +2,6 @@
 # `actlas serve RUN` serves it on 127.0.0.1; `actlas export RUN OUT` copies it as a static site.
 
 
-def viewer_inputs(wildcards):
-    """Each atlas the viewer shows: its atlas.json and PNG, and the icons and examples it links."""
-    out = []
-    for meta in atlas_outputs() + class_atlas_outputs():
-        out += [meta, meta.parent / "atlas.png", meta.parent / "icons", meta.parent / "examples"]
-    return out
-
-
 rule viewer:
     """Build RUN/viewer/ (tiles, data.json, OpenSeadragon from node_modules) from the run's atlases,
     class atlases and comparisons."""
@@ -18,7 +10,7 @@ rule viewer:
     output:
         directory(paths.viewer_dir(RUN)),
     params:
-        run=RUN,
+        run=run_of(0),
         args=lambda wc: cli_args(layer=LAYERS, atlas=[str(p) for p in atlas_outputs() + class_atlas_outputs()],
                                  openseadragon=str(Path(workflow.basedir) / "node_modules/openseadragon/build/openseadragon")),
         code=code_digest("actlas.stages.viewer"),

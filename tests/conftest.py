@@ -77,7 +77,7 @@ def _photo_folder(n: int) -> Path:
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run this repository's workflow on a config in ``workdir`` (its own run directory)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT / "src")]),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
            "--cores", "2", "--configfile", str(workdir / "config.yaml"), *args]

@@ -86,8 +86,9 @@ def embed(x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: i
           perplexity: float = 30.0) -> np.ndarray:
     """Lay out rows of x (n, C) -> (n, n_components) in [0, 1] per axis (t-SNE or UMAP).
 
-    t-SNE runs on the first 50 principal components, with perplexity capped at (n - 1) / 3;
-    fewer than 4 samples get evenly spaced positions.
+    t-SNE runs on the first 50 principal components, with perplexity capped at (n - 1) / 3. A 1-D
+    t-SNE gets stuck (points cannot pass each other on a line, so clusters interleave), so the 1-D
+    layout is the principal axis of a 2-D t-SNE. Fewer than 4 samples get evenly spaced positions.
     """
     if method not in METHODS:
         raise ValueError(f"unknown layout method {method!r}; use tsne or umap")
@@ -103,8 +104,10 @@ def embed(x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: i
 
         if x.shape[1] > 50 and n > 50:
             x = PCA(50, random_state=seed).fit_transform(x)
-        xy = TSNE(n_components, perplexity=float(min(perplexity, (n - 1) / 3)), init="pca", random_state=seed,
-                  metric="cosine").fit_transform(x)
+        xy = TSNE(max(n_components, 2), perplexity=float(min(perplexity, (n - 1) / 3)), init="pca",
+                  random_state=seed, metric="cosine").fit_transform(x)
+        if n_components == 1:
+            xy = PCA(1, random_state=seed).fit_transform(xy)
     else:
         from .layout import numba_cache_dir
 
