@@ -295,7 +295,8 @@ def _check_seal(run_dir: Path) -> list[Problem]:
             size, mtime, crc = entry
             st = p.stat()
         except FileNotFoundError:
-            continue  # removed since: a stage will rewrite it, or it was pruned
+            out.append(Problem(str(p), "missing since the run finished: run the workflow again (it rebuilds it)"))
+            continue
         except Exception:  # noqa: BLE001
             out.append(Problem(str(path), f"the seal's entry for {rel} is damaged: delete the seal"))
             continue
