@@ -334,6 +334,9 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
     stores = sorted((run_dir / "collect").glob("shard-*.zarr"))
     samples: dict[str, int] = {}
     for st in stores:
+        if st.stem not in lists:
+            problems.append(Problem(str(run_dir / "shards" / f"{st.stem}.txt"), "missing (its store "
+                                    f"{st.name} needs it): run the workflow again (it rewrites the shard lists)"))
         found = verify_store(st, list_rows.get(st.stem))
         problems += found
         try:
