@@ -61,7 +61,7 @@ def unlisted_reason(name: str) -> str:
         name.encode("utf-8")
     except UnicodeEncodeError:
         shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        return f"file name {shown!r} is not valid UTF-8: rename the file"
+        return f"file name '{shown}' is not valid UTF-8: rename the file"
     ext = os.path.splitext(name)[1].lower()
     if ext in EXTENSIONS:
         return ""
