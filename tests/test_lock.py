@@ -71,3 +71,18 @@ def test_lock_from_another_host_is_explained(tmp_path):
     (run / ".actlas.lock").write_text("{garbage")
     with pytest.raises(lock.LockError, match="cannot be read: remove"):
         lock.acquire(run, "/work/b")
+
+
+def test_check_refuses_without_taking(tmp_path):
+    run = tmp_path / "run"
+    lock.check(run)  # nothing held: fine, and nothing created
+    assert not (run / ".actlas.lock").exists()
+    proc = _holder(run, "/work/checkout-a", 30)
+    try:
+        with pytest.raises(lock.LockError, match="in use by another workflow"):
+            lock.check(run)
+    finally:
+        proc.kill()
+        proc.wait()
+    lock.check(run)  # its holder is dead: a later acquire takes it over
+    assert [p.name for p in run.iterdir()] == [".actlas.lock"]

@@ -68,6 +68,46 @@ def _read(path: Path) -> dict | None:
         return {}
 
 
+def _create(path: Path, tmp: Path) -> None:
+    """Create ``path`` with the content of ``tmp``, atomically; ``FileExistsError`` when it exists."""
+    try:
+        os.link(tmp, path)  # atomic, fails when the lock exists, and never shows half a lock file
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: O_EXCL (a reader may briefly see it empty)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(tmp.read_text())
+
+
+def _refuse_if_held(held: dict, run_dir: Path, path: Path) -> None:
+    """Raise ``LockError`` unless the lock ``held`` is provably stale (its holder dead on this host)."""
+    if held.get("host") != socket.gethostname():
+        raise LockError(
+            f"{run_dir} is in use by another workflow: {_describe(held)}; it runs on another host, so "
+            f"it cannot be checked from here: remove {path} if no other workflow is running"
+        )
+    if _alive(int(held.get("pid", 0)), held.get("started")):
+        raise LockError(
+            f"{run_dir} is in use by another workflow: {_describe(held)}; wait for it to finish or "
+            "use another run_dir"
+        )
+
+
+def check(run_dir: str | Path) -> None:
+    """Raise ``LockError`` (one line) when another live process holds the run directory's lock; take nothing.
+
+    For work done before ``acquire`` can run (Snakemake writes shard lists at parse time).
+    """
+    path = lock_path(run_dir)
+    held = _read(path)
+    if held is None or (held.get("host") == socket.gethostname() and held.get("pid") == os.getpid()):
+        return
+    if not held:
+        raise LockError(f"{path} exists but cannot be read: remove {path} if no other workflow is running on {run_dir}")
+    _refuse_if_held(held, Path(run_dir), path)
+
+
 def acquire(run_dir: str | Path, owner: str) -> str | None:
     """Take the run directory's lock for this process, or raise ``LockError`` in one line.
 
@@ -80,9 +120,13 @@ def acquire(run_dir: str | Path, owner: str) -> str | None:
     host, pid = socket.gethostname(), os.getpid()
     me = {"host": host, "pid": pid, "started": _start_time(pid), "owner": str(owner), "time": time.time()}
     note = None
+    tmp = path.with_name(f"{NAME}.new-{host}-{pid}")
     for _ in range(5):
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _create(path, tmp)
         except FileExistsError:
             held = _read(path)
             if held is None:  # released meanwhile: try again
@@ -93,26 +137,24 @@ def acquire(run_dir: str | Path, owner: str) -> str | None:
                 ) from None
             if held.get("host") == host and held.get("pid") == pid:
                 return None  # ours already
-            if held.get("host") != host:
-                raise LockError(
-                    f"{run_dir} is in use by another workflow: {_describe(held)}; it runs on another host, so "
-                    f"it cannot be checked from here: remove {path} if no other workflow is running"
-                ) from None
-            if _alive(int(held.get("pid", 0)), held.get("started")):
-                raise LockError(
-                    f"{run_dir} is in use by another workflow: {_describe(held)}; wait for it to finish or "
-                    "use another run_dir"
-                ) from None
+            _refuse_if_held(held, run_dir, path)
             stale = path.with_name(f"{NAME}.stale-{pid}")
             try:
                 os.rename(path, stale)  # atomic: of two processes taking over, only one moves it
             except FileNotFoundError:
                 continue
+            if _read(stale) != held:  # another process took over first: give its lock back
+                try:
+                    os.link(stale, path)
+                finally:
+                    os.unlink(stale)
+                continue
             os.unlink(stale)
             note = f"took over the lock of {run_dir} left by {_describe(held)}, which is no longer running"
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return note
     raise LockError(f"cannot take the lock {path}: it keeps changing; is another workflow starting on {run_dir}?")
 

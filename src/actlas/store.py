@@ -353,6 +353,8 @@ def no_space_message(err: BaseException) -> str | None:
             path = err.filename or _path_in(err)
             where = f" writing {path}" if path else ""
             return f"{what}{where}: free space or move run_dir"
+        if "no space left on device" in str(err).lower():  # libraries that wrap it (pyvips.Error, ...)
+            return "no space left on device: free space or move run_dir"
         err = err.__cause__ or err.__context__
     return None
 
