@@ -154,3 +154,17 @@ def test_verify_compares_store_counts_with_the_shard_list(run):
     lst = run / "shards" / "shard-00000.txt"
     lst.write_text(lst.read_text() + json.dumps({"path": "/new.jpg", "label": 0}) + "\n")
     assert any("its shard list has" in p.reason for p in verify_run(run))
+
+
+def test_resuming_a_store_with_a_missing_or_damaged_chunk_is_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    g = store.open_shard(path, COLS, {"p": 1})
+    store.append(g, {"a/x": np.ones((5, 3)), "a/i": np.arange(5)})  # a partly filled first chunk
+    chunk = path / "a" / "x" / "c" / "0" / "0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(store.StoreError, match="a chunk of a/x is damaged .*delete the store"):
+        store.append(store.open_shard(path, COLS, {"p": 1}), {"a/x": np.ones((2, 3)), "a/i": np.arange(2)})
+    chunk.unlink()
+    with pytest.raises(store.StoreError, match="array a/x chunk c/0/0 is missing"):
+        store.open_shard(path, COLS, {"p": 1})

@@ -111,6 +111,9 @@ def open_shard(path: str | Path, columns: list[Column], params: dict) -> zarr.Gr
             )
         array = group[col.name].with_config(_WRITE)
         n = committed.get(col.name, 0)
+        missing = missing_chunks(path, col.name, array, min(n, array.shape[0]))
+        if missing:  # appending would rewrite it from zeros: refuse before any write
+            raise _damaged(path, f"array {col.name} chunk {missing[0]} is missing")
         if array.shape[0] != n:
             array.resize((n, *col.tail))
         committed[col.name] = n
@@ -139,6 +142,10 @@ def append(group: zarr.Group, rows: dict[str, np.ndarray]) -> None:
                 array[start : start + len(values)] = values
             counts[name] = start + len(values)
         group.attrs["committed"] = counts
+    except ValueError as err:
+        if "checksum" not in str(err).lower():
+            raise
+        raise _damaged(getattr(group.store, "root", group.store), f"a chunk of {name} is damaged (crc32c mismatch)") from err
     except OSError as err:
         raise StoreError(
             f"cannot write to the store {group.store}: {err.strerror or err}. The rows committed before "
