@@ -7,6 +7,7 @@ slow test collects a shard of the whole corpus with the shared MobileNetV2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -180,3 +181,87 @@ def test_collect_on_corpus_skips_bad_and_keeps_every_good_image(corpus, card, tm
     photos = [i for i, (p, _) in enumerate(rows) if p.endswith(".JPEG")]
     assert photos and (labels[photos] >= 0).all()
     assert (pred[photos, 0] == labels[photos]).mean() >= 0.5  # the photos themselves are classified
+
+
+# --------------------------------------------------------------------------- any file name, any format
+
+ODD_NAMES = ["tab\tname.jpg", "new\nline.jpg", "cr\rname.jpg", "-rf.jpg", "--help.jpg", "ünïcödé ☃ 写真.jpg",
+             "back\\slash.jpg", 'quote".jpg', "{\"path\": 1}.jpg", " leading space.jpg", "dots...jpg"]
+
+
+def test_any_file_name_round_trips_and_a_bad_one_costs_no_neighbour(tmp_path):
+    from actlas import store
+    from actlas.collect import collect
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ODD_NAMES:
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / name, format="JPEG")
+    bad = os.path.join(os.fsencode(folder), b"latin1-\xe9.jpg")  # not valid UTF-8
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(open(bad, "wb"), format="JPEG")
+    skipped: list[tuple[str, str]] = []
+    good = imgs.list_images(folder, skipped=skipped)
+    assert sorted(Path(p).name for p, _ in good) == sorted(ODD_NAMES)
+    assert [(Path(p).name, r) for p, r in skipped] == [
+        (os.fsdecode(b"latin1-\xe9.jpg"), "file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file")]
+    # a path that is not valid UTF-8 reaching write_shards (from a list file, say) is skipped there
+    rows = [*good, (os.fsdecode(bad), 0)]
+    lists = imgs.write_shards(rows, 1, tmp_path / "shards", skipped)
+    assert imgs.read_shard(lists[0]) == good  # tabs, newlines, dashes, quotes, Unicode: all round-trip
+    listed = imgs.read_skipped(tmp_path / "shards" / "skipped.tsv")
+    assert sorted(r for _, r in listed) == ["file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file",
+                                            "path is not valid UTF-8: rename the file"]
+    assert all(Path(p).name == "latin1-\\xe9.jpg" for p, _ in listed)
+    summary = collect(lists[0], tmp_path / "s.zarr", "tiny_models:tiny_net", ["features.3"], positions=1,
+                      attr_top=1, batch_size=4, chunk=4, workers=0, device="cpu", progress=False)
+    assert summary["images"] == len(good) and summary["skipped"] == 0
+    assert store.read([tmp_path / "s.zarr"], "images/ok").all()
+
+
+def test_skipped_list_round_trips_odd_names(tmp_path):
+    rows = [(f"/x/{name}", "not an image: reason\twith tab") for name in ODD_NAMES]
+    (tmp_path / "s.tsv").write_text(imgs.format_skipped(rows))
+    assert [p for p, _ in imgs.read_skipped(tmp_path / "s.tsv")] == [p for p, _ in rows]
+    assert all("\t" not in r for _, r in imgs.read_skipped(tmp_path / "s.tsv"))
+
+
+def test_old_tab_separated_shard_lists_are_still_read(tmp_path):
+    (tmp_path / "shard-00000.txt").write_text("/a/b.jpg\t3\n/a/c d.jpg\t-1\n")
+    assert imgs.read_shard(tmp_path / "shard-00000.txt") == [("/a/b.jpg", 3), ("/a/c d.jpg", -1)]
+
+
+def test_every_pillow_format_decodes_and_the_rest_are_listed_as_skipped(tmp_path):
+    from PIL import features
+
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    picture = Image.new("RGB", (20, 12), (200, 40, 10))
+    written = {}
+    for ext, fmt in [(".tga", "TGA"), (".pcx", "PCX"), (".ppm", "PPM"), (".sgi", "SGI"), (".qoi", "QOI"),
+                     (".avif", "AVIF")]:
+        if fmt == "AVIF" and not features.check("avif"):
+            continue
+        picture.save(folder / f"photo{ext}", format=fmt)
+        written[f"photo{ext}"] = fmt
+    (folder / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(32))
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "figure.eps").write_text("%!PS-Adobe-3.0 EPSF-3.0\n")
+    skipped: list[tuple[str, str]] = []
+    rows = imgs.list_images(folder, skipped=skipped)
+    assert sorted(Path(p).name for p, _ in rows) == sorted(written)
+    for path, _ in rows:
+        image, reason = imgs.decode(path)
+        assert image is not None and image.size == (20, 12), (path, reason)
+        assert max(abs(a - b) for a, b in zip(image.getpixel((10, 6)), (200, 40, 10))) <= 12, path
+    reasons = {Path(p).name: r for p, r in skipped}
+    assert set(reasons) >= {"notes.txt", "figure.eps"}
+    assert reasons["notes.txt"] == "unknown extension .txt: not an image format Pillow reads"
+    assert "Ghostscript" in reasons["figure.eps"]
+    if ".heic" not in imgs.EXTENSIONS:
+        assert reasons["photo.heic"].startswith("format HEIC (.heic): this Pillow cannot decode it")
+
+
+def test_avif_is_named_when_pillow_cannot_decode_it(monkeypatch):
+    monkeypatch.setattr(imgs, "EXTENSIONS", tuple(e for e in imgs.EXTENSIONS if e != ".avif"))
+    assert imgs.unlisted_reason("holiday.AVIF").startswith("format AVIF (.avif): this Pillow cannot decode it")

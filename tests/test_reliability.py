@@ -388,3 +388,39 @@ def test_grid_refuses_coords_of_another_collect(tiny_dataset, tmp_path):
     np.save(run / "features.3" / "coords.npy", np.full((5, 2), 0.5, np.float32))
     with pytest.raises(store.StoreError, match="has 5 rows but the shard stores hold 32 samples"):
         run_mod.grid(run, "features.3", 2, min_count=1)
+
+
+# --------------------------------------------------------------------------- limits named
+
+
+def test_layout_of_too_few_samples_names_the_minimum_and_the_setting():
+    from actlas.layout import layout
+
+    x = np.random.default_rng(0).random((2, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^layout needs at least 4 samples of features\.13, got 2: .*collect\.positions"):
+        layout(x, n_neighbors=20, backend="umap-learn", layer="features.13")
+
+
+def test_layout_of_a_one_image_run_is_one_line(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    rows = imgs.list_images(tiny_dataset)[:1]
+    imgs.write_shards(rows, 1, run / "shards")
+    collect(run / "shards" / "shard-00000.txt", run / "collect" / "shard-00000.zarr", "tiny_models:tiny_net",
+            ["features.3"], **{**TINY_ARGS, "positions": 2})
+    with pytest.raises(ValueError, match=r"layout needs at least 4 samples( of features\.3)?, got 2") as err:
+        run_mod.layout(run, "features.3", n_neighbors=5)
+    assert "\n" not in str(err.value)
+
+
+def test_grid_of_too_few_samples_names_min_count():
+    coords = np.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match=r"needs at least 3 samples \(grid\.min_count\).*collect\.positions"):
+        grid_cells(coords, np.ones((2, 4)), np.zeros((2, 1), np.int64), np.ones((2, 1)), 2, min_count=3)
+
+
+def test_class_layout_of_no_samples_is_named():
+    from actlas.classes import embed
+
+    with pytest.raises(ValueError, match="needs at least 1 sample.*--filter top"):
+        embed(np.zeros((0, 4), np.float32))
+    assert embed(np.ones((2, 4), np.float32)).shape == (2, 2)

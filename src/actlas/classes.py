@@ -96,6 +96,9 @@ def embed(x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: i
 
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
+    if n < 1:
+        raise ValueError("a class atlas or comparison needs at least 1 sample to lay out, got 0: try --filter top "
+                         "or a larger --top, or collect more images or positions (collect.positions)")
     if n < 4:
         return np.repeat(np.linspace(0, 1, max(n, 1))[:n, None], n_components, 1).astype(np.float32)
     if method == "tsne":

@@ -45,7 +45,16 @@ def grid(
     ``order`` (M,) sample indices grouped by cell and ``offsets`` (K + 1,) into ``order``.
     """
     if n < 1:
-        raise ValueError(f"grid size must be at least 1, got {n}")
+        raise ValueError(f"grid size must be at least 1, got {n} (grid.sizes)")
+    if len(coords) != len(activations):
+        raise ValueError(f"grid got {len(coords)} coords but {len(activations)} activations: run layout again")
+    need = max(min_count, 1)
+    if len(coords) < need:
+        raise ValueError(
+            f"no cell of the {n}x{n} grid holds {need} samples ({len(coords)} samples in all): the grid needs at "
+            f"least {need} samples (grid.min_count) and a smaller grid (grid.sizes) cannot help: lower "
+            "grid.min_count, or collect more images or positions (collect.positions)"
+        )
     ij = bin_coords(coords, n)
     cell = ij[:, 1].astype(np.int64) * n + ij[:, 0]
     counts = np.bincount(cell, minlength=n * n)
@@ -53,7 +62,7 @@ def grid(
     if len(keep) == 0:
         raise ValueError(
             f"no cell of the {n}x{n} grid holds {min_count} samples ({len(coords)} samples in all): "
-            "use a smaller grid, a lower min_count, or collect more"
+            "use a smaller grid (grid.sizes), a lower min_count (grid.min_count), or collect more"
         )
     remap = np.full(n * n, -1, dtype=np.int64)
     remap[keep] = np.arange(len(keep))

@@ -1,12 +1,16 @@
 """Image sets: listing, deterministic selection, sharding and robust decoding.
 
 An image set is a folder tree (class sub-folders named by synset id or class name give labels;
-other folders are unlabelled) or a list file (one ``path[<TAB>label]`` a line).
+other folders are unlabelled) or a list file (one ``path[<TAB>label]`` a line). Shard lists are
+JSON lines (``{"path": ..., "label": ...}``), so they hold any file name: tabs, newlines, leading
+dashes, any Unicode. Files that cannot be listed (a name that is not valid Unicode, a format no
+installed decoder reads) are listed with their reason in ``shards/skipped.tsv``.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import warnings
@@ -16,8 +20,57 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+try:  # HEIC/HEIF (and AVIF in older Pillows) through the pillow-heif plugin, when it is installed
+    import pillow_heif  # type: ignore[import-not-found]
+
+    pillow_heif.register_heif_opener()
+except Exception:  # noqa: BLE001 - the plugin is optional
+    pass
+
+Image.init()
+
+# Pillow formats never decoded from untrusted files, and why. EPS is handed to Ghostscript (a
+# PostScript interpreter); the others are identification stubs without a decoder.
+REFUSED = {
+    "EPS": "PostScript would be run by Ghostscript",
+    "MPEG": "Pillow only identifies MPEG, it has no decoder",
+    "BUFR": "Pillow has no BUFR decoder", "GRIB": "Pillow has no GRIB decoder",
+    "HDF5": "Pillow has no HDF5 decoder", "WMF": "Pillow cannot draw WMF/EMF on this platform",
+}
+# Every format Pillow can open here (its own decoders and registered plugins), less the refused ones.
+FORMATS = tuple(sorted(f for f in Image.OPEN if f not in REFUSED))
+# Extension -> format for every format Pillow knows; images are listed by these extensions.
+_KNOWN = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
+EXTENSIONS = tuple(sorted(ext for ext, fmt in _KNOWN.items() if fmt in FORMATS))
+# Image formats people meet that need a plugin or library this installation may lack.
+_PLUGIN = {
+    ".avif": ("AVIF", "it needs Pillow built with libavif, or pip install pillow-avif-plugin"),
+    ".heic": ("HEIC", "pip install pillow-heif"), ".heif": ("HEIF", "pip install pillow-heif"),
+    ".jxl": ("JPEG XL", "pip install pillow-jxl-plugin"),
+    ".jp2": ("JPEG 2000", "it needs Pillow built with OpenJPEG"),
+    ".j2k": ("JPEG 2000", "it needs Pillow built with OpenJPEG"),
+    ".cr2": ("camera raw", "no raw decoder"), ".nef": ("camera raw", "no raw decoder"),
+    ".dng": ("camera raw", "no raw decoder"), ".arw": ("camera raw", "no raw decoder"),
+}
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
+
+
+def unlisted_reason(name: str) -> str:
+    """Why a file of this name is not listed as an image ("" if it is listed)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return f"file name '{shown}' is not valid UTF-8: rename the file"
+    ext = os.path.splitext(name)[1].lower()
+    if ext in EXTENSIONS:
+        return ""
+    if ext in _KNOWN and _KNOWN[ext] in REFUSED:
+        return f"format {_KNOWN[ext]} ({ext}) is not decoded: {REFUSED[_KNOWN[ext]]}"
+    if ext in _PLUGIN:
+        kind, how = _PLUGIN[ext]
+        return f"format {kind} ({ext}): this Pillow cannot decode it ({how}; or convert the file)"
+    return f"unknown extension {ext or '(none)'}: not an image format Pillow reads"
 
 
 def _label_of(folder: str, synsets: tuple[str, ...], categories: tuple[str, ...]) -> int:
@@ -31,7 +84,8 @@ def _label_of(folder: str, synsets: tuple[str, ...], categories: tuple[str, ...]
 
 
 def list_images(
-    source: str | Path, synsets: tuple[str, ...] = (), categories: tuple[str, ...] = ()
+    source: str | Path, synsets: tuple[str, ...] = (), categories: tuple[str, ...] = (),
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, int]]:
     """All images under a folder (or in a list file), sorted by path, with labels (-1 if unknown).
 
@@ -39,7 +93,9 @@ def list_images(
     walked (a loop such as ``a/up -> ..``) is not entered, so listing always ends and no image
     is listed twice through two routes. Unreadable folders are skipped with a warning. Files are
     judged by extension here (so a corrupt file still shows up, to be skipped with its reason in
-    the shard's ``.skipped.tsv``) and by content at decode time.
+    the shard's ``.skipped.tsv``) and by content at decode time: every extension of a format Pillow
+    decodes here (``EXTENSIONS``). Files not listed (another extension, a name that is not valid
+    Unicode) are appended to ``skipped`` as ``(path, reason)`` when a list is given.
     """
     source = Path(source)
     if source.is_file():
@@ -78,8 +134,11 @@ def list_images(
         dirnames.sort()
         label = _label_of(Path(dirpath).name, synsets, categories) if Path(dirpath) != source else -1
         for name in sorted(filenames):
-            if name.lower().endswith(EXTENSIONS):
+            reason = unlisted_reason(name)
+            if not reason:
                 rows.append((str(Path(dirpath, name).absolute()), label))
+            elif skipped is not None:
+                skipped.append((str(Path(dirpath, name).absolute()), reason))
     return sorted(rows)
 
 
@@ -93,7 +152,8 @@ def select(images: list[tuple[str, int]], limit: int | None, seed: int) -> list[
 
 def shard_of(path: str, n_shards: int) -> int:
     """Stable shard of an image: adding images changes only the shards they fall in."""
-    return zlib.crc32(Path(path).name.encode() + str(Path(path).parent.name).encode()) % n_shards
+    key = Path(path).name + Path(path).parent.name
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) % n_shards
 
 
 def split_shards(images: list[tuple[str, int]], n_shards: int) -> list[list[tuple[str, int]]]:
@@ -105,41 +165,125 @@ def split_shards(images: list[tuple[str, int]], n_shards: int) -> list[list[tupl
 
 
 def format_shard(rows: list[tuple[str, int]]) -> str:
-    """Text of a shard list file."""
-    return "".join(f"{path}\t{label}\n" for path, label in rows)
+    """Text of a shard list file: one JSON object ``{"path": ..., "label": ...}`` a line.
+
+    JSON escapes tabs, newlines and every other character, so any path round-trips through
+    ``read_shard``. Paths that are not valid Unicode (undecodable bytes, kept by Python as lone
+    surrogates) raise ``ValueError``: ``write_shards`` lists those as skipped instead.
+    """
+    lines = []
+    for path, label in rows:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{unlisted_reason(os.path.basename(path)) or 'not valid UTF-8'}: {path!r}") from None
+        lines.append(json.dumps({"path": path, "label": int(label)}, ensure_ascii=False) + "\n")
+    return "".join(lines)
 
 
 def read_shard(path: str | Path) -> list[tuple[str, int]]:
-    """Rows of a shard list file."""
+    """Rows ``(path, label)`` of a shard list file (JSON lines; the old ``path<TAB>label`` lines are read too)."""
     rows = []
-    for line in Path(path).read_text().splitlines():
-        if line:
-            file, _, label = line.rpartition("\t")
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1):
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                row = json.loads(line)
+                rows.append((str(row["path"]), int(row["label"])))
+                continue
+            except (ValueError, KeyError, TypeError) as err:
+                if line.startswith('{"path"'):
+                    raise ValueError(f"{path}:{number}: damaged shard list line ({err}); run shards again") from None
+        file, _, label = line.rpartition("\t")
+        try:
             rows.append((file, int(label)))
+        except ValueError:
+            raise ValueError(f"{path}:{number}: damaged shard list line; run shards again") from None
     return rows
 
 
-def write_shards(images: list[tuple[str, int]], n_shards: int, out_dir: str | Path) -> list[Path]:
+def format_skipped(rows: list[tuple[str, str]]) -> str:
+    """Text of a skipped-files list: ``PATH<TAB>REASON`` lines, PATH escaped (``\\``, ``\\t``, ``\\n``, ``\\r``).
+
+    Undecodable bytes of a name are shown as ``\\xNN``. ``read_skipped`` reverses it.
+    """
+    def esc(text: str) -> str:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _lone(text) else text
+        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+    return "".join(f"{esc(p)}\t{_one_line(r)}\n" for p, r in rows)
+
+
+def _lone(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def read_skipped(path: str | Path) -> list[tuple[str, str]]:
+    """Rows ``(path, reason)`` of a skipped-files list written with ``format_skipped``."""
+    table = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").split("\n"):
+        if not line:
+            continue
+        field, _, reason = line.partition("\t")
+        out, i = [], 0
+        while i < len(field):
+            if field[i] == "\\" and i + 1 < len(field) and field[i + 1] in table:
+                out.append(table[field[i + 1]])
+                i += 2
+            else:
+                out.append(field[i])
+                i += 1
+        rows.append(("".join(out), reason))
+    return rows
+
+
+def write_shards(
+    images: list[tuple[str, int]], n_shards: int, out_dir: str | Path, skipped: list[tuple[str, str]] = (),
+) -> list[Path]:
     """Write ``out_dir/shard-NNNNN.txt`` files, touching only those whose content changed.
 
     Unchanged shards keep their modification time, so Snakemake reruns only changed shards.
-    Shard files beyond ``n_shards`` are removed.
+    Shard files beyond ``n_shards`` are removed. Images whose path cannot be written (not valid
+    Unicode) are left out, and listed with ``skipped`` (files ``list_images`` did not list) in
+    ``out_dir/skipped.tsv`` (``format_skipped``; removed when nothing is skipped).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    skipped = list(skipped)
+    good = []
+    for path, label in images:
+        reason = "path is not valid UTF-8: rename the file" if _lone(path) else ""
+        if reason:
+            skipped.append((path, reason))
+        else:
+            good.append((path, label))
     paths = []
-    for i, rows in enumerate(split_shards(images, n_shards)):
+    for i, rows in enumerate(split_shards(good, n_shards)):
         path = out_dir / f"shard-{i:05d}.txt"
-        text = format_shard(rows)
-        if not path.exists() or path.read_text() != text:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+        _write_if_changed(path, format_shard(rows))
         paths.append(path)
     for stale in out_dir.glob("shard-*.txt"):
         if stale not in paths:
             stale.unlink()
+    listing = out_dir / "skipped.tsv"
+    if skipped:
+        _write_if_changed(listing, format_skipped(sorted(skipped)))
+    elif listing.exists():
+        listing.unlink()
     return paths
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
 
 
 def _scale_to_8bit(array: np.ndarray, top: float) -> Image.Image:
@@ -182,9 +326,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-# Formats decoded from untrusted files. Everything else (EPS, which Pillow hands to Ghostscript;
-# PDF; exotic plugins) is refused as "not an image", whatever the file's extension says.
-FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "WEBP", "TIFF")  # JPEG includes MPO (camera multi-picture)
 MAX_ASPECT = 256  # longest side / shortest side; past this, resizing the short side blows up memory
 
 
@@ -225,7 +366,9 @@ def decode(path: str | Path) -> tuple[Image.Image | None, str]:
     ``permission denied``, ``not a regular file (...)``, ``empty file``, ``not an image: ...``,
     ``too large: ...`` (over Pillow's decompression-bomb limit, checked before any pixel is
     decoded), ``extreme aspect ratio: ...``, ``truncated: ...``, ``unsupported colour mode ...``
-    or ``corrupt: ...``. Only the formats in ``FORMATS`` are decoded, whatever the extension.
+    or ``corrupt: ...``. Only the formats in ``FORMATS`` (every format Pillow decodes here, less
+    ``REFUSED``: EPS, which Pillow would hand to Ghostscript, and decoder-less stubs) are decoded,
+    whatever the extension.
     """
     reason = _stat_reason(path)
     if reason:
@@ -249,7 +392,7 @@ def decode(path: str | Path) -> tuple[Image.Image | None, str]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         return None, _one_line(f"too large: {err}")
     except Image.UnidentifiedImageError:
-        return None, f"not an image: no decoder among {', '.join(FORMATS)} recognises its content"
+        return None, "not an image: no decoder Pillow may use here recognises its content (EPS is never decoded)"
     except PermissionError:
         return None, "permission denied"
     except OSError as err:

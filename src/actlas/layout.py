@@ -154,6 +154,7 @@ def umap(
     if backend == "cuml" and not use_cuml:
         raise RuntimeError(f"backend cuml asked for, but {reason}; pip install cuml-cu12 on a GPU machine")
     x = np.ascontiguousarray(x, dtype=np.float32)
+    check_samples(len(x))
     n_neighbors = int(min(n_neighbors, max(len(x) - 1, 2)))
     knn_info: dict = {}  # umap-learn only: which neighbour search ran
     if use_cuml:
@@ -200,6 +201,19 @@ def pca(x, n_components: int, seed: int = 0) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float32) - mean.astype(np.float32)) @ axes.astype(np.float32)).astype(np.float32)
 
 
+MIN_SAMPLES = 4  # UMAP's spectral initialisation needs more samples than n_components + 1
+
+
+def check_samples(n: int, layer: str = "") -> None:
+    """Raise one ValueError line when ``n`` samples are too few to lay out."""
+    if n < MIN_SAMPLES:
+        of = f" of {layer}" if layer else ""
+        raise ValueError(
+            f"layout needs at least {MIN_SAMPLES} samples{of}, got {n}: collect more images (images, limit) "
+            "or more positions per image (collect.positions; 0 takes every position)"
+        )
+
+
 def layout(
     x,
     *,
@@ -211,12 +225,15 @@ def layout(
     seed: int = 0,
     backend: str = "auto",
     clip: float = 0.5,
+    layer: str = "",
 ) -> tuple[np.ndarray, dict]:
     """Activations x (n, C) -> coords (n, 2) in [0, 1], and an info dict.
 
     Optional steps before UMAP: whitening (ZCA with the regularised covariance) and PCA to
-    ``pca_components`` dimensions (0 = off).
+    ``pca_components`` dimensions (0 = off). Fewer than ``MIN_SAMPLES`` rows raise ``ValueError``
+    (naming ``layer`` when given).
     """
+    check_samples(int(x.shape[0]), layer)
     info: dict = {}
     data = x
     if whiten:

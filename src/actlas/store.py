@@ -1,14 +1,23 @@
-"""The activation store: one Zarr group per shard, committed row counts, merged reads.
+"""The activation store: one Zarr group per shard, committed row counts, merged, verified reads.
 
 Each shard store (``RUN/collect/shard-NNNNN.zarr``) is written by one collect job only, so
 concurrent jobs never share a chunk. Rows are appended in chunks; after every chunk the group's
 ``committed`` attribute records how many rows of each array are final (Zarr's local store writes
 every chunk and metadata file atomically). Reopening truncates anything past the commit, so a
 killed writer resumes without duplicated or zero-filled rows. Readers see only committed rows.
+
+Every chunk carries a crc32c checksum (Zarr's ``crc32c`` codec, after compression), and every
+chunk is written even when it holds only zeros, so a reader can tell a damaged chunk (checksum
+mismatch) and a missing one (Zarr alone would read a missing chunk as zeros) from good data.
+Readers check the row counts a finished store promises (its ``summary``) and raise ``StoreError``
+naming the store, the array and the chunk.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -16,13 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
-FORMAT = 1
+FORMAT = 2  # 2: crc32c on every chunk, empty chunks written; 1 (no checksums) is refused
 CHUNK_ROWS = 8192
+_WRITE = {"write_empty_chunks": True}  # a chunk of zeros is written too: missing means missing
 
 
 class StoreError(RuntimeError):
-    """A store that does not match what the caller expects (another model, layer set or version)."""
+    """A store that does not match what the caller expects (another model, layer set or version), or is damaged."""
 
 
 @dataclass(frozen=True)
@@ -34,29 +45,75 @@ class Column:
     dtype: str
 
 
+RECOLLECT = "delete the store and run collect again (the workflow then re-collects that shard)"
+
+
+def _damaged(path, what: str) -> StoreError:
+    return StoreError(f"{path}: {what}; {RECOLLECT}")
+
+
+def _open(path: str | Path, mode: str = "r") -> zarr.Group:
+    """Open a store's group; a damaged or unreadable group metadata file is a ``StoreError``."""
+    try:
+        return zarr.open_group(str(path), mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise
+    except (ValueError, TypeError, KeyError, OSError, json.JSONDecodeError) as err:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise _damaged(path, f"group metadata (zarr.json) is damaged ({_short(err)})") from err
+
+
+def _short(err: BaseException, limit: int = 160) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _counts(group: zarr.Group, path) -> dict[str, int]:
+    """The ``committed`` attribute, checked to be a mapping of array name to a non-negative int."""
+    counts = group.attrs.get("committed")
+    if not isinstance(counts, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in counts.items()
+    ):
+        raise _damaged(path, f"its 'committed' attribute is damaged ({str(counts)[:80]!r})")
+    return counts
+
+
 def open_shard(path: str | Path, columns: list[Column], params: dict) -> zarr.Group:
     """Open (or create) a shard store for appending, truncated to its committed rows.
 
     ``params`` identify what the store holds (model, layers, seed, ...); reopening a store made with
-    other params raises ``StoreError`` rather than mixing two runs.
+    other params raises ``StoreError`` rather than mixing two runs, and so does a store of another
+    format (an older actlas's stores have no checksums).
     """
     path = Path(path)
-    group = zarr.open_group(str(path), mode="a")
+    group = _open(path, mode="a")
     if "params" in group.attrs:
-        if group.attrs["params"] != params or group.attrs.get("format") != FORMAT:
+        if group.attrs.get("format") != FORMAT:
+            raise StoreError(
+                f"{path} is in store format {group.attrs.get('format')!r}, this actlas writes format {FORMAT} "
+                "(checksummed chunks); delete it (or the run directory's collect/ folder) to collect again"
+            )
+        if group.attrs["params"] != params:
             raise StoreError(
                 f"{path} was written with other parameters or another actlas version; "
                 "delete it (or the run directory) to collect again"
             )
     else:
         group.attrs.update({"format": FORMAT, "params": params, "committed": {}, "complete": False})
-    committed = dict(group.attrs["committed"])
+    committed = dict(_counts(group, path))
     for col in columns:
         if col.name not in group:
             rows = max(CHUNK_ROWS // max(int(np.prod(col.tail)), 1), 256)
-            group.create_array(col.name, shape=(0, *col.tail), chunks=(rows, *col.tail), dtype=col.dtype)
-        array = group[col.name]
+            group.create_array(
+                col.name, shape=(0, *col.tail), chunks=(rows, *col.tail), dtype=col.dtype,
+                compressors=[ZstdCodec(level=0), Crc32cCodec()], config=_WRITE,
+            )
+        array = group[col.name].with_config(_WRITE)
         n = committed.get(col.name, 0)
+        missing = missing_chunks(path, col.name, array, min(n, array.shape[0]))
+        if missing:  # appending would rewrite it from zeros: refuse before any write
+            raise _damaged(path, f"array {col.name} chunk {missing[0]} is missing")
         if array.shape[0] != n:
             array.resize((n, *col.tail))
         committed[col.name] = n
@@ -78,13 +135,17 @@ def append(group: zarr.Group, rows: dict[str, np.ndarray]) -> None:
     counts = dict(group.attrs["committed"])
     try:
         for name, values in rows.items():
-            array = group[name]
+            array = group[name].with_config(_WRITE)
             start = counts[name]
             array.resize((start + len(values), *array.shape[1:]))
             if len(values):
                 array[start : start + len(values)] = values
             counts[name] = start + len(values)
         group.attrs["committed"] = counts
+    except ValueError as err:
+        if "checksum" not in str(err).lower():
+            raise
+        raise _damaged(getattr(group.store, "root", group.store), f"a chunk of {name} is damaged (crc32c mismatch)") from err
     except OSError as err:
         raise StoreError(
             f"cannot write to the store {group.store}: {err.strerror or err}. The rows committed before "
@@ -100,42 +161,213 @@ def finish(group: zarr.Group, **attrs) -> None:
     group.attrs.update({**attrs, "complete": True})
 
 
-def committed_of(path: str | Path, name: str) -> int:
-    """Committed rows of ``name`` in the store at ``path`` (0 if it does not exist yet)."""
+# --------------------------------------------------------------------------- checked reads
+
+
+def _array(group: zarr.Group, path, name: str) -> zarr.Array:
     try:
-        return committed(zarr.open_group(str(path), mode="r"), name)
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        array = group[name]
+    except KeyError:
+        raise _damaged(path, f"array {name} is missing") from None
+    except (ValueError, TypeError, OSError, json.JSONDecodeError) as err:
+        raise _damaged(path, f"array {name}: its metadata (zarr.json) is damaged ({_short(err)})") from err
+    if not isinstance(array, zarr.Array):
+        raise _damaged(path, f"{name} is a group, not an array")
+    return array
+
+
+def promised_rows(group: zarr.Group, path, name: str) -> int | None:
+    """Rows a finished store promises for ``name`` (its summary), or None while it is being written."""
+    if not group.attrs.get("complete"):
+        return None
+    summary = group.attrs.get("summary", {})
+    if not isinstance(summary, dict):
+        raise _damaged(path, "its 'summary' attribute is damaged")
+    head = name.rsplit("/", 1)[0]
+    if head == "images":
+        value = summary.get("images")
+    else:
+        value = summary.get("rows", {}).get(head) if isinstance(summary.get("rows"), dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _damaged(path, f"its summary's row count for {name} is damaged ({value!r})")
+    return value
+
+
+def checked_rows(group: zarr.Group, path, name: str, array: zarr.Array | None = None) -> int:
+    """Committed rows of ``name``, checked against the array's shape and the store's summary."""
+    array = array if array is not None else _array(group, path, name)
+    n = _counts(group, path).get(name, 0)
+    if n > array.shape[0]:
+        raise _damaged(path, f"array {name} has {array.shape[0]} rows but {n} are committed")
+    promised = promised_rows(group, path, name)
+    if promised is not None and promised != n:
+        raise _damaged(path, f"array {name} has {n} committed rows but the finished store promises {promised}")
+    return n
+
+
+def _chunk_keys(array: zarr.Array, n: int) -> list[tuple[int, tuple[int, ...], str]]:
+    """(first row, chunk index, key) of every chunk holding rows 0..n-1."""
+    chunks = array.chunks
+    rest = [range(math.ceil(s / c)) if s else range(0) for s, c in zip(array.shape[1:], chunks[1:])]
+    encode = array.metadata.chunk_key_encoding.encode_chunk_key
+    out = []
+    for i in range(math.ceil(n / chunks[0]) if n else 0):
+        for tail in np.ndindex(*[len(r) for r in rest]) if rest else [()]:
+            index = (i, *tail)
+            out.append((i * chunks[0], index, encode(index)))
+    return out
+
+
+def missing_chunks(path, name: str, array: zarr.Array, n: int) -> list[str]:
+    """Keys of the chunks that rows 0..n-1 of ``name`` need but the store lacks (Zarr reads those as zeros)."""
+    base = Path(path) / name
+    return [key for _, _, key in _chunk_keys(array, n) if not (base / key).is_file()]
+
+
+def _read_rows(
+    path, name: str, array: zarr.Array, n: int, lo: int = 0, hi: int | None = None, check_missing: bool = True
+) -> np.ndarray:
+    """Rows lo..hi of ``name`` (hi <= n committed), every chunk present and checksum-verified."""
+    hi = n if hi is None else hi
+    missing = missing_chunks(path, name, array, n) if check_missing else []
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise _damaged(path, f"array {name} chunk {missing[0]} is missing{more}")
+    try:
+        return array[lo:hi]
+    except (ValueError, RuntimeError, OSError, TypeError) as err:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        rows = array.chunks[0]
+        for first, _, key in _chunk_keys(array, n):
+            if first + rows <= lo or first >= hi:
+                continue
+            try:
+                array[max(first, lo) : min(first + rows, hi)]
+            except Exception as inner:  # noqa: BLE001 - name the chunk, whatever the codec raised
+                kind = "crc32c mismatch" if "checksum" in str(inner).lower() else _short(inner)
+                raise _damaged(path, f"array {name} chunk {key} is damaged ({kind})") from inner
+        raise _damaged(path, f"array {name} cannot be read ({_short(err)})") from err
+
+
+def read_checked(path: str | Path, name: str) -> np.ndarray:
+    """The committed rows of ``name`` of one store, every needed chunk present and checksum-verified."""
+    group = _open(path)
+    array = _array(group, path, name)
+    n = checked_rows(group, path, name, array)
+    return _read_rows(path, name, array, n)
+
+
+def committed_of(path: str | Path, name: str) -> int:
+    """Committed rows of ``name`` in the store at ``path`` (0 if it does not exist yet).
+
+    Raises ``StoreError`` when the store is damaged: metadata that does not parse, more rows committed
+    than the array holds, a count other than a finished store promises, or a needed chunk missing.
+    """
+    try:
+        group = _open(path)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return 0
+    if name not in _counts(group, path):
+        return 0
+    array = _array(group, path, name)
+    n = checked_rows(group, path, name, array)
+    missing = missing_chunks(path, name, array, n)
+    if missing:
+        raise _damaged(path, f"array {name} chunk {missing[0]} is missing")
+    return n
 
 
 def is_complete(path: str | Path) -> bool:
-    """Whether a shard store exists and was finished."""
+    """Whether a shard store exists and was finished (a store whose metadata is damaged is not)."""
     try:
         return bool(zarr.open_group(str(path), mode="r").attrs.get("complete", False))
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError, json.JSONDecodeError):
         return False
 
 
 def read(paths: list[str | Path], name: str) -> np.ndarray:
-    """The committed rows of ``name`` from every shard store, concatenated in order."""
-    parts = []
-    for path in paths:
-        group = zarr.open_group(str(path), mode="r")
-        parts.append(group[name][: committed(group, name)])
+    """The committed rows of ``name`` from every shard store, concatenated in order.
+
+    Every chunk read is checksum-verified and checked to exist; a damaged store raises ``StoreError``
+    naming the store, the array and the chunk.
+    """
+    parts = [read_checked(path, name) for path in paths]
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 
+class _Checked:
+    """An array-like over the committed rows of one store's array whose reads name a damaged chunk."""
+
+    def __init__(self, path, name: str, array: zarr.Array, n: int):
+        self.path, self.name, self.array, self.n = path, name, array, n
+        self.shape = (n, *array.shape[1:])
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        first = key[0] if key else slice(None)
+        if isinstance(first, slice) and first.step in (None, 1):
+            lo, hi, _ = first.indices(self.n)
+            rows = _read_rows(self.path, self.name, self.array, self.n, lo, max(lo, hi), check_missing=False)
+            return rows[(slice(None), *key[1:])]
+        return _read_rows(self.path, self.name, self.array, self.n, check_missing=False)[key]
+
+
 def read_dask(paths: list[str | Path], name: str):
-    """Like ``read`` but lazy: a Dask array over all shards (for data larger than memory)."""
+    """Like ``read`` but lazy: a Dask array over all shards (for data larger than memory).
+
+    Row counts and the presence of every chunk are checked now; checksums as chunks are read.
+    """
     import dask.array as da
 
     parts = []
     for path in paths:
-        group = zarr.open_group(str(path), mode="r")
-        parts.append(da.from_zarr(group[name])[: committed(group, name)])
+        group = _open(path)
+        array = _array(group, path, name)
+        n = checked_rows(group, path, name, array)
+        missing = missing_chunks(path, name, array, n)
+        if missing:
+            raise _damaged(path, f"array {name} chunk {missing[0]} is missing")
+        checked = _Checked(path, name, array, n)
+        parts.append(da.from_array(checked, chunks=(array.chunks[0], *array.shape[1:]), asarray=True,
+                                   meta=np.empty((0,) * checked.ndim, dtype=array.dtype), name=False))
     return da.concatenate(parts)
 
 
 def shard_attrs(path: str | Path) -> dict:
     """The attributes of a shard store (params, committed counts, summary)."""
-    return dict(zarr.open_group(str(path), mode="r").attrs)
+    return dict(_open(path).attrs)
+
+
+# --------------------------------------------------------------------------- disk full
+
+
+def no_space_message(err: BaseException) -> str | None:
+    """One line for a disk-full error (``ENOSPC``, ``EDQUOT``) anywhere in ``err``'s chain, else None.
+
+    ``"no space left on device writing PATH: free space or move run_dir"``; PATH is the file the
+    failed write named, when the error carries one.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device"
+            path = err.filename or _path_in(err)
+            where = f" writing {path}" if path else ""
+            return f"{what}{where}: free space or move run_dir"
+        if "no space left on device" in str(err).lower():  # libraries that wrap it (pyvips.Error, ...)
+            return "no space left on device: free space or move run_dir"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _path_in(err: OSError) -> str | None:
+    for arg in err.args:
+        if isinstance(arg, (str, os.PathLike)) and os.sep in str(arg):
+            return str(arg)
+    return None

@@ -1,0 +1,50 @@
+"""A small finished run directory built with the tiny model (no shared assets): every stage's artifacts.
+
+16 generated images in two shards, one layer (features.3), 2 positions per image (32 samples),
+layout, a 3 x 3 grid, icons rendered at 16 pixels in 2 steps, the atlas and the manifest.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+LAYER = "features.3"
+MODEL = "tiny_models:tiny_net"
+
+
+def make_images(folder: Path, n: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = folder / ("n01440764" if i % 2 else "n01443537")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(sub / f"img{i:02d}.jpg")
+    return folder
+
+
+def make_tiny_run(root: Path, *, render: bool = True) -> Path:
+    from actlas import images as imgs
+    from actlas import run as run_mod
+    from actlas.collect import collect
+    from actlas.render import RenderParams
+
+    images = make_images(root / "images")
+    run = root / "run"
+    rows = imgs.list_images(images)
+    lists = imgs.write_shards(rows, 2, run / "shards")
+    for lst in lists:
+        collect(lst, run / "collect" / f"{lst.stem}.zarr", MODEL, [LAYER], positions=2, attr_top=2, batch_size=4,
+                chunk=4, workers=0, progress=False, device="cpu")
+    run_mod.layout(run, LAYER, n_neighbors=5, backend="umap-learn")
+    run_mod.grid(run, LAYER, 3, min_count=1)
+    if render:
+        params = RenderParams(size=16, steps=2, batch_size=16, pad=2, jitter=1)
+        run_mod.render(run, LAYER, 3, MODEL, params=params, device="cpu", progress=False)
+        run_mod.atlas(run, LAYER, 3, MODEL, n_examples=1)
+        run_mod.manifest(run, {"layers": [LAYER], "grid": {"sizes": [3]}})
+    return run
