@@ -42,6 +42,7 @@ onstart:
 
 
 onsuccess:
+    run_lock("seal")
     run_lock("release")
 
 

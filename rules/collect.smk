@@ -3,23 +3,25 @@ rule shard_list:
     output:
         paths.shard_list(RUN, "{shard}"),
     params:
-        digest=lambda wc: shards_stage.digest(PLAN[wc.shard]),
+        digest=lambda wc: shards_stage.digest(PLAN.shards[wc.shard]),
     log:
         paths.log(RUN, "shards", "{shard}"),
     run:
-        shards_stage.write_list(output[0], PLAN[wildcards.shard])
+        shards_stage.write_list(output[0], PLAN.shards[wildcards.shard])
 
 
 rule shard_index:
     """The shards of the current plan (stale lists of an earlier plan are never read)."""
     output:
-        paths.shard_index(RUN),
+        index=paths.shard_index(RUN),
+        skipped=paths.shard_skipped(RUN),
     params:
         shards=SHARDS,
+        skipped=shards_stage.skipped_digest(PLAN.skipped),
     log:
         paths.log(RUN, "shards", "index"),
     run:
-        shards_stage.write_index(output[0], params.shards)
+        shards_stage.write_index(output.index, params.shards, PLAN.skipped)
 
 
 rule collect:

@@ -2,6 +2,7 @@
 # Parse time reads the config and lists the images; it writes nothing and loads no model.
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ RENDER = settings.from_mapping(settings.Render, config["render"])
 # The shards of the image set, planned from a listing (read only): {shard name: rows}.
 PLAN = shards_stage.plan(config["images"], config["model"], shard_size=config["collect"]["shard_size"],
                          limit=config["limit"], seed=SEED)
-SHARDS = list(PLAN)
+SHARDS = list(PLAN.shards)
 
 
 wildcard_constraints:
@@ -68,14 +69,23 @@ def atlas_outputs():
 
 
 def run_lock(action):
-    """One writer per run directory: take the lock at the start of a real run, give it back at the end."""
+    """One writer per run directory: the lock is taken when a real run starts and given back when it
+    ends; a finished run is sealed (``actlas verify`` compares its files with the seal)."""
     if workflow.dryrun or not workflow.is_main_process:
         return
-    try:
-        from actlas import lock
-    except ImportError:  # TEMPORARY until the lock module lands (issue 14)
-        return
-    getattr(lock, action)(RUN, workflow.basedir)
+    from actlas import lock, verify
+
+    if action == "acquire":
+        try:
+            note = lock.acquire(RUN, owner=f"{workflow.basedir} (snakemake)")
+        except lock.LockError as err:
+            sys.exit(f"Error: {err}")
+        if note:
+            print(note, file=sys.stderr)
+    elif action == "seal":
+        verify.seal(RUN)
+    else:
+        lock.release(RUN)
 
 
 # --- class atlases, comparisons, patch experiments, viewer, manifest (rules/classes.smk, viewer.smk, atlas.smk)

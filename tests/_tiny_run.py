@@ -29,9 +29,13 @@ def make_images(folder: Path, n: int = 16) -> Path:
 
 def make_tiny_run(root: Path, *, render: bool = True) -> Path:
     from actlas import images as imgs
-    from actlas import run as run_mod
+    from actlas.stages.atlas import atlas as atlas_stage
+    from actlas.stages.grid import grid as grid_stage
+    from actlas.stages.layout import layout as layout_stage
+    from actlas.stages.manifest import manifest as manifest_stage
+    from actlas.stages.render import render as render_stage
     from actlas.collect import collect
-    from actlas.render import RenderParams
+    from actlas.settings import RenderParams
 
     images = make_images(root / "images")
     run = root / "run"
@@ -40,11 +44,11 @@ def make_tiny_run(root: Path, *, render: bool = True) -> Path:
     for lst in lists:
         collect(lst, run / "collect" / f"{lst.stem}.zarr", MODEL, [LAYER], positions=2, attr_top=2, batch_size=4,
                 chunk=4, workers=0, progress=False, device="cpu")
-    run_mod.layout(run, LAYER, n_neighbors=5, backend="umap-learn")
-    run_mod.grid(run, LAYER, 3, min_count=1)
+    layout_stage(run, LAYER, n_neighbors=5, backend="umap-learn")
+    grid_stage(run, LAYER, 3, min_count=1)
     if render:
         params = RenderParams(size=16, steps=2, batch_size=16, pad=2, jitter=1)
-        run_mod.render(run, LAYER, 3, MODEL, params=params, device="cpu", progress=False)
-        run_mod.atlas(run, LAYER, 3, MODEL, n_examples=1)
-        run_mod.manifest(run, {"layers": [LAYER], "grid": {"sizes": [3]}})
+        render_stage(run, LAYER, 3, MODEL, params=params, device="cpu", progress=False)
+        atlas_stage(run, LAYER, 3, MODEL, n_examples=1)
+        manifest_stage(run, {"layers": [LAYER], "grid": {"sizes": [3]}})
     return run

@@ -8,7 +8,7 @@ import actlas
 from actlas import cli, settings
 
 # commands that read a run or a model rather than being a stage of the workflow
-READERS = {"info": "actlas.stages.manifest:info",
+READERS = {"info": "actlas.stages.manifest:info", "verify": "actlas.verify:verify_run",
            "serve": "actlas.serve:serve", "export": "actlas.serve:export"}
 
 

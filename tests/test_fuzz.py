@@ -20,7 +20,9 @@ import pytest
 from PIL import Image
 
 from actlas import images as imgs
-from actlas import run as run_mod
+from actlas import store
+from actlas import paths
+from actlas.stages.samples import load_samples
 from actlas.verify import seal, verify_run
 
 from _tiny_run import LAYER, make_tiny_run
@@ -45,12 +47,12 @@ def _targets(run: Path) -> dict[str, list[Path]]:
 def _reads(run: Path) -> dict:
     """Everything the stages after collect read from the run, as plain values (raises where a read fails)."""
     out = {}
-    samples = run_mod.load_samples(run, LAYER)
+    samples = load_samples(run, LAYER)
     for field in ("activation", "attr_class", "attr_value", "image", "position", "label", "pred", "prob", "size"):
         out[f"samples.{field}"] = getattr(samples, field)
     out["samples.spatial"], out["samples.paths"] = samples.spatial, samples.paths
     out["layout.activation"] = np.asarray(
-        run_mod.store.read_dask(run_mod.shard_stores(run), f"{LAYER}/activation").compute())
+        store.read_dask(paths.shard_stores(run), f"{LAYER}/activation").compute())
     for p in sorted(run.rglob("*")):
         if ".zarr" in str(p) or not p.is_file() or p.name.startswith(".actlas"):
             continue

@@ -24,7 +24,11 @@ from click.testing import CliRunner
 
 from actlas.grid import grid as grid_cells
 from actlas import images as imgs
-from actlas import run as run_mod
+from actlas import paths
+from actlas.stages.grid import grid as grid_stage
+from actlas.stages.layout import layout as layout_stage
+from actlas.stages.samples import load_samples
+from actlas.stages.shards import write_index
 from actlas import store
 from actlas.cli import main as cli
 from actlas.collect import collect
@@ -94,7 +98,7 @@ def _snakemake_cmd(work: Path, *args: str) -> list[str]:
 def _icons_of(grid_dir: Path) -> dict[int, np.ndarray]:
     """cell -> icon, from every render batch of a grid."""
     out = {}
-    for b in sorted((grid_dir / "icons").glob("batch-*.npz")):
+    for b in sorted((grid_dir / "render").glob("batch-*.npz")):
         with np.load(b) as f:
             out.update({int(c): icon for c, icon in zip(f["cell"], f["icon"])})
     return out
@@ -102,10 +106,10 @@ def _icons_of(grid_dir: Path) -> dict[int, np.ndarray]:
 
 def assert_same_run(a: Path, b: Path, sizes=(3,)) -> None:
     """Two run directories hold byte-identical shard lists, stores, layout, cells and icons."""
-    assert [p.name for p in run_mod.shard_stores(a)] == [p.name for p in run_mod.shard_stores(b)]
-    for la, lb in zip(run_mod.shard_lists(a), run_mod.shard_lists(b)):
+    assert [p.name for p in paths.shard_stores(a)] == [p.name for p in paths.shard_stores(b)]
+    for la, lb in zip(paths.shard_lists(a), paths.shard_lists(b)):
         assert la.read_text() == lb.read_text()
-    for sa, sb in zip(run_mod.shard_stores(a), run_mod.shard_stores(b)):
+    for sa, sb in zip(paths.shard_stores(a), paths.shard_stores(b)):
         assert store.is_complete(sa) and store.is_complete(sb)
         for name in ARRAYS:
             xa, xb = store.read([sa], name), store.read([sb], name)
@@ -118,7 +122,7 @@ def assert_same_run(a: Path, b: Path, sizes=(3,)) -> None:
     for name in ("coords.npy", "whiten.npy"):
         assert (a / LAYER / name).read_bytes() == (b / LAYER / name).read_bytes(), name
     for n in sizes:
-        ga, gb = run_mod.grid_dir(a, LAYER, n), run_mod.grid_dir(b, LAYER, n)
+        ga, gb = paths.grid_dir(a, LAYER, n), paths.grid_dir(b, LAYER, n)
         with np.load(ga / "cells.npz") as ca, np.load(gb / "cells.npz") as cb:
             for key in ca.files:
                 assert ca[key].tobytes() == cb[key].tobytes(), f"cells.npz:{key}"
@@ -159,7 +163,7 @@ def test_snakemake_killed_at_several_points_resumes_to_same_bytes(reference, pho
                    for s in run.glob("collect/shard-*.zarr"))
 
     def mid_render() -> bool:
-        cells = run_mod.grid_dir(run, LAYER, 3) / "cells.npz"
+        cells = paths.grid_dir(run, LAYER, 3) / "cells.npz"
         cached = len(list((run / "cache" / "icons").glob("*.npz")))
         with np.load(cells) as f:
             return 1 <= cached < len(f["count"])
@@ -182,10 +186,10 @@ def test_snakemake_killed_at_several_points_resumes_to_same_bytes(reference, pho
     assert cached_at_kill, "the render kill point left no cached icon"
     assert {p: p.stat().st_mtime_ns for p in cached_at_kill} == cached_at_kill, "cached icons were re-rendered"
     rendered = 0
-    for b in (run_mod.grid_dir(run, LAYER, 3) / "icons").glob("batch-*.npz"):
+    for b in (paths.grid_dir(run, LAYER, 3) / "render").glob("batch-*.npz"):
         with np.load(b) as f:
             rendered += int(f["rendered"])
-    assert rendered <= len(_icons_of(run_mod.grid_dir(run, LAYER, 3)))
+    assert rendered <= len(_icons_of(paths.grid_dir(run, LAYER, 3)))
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["collect"]["images"] == 8 and manifest["collect"]["skipped"] == 0
 
@@ -358,6 +362,7 @@ def _two_shard_run(tiny_dataset: Path, run: Path, second: dict) -> None:
         layers = args.pop("layers", ["features.3"])
         collect(run / "shards" / f"shard-{i:05d}.txt", run / "collect" / f"shard-{i:05d}.zarr",
                 "tiny_models:tiny_net", layers, **args)
+    write_index(paths.shard_index(run), ["shard-00000", "shard-00001"])
 
 
 @pytest.mark.parametrize("second, words", [
@@ -369,16 +374,16 @@ def test_layout_and_grid_refuse_mixed_stores(tiny_dataset, tmp_path, second, wor
     run = tmp_path / "run"
     _two_shard_run(tiny_dataset, run, second)
     with pytest.raises(store.StoreError, match=f"collected with different .*{words}"):
-        run_mod.layout(run, "features.3", n_neighbors=5)
+        layout_stage(run, "features.3", n_neighbors=5)
     with pytest.raises(store.StoreError, match=f"collected with different .*{words}"):
-        run_mod.load_samples(run, "features.3")
+        load_samples(run, "features.3")
 
 
 def test_layer_missing_from_a_store_is_refused(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     _two_shard_run(tiny_dataset, run, {})
     with pytest.raises(store.StoreError, match="layer 'features.1' was not collected"):
-        run_mod.layout(run, "features.1", n_neighbors=5)
+        layout_stage(run, "features.1", n_neighbors=5)
 
 
 def test_grid_refuses_coords_of_another_collect(tiny_dataset, tmp_path):
@@ -387,7 +392,7 @@ def test_grid_refuses_coords_of_another_collect(tiny_dataset, tmp_path):
     (run / "features.3").mkdir()
     np.save(run / "features.3" / "coords.npy", np.full((5, 2), 0.5, np.float32))
     with pytest.raises(store.StoreError, match="has 5 rows but the shard stores hold 32 samples"):
-        run_mod.grid(run, "features.3", 2, min_count=1)
+        grid_stage(run, "features.3", 2, min_count=1)
 
 
 # --------------------------------------------------------------------------- limits named
@@ -408,7 +413,7 @@ def test_layout_of_a_one_image_run_is_one_line(tiny_dataset, tmp_path):
     collect(run / "shards" / "shard-00000.txt", run / "collect" / "shard-00000.zarr", "tiny_models:tiny_net",
             ["features.3"], **{**TINY_ARGS, "positions": 2})
     with pytest.raises(ValueError, match=r"layout needs at least 4 samples( of features\.3)?, got 2") as err:
-        run_mod.layout(run, "features.3", n_neighbors=5)
+        layout_stage(run, "features.3", n_neighbors=5)
     assert "\n" not in str(err.value)
 
 

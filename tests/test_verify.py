@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
-from actlas import run as run_mod
+from actlas.stages.layout import layout as layout_stage
 from actlas import store
 from actlas.verify import Problem, seal, verify_run
 
@@ -120,7 +120,7 @@ def test_verify_names_a_missing_chunk_and_layout_refuses_it(run):
     assert str(problems[0]) == (f"{run}/collect/shard-00001.zarr: array {LAYER}/activation chunk c/0/0 is missing; "
                                 "delete the store and run collect again (the workflow then re-collects that shard)")
     with pytest.raises(store.StoreError, match="chunk c/0/0 is missing"):
-        run_mod.layout(run, LAYER, n_neighbors=5)
+        layout_stage(run, LAYER, n_neighbors=5)
 
 
 def test_verify_finds_damaged_artifacts(run):

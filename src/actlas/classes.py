@@ -16,7 +16,12 @@ counts as 0.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .models import ModelSpec
 
 
 FILTERS = ("winner", "top", "both")
@@ -138,7 +143,7 @@ def comparison_coords(attr_a: np.ndarray, attr_b: np.ndarray, y: np.ndarray, *, 
     return np.stack([x, y], 1).astype(np.float32)
 
 
-def class_index(spec: "ModelSpec", name: str) -> int:
+def class_index(spec: ModelSpec, name: str) -> int:
     """``spec.class_index``, also accepting any index for a model without category names."""
     if not spec.categories and str(name).isdigit():
         return int(name)

@@ -9,7 +9,6 @@ inside the commands, so ``actlas --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import sys
 from pathlib import Path
@@ -24,19 +23,23 @@ class ActlasGroup(click.Group):
 
     def invoke(self, ctx):
         from .layers import LayerError
+        from .lock import LockError
         from .models import ModelError
-        from .store import StoreError
+        from .store import StoreError, no_space_message
 
         try:
             return super().invoke(ctx)
-        except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise click.ClickException(
-                    f"no space left on device writing {err.filename or 'the run directory'}: free space or move "
-                    "run_dir, then run again (what was committed is kept)") from err
-            raise click.ClickException(str(err)) from err
-        except (LayerError, ModelError, StoreError, ValueError, KeyError) as err:
+        except click.ClickException:
+            raise
+        except (LayerError, ModelError, StoreError, LockError, ValueError, KeyError) as err:
             raise click.ClickException(str(err).strip("'\"")) from err
+        except Exception as err:  # a full disk, wherever it surfaces (OSError, or wrapped by a library)
+            message = no_space_message(err)
+            if message is not None:
+                raise click.ClickException(message) from err
+            if isinstance(err, OSError):
+                raise click.ClickException(str(err)) from err
+            raise
 
 
 @click.group(cls=ActlasGroup)
@@ -350,6 +353,25 @@ def manifest(run_dir, config) -> None:
 
 
 # --------------------------------------------------------------------------- reading a run
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--seal/--no-seal", "use_seal", default=True, show_default=True,
+              help="Compare files with the seal the finished workflow left (.actlas-seal.json).")
+def verify(run_dir, use_seal) -> None:
+    """Check every shard store (each chunk's checksum, row counts) and artifact of a run; one line per problem.
+
+    Exits 1 when anything is damaged. Example: actlas verify runs/demo
+    """
+    from .verify import verify_run
+
+    problems = verify_run(run_dir, use_seal=use_seal)
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{run_dir}: sound")
 
 
 @main.command()

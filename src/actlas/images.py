@@ -243,6 +243,11 @@ def read_skipped(path: str | Path) -> list[tuple[str, str]]:
     return rows
 
 
+def unwritable_reason(path: str) -> str:
+    """Why a listed path cannot go into a shard list ("" when it can): names that are not valid Unicode."""
+    return "path is not valid UTF-8: rename the file" if _lone(path) else ""
+
+
 def write_shards(
     images: list[tuple[str, int]], n_shards: int, out_dir: str | Path, skipped: list[tuple[str, str]] = (),
 ) -> list[Path]:
@@ -258,7 +263,7 @@ def write_shards(
     skipped = list(skipped)
     good = []
     for path, label in images:
-        reason = "path is not valid UTF-8: rename the file" if _lone(path) else ""
+        reason = unwritable_reason(path)
         if reason:
             skipped.append((path, reason))
         else:
@@ -271,6 +276,7 @@ def write_shards(
     for stale in out_dir.glob("shard-*.txt"):
         if stale not in paths:
             stale.unlink()
+    (out_dir / "index.json").write_text(json.dumps({"shards": [p.stem for p in paths]}))  # the plan (paths.shard_index)
     listing = out_dir / "skipped.tsv"
     if skipped:
         _write_if_changed(listing, format_skipped(sorted(skipped)))

@@ -31,6 +31,11 @@ def shard_index(run: PathLike) -> Path:
     return shards_dir(run) / "index.json"
 
 
+def shard_skipped(run: PathLike) -> Path:
+    """``RUN/shards/skipped.tsv``: files the listing left out, with their reason."""
+    return shards_dir(run) / "skipped.tsv"
+
+
 def shard_list(run: PathLike, shard: str) -> Path:
     return shards_dir(run) / f"{shard}.txt"
 

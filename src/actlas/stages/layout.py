@@ -31,7 +31,7 @@ def layout(
     x = np.asarray(acts.compute(), dtype=np.float32)
     coords, info = layout_core.layout(
         x, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, pca_components=pca, whiten=whiten,
-        seed=seed, backend=backend,
+        seed=seed, backend=backend, layer=layer,
     )
     paths.save_npy(paths.whiten(run_dir, layer), layout_core.whitening(cov, whitening_eps))
     paths.save_npy(paths.coords(run_dir, layer), coords)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import images as imgs
@@ -53,20 +54,38 @@ def label_space(model) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return synsets, categories
 
 
+@dataclass
+class Plan:
+    """The shard lists of an image set: ``shards`` {shard name: rows (path, label)} and the files
+    left out with their reason, ``skipped`` [(path, reason)]."""
+
+    shards: dict[str, list[Row]]
+    skipped: list[tuple[str, str]]
+
+
 def plan(
     images: str | list[str], model, *, shard_size: int = Collect.shard_size, limit: int | None = Run.limit,
     seed: int = Run.seed,
-) -> dict[str, list[Row]]:
-    """The shard lists of an image set: {shard name: rows (path, label)}. Reads only; writes nothing."""
+) -> Plan:
+    """List, select and split an image set. Reads only; writes nothing."""
     synsets, categories = label_space(model)
     rows: list[Row] = []
+    skipped: list[tuple[str, str]] = []
     for source in [images] if isinstance(images, (str, Path)) else images:
-        rows += imgs.list_images(source, synsets, categories)
-    rows = imgs.select(sorted(set(rows)), limit, seed)
+        rows += imgs.list_images(source, synsets, categories, skipped=skipped)
+    keep = []
+    for row in sorted(set(rows)):
+        reason = imgs.unwritable_reason(row[0])
+        if reason:
+            skipped.append((row[0], reason))
+        else:
+            keep.append(row)
+    rows = imgs.select(keep, limit, seed)
     if not rows:
         raise ValueError(f"no images found in {images}: check the config's images (folders or list files)")
     n = max(1, -(-len(rows) // shard_size))
-    return {paths.shard_name(i): part for i, part in enumerate(imgs.split_shards(rows, n))}
+    shards = {paths.shard_name(i): part for i, part in enumerate(imgs.split_shards(rows, n))}
+    return Plan(shards, sorted(set(skipped)))
 
 
 def digest(rows: list[Row]) -> str:
@@ -74,13 +93,20 @@ def digest(rows: list[Row]) -> str:
     return hashlib.sha256(imgs.format_shard(rows).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def skipped_digest(skipped: list[tuple[str, str]]) -> str:
+    """Content digest of the skipped-files list (a rule parameter)."""
+    return hashlib.sha256(imgs.format_skipped(list(skipped)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 def write_list(path: str | Path, rows: list[Row]) -> Path:
     """Write one shard list atomically."""
     return paths.write_text(path, imgs.format_shard(rows))
 
 
-def write_index(path: str | Path, names: list[str]) -> Path:
-    """Write ``RUN/shards/index.json``: the shards of the current plan."""
+def write_index(path: str | Path, names: list[str], skipped: list[tuple[str, str]] = ()) -> Path:
+    """Write ``RUN/shards/index.json`` (the shards of the current plan) and, beside it,
+    ``skipped.tsv`` (files the listing left out, with their reason; empty when none)."""
+    paths.write_text(paths.shard_skipped(Path(path).parent.parent), imgs.format_skipped(list(skipped)))
     return paths.write_json(path, {"shards": list(names)})
 
 
@@ -90,6 +116,6 @@ def shards(
 ) -> list[Path]:
     """List, select and split the images -> ``RUN/shards/shard-NNNNN.txt`` and ``index.json``."""
     planned = plan(images, model, shard_size=shard_size, limit=limit, seed=seed)
-    out = [write_list(paths.shard_list(run_dir, name), rows) for name, rows in planned.items()]
-    write_index(paths.shard_index(run_dir), list(planned))
+    out = [write_list(paths.shard_list(run_dir, name), rows) for name, rows in planned.shards.items()]
+    write_index(paths.shard_index(run_dir), list(planned.shards), planned.skipped)
     return out
