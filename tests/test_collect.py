@@ -15,6 +15,12 @@ from actlas.collect import attribute, collect, relaxed_max_pool, sample_position
 from actlas.models import ModelSpec
 
 
+@pytest.fixture(autouse=True)
+def _trust_test_factories(monkeypatch):
+    """The tests' own factories (``tiny_models:...``) are code the tests trust."""
+    monkeypatch.setenv("ACTLAS_TRUST_CODE", "1")
+
+
 def test_positions_avoid_edges_and_are_deterministic():
     p = sample_positions((7, 7), 5, seed=1, key=42)
     assert p.shape == (5, 2) and p.min() >= 1 and p.max() <= 5
@@ -88,7 +94,9 @@ def _collect_cmd(shard, out):
 def test_sigkill_then_resume_equals_uninterrupted(tiny_dataset, tmp_path, kill_after_commits):
     """SIGKILL `actlas collect` part-way; the same command resumes to the uninterrupted store."""
     shard = _shard(tiny_dataset, tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "ACTLAS_TEST_COMMIT_DELAY": "0.3"}
+    here = Path(__file__).parent  # the tests' factories, and the actlas under test (not another checkout's)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src")]),
+           "ACTLAS_TEST_COMMIT_DELAY": "0.3"}
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     subprocess.run(_collect_cmd(shard, ref), env=env, check=True, capture_output=True)
     proc = subprocess.Popen(_collect_cmd(shard, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
