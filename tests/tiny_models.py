@@ -52,12 +52,12 @@ class ChannelsLastNet(nn.Module):
     def __init__(self, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
-        self.stem = nn.Conv2d(3, 8, 4, stride=4)  # 32 -> 8
-        self.norm = nn.LayerNorm(8)
-        self.fc = nn.Linear(8, 10)
+        self.stem = nn.Conv2d(3, 12, 4, stride=4)  # 32 -> 8
+        self.norm = nn.LayerNorm(12)
+        self.fc = nn.Linear(12, 10)
 
     def forward(self, x):
-        h = self.norm(self.stem(x).permute(0, 2, 3, 1))  # (B, 8, 8, C)
+        h = self.norm(self.stem(x).permute(0, 2, 3, 1))  # (B, 8, 8, 12)
         return self.fc(h.mean((1, 2)))
 
 
