@@ -119,7 +119,7 @@ import json
 import warnings
 from pathlib import Path
 
-from actlas.models import MODEL_FIELDS, ModelDefaultWarning, model_block, model_options, select_logits
+from actlas.models import FIELD_NAMES, MODEL_FIELDS, ModelDefaultWarning, model_block, model_options, select_logits
 
 TINY = {"source": "tiny_models:tiny_net", "trust_code": True, "input_size": [32, 32], "mean": [0.5] * 3,
         "std": [0.25] * 3, "labels": [f"class{i}" for i in range(10)]}
@@ -376,3 +376,21 @@ def test_export_of_the_shared_mobilenet(tmp_path, card):
         torch.testing.assert_close(exported(espec.normalize(x)), net(spec.normalize(x)), rtol=1e-4, atol=1e-4)
     rows = {r["layer"]: r for r in list_layers(exported, (224, 224))}
     assert rows["features.13"]["kind"] == "map" and rows["features.13"]["grid"] == [14, 14]
+
+
+def test_schema_accepts_a_model_block_and_refuses_a_typo():
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
+    model = {"$schema": schema["$schema"], **schema["properties"]["model"]}
+    jsonschema.validate("torchvision:resnet18", model)
+    block = {"source": "tiny_models:tiny_net", "kwargs": {}, "weights": "w.safetensors", "input_size": [32, 32],
+             "resize": 0, "crop": 32, "mean": [0.5] * 3, "std": 0.5, "labels": ["a", "b"], "synsets": "s.txt",
+             "output": "logits", "padding": "tf_same", "layer_kinds": {"blocks.1": {"kind": "tokens", "prefix": 1},
+                                                                         "norm": "channels_last"},
+             "trust_code": True, "allow_pickle": False}
+    assert set(block) == set(FIELD_NAMES)
+    jsonschema.validate(block, model)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**block, "input_sise": [32, 32]}, model)

@@ -1,5 +1,7 @@
 """Tiny real models for tests: random weights under a fixed seed, 32-pixel inputs."""
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
@@ -32,6 +34,7 @@ class DictNet(nn.Module):
     def __init__(self, seed: int = 0):
         super().__init__()
         self.net = TinyNet(seed)
+        self.config = SimpleNamespace(id2label={i: f"class {i}" for i in range(10)})  # as Hugging Face models
 
     def forward(self, x):
         h = self.net.pool(self.net.features(x)).flatten(1)

@@ -674,11 +674,22 @@ def _describe_source(source: str, block: dict) -> tuple[_Found, dict]:
         model = _import(source)(**kwargs)
         if not isinstance(model, nn.Module):
             raise ModelError(f"{source} returned {type(model).__name__}, not a torch.nn.Module")
-        return _Found(model, source.split(":")[1]), dict(block)
+        return _Found(model, source.split(":")[1], values=_hf_labels(model)), dict(block)
     raise ModelError(
         f"cannot tell what model {source!r} is: give a card (.json), torchvision:NAME, timm:NAME, "
         "export:PATH.pt2 or package.module:function"
     )
+
+
+def _hf_labels(model: nn.Module) -> dict:
+    """``{"labels": [...]}`` from a Hugging Face model's ``config.id2label``, else {}."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if isinstance(id2label, Mapping) and id2label:
+        try:
+            return {"labels": [str(id2label[i]) for i in range(len(id2label))]}
+        except KeyError:
+            return {}
+    return {}
 
 
 def _pair(value, key: str) -> tuple[int, int]:
