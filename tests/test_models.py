@@ -394,3 +394,23 @@ def test_schema_accepts_a_model_block_and_refuses_a_typo():
     jsonschema.validate(block, model)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**block, "input_sise": [32, 32]}, model)
+
+
+def test_flags_and_rule_arguments_make_the_same_block(tmp_path, tiny_model):
+    from actlas.models import load_spec, model_arg, model_from_flags
+
+    block = model_from_flags("tiny_models:tiny_net", input_size="32", mean="0.5", std="0.25,0.25,0.25",
+                             output="0", kwargs='{"seed": 0}', trust_code=True, resize=None)
+    assert block == {"source": "tiny_models:tiny_net", "input_size": [32, 32], "mean": [0.5] * 3,
+                     "std": [0.25] * 3, "output": 0, "kwargs": {"seed": 0}, "trust_code": True}
+    assert model_from_flags(model_arg(block)) == block and model_arg("x.json") == "x.json"
+    with pytest.raises(ModelError, match="--input-size 'big'"):
+        model_from_flags("tiny_models:tiny_net", input_size="big")
+    path = tmp_path / "bad.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"nope": torch.zeros(1)}, path)
+    spec = load_spec({**TINY, "weights": str(path)})  # weights are not read: no failure at parse time
+    assert spec.input_size == (32, 32)
+    with pytest.raises(ModelError, match="do not fit"):
+        load_model({**TINY, "weights": str(path)})

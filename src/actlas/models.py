@@ -309,6 +309,43 @@ def model_block(model: str | Mapping | None = None, **overrides) -> dict:
     return block
 
 
+def parse_flag(name: str, text: str | bool | None):
+    """A CLI flag's text as the value of model field ``name``: ``"32,32"`` -> [32, 32] (int_pair),
+    ``"0.5"`` or ``"0.5,0.5,0.5"`` (float_triple), JSON for objects, an int for digits (string_or_int).
+    None stays None (flag not given); booleans pass through."""
+    if text is None or isinstance(text, bool):
+        return text
+    kind = {f.name: f.type for f in MODEL_FIELDS}[name]
+    try:
+        if kind == "int_pair":
+            parts = [int(v) for v in str(text).replace("x", ",").split(",")]
+            return parts * 2 if len(parts) == 1 else parts
+        if kind == "float_triple":
+            parts = [float(v) for v in str(text).split(",")]
+            return parts * 3 if len(parts) == 1 else parts
+        if kind == "int":
+            return int(text)
+        if kind == "object":
+            return json.loads(text)
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ModelError(f"--{name.replace('_', '-')} {text!r}: {err}") from None
+    if kind == "string_or_int" and str(text).lstrip("-").isdigit():
+        return int(text)
+    return text
+
+
+def model_from_flags(model: str | Mapping | None, **flags) -> dict:
+    """The model block from ``--model`` (a source, a JSON block or a mapping) and the other model flags'
+    texts (``input_size="32,32"``; None: not given), the flags on top."""
+    return model_block(model, **{k: parse_flag(k, v) for k, v in flags.items()})
+
+
+def model_arg(model: str | Mapping) -> str:
+    """``--model``'s value for a config's ``model``: the source string, or the block as one JSON string
+    (sorted keys, so a rule's command changes only when the block does)."""
+    return model if isinstance(model, str) else json.dumps(_plain(model), sort_keys=True)
+
+
 def _trusted(value: bool | None) -> bool:
     if value is not None:
         return bool(value)
@@ -785,12 +822,21 @@ def load_model(
     The forward of the returned model always gives a logits tensor (``output`` selects it from a
     dict, tuple or ModelOutput). Raises ``ModelError`` in one line that says how to fix the problem.
     """
-    block = model_block(model, weights=weights, allow_pickle=allow_pickle, padding=padding, trust_code=trust_code,
-                        **fields)
+    return _load(model_block(model, weights=weights, allow_pickle=allow_pickle, padding=padding, trust_code=trust_code,
+                             **fields), with_weights=True)
+
+
+def load_spec(model: str | Mapping, **fields) -> ModelSpec:
+    """The ``ModelSpec`` of a model without loading its weights (for parse time: labels, synsets,
+    preprocessing). The architecture is still built (a factory runs, under the same trust rule)."""
+    return _load(model_block(model, **fields), with_weights=False)[1]
+
+
+def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
     source = str(block["source"])
     found, merged = _describe_source(source, block)
     net = found.model
-    if merged.get("weights"):
+    if merged.get("weights") and with_weights:
         path = Path(merged["weights"])
         load_state(net, load_weights(path, bool(merged.get("allow_pickle"))), str(path))
     spec = resolve_spec(found.name, source, merged, found.values)
