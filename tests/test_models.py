@@ -414,3 +414,25 @@ def test_flags_and_rule_arguments_make_the_same_block(tmp_path, tiny_model):
     assert spec.input_size == (32, 32)
     with pytest.raises(ModelError, match="do not fit"):
         load_model({**TINY, "weights": str(path)})
+
+
+VIT = Path(__file__).resolve().parents[1] / "config" / "models" / "cifar10_vit.json"
+
+
+@pytest.mark.slow
+def test_cifar10_vit_card_is_accurate_on_real_photos():
+    """The project's own ViT (scripts/train_vit.py): at least 50% on cifar10-test (63% on all 10,000)."""
+    if not CIFAR_TEST.exists():
+        pytest.skip("shared CIFAR-10 photos not found")
+    from actlas.images import decode, list_images
+    from actlas.layers import list_layers
+
+    model, spec = load_model(str(VIT))
+    rows = list_images(CIFAR_TEST, spec.synsets, spec.categories)[::25]  # 400 photos, 40 per class
+    x = torch.stack([spec.transform(decode(p)[0]) for p, _ in rows])
+    with torch.no_grad():
+        acc = (model(spec.normalize(x)).argmax(1) == torch.tensor([label for _, label in rows])).float().mean().item()
+    print(f"ViT top-1 on {len(rows)} CIFAR-10 test photos: {acc:.3f}")
+    assert acc > 0.5
+    block = {r["layer"]: r for r in list_layers(model, spec.input_size)}["blocks.3"]
+    assert (block["kind"], block["grid"], block["prefix"], block["channels"]) == ("tokens", [8, 8], 1, 64)

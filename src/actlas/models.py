@@ -515,10 +515,11 @@ def _timm():
     return timm
 
 
-def _lines(value, base: Path) -> tuple[str, ...]:
+def _lines(value) -> tuple[str, ...]:
+    """Names from a list, or from a file of one name a line (relative to the working directory)."""
     if isinstance(value, (list, tuple)):
         return tuple(str(v) for v in value)
-    path = Path(value) if Path(value).is_absolute() else base / value
+    path = Path(value)
     if not path.exists():
         raise ModelError(f"labels or synsets file not found: {path}")
     return tuple(line.rstrip("\n") for line in path.read_text().splitlines() if line.strip())
@@ -530,8 +531,7 @@ class _Found:
 
     model: nn.Module
     name: str
-    base: Path = Path(".")  # relative paths (weights, labels) resolve against this
-    values: dict = field(default_factory=dict)  # input_size, resize, mean, std, categories, synsets, padding
+    values: dict = field(default_factory=dict)  # input_size, resize, mean, std, labels, synsets
 
 
 def _read_card(path: Path) -> dict:
@@ -774,9 +774,8 @@ def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelS
         assumed.append((("mean", "std"), "ImageNet mean/std"))
     mean = _triple(values.get("mean", IMAGENET_MEAN), "mean")
     std = _triple(values.get("std", IMAGENET_STD), "std")
-    base = Path(".")
-    categories = _lines(values["labels"], base) if values.get("labels") else ()
-    synsets = _lines(values["synsets"], base) if values.get("synsets") else ()
+    categories = _lines(values["labels"]) if values.get("labels") else ()
+    synsets = _lines(values["synsets"]) if values.get("synsets") else ()
     if not categories:
         assumed.append(("labels", "no class names (indices)"))
     padding = values.get("padding") or "default"
