@@ -325,9 +325,14 @@ def test_timm_source_takes_preprocessing_and_labels_from_timm():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model, spec = load_model("timm:test_vit")
-    assert spec.input_size == (160, 160) or spec.input_size[0] > 0
-    assert len(spec.categories) == 1000 and spec.short_name(0) == "tench"
+    assert spec.input_size == (160, 160) and spec.resize == 168  # 160 / crop_pct 0.95
+    assert spec.mean == (0.5,) * 3 and spec.std == (0.5,) * 3
+    assert len(spec.categories) == 1000 and spec.short_name(0) == "tench" and spec.synsets[0] == "n01440764"
     assert model(torch.zeros(1, 3, *spec.input_size)).shape == (1, 1000)
+    from actlas.layers import list_layers
+
+    block = {r["layer"]: r for r in list_layers(model, spec.input_size)}["blocks.0"]
+    assert (block["kind"], block["grid"], block["prefix"]) == ("tokens", [10, 10], 1)
 
 
 def test_card_architecture_may_name_timm():
