@@ -441,3 +441,28 @@ def test_cifar10_vit_card_is_accurate_on_real_photos():
     assert acc > 0.5
     block = {r["layer"]: r for r in list_layers(model, spec.input_size)}["blocks.3"]
     assert (block["kind"], block["grid"], block["prefix"], block["channels"]) == ("tokens", [8, 8], 1, 64)
+
+
+def test_model_flags_mirror_the_block():
+    import click
+    from click.testing import CliRunner
+
+    from actlas.model_flags import model_block_from, model_flags
+
+    seen = {}
+
+    @click.command()
+    @model_flags
+    def cmd(**params):
+        seen["block"] = model_block_from(params)
+        seen["rest"] = params
+
+    result = CliRunner().invoke(cmd, ["-m", "tiny_models:tiny_net", "--input-size", "32", "--mean", "0.5",
+                                      "--trust-code", "--layer-kinds", '{"fc": "pooled"}'])
+    assert result.exit_code == 0, result.output
+    assert seen["block"] == {"source": "tiny_models:tiny_net", "input_size": [32, 32], "mean": [0.5] * 3,
+                             "trust_code": True, "layer_kinds": {"fc": "pooled"}}
+    assert seen["rest"] == {}
+    help_text = CliRunner().invoke(cmd, ["--help"]).output
+    for field in MODEL_FIELDS:
+        assert field.flag in help_text
