@@ -13,7 +13,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -194,7 +194,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def collect(
     shard: str | Path,
     out: str | Path,
-    model: str,
+    model: str | Mapping,
     layers: list[str],
     *,
     positions: int = 1,
@@ -217,7 +217,7 @@ def collect(
     ----------
     shard : path of a shard list (``path<TAB>label`` lines)
     out : path of the shard store to write (``.zarr``)
-    model : model source (see ``actlas.load_model``)
+    model : model source or model block (see ``actlas.load_model``)
     layers : layer paths to record
     positions : positions per image (0 = every position)
     attr_top : number of top predicted classes whose attribution is stored
