@@ -199,3 +199,18 @@ def test_a_linear_layer_is_one_pooled_position(tiny_dataset, tmp_path):
                       attr_top=2, batch_size=8, workers=0, progress=False)
     assert summary["rows"] == {"fc": 16}
     assert (store.read([tmp_path / "s.zarr"], "fc/position") == 0).all()
+
+
+def test_collect_from_a_torch_export_program(tiny_dataset, tmp_path, tiny_model):
+    """export:PATH.pt2: hooks on the unflattened modules, attribution through the program."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(tiny_model, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "tiny.pt2"))
+    shard = _shard(tiny_dataset, tmp_path)
+    kw = dict(positions=2, attr_top=2, batch_size=4, workers=0, progress=False)
+    block = {**_block("tiny_models:tiny_net"), "source": f"export:{tmp_path / 'tiny.pt2'}"}
+    collect(shard, tmp_path / "exp.zarr", block, ["features.3"], **kw)
+    collect(shard, tmp_path / "ref.zarr", _block("tiny_models:tiny_net"), ["features.3"], **kw)
+    for column in ("features.3/activation", "features.3/attr_value", "features.3/position"):
+        np.testing.assert_allclose(store.read([tmp_path / "exp.zarr"], column).astype(np.float32),
+                                   store.read([tmp_path / "ref.zarr"], column).astype(np.float32), rtol=1e-3, atol=1e-5)

@@ -466,3 +466,16 @@ def test_model_flags_mirror_the_block():
     help_text = CliRunner().invoke(cmd, ["--help"]).output
     for field in MODEL_FIELDS:
         assert field.flag in help_text
+
+
+def test_default_warning_prints_as_one_line(capsys):
+    import subprocess
+    import sys
+
+    code = ("from actlas.model_flags import one_line_warnings; one_line_warnings(); "
+            "from actlas.models import load_model; load_model('tiny_models:tiny_net', trust_code=True)")
+    here = Path(__file__).parent
+    env = {"PYTHONPATH": f"{here}:{here.parent / 'src'}", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: model tiny_models:tiny_net: assumed input 224 x 224")

@@ -10,11 +10,12 @@ For ``cli.py``::
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import click
 
-from .models import model_from_flags, model_options
+from .models import ModelDefaultWarning, model_from_flags, model_options
 
 
 def model_flags(command: Callable) -> Callable:
@@ -41,3 +42,16 @@ def model_block_from(params: dict) -> dict:
     flags = {f.name: params.pop(f"model_{f.name}") for f in model_options() if f"model_{f.name}" in params}
     source = flags.pop("source", None)
     return model_from_flags(source, **flags)
+
+
+def one_line_warnings() -> None:
+    """Show ``ModelDefaultWarning`` as the one line ``warning: MESSAGE`` (no file, line or source);
+    other warnings keep Python's format. Call once at CLI start-up."""
+    plain = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, ModelDefaultWarning):
+            return f"warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
