@@ -82,3 +82,16 @@ def tuple_net() -> nn.Module:
 
 def channels_last_net() -> nn.Module:
     return ChannelsLastNet()
+
+
+def hf_vit() -> nn.Module:
+    """A tiny Hugging Face ViTForImageClassification (random weights, 32 px, patch 8, 10 labels);
+    its forward returns an ImageClassifierOutput. Needs ``transformers``."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    labels = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    config = ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                       image_size=32, patch_size=8, num_labels=10, id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)})
+    return ViTForImageClassification(config)
