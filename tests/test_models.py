@@ -479,3 +479,11 @@ def test_default_warning_prints_as_one_line(capsys):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("warning: model tiny_models:tiny_net: assumed input 224 x 224")
+
+
+def test_a_mistyped_layer_kind_fails_at_load_time():
+    from actlas.layers import LayerError
+
+    with pytest.raises(LayerError, match="unknown layer kind 'token'") as err:
+        load_model({**TINY, "layer_kinds": {"fc": "token"}})
+    _one_line(err)

@@ -778,6 +778,10 @@ def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelS
     synsets = _lines(values["synsets"]) if values.get("synsets") else ()
     if not categories:
         assumed.append(("labels", "no class names (indices)"))
+    from .layers import as_kind
+
+    for kind in (values.get("layer_kinds") or {}).values():
+        as_kind(kind)  # a mistyped kind fails at load time, in one line
     padding = values.get("padding") or "default"
     if padding not in ("default", "tf_same"):
         raise ModelError(f"unknown padding {padding!r}: use 'default' or 'tf_same'")
