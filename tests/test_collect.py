@@ -15,6 +15,12 @@ from actlas.collect import attribute, collect, relaxed_max_pool, sample_position
 from actlas.models import ModelSpec
 
 
+@pytest.fixture(autouse=True)
+def _trust_test_factories(monkeypatch):
+    """The tests' own factories (``tiny_models:...``) are code the tests trust."""
+    monkeypatch.setenv("ACTLAS_TRUST_CODE", "1")
+
+
 def test_positions_avoid_edges_and_are_deterministic():
     p = sample_positions((7, 7), 5, seed=1, key=42)
     assert p.shape == (5, 2) and p.min() >= 1 and p.max() <= 5
@@ -88,7 +94,9 @@ def _collect_cmd(shard, out):
 def test_sigkill_then_resume_equals_uninterrupted(tiny_dataset, tmp_path, kill_after_commits):
     """SIGKILL `actlas collect` part-way; the same command resumes to the uninterrupted store."""
     shard = _shard(tiny_dataset, tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "ACTLAS_TEST_COMMIT_DELAY": "0.3"}
+    here = Path(__file__).parent  # the tests' factories, and the actlas under test (not another checkout's)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src")]),
+           "ACTLAS_TEST_COMMIT_DELAY": "0.3"}
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     subprocess.run(_collect_cmd(shard, ref), env=env, check=True, capture_output=True)
     proc = subprocess.Popen(_collect_cmd(shard, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,3 +133,84 @@ def test_deterministic_bytes(tiny_dataset, tmp_path):
     a = store.read([tmp_path / "a.zarr"], "features.3/activation")
     b = store.read([tmp_path / "b.zarr"], "features.3/activation")
     assert a.tobytes() == b.tobytes()
+
+
+# --------------------------------------------------------------------------- every layer kind
+
+from actlas.layers import LayerError, LayerKind
+
+
+def _block(source: str) -> dict:
+    return {"source": source, "input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
+            "labels": [f"c{i}" for i in range(10)]}
+
+
+def test_collect_tokens_channels_last_and_pooled_layers(tiny_dataset, tmp_path):
+    shard = _shard(tiny_dataset, tmp_path)
+    kw = dict(positions=3, attr_top=2, batch_size=4, chunk=8, workers=0, progress=False)
+    summary = collect(shard, tmp_path / "vit.zarr", _block("tiny_models:tiny_vit"), ["blocks.1", "head"], **kw)
+    assert summary["rows"] == {"blocks.1": 48, "head": 16}  # pooled: one position per image
+    pos = store.read([tmp_path / "vit.zarr"], "blocks.1/position")
+    assert pos.min() >= 0 and pos.max() <= 3  # on the 4 x 4 patch grid (too small for a margin)
+    assert store.read([tmp_path / "vit.zarr"], "blocks.1/activation").shape == (48, 16)
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "vit.zarr"), mode="r")
+    assert group["blocks.1"].attrs["spatial"] == [4, 4]
+    assert group["blocks.1"].attrs["kind"] == {"kind": "tokens", "prefix": 1}
+    assert group["head"].attrs["spatial"] == [1, 1]
+    summary = collect(shard, tmp_path / "cl.zarr", _block("tiny_models:channels_last_net"), ["norm"], **kw)
+    assert summary["rows"] == {"norm": 48}
+    assert zarr.open_group(str(tmp_path / "cl.zarr"), mode="r")["norm"].attrs["spatial"] == [8, 8]
+
+
+def test_token_attribution_matches_autograd():
+    from tiny_models import tiny_vit
+
+    model = tiny_vit().eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    logits, acts, attrs, classes = attribute(model, SPEC, x, ["blocks.0"], attr_top=1)
+    assert acts["blocks.0"].shape == (2, 16, 4, 4) and attrs["blocks.0"].shape == (2, 1, 4, 4)
+    kept = {}
+    h = model.blocks[0].register_forward_hook(lambda m, i, o: kept.setdefault("a", o))
+    with torch.enable_grad():
+        out = model(x)
+        (g,) = torch.autograd.grad(out.gather(1, classes[:, :1]).sum(), kept["a"])
+    h.remove()
+    expected = (kept["a"] * g).sum(2)[:, 1:].reshape(2, 4, 4)  # patch tokens after the CLS token
+    torch.testing.assert_close(attrs["blocks.0"][:, 0], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(acts["blocks.0"][:, :, 1, 2], kept["a"][:, 1 + 1 * 4 + 2].detach())
+
+
+def test_unusable_layer_fails_in_one_line_before_any_store(tiny_dataset, tmp_path):
+    shard = _shard(tiny_dataset, tmp_path)
+    out = tmp_path / "s.zarr"
+    block = {**_block("tiny_models:tiny_net"), "layer_kinds": {"fc": "map"}}
+    with pytest.raises(LayerError, match="layer 'fc' outputs shape \\[10\\] per image") as err:
+        collect(shard, out, block, ["fc"], workers=0, progress=False)
+    assert "\n" not in str(err.value)
+    assert not out.exists() and not Path(str(out) + ".skipped.tsv").exists()
+
+
+def test_a_linear_layer_is_one_pooled_position(tiny_dataset, tmp_path):
+    """The issue's classifier.1 case: a Linear layer is a pooled (B, C) output with one position."""
+    shard = _shard(tiny_dataset, tmp_path)
+    summary = collect(shard, tmp_path / "s.zarr", _block("tiny_models:tiny_net"), ["fc"], positions=4,
+                      attr_top=2, batch_size=8, workers=0, progress=False)
+    assert summary["rows"] == {"fc": 16}
+    assert (store.read([tmp_path / "s.zarr"], "fc/position") == 0).all()
+
+
+def test_collect_from_a_torch_export_program(tiny_dataset, tmp_path, tiny_model):
+    """export:PATH.pt2: hooks on the unflattened modules, attribution through the program."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(tiny_model, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "tiny.pt2"))
+    shard = _shard(tiny_dataset, tmp_path)
+    kw = dict(positions=2, attr_top=2, batch_size=4, workers=0, progress=False)
+    block = {**_block("tiny_models:tiny_net"), "source": f"export:{tmp_path / 'tiny.pt2'}"}
+    collect(shard, tmp_path / "exp.zarr", block, ["features.3"], **kw)
+    collect(shard, tmp_path / "ref.zarr", _block("tiny_models:tiny_net"), ["features.3"], **kw)
+    for column in ("features.3/activation", "features.3/attr_value", "features.3/position"):
+        np.testing.assert_allclose(store.read([tmp_path / "exp.zarr"], column).astype(np.float32),
+                                   store.read([tmp_path / "ref.zarr"], column).astype(np.float32), rtol=1e-3, atol=1e-5)

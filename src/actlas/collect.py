@@ -1,7 +1,8 @@
 """collect: activations and their attribution to the logits, at sampled positions, into a shard store.
 
 For every image: run the model, pick ``positions`` random positions per layer (edges avoided) or
-all of them, record the activation vector there and its attribution to each of the ``attr_top``
+all of them (a layer of any kind is read as a map of positions, ``actlas.layers.layer_view``:
+patch tokens on their grid, a pooled vector or CLS token at one position), record the activation vector there and its attribution to each of the ``attr_top``
 top predicted classes: sum over channels of activation x d(logit)/d(activation) at that position.
 Max-pool gradients are relaxed to average-pool gradients (as in the Activation Atlas article).
 """
@@ -12,7 +13,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 
 from . import images as imgs
 from . import store
-from .layers import capture
+from .layers import LayerKind, capture, detect_kind, layer_kinds, layer_view
 from .models import ModelSpec, load_model
 from .progress import progress_bar
 
@@ -90,7 +91,8 @@ def relaxed_max_pool(model: nn.Module) -> Iterator[None]:
 
 
 def attribute(
-    model: nn.Module, spec: ModelSpec, x: torch.Tensor, layers: list[str], attr_top: int, amp: bool = False
+    model: nn.Module, spec: ModelSpec, x: torch.Tensor, layers: list[str], attr_top: int, amp: bool = False,
+    kinds: dict[str, LayerKind] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """One forward and ``attr_top`` batched backward passes.
 
@@ -98,30 +100,38 @@ def attribute(
     ----------
     x : float tensor, shape (B, 3, H, W), RGB in [0, 1]
     amp : run the forward under bf16 autocast (activations come back bf16; logits and attributions float32)
+    kinds : layer -> ``LayerKind`` (``actlas.layers``); missing ones are declared by the spec or detected
 
     Returns
     -------
     logits : (B, n_classes)
-    activations : layer -> (B, C, h, w), detached
+    activations : layer -> (B, C, h, w), detached: every kind of output as a map of positions
+        (``actlas.layers.layer_view``: patch tokens on their grid, a pooled vector at one position)
     attributions : layer -> (B, attr_top, h, w): sum over channels of activation x gradient of
         the logit of the j-th top class, at every position
     classes : (B, attr_top) int64, the top predicted classes
     """
+    kinds = dict(kinds or {})
+    hw = tuple(x.shape[-2:])
     with relaxed_max_pool(model), capture(model, layers, leaf=True) as outs, torch.enable_grad():
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(spec.normalize(x))
         logits = logits.float()
         classes = logits.detach().topk(attr_top, dim=1).indices
         acts = [outs[name] for name in layers]
+        for name, act in zip(layers, acts):
+            if name not in kinds:
+                kinds[name] = detect_kind(act.shape[1:], hw, spec.layer_kind(name), name)
+        views = [layer_view(act.detach(), kinds[name], hw) for name, act in zip(layers, acts)]
         attributions = {name: [] for name in layers}
         for j in range(attr_top):
             picked = logits.gather(1, classes[:, j : j + 1]).sum()
             grads = torch.autograd.grad(picked, acts, retain_graph=j < attr_top - 1)
-            for name, act, grad in zip(layers, acts, grads):
-                attributions[name].append((act.detach().float() * grad.float()).sum(1))
+            for name, view, grad in zip(layers, views, grads):
+                attributions[name].append((view.float() * layer_view(grad, kinds[name], hw).float()).sum(1))
     return (
         logits.detach(),
-        {n: a.detach() for n, a in zip(layers, acts)},
+        dict(zip(layers, views)),
         {n: torch.stack(v, 1) for n, v in attributions.items()},
         classes,
     )
@@ -184,7 +194,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def collect(
     shard: str | Path,
     out: str | Path,
-    model: str,
+    model: str | Mapping,
     layers: list[str],
     *,
     positions: int = 1,
@@ -207,7 +217,7 @@ def collect(
     ----------
     shard : path of a shard list (``path<TAB>label`` lines)
     out : path of the shard store to write (``.zarr``)
-    model : model source (see ``actlas.load_model``)
+    model : model source or model block (see ``actlas.load_model``)
     layers : layer paths to record
     positions : positions per image (0 = every position)
     attr_top : number of top predicted classes whose attribution is stored
@@ -224,12 +234,9 @@ def collect(
     if dev.type == "cuda":
         net.to(memory_format=torch.channels_last)
     rows = imgs.read_shard(shard)
-    with torch.no_grad():
-        shapes = {}
-        with capture(net, layers, leaf=True) as outs:
-            net(torch.zeros(1, 3, *spec.input_size, device=dev))
-            for name in layers:
-                shapes[name] = tuple(outs[name].shape[1:])
+    found = layer_kinds(net, layers, spec.input_size, spec.layer_kinds, dev)  # fails before any store exists
+    kinds = {name: kind for name, (kind, _, _) in found.items()}
+    shapes = {name: (channels, *grid) for name, (_, channels, grid) in found.items()}
     columns = [
         store.Column("images/label", (), "int16"),
         store.Column("images/pred", (5,), "int16"),
@@ -262,7 +269,8 @@ def collect(
     if group.attrs.get("complete"):
         return dict(group.attrs["summary"])
     for name in layers:
-        group[name].attrs.update({"spatial": list(shapes[name][1:]), "channels": shapes[name][0]})
+        group[name].attrs.update({"spatial": list(shapes[name][1:]), "channels": shapes[name][0],
+                                  "kind": kinds[name].to_json()})
     done = store.committed(group, "images/ok")
     skipped_path = Path(str(out) + ".skipped.tsv")
     _keep_skipped(skipped_path, {path for path, _ in rows[:done]})
@@ -289,7 +297,7 @@ def collect(
             x = x.to(dev, non_blocking=True)
             if dev.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits, acts, attrs, classes = attribute(net, spec, x, layers, attr_top, amp=amp)
+            logits, acts, attrs, classes = attribute(net, spec, x, layers, attr_top, amp=amp, kinds=kinds)
             n_classes = logits.shape[1]
             top_p, top_c = logits.softmax(1).topk(min(5, n_classes), dim=1)
             b = len(ok)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import objectives, param, transforms
-from .layers import capture, run_until
+from .layers import capture, detect_kind, layer_view, run_until
 from .models import ModelSpec
 from .progress import progress_bar
 from .settings import RenderParams
@@ -42,21 +42,29 @@ def _optimise(
             optimizer.zero_grad(set_to_none=True)
             x = transforms.standard(image_fn(), draws[:, step], p.pad).contiguous(memory_format=memory_format)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=p.amp):
-                h = objectives.centre(run_until(model, spec.normalize(x), outs)[layer]).float()
+                h = _centre(spec, layer, run_until(model, spec.normalize(x), outs)[layer], x).float()
             loss = -objectives.direction_cossim(h, targets, p.power).sum()
             loss.backward()
             optimizer.step()
         with torch.no_grad():
             images = image_fn()
-            h = objectives.centre(run_until(model, spec.normalize(images), outs)[layer])
+            h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images)
             score = objectives.direction_cossim(h, targets, p.power)
     return images.detach(), score.detach()
 
 
+def _centre(spec: ModelSpec, layer: str, output, x: torch.Tensor) -> torch.Tensor:
+    """The activation at the centre position of a layer output of any kind -> (B, C): the centre of
+    a map, the centre patch token, a pooled vector or the CLS token (``actlas.layers.layer_view``)."""
+    hw = tuple(x.shape[-2:])
+    kind = detect_kind(output.shape[1:], hw, spec.layer_kind(layer), layer)
+    return objectives.centre(layer_view(output, kind, hw))
+
+
 def centre_activations(model: nn.Module, spec: ModelSpec, layer: str, images: torch.Tensor) -> torch.Tensor:
-    """Centre activation of ``layer`` for images (B, 3, S, S) in [0, 1] -> (B, C)."""
+    """Centre activation of ``layer`` (any kind, see ``_centre``) for images (B, 3, S, S) in [0, 1] -> (B, C)."""
     with torch.no_grad(), capture(model, [layer], stop=True) as outs:
-        return objectives.centre(run_until(model, spec.normalize(images), outs)[layer])
+        return _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images)
 
 
 def render(
