@@ -4,6 +4,7 @@ rule atlas:
         **run_inputs(),
         cells=paths.cells(paths.grid_dir(RUN, "{layer}", "{n}")),
         batches=lambda wc: grid_batches(wc.layer, wc.n),
+        model=MODEL_FILES,
     output:
         png=paths.grid_dir(RUN, "{layer}", "{n}") / "atlas.png",
         labelled=paths.grid_dir(RUN, "{layer}", "{n}") / "atlas-labelled.png",

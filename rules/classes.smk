@@ -9,6 +9,7 @@ rule class_atlas:
     input:
         **run_inputs(),
         whiten=paths.whiten(RUN, "{layer}"),
+        model=MODEL_FILES,
     output:
         **_class_rule_outputs("class"),
     params:
@@ -37,6 +38,7 @@ rule compare:
     input:
         **run_inputs(),
         whiten=paths.whiten(RUN, "{layer}"),
+        model=MODEL_FILES,
     output:
         **_class_rule_outputs("compare"),
         compare=paths.layer_dir(RUN, "{layer}") / "compare-{name}" / "compare.png",

@@ -27,7 +27,8 @@ rule shard_index:
 rule collect:
     """Activations and attributions of one shard of images -> a Zarr store (and its skip list)."""
     input:
-        paths.shard_list(RUN, "{shard}"),
+        shard=paths.shard_list(RUN, "{shard}"),
+        model=MODEL_FILES,
     output:
         store=directory(paths.shard_store(RUN, "{shard}")),
         skipped=f"{paths.shard_store(RUN, '{shard}')}.skipped.tsv",
@@ -46,4 +47,4 @@ rule collect:
     benchmark:
         paths.benchmark(RUN, "collect", "{shard}")
     shell:
-        "actlas collect {input:q} {output.store:q} {params.args} --threads {threads} 2> {log:q}"
+        "actlas collect {input.shard:q} {output.store:q} {params.args} --threads {threads} 2> {log:q}"

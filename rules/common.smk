@@ -9,7 +9,7 @@ import numpy as np
 
 from actlas import paths, settings
 from actlas.digest import code_digest
-from actlas.smk import check_run_dir, cli_args
+from actlas.smk import check_run_dir, cli_args, model_arg, model_files
 from actlas.stages import shards as shards_stage
 
 config.update(settings.fill(config))
@@ -18,7 +18,8 @@ LAYERS = list(config["layers"])
 SIZES = list(config["grid"]["sizes"])
 SEED = config["seed"]
 DEVICE = config["device"]
-MODEL = json.dumps(config["model"]) if isinstance(config["model"], dict) else str(config["model"])
+MODEL = model_arg(config["model"])
+MODEL_FILES = model_files(config["model"])  # inputs of every rule that loads the model
 CONDA_ENV = "../envs/gpu.yaml" if DEVICE == "cuda" else "../envs/cpu.yaml"
 RENDER = settings.from_mapping(settings.Render, config["render"])
 
@@ -155,7 +156,7 @@ def patch_inputs(wildcards):
     """Photos (the plan's lists and stores), the atlases whose icons it pastes or searches, patch images."""
     e = PATCHES[wildcards.name]
     inputs = run_inputs()
-    needs = [inputs["index"], *inputs["lists"], *inputs["stores"]]
+    needs = [inputs["index"], *inputs["lists"], *inputs["stores"], *MODEL_FILES]
     folders, _ = _patch_folders(e)
     for folder in folders:
         base = paths.layer_dir(RUN, _layer(e)) / folder

@@ -3,6 +3,7 @@ rule render:
     input:
         cells=paths.cells(paths.grid_dir(RUN, "{layer}", "{n}")),
         whiten=paths.whiten(RUN, "{layer}"),
+        model=MODEL_FILES,
     output:
         paths.render_batch(paths.grid_dir(RUN, "{layer}", "{n}"), "{batch}"),
     params:

@@ -20,6 +20,9 @@ SAMPLE = ASSETS / "images" / "imagenet-sample"
 
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
+# The tests load their tiny models through factories (tiny_models:tiny_net), which run code: trusted here.
+# The refusal tests unset it themselves.
+os.environ.setdefault("ACTLAS_TRUST_CODE", "1")
 
 
 @pytest.fixture(scope="session")

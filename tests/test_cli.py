@@ -26,6 +26,8 @@ def test_every_command_mirrors_its_stage_function():
             continue
         fn = _function(name)
         flags = {p.name for p in command.params}
+        if "model_source" in flags:  # the model block's flags (actlas.model_flags)
+            flags.add("model")
         params = set(inspect.signature(fn).parameters) - {"progress", "cache", "samples", "extra", "corners"}
         if "params" in params:  # render settings: one flag per RenderParams field
             params = params - {"params"} | {f.name for f in dataclasses.fields(settings.RenderParams)}

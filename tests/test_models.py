@@ -402,7 +402,8 @@ def test_schema_accepts_a_model_block_and_refuses_a_typo():
 
 
 def test_flags_and_rule_arguments_make_the_same_block(tmp_path, tiny_model):
-    from actlas.models import load_spec, model_arg, model_from_flags
+    from actlas.models import load_spec, model_from_flags
+    from actlas.smk import model_arg
 
     block = model_from_flags("tiny_models:tiny_net", input_size="32", mean="0.5", std="0.25,0.25,0.25",
                              output="0", kwargs='{"seed": 0}', trust_code=True, resize=None)

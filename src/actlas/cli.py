@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import settings
+from .model_flags import model_block_from, model_field_flags, model_flags, one_line_warnings
 
 
 class ActlasGroup(click.Group):
@@ -49,24 +50,9 @@ def main() -> None:
 
     Example: actlas layers ../shared/assets/models/mobilenet_v2_imagenet.json
     """
+    one_line_warnings()
 
 
-def parse_model(value: str | None):
-    """A ``--model`` value: a source string, or a model block as JSON (``{"source": ...}``)."""
-    if value is not None and value.lstrip().startswith("{"):
-        try:
-            return json.loads(value)
-        except ValueError as err:
-            raise click.BadParameter(f"not valid JSON: {err}") from err
-    return value
-
-
-def _model_callback(ctx, param, value):
-    return parse_model(value)
-
-
-model_option = click.option("--model", "-m", required=True, callback=_model_callback,
-                            help="Card .json, torchvision:NAME[:WEIGHTS], pkg.mod:fn, or a model block as JSON.")
 threads_option = click.option("--threads", type=int, default=None, help="Torch CPU threads.")
 device_option = click.option("--device", default=settings.Run.device, show_default=True, help="cpu, cuda or auto.")
 seed_option = click.option("--seed", default=settings.Run.seed, show_default=True, help="The run's seed.")
@@ -105,27 +91,30 @@ def _render_params(values: dict) -> settings.RenderParams:
 
 
 @main.command()
-@click.argument("model", callback=_model_callback)
-@click.option("--all", "show_all", is_flag=True, help="Also list modules whose output is not a 4-D map.")
+@click.argument("source")
+@click.option("--all", "show_all", is_flag=True, help="Also list modules whose output actlas cannot use.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
-def layers(model, show_all: bool, as_json: bool) -> None:
-    """List a model's layers with output shape and channels.
+@model_field_flags
+def layers(source, show_all: bool, as_json: bool, **kw) -> None:
+    """List a model's layers with output shape, kind (map, channels_last, tokens, cls, pooled) and grid.
 
     Example: actlas layers ../shared/assets/models/mobilenet_v2_imagenet.json
     """
     from .layers import list_layers
     from .models import load_model
 
-    net, spec = load_model(model)
-    rows = list_layers(net, spec.input_size)
+    kw["model_source"] = source
+    net, spec = load_model(model_block_from(kw))
+    rows = list_layers(net, spec.input_size, spec.layer_kinds)
     if not show_all:
-        rows = [r for r in rows if r["shape"] and len(r["shape"]) == 3]
+        rows = [r for r in rows if r.get("kind") is not None]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
     for r in rows:
         shape = "x".join(map(str, r["shape"])) if r["shape"] else "-"
-        click.echo(f"{r['layer']:40s} {r['type']:24s} {shape}")
+        grid = "x".join(map(str, r["grid"])) if r.get("grid") else "-"
+        click.echo(f"{r['layer']:40s} {r['type']:24s} {shape:16s} {str(r.get('kind') or '-'):14s} {grid}")
 
 
 # --------------------------------------------------------------------------- the stages
@@ -134,39 +123,39 @@ def layers(model, show_all: bool, as_json: bool) -> None:
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory.")
-@model_option
+@model_flags
 @click.option("--shard-size", default=settings.Collect.shard_size, show_default=True, help="Images per shard.")
 @click.option("--limit", type=int, default=settings.Run.limit, help="Use this many images (deterministic choice).")
 @seed_option
-def shards(images, run_dir, model, shard_size, limit, seed) -> None:
+def shards(images, run_dir, shard_size, limit, seed, **kw) -> None:
     """Split an image set into shard lists under RUN/shards (and RUN/shards/index.json).
 
     Example: actlas shards ../shared/assets/images/imagenet-val --run runs/x -m card.json --limit 200
     """
     from .stages.shards import shards as stage
 
-    out = stage(list(images), run_dir, model, shard_size=shard_size, limit=limit, seed=seed)
+    out = stage(list(images), run_dir, model_block_from(kw), shard_size=shard_size, limit=limit, seed=seed)
     click.echo(f"{len(out)} shards in {Path(run_dir) / 'shards'}")
 
 
 @main.command()
 @click.argument("shard", type=click.Path(exists=True))
 @click.argument("out", type=click.Path())
-@model_option
+@model_flags
 @click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer path; repeat for several.")
 @options_of(settings.Collect, skip=("shard_size", "threads"))
 @seed_option
 @device_option
 @threads_option
-def collect(shard, out, model, layers, positions, attr_top, batch_size, chunk, workers, amp, seed, device,
-            threads) -> None:
+def collect(shard, out, layers, positions, attr_top, batch_size, chunk, workers, amp, seed, device, threads,
+            **kw) -> None:
     """Collect activations and attributions for one shard list into a Zarr store.
 
     Example: actlas collect runs/x/shards/shard-00000.txt runs/x/collect/shard-00000.zarr -m card.json -l features.13
     """
     from .stages.collect import collect as stage
 
-    summary = stage(shard, out, model, list(layers), positions=positions, attr_top=attr_top, batch_size=batch_size,
+    summary = stage(shard, out, model_block_from(kw), list(layers), positions=positions, attr_top=attr_top, batch_size=batch_size,
                     chunk=chunk, seed=seed, workers=workers, device=device, threads=threads, amp=amp)
     click.echo(json.dumps(summary))
 
@@ -206,20 +195,21 @@ def grid(run_dir, layer, n, min_count) -> None:
 @click.argument("run_dir", type=click.Path(exists=True))
 @layer_option
 @click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
-@model_option
+@model_flags
 @click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
 @click.option("--cells-per-job", default=settings.Render.cells_per_job, show_default=True,
               help="Cells per batch (0 = all).")
 @options_of(settings.RenderParams)
 @device_option
 @threads_option
-def render(run_dir, layer, n, model, batch, cells_per_job, device, threads, **params) -> None:
+def render(run_dir, layer, n, batch, cells_per_job, device, threads, **params) -> None:
     """Render the icons of one batch of a grid's cells.
 
     Example: actlas render runs/x -l features.13 --n 20 -m card.json --steps 128
     """
     from .stages.render import render as stage
 
+    model = model_block_from(params)
     click.echo(str(stage(run_dir, layer, n, model, batch=batch, cells_per_job=cells_per_job,
                          params=_render_params(params), device=device, threads=threads)))
 
@@ -228,17 +218,18 @@ def render(run_dir, layer, n, model, batch, cells_per_job, device, threads, **pa
 @click.argument("run_dir", type=click.Path(exists=True))
 @layer_option
 @click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
-@model_option
+@model_flags
 @click.option("--cells-per-job", default=settings.Render.cells_per_job, show_default=True,
               help="Cells per render batch (as rendered).")
 @options_of(settings.Atlas)
-def atlas(run_dir, layer, n, model, cells_per_job, **options) -> None:
+def atlas(run_dir, layer, n, cells_per_job, **options) -> None:
     """Compose a grid's icons into the atlas PNGs, icons, examples and atlas.json.
 
     Example: actlas atlas runs/x -l features.13 --n 20 -m card.json
     """
     from .stages.atlas import atlas as stage
 
+    model = model_block_from(options)
     click.echo(str(stage(run_dir, layer, n, model, cells_per_job=cells_per_job, **options)))
 
 
@@ -246,7 +237,7 @@ def _class_options(cls):
     def decorate(f):
         for option in reversed([
             click.argument("run_dir", type=click.Path(exists=True)),
-            layer_option, model_option, options_of(cls, skip=("cls", "classes", "layer")),
+            layer_option, model_flags, options_of(cls, skip=("cls", "classes", "layer")),
             options_of(settings.RenderParams, skip=("seed",)), seed_option, device_option,
             click.option("--threads", type=int, default=settings.Render.threads, show_default=True,
                          help="Torch CPU threads."),
@@ -261,7 +252,7 @@ def _class_options(cls):
 @main.command("class-atlas")
 @click.option("--class", "cls", required=True, help="Class name, synset id or index.")
 @_class_options(settings.ClassAtlas)
-def class_atlas(cls, run_dir, layer, model, filter, top, grid, method, min_count, n_examples, seed, device, threads,
+def class_atlas(cls, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads,
                 out, **params) -> None:
     """Build the class activation atlas of one class of a run.
 
@@ -269,6 +260,7 @@ def class_atlas(cls, run_dir, layer, model, filter, top, grid, method, min_count
     """
     from .stages.class_atlas import class_atlas as stage
 
+    model = model_block_from(params)
     path = stage(run_dir, layer, cls, model, filter=filter, top=top, grid=grid, method=method, min_count=min_count,
                  n_examples=n_examples, seed=seed, params=_render_params({**params, "seed": seed}), device=device,
                  threads=threads, progress=True, out=out)
@@ -278,7 +270,7 @@ def class_atlas(cls, run_dir, layer, model, filter, top, grid, method, min_count
 @main.command()
 @click.option("--classes", nargs=2, required=True, help="Classes A and B (x = attribution to A minus B).")
 @_class_options(settings.Comparison)
-def compare(classes, run_dir, layer, model, filter, top, grid, method, min_count, n_examples, seed, device, threads,
+def compare(classes, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads,
             out, **params) -> None:
     """Compare two classes of a run: x = attribution to A minus B, y = a 1-D layout.
 
@@ -286,6 +278,7 @@ def compare(classes, run_dir, layer, model, filter, top, grid, method, min_count
     """
     from .stages.compare import compare as stage
 
+    model = model_block_from(params)
     path = stage(run_dir, layer, tuple(classes), model, filter=filter, top=top, grid=grid, method=method,
                  min_count=min_count, n_examples=n_examples, seed=seed,
                  params=_render_params({**params, "seed": seed}), device=device, threads=threads, progress=True,
@@ -296,7 +289,7 @@ def compare(classes, run_dir, layer, model, filter, top, grid, method, min_count
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
 @click.option("--target", required=True, help="Target class the patch should produce.")
-@model_option
+@model_flags
 @options_of(settings.Patch, skip=("target",))
 @click.option("--search", multiple=True, help="Atlas folders under RUN/LAYER searched by --discover (default all).")
 @seed_option
@@ -305,7 +298,7 @@ def compare(classes, run_dir, layer, model, filter, top, grid, method, min_count
 @click.option("--out", type=click.Path(), default=None, help="Output folder (default RUN/patches/NAME).")
 @click.option("--icons", "icons_run", default=None, type=click.Path(exists=True),
               help="Run whose LAYER folder holds the icons (default: RUN_DIR).")
-def patch(run_dir, target, model, **options) -> None:
+def patch(run_dir, target, **options) -> None:
     """Paste a patch into photos and measure flips to a target class, against controls.
 
     Example: actlas patch runs/demo -m card.json -l features.13 --source "grey whale" --target "great white shark" --patch cell:grid-16:3,4
@@ -314,6 +307,7 @@ def patch(run_dir, target, model, **options) -> None:
 
     if options["layer"] is None:
         raise click.UsageError("give --layer: the layer whose icons are pasted")
+    model = model_block_from(options)
     path = stage(run_dir, target, model, **options)
     click.echo(str(path.with_name("report.md")))
 

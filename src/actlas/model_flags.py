@@ -18,11 +18,8 @@ import click
 from .models import ModelDefaultWarning, model_from_flags, model_options
 
 
-def model_flags(command: Callable) -> Callable:
-    """Add ``--model/-m`` (a source string or a JSON block) and ``--kwargs``, ``--weights``,
-    ``--input-size``, ``--resize``, ``--crop``, ``--mean``, ``--std``, ``--labels``, ``--synsets``,
-    ``--output``, ``--padding``, ``--layer-kinds``, ``--trust-code``, ``--allow-pickle``; each
-    defaults to None (not given), so the card's or source's value stands."""
+def model_field_flags(command: Callable) -> Callable:
+    """The model block's flags without ``--model`` (for a command whose model is an argument)."""
     for field in reversed(model_options()):
         param = f"model_{field.name}"
         if field.name == "source":
@@ -31,6 +28,15 @@ def model_flags(command: Callable) -> Callable:
             command = click.option(field.flag, param, is_flag=True, default=None, help=field.help)(command)
         else:
             command = click.option(field.flag, param, default=None, help=field.help)(command)
+    return command
+
+
+def model_flags(command: Callable) -> Callable:
+    """Add ``--model/-m`` (a source string or a JSON block) and ``--kwargs``, ``--weights``,
+    ``--input-size``, ``--resize``, ``--crop``, ``--mean``, ``--std``, ``--labels``, ``--synsets``,
+    ``--output``, ``--padding``, ``--layer-kinds``, ``--trust-code``, ``--allow-pickle``; each
+    defaults to None (not given), so the card's or source's value stands."""
+    command = model_field_flags(command)
     return click.option("--model", "-m", "model_source", required=True,
                         help="card .json, torchvision:NAME[:WEIGHTS], timm:NAME, export:PATH.pt2, pkg.mod:fn, "
                              "or a JSON model block (docs/models.md)")(command)

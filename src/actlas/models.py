@@ -340,12 +340,6 @@ def model_from_flags(model: str | Mapping | None, **flags) -> dict:
     return model_block(model, **{k: parse_flag(k, v) for k, v in flags.items()})
 
 
-def model_arg(model: str | Mapping) -> str:
-    """``--model``'s value for a config's ``model``: the source string, or the block as one JSON string
-    (sorted keys, so a rule's command changes only when the block does)."""
-    return model if isinstance(model, str) else json.dumps(_plain(model), sort_keys=True)
-
-
 def _trusted(value: bool | None) -> bool:
     if value is not None:
         return bool(value)

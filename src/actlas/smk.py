@@ -32,6 +32,12 @@ def check_run_dir(run_dir: str, checkout: str | Path) -> str:
     return text.rstrip("/") or text
 
 
+def model_arg(model) -> str:
+    """``--model``'s value for a config's ``model``: the source string, or the block as one JSON string
+    (sorted keys, so a rule's command changes only when the block does)."""
+    return model if isinstance(model, str) else json.dumps(model, sort_keys=True, default=str)
+
+
 def cli_args(**options) -> str:
     """Shell-quoted command-line options: ``layer=["a", "b"]`` -> ``--layer a --layer b``.
 
@@ -49,3 +55,29 @@ def cli_args(**options) -> str:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             out += [flag, shlex.quote(json.dumps(v) if isinstance(v, dict) else str(v))]
     return " ".join(out)
+
+
+def model_files(model) -> list[str]:
+    """The files a model is read from (card, weights, label files, exported program), as data: inputs
+    of every rule that loads the model, so replacing weights at the same path reruns what they made.
+
+    ``model``: a source string or a model block. Files that do not exist are left out (the stage
+    that loads the model names them).
+    """
+    block = dict(model) if isinstance(model, dict) else {"source": str(model)}
+    source = str(block.get("source", ""))
+    found: list[Path] = []
+    base = Path(".")
+    if source.endswith(".json"):
+        found.append(Path(source))
+        try:
+            card = json.loads(Path(source).read_text())
+        except (OSError, ValueError):
+            card = {}
+        base = Path(source).parent
+        found += [base / str(card[k]) for k in ("weights", "labels", "categories", "synsets")
+                  if isinstance(card.get(k), str)]
+    elif source.split(":", 1)[0] in ("export", "torchscript"):
+        found.append(Path(source.split(":", 1)[1]))
+    found += [Path(str(block[k])) for k in ("weights", "labels", "synsets") if isinstance(block.get(k), str)]
+    return sorted({str(p) for p in found if p.is_file()})

@@ -37,7 +37,10 @@ def manifest(run_dir: str | Path, config: dict) -> Path:
     ``render.cells_per_job`` say which artifacts belong to the current plan.
     """
     run_dir = Path(run_dir)
-    collect = [{"store": st.name, **store.shard_attrs(st).get("summary", {})} for st in paths.shard_stores(run_dir)]
+    stores = paths.shard_stores(run_dir)
+    collect = [{"store": st.name, **store.shard_attrs(st).get("summary", {})} for st in stores]
+    # every model setting, declared or defaulted, as collect resolved it
+    model = store.shard_attrs(stores[0]).get("params", {}).get("model") if stores else None
     cells_per_job = int(config.get("render", {}).get("cells_per_job", 0))
     layers = {}
     for layer in config["layers"]:
@@ -68,6 +71,7 @@ def manifest(run_dir: str | Path, config: dict) -> Path:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
         "config": config,
+        "model": model,
         "collect": {
             "shards": len(collect),
             "images": sum(c.get("images", 0) for c in collect),

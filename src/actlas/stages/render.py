@@ -8,6 +8,7 @@ without redoing finished icons and a hit is exactly what a fresh render would gi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +17,17 @@ import numpy as np
 from .. import paths
 from ..settings import Render, RenderParams, Run
 from .batches import cells_digest
+
+
+def files_digest(files: list[str]) -> str:
+    """Digest of the contents of files (the model's weights and cards: an icon depends on them)."""
+    h = hashlib.sha256()
+    for name in files:
+        h.update(name.encode() + b"\0")
+        with open(name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def render_folder(
@@ -34,6 +46,7 @@ def render_folder(
     from ..collect import resolve_device
     from ..digest import code_digest
     from ..models import load_model
+    from ..smk import model_files
 
     if threads:
         torch.set_num_threads(threads)
@@ -55,7 +68,7 @@ def render_folder(
     cache_dir = paths.icon_cache(run_dir)
     context = "|".join([
         render_core.array_digest(whitening), json.dumps(spec.to_json(), sort_keys=True, default=str),
-        code_digest("actlas.stages.render"), dev.type, torch.__version__,
+        files_digest(model_files(model)), code_digest("actlas.stages.render"), dev.type, torch.__version__,
     ])
     keys = [render_core.icon_key(directions[i], context, "", layer, params) for i in index]
     found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}
