@@ -305,8 +305,8 @@ def serve(run_dir: Path | str, host: str = "127.0.0.1", port: int = 0, verbose: 
     Example: ``actlas serve runs/demo`` then open the printed http://127.0.0.1:PORT/.
     """
     server = start_server(run_dir, host=host, port=port, verbose=verbose)
-    print(f"actlas viewer of {run_dir}: {server.url}  (Ctrl-C stops)", flush=True)
-    try:
+    try:  # Ctrl-C may come as soon as the URL is out: the print is inside the try
+        print(f"actlas viewer of {run_dir}: {server.url}  (Ctrl-C stops)", flush=True)
         while server.thread.is_alive():
             server.thread.join(timeout=0.5)
     except KeyboardInterrupt:
