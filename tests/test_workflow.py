@@ -148,10 +148,10 @@ def test_class_atlases_comparisons_and_patches_as_rules(small_run, tmp_path):
 
 
 def _outputs(run) -> dict[str, bytes]:
-    """What a user reads of a run, byte for byte: icons, atlas.json and every PNG of the atlases."""
+    """What a user reads of a run, byte for byte: icons, examples, atlas.json and the atlas PNGs."""
     out = {}
     for path in sorted(Path(run).glob("*/grid-*/**/*")):
-        if path.is_file() and (path.suffix == ".png" or path.name == "atlas.json"):
+        if path.is_file() and (path.suffix in (".png", ".jpg") or path.name == "atlas.json"):
             out[str(path.relative_to(run))] = path.read_bytes()
     return out
 
