@@ -274,7 +274,7 @@ def test_run_dir_that_would_mix_with_the_checkout_is_refused(tmp_path, run_dir):
     assert sorted(p.name for p in ROOT.iterdir()) == before
 
 
-def test_dry_run_and_lint_write_nothing(tmp_path):
+def test_dry_run_and_lint_write_nothing_and_any_run_dir_name_works(tmp_path):
     from conftest import _photo_folder
 
     images = _photo_folder(4)
@@ -284,6 +284,8 @@ def test_dry_run_and_lint_write_nothing(tmp_path):
     assert "collect" in _planned(out) and not run.exists()
     snakemake(tmp_path / "w", "--lint", check=False)
     assert not run.exists()
+    snakemake(tmp_path / "w")  # and for real: every path reaches the shell quoted
+    assert (run / "features.13" / "grid-3" / "atlas.png").is_file() and (run / "manifest.json").is_file()
 
 
 def test_second_workflow_on_a_run_dir_is_refused_in_one_line(tmp_path):
