@@ -219,16 +219,16 @@ def test_render_killed_resumes_from_icon_cache(reference, tmp_path):
         runs[name] = run
     env = _env()
     subprocess.run(_render_cmd(runs["clean"]), cwd=ROOT, env=env, check=True, capture_output=True)
-    with np.load(runs["clean"] / LAYER / "grid-3" / "icons" / "batch-00000.npz") as f:
+    with np.load(runs["clean"] / LAYER / "grid-3" / "render" / "batch-00000.npz") as f:
         clean = {k: f[k] for k in ("cell", "icon", "objective", "faithfulness")}
         assert int(f["rendered"]) == len(clean["cell"]) >= 3
     cache = runs["killed"] / "cache" / "icons"
     assert _kill_when(_render_cmd(runs["killed"]), lambda: len(list(cache.glob("*.npz"))) >= 2, env,
                       tmp_path / "render.log"), "render finished before it could be killed"
     cached = len(list(cache.glob("*.npz")))
-    assert not (runs["killed"] / LAYER / "grid-3" / "icons" / "batch-00000.npz").exists()
+    assert not (runs["killed"] / LAYER / "grid-3" / "render" / "batch-00000.npz").exists()
     subprocess.run(_render_cmd(runs["killed"]), cwd=ROOT, env=env, check=True, capture_output=True)
-    with np.load(runs["killed"] / LAYER / "grid-3" / "icons" / "batch-00000.npz") as f:
+    with np.load(runs["killed"] / LAYER / "grid-3" / "render" / "batch-00000.npz") as f:
         assert int(f["rendered"]) == len(clean["cell"]) - cached
         for k, v in clean.items():
             assert f[k].tobytes() == v.tobytes(), k

@@ -231,7 +231,7 @@ def _outputs(run: Path) -> dict:
         out["cells"] = {k: f[k].tobytes() for k in ("ij", "count", "order", "offsets")}
         out["directions"] = f["direction"]
     icons = {}
-    for batch in sorted((grid / "icons").glob("batch-*.npz")):
+    for batch in sorted((grid / "render").glob("batch-*.npz")):
         with np.load(batch) as f:
             for cell, icon in zip(f["cell"], f["icon"]):
                 icons[int(cell)] = icon
@@ -276,7 +276,7 @@ def test_slurm_run_equals_local_run(cluster, tmp_path_factory, images, local_run
     np.testing.assert_array_equal(merged, store.read(sorted((local_run / "collect").glob("shard-*.zarr")),
                                                      "features.13/activation"))
     jobs = _cluster_jobs(work)
-    render_batches = len(list((work / "run" / "features.13" / "grid-3" / "icons").glob("batch-*.npz")))
+    render_batches = len(list((work / "run" / "features.13" / "grid-3" / "render").glob("batch-*.npz")))
     assert jobs.get("rule_collect") == 2, jobs
     assert render_batches >= 2 and "rule_render" not in jobs, f"render jobs went out ungrouped: {jobs}"
     assert sum(v for k, v in jobs.items() if k.startswith("group_")) < render_batches, jobs
@@ -343,7 +343,7 @@ def test_killed_driver_resumes(cluster, tmp_path_factory, images, local_run):
     assert all(p.stat().st_mtime_ns == t for p, t in cached.items()), "a cached icon was rendered again"
     # Icons cached before the kill are reused; the others are rendered once, after it.
     rendered_after = 0
-    for batch in (grid / "icons").glob("batch-*.npz"):
+    for batch in (grid / "render").glob("batch-*.npz"):
         if batch.stat().st_mtime > killed_at:
             with np.load(batch) as f:
                 rendered_after += int(f["rendered"])
