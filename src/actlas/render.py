@@ -8,6 +8,7 @@ the cosine between the icon's own (unwhitened) centre activation and the cell's 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -26,6 +27,18 @@ def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:
     """A seed that depends only on a direction's values, the run seed and the try number."""
     digest = hashlib.sha256(np.ascontiguousarray(direction, dtype=np.float32).tobytes()).digest()
     return (int.from_bytes(digest[:4], "little") ^ (seed * 1_000_003) ^ (attempt * 7919)) & 0x7FFFFFFF
+
+
+def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderParams:
+    """Render settings for a model whose input is ``input_size`` (H, W): an icon is never larger than
+    the model's input (a 32 px model's icons render at 32 px, shown enlarged by the atlas), and its
+    pad and jitter shrink with it in proportion. Settings for a larger input come back unchanged."""
+    side = int(min(input_size))
+    if side >= params.size:
+        return params
+    ratio = side / params.size
+    return dataclasses.replace(params, size=side, pad=int(round(params.pad * ratio)),
+                               jitter=int(round(params.jitter * ratio)))
 
 
 def _optimise(

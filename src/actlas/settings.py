@@ -97,6 +97,7 @@ class Atlas:
     density: bool = True  # size icons by sample count
     n_examples: int = 6  # dataset examples per cell
     example_extent: float = 0.3  # example crop side, as a fraction of the network input
+    min_cell: int = 96  # smaller icons are shown enlarged by a whole factor, nearest neighbour (pixels)
 
 
 @dataclass(frozen=True)
