@@ -46,7 +46,10 @@ def _optimise(
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,))."""
-    params, image_fn = param.image(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
+    if p.param not in param.PARAMETERISATIONS:
+        raise ValueError(f"render.param {p.param!r} is not one of {', '.join(param.PARAMETERISATIONS)}")
+    make = param.PARAMETERISATIONS[p.param]
+    params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
     memory_format = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
@@ -146,6 +149,8 @@ def icon_key(direction: np.ndarray, whitening_digest: str, model_source: str, la
     settings = params.to_json()
     if not settings["amp"]:
         del settings["amp"]  # keys of float32 icons stay what they were before the option existed
+    if settings["param"] == "fft":
+        del settings["param"]  # likewise keys of FFT icons
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:32]
 
