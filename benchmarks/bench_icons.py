@@ -168,7 +168,7 @@ def contact_sheet(icons: dict[str, np.ndarray], patches: np.ndarray, faith: dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="8 directions, 64 steps, 240 photos (about 10 min on 2 CPUs)")
+    ap.add_argument("--quick", action="store_true", help="8 directions, 64 steps, 240 photos, settings QUICK_SETTINGS (over 25 min under load 7-11 on 2 CPUs; unmeasured quiet)")
     ap.add_argument("--directions", type=int, default=None, help="directions per row (32; --quick 8)")
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps (128; --quick 64)")
     ap.add_argument("--photos", type=int, default=None, help="photos per model (600; --quick 240)")
