@@ -10,6 +10,11 @@ Objective: actlas maximises dot(h, v) * cos(h, v) ** power at the layer's centre
 Lucent objective is ``direction_neuron`` (cosine with v at the centre). Both are a handful of
 element-wise ops on a (B, C) vector, negligible next to the network's forward and backward.
 
+Each renderer has its own model: Lucent's ``render_vis`` adds a forward hook to every module on each
+call and never removes it, so Lucent runs on a deep copy whose leftover hooks are cleared after each
+call (every call then costs what a first call costs), and actlas runs on the original, which must
+end the run with no forward hook (checked, and printed).
+
 Usage: .venv/bin/python benchmarks/bench_render.py [--quick] [--device cpu|cuda]
 Last line: ``ratio: X`` = actlas icons/s (batch --batch) / Lucent icons/s.
 """
@@ -17,6 +22,7 @@ Last line: ``ratio: X`` = actlas icons/s (batch --batch) / Lucent icons/s.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import warnings
 
@@ -42,6 +48,26 @@ def real_directions(net, spec, n: int, device, seed: int = 0) -> tuple[np.ndarra
     _, cov = moments(flat)
     pick = np.random.default_rng(seed).choice(len(flat), size=min(n, len(flat)), replace=False)
     return flat[pick], whitening(cov, 1.0)
+
+
+def forward_hooks(net) -> int:
+    """How many forward hooks are registered on a model's modules."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules())
+
+
+def hook_ids(net) -> list[tuple[set, set]]:
+    """The ids of every module's forward (pre-)hooks, in ``net.modules()`` order."""
+    return [(set(m._forward_hooks), set(m._forward_pre_hooks)) for m in net.modules()]
+
+
+def clear_hooks(net, keep: list[tuple[set, set]]) -> None:
+    """Remove the forward hooks added since ``keep = hook_ids(net)`` (what Lucent's ``render_vis``
+    leaves behind); the model's own hooks (the card's logits hook) stay."""
+    for m, (fwd, pre) in zip(net.modules(), keep):
+        for key in [k for k in m._forward_hooks if k not in fwd]:
+            del m._forward_hooks[key]
+        for key in [k for k in m._forward_pre_hooks if k not in pre]:
+            del m._forward_pre_hooks[key]
 
 
 def main() -> None:
@@ -94,6 +120,9 @@ def main() -> None:
     if cuda:  # as the pipeline's render stage does (both renderers get the same model)
         net.to(memory_format=torch.channels_last)
     directions, white = real_directions(net, spec, max(max(sweep), batch, n_lucent), device)
+    # Lucent's own model: its hooks never touch the model actlas is timed on
+    lucent_net = copy.deepcopy(net)
+    own_hooks, lucent_keep = forward_hooks(net), hook_ids(lucent_net)
     targets = directions @ white.T
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
     lucent_layer = LAYER.replace(".", "_")  # Lucent joins module names with "_"
@@ -105,12 +134,13 @@ def main() -> None:
         icons = []
         for i in range(k):
             out = lrender.render_vis(
-                net, lobj.direction_neuron(lucent_layer, torch.from_numpy(targets[i]).to(device)),
+                lucent_net, lobj.direction_neuron(lucent_layer, torch.from_numpy(targets[i]).to(device)),
                 param_f=lambda: lparam.image(a.size),  # fft=True, decorrelate=True, sd=0.01 (as actlas)
                 optimizer=lambda p: torch.optim.Adam(p, lr=0.05),
                 transforms=ltrans.standard_transforms + [spec.normalize], preprocess=False,
                 thresholds=(steps,), show_image=False, progress=False, fixed_image_size=a.size + 2 * pad,
             )
+            clear_hooks(lucent_net, lucent_keep)  # the hooks render_vis left: the next call starts as the first did
             icons.append(out[-1][0])
         return np.stack(icons)
 
@@ -164,6 +194,9 @@ def main() -> None:
     print()
     print("actlas batch-size sweep (one call per batch; Lucent renders one icon per call):")
     print(table(["batch", "icons/s", "x Lucent"], sweep_rows))
+    print(f"forward hooks on actlas's model: {forward_hooks(net)} at the end, {own_hooks} at the start "
+          "(the card's own; Lucent ran on its own deep copy)")
+    assert forward_hooks(net) == own_hooks, "a renderer left hooks on actlas's model"
     print(f"ratio: {ips[f'actlas b={batch}'] / base:.2f}")
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,25 @@ def test_whitening_is_used(tiny_model):
     a = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
     b = render(tiny_model, SPEC, "features.4", d, whitening=w, params=FAST, progress=False)
     assert not np.array_equal(a["icon"], b["icon"])
+
+
+def test_maco_keeps_its_magnitude_and_renders_like_fft(tiny_model):
+    params, image_fn = param.maco_image(2, 32, seeds=[3, 4])
+    img = image_fn()
+    assert img.shape == (2, 3, 32, 32) and 0 <= img.min() and img.max() <= 1
+    assert params[0].shape == (2, 3, 32, 17)  # only the phase is a parameter
+    d = _directions(tiny_model, 2)
+    maco = RenderParams(size=32, steps=24, lr=0.05, batch_size=8, pad=4, jitter=2, param="maco")
+    together = render(tiny_model, SPEC, "features.4", d, params=maco, progress=False)
+    alone = render(tiny_model, SPEC, "features.4", d[1:], params=maco, progress=False)
+    assert np.abs(together["icon"][1].astype(int) - alone["icon"][0].astype(int)).mean() < 1.0
+    t = torch.from_numpy(d / np.linalg.norm(d, axis=1, keepdims=True))
+    _, short = _optimise(tiny_model, SPEC, "features.4", t, [1, 2], dataclasses.replace(maco, steps=1), "cpu")
+    _, long = _optimise(tiny_model, SPEC, "features.4", t, [1, 2], dataclasses.replace(maco, steps=30), "cpu")
+    assert (long > short).all()
+
+
+def test_an_unknown_parameterisation_fails_naming_the_valid_ones(tiny_model):
+    with pytest.raises(ValueError, match="fft, maco"):
+        render(tiny_model, SPEC, "features.4", _directions(tiny_model, 1), params=RenderParams(size=32, steps=1,
+               param="nope"), progress=False)

@@ -67,3 +67,41 @@ def image(
     init = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]) * sd
     spectrum = init.to(device).requires_grad_(True)
     return [spectrum], to_valid_rgb(fft_image(spectrum, size, decay_power))
+
+
+def maco_image(
+    batch: int, size: int, *, seeds: list[int] | None = None, decay_power: float = 1.0,
+    device: torch.device | str = "cpu",
+):
+    """MaCo-style images (Fel et al. 2023): only the Fourier phase is optimised; the magnitude stays
+    a natural-image spectrum, 1 / frequency ** decay_power. Each image is standardised (zero mean,
+    unit deviation) in decorrelated colour, then mapped to RGB with a sigmoid, so its contrast and
+    colourfulness are fixed by the spectrum rather than by how far the optimiser went.
+
+    Returns (params, image_fn) with image_fn() (B, 3, S, S) in [0, 1]; ``seeds`` (one per image)
+    make each image's start phase independent of the batch it is in.
+    """
+    freqs = rfft2d_freqs(size, size)
+    magnitude = 1.0 / np.maximum(freqs, 1.0 / size) ** decay_power
+    magnitude[0, 0] = 0.0  # no DC: the mean is set by standardising
+    mag_t = torch.tensor(magnitude, dtype=torch.float32, device=device)[None, None]
+    seeds = seeds if seeds is not None else list(range(batch))
+    shape = (3, size, size // 2 + 1)
+    init = torch.stack([
+        (torch.rand(shape, generator=torch.Generator().manual_seed(int(s))) * 2 - 1) * np.pi for s in seeds
+    ])
+    phase = init.to(device).requires_grad_(True)
+    matrix = COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
+
+    def rgb() -> torch.Tensor:
+        spectrum = torch.polar(mag_t.expand_as(phase), phase)
+        x = torch.fft.irfftn(spectrum, s=(size, size), norm="ortho")
+        x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / (x.std(dim=(1, 2, 3), keepdim=True) + 1e-6)
+        m = torch.tensor(matrix, dtype=x.dtype, device=x.device)
+        return torch.sigmoid(torch.einsum("bchw,dc->bdhw", x, m) * 2.0)
+
+    return [phase], rgb
+
+
+# RenderParams.param -> the parameterisation's constructor
+PARAMETERISATIONS = {"fft": image, "maco": maco_image}

@@ -8,6 +8,7 @@ the cosine between the icon's own (unwhitened) centre activation and the cell's 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -28,12 +29,27 @@ def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:
     return (int.from_bytes(digest[:4], "little") ^ (seed * 1_000_003) ^ (attempt * 7919)) & 0x7FFFFFFF
 
 
+def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderParams:
+    """Render settings for a model whose input is ``input_size`` (H, W): an icon is never larger than
+    the model's input (a 32 px model's icons render at 32 px, shown enlarged by the atlas), and its
+    pad and jitter shrink with it in proportion. Settings for a larger input come back unchanged."""
+    side = int(min(input_size))
+    if side >= params.size:
+        return params
+    ratio = side / params.size
+    return dataclasses.replace(params, size=side, pad=int(round(params.pad * ratio)),
+                               jitter=int(round(params.jitter * ratio)))
+
+
 def _optimise(
     model: nn.Module, spec: ModelSpec, layer: str, targets: torch.Tensor, seeds: list[int], p: RenderParams,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,))."""
-    params, image_fn = param.image(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
+    if p.param not in param.PARAMETERISATIONS:
+        raise ValueError(f"render.param {p.param!r} is not one of {', '.join(param.PARAMETERISATIONS)}")
+    make = param.PARAMETERISATIONS[p.param]
+    params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
     memory_format = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
@@ -133,6 +149,8 @@ def icon_key(direction: np.ndarray, whitening_digest: str, model_source: str, la
     settings = params.to_json()
     if not settings["amp"]:
         del settings["amp"]  # keys of float32 icons stay what they were before the option existed
+    if settings["param"] == "fft":
+        del settings["param"]  # likewise keys of FFT icons
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:32]
 

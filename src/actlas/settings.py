@@ -71,6 +71,7 @@ class RenderParams:
     pad: int = 12  # padding of the robustness transforms
     jitter: int = 8  # jitter of the robustness transforms, pixels
     decay_power: float = 1.0  # spectrum decay of the FFT parameterisation
+    param: str = "fft"  # parameterisation: fft (optimise the spectrum) or maco (only its phase)
     seed: int = 0  # render seed (the workflow passes the run's seed)
     amp: bool = False  # bf16 autocast while optimising icons (scores stay float32)
 
@@ -97,6 +98,7 @@ class Atlas:
     density: bool = True  # size icons by sample count
     n_examples: int = 6  # dataset examples per cell
     example_extent: float = 0.3  # example crop side, as a fraction of the network input
+    min_cell: int = 96  # smaller icons are shown enlarged by a whole factor, nearest neighbour (pixels)
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,15 @@ def label_agreement(cells: dict, samples: Samples) -> float:
 def atlas_folder(
     folder: str | Path, run_dir: str | Path, layer: str, model, *, cells_per_job: int = Render.cells_per_job,
     density: bool = Atlas.density, n_examples: int = Atlas.n_examples, example_extent: float = Atlas.example_extent,
-    samples: Samples | None = None, extra: dict | None = None,
+    min_cell: int = Atlas.min_cell, samples: Samples | None = None, extra: dict | None = None,
 ) -> Path:
     """Compose the icons of an atlas folder (``grid-N``, ``class-*``, ``compare-*``) into its atlas files.
 
     Reads ``cells.npz`` and the render batches its plan makes (``cells_per_job``); writes
     ``atlas.png`` (N*S x N*S RGB), ``atlas-labelled.png``, ``icons/I_J.png``, ``examples/I_J_E.jpg``
     and ``atlas.json`` (last: its presence means the folder is complete). ``extra`` adds keys to atlas.json.
+    Icons under ``min_cell`` px are shown enlarged by a whole factor, nearest neighbour (``icons/`` keep
+    the rendered pixels); ``icon_size`` in atlas.json is the atlas's cell, ``render_size`` the icon's.
     """
     from ..models import load_model
 
@@ -47,11 +49,13 @@ def atlas_folder(
     _, spec = load_model(model)
     size = icon.shape[1]
     ij = cells["ij"]
+    factor = atlas_core.display_factor(size, min_cell)
     scale = atlas_core.density_scale(cells["count"]) if density else None
-    image = atlas_core.compose(icon, ij, n, scale=scale)
+    image = atlas_core.compose(icon, ij, n, scale=scale, factor=factor)
     names = [spec.short_name(int(c)) for c in cells["label"]]
     paths.save_image(folder / "atlas.png", Image.fromarray(image), optimize=False)
-    paths.save_image(folder / "atlas-labelled.png", Image.fromarray(atlas_core.draw_labels(image, ij, names, size)))
+    labelled = atlas_core.draw_labels(image, ij, names, size * factor)
+    paths.save_image(folder / "atlas-labelled.png", Image.fromarray(labelled))
     samples = samples or load_samples(run_dir, layer)
     for sub in ("icons", "examples"):  # this stage's folders: nothing of an earlier plan stays in them
         shutil.rmtree(folder / sub, ignore_errors=True)
@@ -90,8 +94,8 @@ def atlas_folder(
         })
     meta = {
         "label_agreement": round(label_agreement(cells, samples), 4),
-        "layer": layer, "grid": n, "icon_size": size, "image": "atlas.png", "labelled": "atlas-labelled.png",
-        "size_px": [n * size, n * size], "classes": [spec.short_name(c) for c in range(len(spec.categories))],
+        "layer": layer, "grid": n, "icon_size": size * factor, "render_size": size, "display_factor": factor,
+        "image": "atlas.png", "labelled": "atlas-labelled.png", "size_px": [n * size * factor, n * size * factor], "classes": [spec.short_name(c) for c in range(len(spec.categories))],
         "faithfulness_median": round(float(np.median(faith)), 4), "cells": records, **(extra or {}),
     }
     paths.write_json(folder / "atlas.json", meta)
@@ -101,8 +105,9 @@ def atlas_folder(
 def atlas(
     run_dir: str | Path, layer: str, n: int, model, *, cells_per_job: int = Render.cells_per_job,
     density: bool = Atlas.density, n_examples: int = Atlas.n_examples, example_extent: float = Atlas.example_extent,
+    min_cell: int = Atlas.min_cell,
 ) -> Path:
     """Compose a grid's icons into ``LAYER/grid-N/atlas.png``, atlas-labelled.png, icons/, examples/, atlas.json."""
     atlas_folder(paths.grid_dir(run_dir, layer, n), run_dir, layer, model, cells_per_job=cells_per_job,
-                 density=density, n_examples=n_examples, example_extent=example_extent)
+                 density=density, n_examples=n_examples, example_extent=example_extent, min_cell=min_cell)
     return paths.grid_dir(run_dir, layer, n) / "atlas.png"

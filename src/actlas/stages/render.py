@@ -37,7 +37,8 @@ def render_folder(
 ) -> Path:
     """Render batch ``batch`` of the cells in ``FOLDER/cells.npz`` (all cells when ``cells_per_job`` is 0).
 
-    The batch file holds cell (B,), icon (B, S, S, 3) uint8, objective (B,), faithfulness (B,),
+    Icons are never larger than the model's input (``actlas.render.fit_to_input``). The batch file
+    holds cell (B,), icon (B, S, S, 3) uint8, objective (B,), faithfulness (B,),
     cells_digest, rendered (how many were not cached) and seconds.
     """
     import torch
@@ -61,6 +62,7 @@ def render_folder(
     index = np.arange(lo, hi)
     whitening = np.load(paths.whiten(run_dir, layer))
     net, spec = load_model(model)
+    params = render_core.fit_to_input(params, spec.input_size)  # a 32 px model renders 32 px icons
     dev = resolve_device(device)
     net.to(dev)
     if dev.type == "cuda":

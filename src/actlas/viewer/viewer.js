@@ -309,6 +309,8 @@
     if (!hit) return;
     const cell = hit.cell;
     const icon = $("cell-icon");
+    // a small icon (a 32 px model's) is shown enlarged as crisp pixel blocks, never smoothed
+    icon.onload = () => { icon.style.imageRendering = icon.naturalWidth < 96 ? "pixelated" : "auto"; };
     if (cell.icon) { icon.src = cell.icon; icon.hidden = false; } else { icon.hidden = true; }
     $("cell-label").textContent = cell.label;
     $("cell-meta").textContent = cell.count + (cell.count === 1 ? " sample" : " samples") +

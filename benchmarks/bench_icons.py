@@ -1,0 +1,245 @@
+"""Icon quality and speed matrix: renderer settings x (model, layer) rows, on real cell directions.
+
+Rows: the shared MobileNetV2 at ``features.6``, ``features.13``, ``features.16`` (icons at
+``--size``, 80 px as the demo) and the built-in CIFAR-10 ResNet-20 at ``layer2``, ``layer3``
+(icons at its 32 px input). Per model, a few hundred photos go through actlas's own stages in a
+temporary run (shards, collect at every row layer in one pass, layout, grid); a row's directions
+are the means of its grid's most populated cells, rendered with that layer's whitening.
+
+Per setting and row:
+
+- faithfulness, median and p10 (cosine of the icon's centre activation with the cell's direction);
+- icons/s (the render call's own seconds);
+- high-frequency ratio: the icon's share of spectral energy above half the Nyquist frequency
+  (grey level, mean removed) over the same share of its cell's dataset patches, median over icons;
+- saturation ratio: the icon's mean HSV saturation over its patches', median over icons.
+
+Patches: the ``--patches`` members of the cell nearest its direction (as the atlas's examples),
+cropped around their position with the side the icon covers in network input pixels
+(icon size / input side), resized to the icon size. A contact sheet per row
+(``OUT/sheet-MODEL-LAYER.png``): one column per direction, one row of icons per setting, then the
+patches. Settings: ``default`` (today's RenderParams, fitted to the input by
+``actlas.render.fit_to_input``), and the variants in ``SETTINGS``.
+
+Usage: .venv/bin/python benchmarks/bench_icons.py [--quick] [--out DIR] [--threads 2]
+Last line: ``ratio: X`` = median over rows of the best variant's icons/s over the default's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import ASSETS, MODEL, ROOT, machine, table  # noqa: E402
+
+RESNET = str(ROOT / "config" / "models" / "cifar10_resnet20.json")
+ROWS = {
+    "mobilenet_v2": (MODEL, [ASSETS / "images" / "imagenet-val"], ["features.6", "features.13", "features.16"]),
+    "resnet20": (RESNET, [ASSETS / "images" / "cifar10-test"], ["layer2", "layer3"]),
+}
+# name -> changes to the default RenderParams (after fit_to_input); "default" is today's renderer
+SETTINGS = {
+    "default": {},
+    "pad0": {"pad": 0},
+    "decay1.5": {"decay_power": 1.5},
+    "pad0 decay1.5": {"pad": 0, "decay_power": 1.5},
+    "pad0 decay2": {"pad": 0, "decay_power": 2.0},
+    "pad0 lr0.1": {"pad": 0, "lr": 0.1},
+    "maco": {"param": "maco"},
+    "maco pad0": {"pad": 0, "param": "maco"},
+}
+QUICK_SETTINGS = ["default", "pad0", "decay1.5", "pad0 decay1.5", "pad0 decay2"]
+
+
+def hf_share(img: np.ndarray) -> float:
+    """Share of spectral energy above half the Nyquist frequency of an (S, S, 3) uint8 image's grey level."""
+    g = img.astype(np.float64).mean(axis=2)
+    g -= g.mean()
+    power = np.abs(np.fft.fft2(g)) ** 2
+    fy = np.fft.fftfreq(g.shape[0])[:, None]
+    fx = np.fft.fftfreq(g.shape[1])[None, :]
+    r = np.sqrt(fx ** 2 + fy ** 2)  # cycles per pixel; Nyquist is 0.5
+    total = power.sum()
+    return float(power[r > 0.25].sum() / total) if total > 0 else 0.0
+
+
+def saturation(img: np.ndarray) -> float:
+    """Mean HSV saturation of an (S, S, 3) uint8 image, in [0, 1]."""
+    x = img.astype(np.float64)
+    mx, mn = x.max(axis=2), x.min(axis=2)
+    return float(np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-9), 0.0).mean())
+
+
+def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_photos: int, grid_n: int, k: int,
+            n_patches: int, size: int, work: Path, positions: int) -> dict:
+    """Collect ``n_photos`` photos at ``layers`` in one temporary run, lay out and grid each layer;
+    per layer: directions (k, C), whitening, and each cell's dataset patches (k, P, size, size, 3)."""
+    from actlas import atlas as atlas_core
+    from actlas import grid as grid_core
+    from actlas import images as imgs
+    from actlas import paths
+    from actlas.collect import collect
+    from actlas.models import load_model
+    from actlas.stages.grid import grid as grid_stage
+    from actlas.stages.layout import layout as layout_stage
+    from actlas.stages.samples import load_samples
+
+    _, spec = load_model(model)
+    rows = []
+    for f in folders:
+        rows += imgs.list_images(str(f), spec.synsets, spec.categories)
+    rows = imgs.select(sorted(set(rows)), n_photos, 0)
+    run = work / name
+    t0 = time.perf_counter()
+    (lst,) = imgs.write_shards(rows, 1, run / "shards")
+    collect(lst, run / "collect" / f"{lst.stem}.zarr", model, layers, positions=positions, attr_top=2,
+            batch_size=32, chunk=256, workers=0, progress=False, device="cpu")
+    out = {}
+    for layer in layers:
+        layout_stage(run, layer, backend="umap-learn")
+        grid_stage(run, layer, grid_n, min_count=3)
+        cells = paths.load_npz(paths.cells(paths.grid_dir(run, layer, grid_n)))
+        pick = np.argsort(-cells["count"], kind="stable")[:k]
+        samples = load_samples(run, layer)
+        side = min(size, min(spec.input_size))
+        extent = side / min(spec.input_size)
+        patches = np.zeros((len(pick), n_patches, side, side, 3), np.uint8)
+        for r, c in enumerate(pick):
+            members = grid_core.members(cells, int(c))
+            near, _ = atlas_core.nearest_members(cells["direction"][c], samples.activation[members], n_patches)
+            for p, row in enumerate(members[near]):
+                decoded, _ = imgs.decode(samples.paths[int(samples.image[row])])
+                box = spec.source_box((decoded.height, decoded.width), tuple(samples.position[row]), samples.spatial,
+                                      extent)
+                patches[r, p] = np.asarray(decoded.convert("RGB").crop(box).resize((side, side),
+                                                                                  Image.Resampling.LANCZOS))
+        out[layer] = {"direction": cells["direction"][pick], "whitening": np.load(paths.whiten(run, layer)),
+                      "patches": patches, "count": cells["count"][pick]}
+    print(f"{name}: {len(rows)} photos collected, laid out and gridded in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr, flush=True)
+    return out
+
+
+def contact_sheet(icons: dict[str, np.ndarray], patches: np.ndarray, faith: dict[str, np.ndarray], title: str,
+                  cell: int = 96) -> Image.Image:
+    """One column per direction: a row of icons per setting (nearest-neighbour enlarged), then the patches."""
+    from actlas.atlas import display_factor, enlarge
+
+    k = patches.shape[0]
+    names = list(icons)
+    left, top, cap = 120, 22, 14
+    rows = len(names) + patches.shape[1]
+    sheet = Image.new("RGB", (left + k * cell, top + rows * (cell + cap)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=11)
+    draw.text((4, 4), title, fill=(0, 0, 0), font=font)
+
+    def put(img: np.ndarray, r: int, c: int, text: str = "") -> None:
+        f = display_factor(img.shape[0], cell)
+        big = Image.fromarray(enlarge(img, f)) if f > 1 else Image.fromarray(img)
+        if big.width != cell:
+            big = big.resize((cell, cell), Image.Resampling.NEAREST if f > 1 else Image.Resampling.LANCZOS)
+        y = top + r * (cell + cap)
+        sheet.paste(big, (left + c * cell, y))
+        if text:
+            draw.text((left + c * cell + 2, y + cell), text, fill=(0, 0, 0), font=font)
+
+    for r, name in enumerate(names):
+        draw.text((4, top + r * (cell + cap) + cell // 2), name, fill=(0, 0, 0), font=font)
+        for c in range(k):
+            put(icons[name][c], r, c, f"{faith[name][c]:.2f}")
+    for p in range(patches.shape[1]):
+        r = len(names) + p
+        draw.text((4, top + r * (cell + cap) + cell // 2), f"patch {p + 1}", fill=(0, 0, 0), font=font)
+        for c in range(k):
+            put(patches[c, p], r, c)
+    return sheet
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="8 directions, 64 steps, 240 photos, settings QUICK_SETTINGS (over 25 min under load 7-11 on 2 CPUs; unmeasured quiet)")
+    ap.add_argument("--directions", type=int, default=None, help="directions per row (32; --quick 8)")
+    ap.add_argument("--steps", type=int, default=None, help="optimisation steps (128; --quick 64)")
+    ap.add_argument("--photos", type=int, default=None, help="photos per model (600; --quick 240)")
+    ap.add_argument("--size", type=int, default=80, help="icon side for the ImageNet model (the demo's 80)")
+    ap.add_argument("--grid", type=int, default=8, help="grid cells per side")
+    ap.add_argument("--patches", type=int, default=4, help="dataset patches per cell")
+    ap.add_argument("--settings", default=None, help="comma-separated names of SETTINGS (all; --quick QUICK_SETTINGS)")
+    ap.add_argument("--rows", default=None, help="comma-separated MODEL:LAYER rows (default: all)")
+    ap.add_argument("--out", default="bench-icons", help="folder for the contact sheets")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    warnings.filterwarnings("ignore")
+    k = a.directions or (8 if a.quick else 32)
+    steps = a.steps or (64 if a.quick else 128)
+    n_photos = a.photos or (240 if a.quick else 600)
+    settings = a.settings.split(",") if a.settings else (QUICK_SETTINGS if a.quick else list(SETTINGS))
+    wanted = set(a.rows.split(",")) if a.rows else None
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from actlas.models import load_model
+    from actlas.render import RenderParams, fit_to_input
+    from actlas.render import render as render_icons
+
+    table_rows, speedups = [], []
+    with tempfile.TemporaryDirectory(prefix="actlas-bench-icons-") as tmp:
+        for name, (model, folders, layers) in ROWS.items():
+            layers = [l for l in layers if wanted is None or f"{name}:{l}" in wanted]
+            if not layers:
+                continue
+            net, spec = load_model(model)
+            net.eval()
+            data = prepare(name, model, folders, layers, n_photos, a.grid, k, a.patches, a.size, Path(tmp),
+                           positions=4)
+            for layer in layers:
+                d = data[layer]
+                icons, faith, ips = {}, {}, {}
+                warm = fit_to_input(RenderParams(size=a.size, steps=2, batch_size=k), spec.input_size)
+                render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=warm, progress=False)
+                for s in settings:
+                    base = fit_to_input(RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size)
+                    params = dataclasses.replace(base, **SETTINGS[s])
+                    out = render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=params,
+                                       progress=False)
+                    icons[s], faith[s] = out["icon"], out["faithfulness"]
+                    ips[s] = len(out["icon"]) / float(out["seconds"])
+                    hf_p = np.array([np.median([hf_share(p) for p in ps]) for ps in d["patches"]])
+                    sat_p = np.array([np.mean([saturation(p) for p in ps]) for ps in d["patches"]])
+                    hf = np.median([hf_share(i) for i in out["icon"]] / np.maximum(hf_p, 1e-9))
+                    sat = np.median([saturation(i) for i in out["icon"]] / np.maximum(sat_p, 1e-9))
+                    table_rows.append([f"{name} {layer}", s, params.size, params.pad, params.jitter,
+                                       round(float(np.median(faith[s])), 3),
+                                       round(float(np.percentile(faith[s], 10)), 3), round(ips[s], 3),
+                                       round(float(hf), 2), round(float(sat), 2)])
+                    print(" | ".join(map(str, table_rows[-1])), file=sys.stderr, flush=True)
+                best = max((s for s in settings if s != "default"), key=lambda s: ips[s], default=None)
+                if best and "default" in ips:
+                    speedups.append(ips[best] / ips["default"])
+                title = f"{spec.name} {layer}: {k} cell directions, {steps} steps; rows: settings, then patches"
+                sheet = contact_sheet(icons, d["patches"], faith, title)
+                sheet.save(out_dir / f"sheet-{name}-{layer}.png")
+
+    print(f"# bench_icons: {machine()}")
+    print(f"# {k} real cell directions per row (the most populated cells of a {a.grid} x {a.grid} grid), "
+          f"{steps} steps, {n_photos} photos per model, {a.patches} patches per cell, one repetition")
+    print(table(["row", "setting", "size", "pad", "jitter", "faith median", "faith p10", "icons/s", "HF ratio",
+                 "sat ratio"], table_rows))
+    print(f"contact sheets: {out_dir}/sheet-*.png")
+    print(f"ratio: {float(np.median(speedups)) if speedups else float('nan'):.2f}")
+
+
+if __name__ == "__main__":
+    main()

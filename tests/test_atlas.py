@@ -1,0 +1,85 @@
+"""The atlas core on synthetic icons: small icons enlarged by a whole factor, nearest neighbour;
+labels in a caption strip that never covers an icon, readable and within their cell."""
+
+import numpy as np
+import pytest
+
+from actlas import atlas
+from actlas.render import RenderParams, fit_to_input
+
+
+def _icons(k, s, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(k, s, s, 3), dtype=np.uint8)
+
+
+def test_a_32_px_icon_is_enlarged_by_a_whole_factor_nearest_neighbour():
+    icons = _icons(4, 32)
+    ij = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
+    f = atlas.display_factor(32, 96)
+    assert f == 3
+    out = atlas.compose(icons, ij, 2, factor=f)
+    assert out.shape == (2 * 96, 2 * 96, 3)
+    for k, (i, j) in enumerate(ij):
+        cell = out[j * 96:(j + 1) * 96, i * 96:(i + 1) * 96]
+        # every icon pixel is a 3 x 3 block of exactly its value: no smoothing, no new colours
+        np.testing.assert_array_equal(cell, np.repeat(np.repeat(icons[k], 3, 0), 3, 1))
+        np.testing.assert_array_equal(cell[::3, ::3], icons[k])
+
+
+def test_large_icons_are_not_enlarged():
+    assert atlas.display_factor(96, 96) == 1 and atlas.display_factor(128, 96) == 1
+    icons = _icons(1, 96)
+    out = atlas.compose(icons, np.array([[0, 0]]), 1)
+    np.testing.assert_array_equal(out, icons[0])
+
+
+def test_density_shrinks_an_enlarged_icon_by_a_smaller_whole_factor():
+    icons = _icons(2, 32)
+    out = atlas.compose(icons, np.array([[0, 0], [1, 0]]), 2, scale=np.array([1.0, 0.5]), factor=4)
+    small = out[0:128, 128:256]
+    side = 32 * 2  # round(4 * 0.5) = 2
+    off = (128 - side) // 2
+    np.testing.assert_array_equal(small[off:off + side, off:off + side], np.repeat(np.repeat(icons[1], 2, 0), 2, 1))
+    assert (small[:off] == 255).all() and (small[off + side:] == 255).all()
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 96, 160])
+def test_labels_never_cover_icons_and_stay_readable(size):
+    n = 3
+    rng = np.random.default_rng(size)
+    ij = np.array([[i, j] for j in range(n) for i in range(n)])
+    image = atlas.compose(_icons(n * n, size), ij, n)
+    labels = ["automobile", "great white shark, white shark, man-eater", "ox"] * 3
+    labelled = atlas.draw_labels(image, ij, labels, size)
+    up, pitch, strip, font = atlas.label_geometry(size)
+    assert pitch >= atlas.LABEL_MIN_CELL and font >= atlas.LABEL_FONT[0] and up * size == pitch
+    assert labelled.shape == (n * (pitch + strip), n * pitch, 3)
+    big = atlas.enlarge(image, up)
+    for j in range(n):
+        top = j * (pitch + strip)
+        # the icon rows are exactly the (enlarged) icons: not one label pixel on them
+        np.testing.assert_array_equal(labelled[top:top + pitch], big[j * pitch:(j + 1) * pitch])
+        caption = labelled[top + pitch:top + pitch + strip]
+        for i in range(n):
+            ink = (caption[:, i * pitch:(i + 1) * pitch] < 128).all(axis=2)
+            assert ink.sum() > 20  # the label was written in this cell's strip
+            cols = np.flatnonzero(ink.any(axis=0))
+            assert cols.min() >= 1 and cols.max() <= pitch - 2  # within its own cell, not the neighbour's
+    del rng
+
+
+def test_long_labels_are_shortened_with_an_ellipsis():
+    from PIL import Image, ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = ImageFont.load_default(size=10)
+    short = atlas.fit_text(draw, "automobile", font, 40)
+    assert short.endswith("…") and draw.textlength(short, font=font) <= 40
+    assert atlas.fit_text(draw, "ox", font, 40) == "ox"
+
+
+def test_render_size_follows_a_small_input():
+    p = RenderParams(size=96, pad=12, jitter=8)
+    small = fit_to_input(p, (32, 32))
+    assert (small.size, small.pad, small.jitter) == (32, 4, 3)
+    assert fit_to_input(p, (224, 224)) == p
