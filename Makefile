@@ -8,7 +8,7 @@ export NUMBA_CACHE_DIR ?= $(HOME)/.cache/actlas/numba
 # rules call the `actlas` command: the environment's bin comes first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: env demo patches test test-fast lint clean-demo
+.PHONY: env demo demo-cifar patches test test-fast lint clean-demo
 
 env: $(STAMP)
 
@@ -24,6 +24,12 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard package.json package-lock.js
 demo: env
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete --quiet rules
 	@$(BIN)/actlas info runs/demo | $(BIN)/python -c 'import json,sys; d=json.load(sys.stdin); [print("atlas:", p) for l in d["layers"].values() for p in l["atlases"]]; [print(name + ":", p) for k, name in (("class_atlases", "class atlas"), ("comparisons", "comparison")) for p in d.get(k, [])]; print("viewer: .venv/bin/actlas serve runs/demo")'
+
+# CIFAR-10 at real scale (config/cifar10.yaml): the built-in ResNet-20 over the 50,000 cifar10-train
+# photos, atlases at layer2 and layer3, ten class atlases, two comparisons, the viewer (runs/cifar10)
+demo-cifar: env
+	$(BIN)/snakemake --cores $(CORES) --configfile config/cifar10.yaml --rerun-incomplete --quiet rules
+	@$(BIN)/actlas info runs/cifar10 | $(BIN)/python -c 'import json,sys; d=json.load(sys.stdin); [print("atlas:", p) for l in d["layers"].values() for p in l["atlases"]]; [print(name + ":", p) for k, name in (("class_atlases", "class atlas"), ("comparisons", "comparison")) for p in d.get(k, [])]; print("viewer: .venv/bin/actlas serve runs/cifar10")'
 
 # Patch experiments on the finished demo (config/patches.yaml): RUN/patches/*/report.md
 patches: demo

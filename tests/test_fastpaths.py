@@ -130,3 +130,35 @@ def test_layout_with_warm_numba_cache_equals_cold(tmp_path):
     assert any((tmp_path / "numba").rglob("*.nbi")), "numba wrote no cache index"
     warm = run()
     np.testing.assert_allclose(warm, cold, atol=1e-6)
+
+
+def _v2_transform(spec: ModelSpec, image) -> torch.Tensor:
+    """The per-image torchvision v2 pipeline ``ModelSpec.transform`` used to build (the reference)."""
+    from torchvision.transforms import v2
+
+    steps = [v2.PILToTensor()]
+    if spec.resize:
+        steps.append(v2.Resize(spec.resize, antialias=True))
+    steps += [v2.CenterCrop(spec.input_size), v2.ToDtype(torch.float32, scale=True)]
+    return v2.Compose(steps)(image)
+
+
+@pytest.mark.parametrize("resize, crop, size", [(0, (32, 32), (32, 32)), (40, (32, 32), (57, 43)),
+                                                (256, (224, 224), (300, 200)), (0, (32, 32), (20, 50))])
+def test_pixels_then_batch_scaling_equal_the_v2_pipeline_bit_for_bit(resize, crop, size):
+    """collect's loader moves uint8 (``spec.pixels``) and scales whole batches (``to_float``): the same floats."""
+    from PIL import Image
+
+    from actlas.collect import _collate
+    from actlas.models import to_float
+
+    spec = ModelSpec(name="t", source="t", input_size=crop, resize=resize)
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(3)]
+    want = torch.stack([_v2_transform(spec, im) for im in images])
+    pixels = [spec.pixels(im) for im in images]
+    assert all(p.dtype == torch.uint8 and tuple(p.shape) == (3, *crop) for p in pixels)
+    assert torch.equal(to_float(torch.stack(pixels)), want)
+    assert torch.equal(torch.stack([spec.transform(im) for im in images]), want)
+    x, *_ = _collate([(p, True, "", size) for p in pixels])
+    assert x.dtype == torch.float32 and torch.equal(x, want)

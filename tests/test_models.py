@@ -368,6 +368,19 @@ def test_cifar10_resnet20_card_is_accurate_on_real_photos():
     assert acc > 0.7  # chance is 0.1; the assets README measured 0.81 on all 10,000
 
 
+def test_parse_time_reads_a_cards_inline_labels(tmp_path):
+    """The workflow's planner labels CIFAR folders from the built-in card, whose labels are a list, not a file."""
+    from actlas.stages.shards import label_space, plan
+
+    synsets, categories = label_space(str(RESNET20))
+    assert synsets == () and categories[:2] == ("airplane", "automobile") and len(categories) == 10
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0001.jpg").write_bytes(b"x")
+    rows = [row for shard in plan(str(tmp_path), str(RESNET20)).shards.values() for row in shard]
+    assert sorted(label for _, label in rows) == [3, 5]
+
+
 @pytest.mark.slow
 def test_export_of_the_shared_mobilenet(tmp_path, card):
     from actlas.layers import list_layers

@@ -9,6 +9,7 @@ Max-pool gradients are relaxed to average-pool gradients (as in the Activation A
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from torch import nn
 from . import images as imgs
 from . import store
 from .layers import LayerKind, capture, detect_kind, layer_kinds, layer_view
-from .models import ModelSpec, load_model
+from .models import ModelSpec, load_model, to_float
 from .progress import progress_bar
 
 # --------------------------------------------------------------------------- pure pieces
@@ -35,14 +36,22 @@ def sample_positions(spatial: tuple[int, int], k: int, seed: int, key: int) -> n
     ``k=0`` means every position. The margin is one position on layers at least 5 wide. The draw
     depends only on (seed, key), so it does not change with batching or sharding.
     """
+    grid = _position_grid(tuple(spatial))
+    if k <= 0 or k >= len(grid):
+        return grid.copy()
+    pick = np.random.default_rng([seed, key]).choice(len(grid), size=k, replace=False)
+    return grid[np.sort(pick)]
+
+
+@functools.lru_cache(maxsize=64)
+def _position_grid(spatial: tuple[int, int]) -> np.ndarray:
+    """Every position (y, x) of a layer, edges avoided, shape (n, 2) int (read only: cached)."""
     h, w = spatial
     margin = 1 if min(h, w) >= 5 else 0
     ys, xs = np.meshgrid(np.arange(margin, h - margin), np.arange(margin, w - margin), indexing="ij")
     grid = np.stack([ys.ravel(), xs.ravel()], axis=1)
-    if k <= 0 or k >= len(grid):
-        return grid
-    pick = np.random.default_rng([seed, key]).choice(len(grid), size=k, replace=False)
-    return grid[np.sort(pick)]
+    grid.setflags(write=False)
+    return grid
 
 
 def image_key(path: str) -> int:
@@ -157,7 +166,11 @@ def gather_rows(
 
 
 class ShardImages(torch.utils.data.Dataset):
-    """Images of a shard list, decoded and preprocessed; undecodable ones come back flagged."""
+    """Images of a shard list, decoded and preprocessed to uint8 (``spec.pixels``); undecodable ones come back flagged.
+
+    Items are uint8 (3, H, W): a quarter of float32 to move between processes; ``_collate`` stacks
+    them and scales the whole batch to float32 [0, 1] at once, exactly as ``spec.transform`` would.
+    """
 
     def __init__(self, rows: list[tuple[str, int]], spec: ModelSpec):
         self.rows, self.spec = rows, spec
@@ -169,15 +182,16 @@ class ShardImages(torch.utils.data.Dataset):
         path, _ = self.rows[i]
         image, reason = imgs.decode(path)
         if image is None:
-            return torch.zeros(3, *self.spec.input_size), False, reason, (0, 0)
+            return torch.zeros(3, *self.spec.input_size, dtype=torch.uint8), False, reason, (0, 0)
         try:
-            return self.spec.transform(image), True, "", (image.height, image.width)
+            return self.spec.pixels(image), True, "", (image.height, image.width)
         except Exception as err:  # noqa: BLE001 - any failure of one image skips that image only
-            return torch.zeros(3, *self.spec.input_size), False, f"cannot preprocess: {err}", (0, 0)
+            return torch.zeros(3, *self.spec.input_size, dtype=torch.uint8), False, f"cannot preprocess: {err}", (0, 0)
 
 
 def _collate(batch):
-    x = torch.stack([b[0] for b in batch])
+    """Items of ``ShardImages`` -> (x float32 (B, 3, H, W) in [0, 1], ok, reasons, sizes)."""
+    x = to_float(torch.stack([b[0] for b in batch]))
     return x, [b[1] for b in batch], [b[2] for b in batch], [b[3] for b in batch]
 
 

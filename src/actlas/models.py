@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +53,11 @@ class ModelError(ValueError):
 
 class ModelDefaultWarning(UserWarning):
     """Preprocessing or labels fell back to a default; the message names the keys that set them."""
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 image tensor(s) (..., 3, H, W) -> float32 in [0, 1], exactly as torchvision v2.ToDtype(scale=True)."""
+    return x.to(torch.float32).mul_(1.0 / 255)
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,23 @@ class ModelSpec:
 
     def transform(self, image) -> torch.Tensor:
         """PIL RGB image -> float32 tensor, shape (3, H, W), values in [0, 1] (resize + centre crop)."""
-        from torchvision.transforms import v2
+        return to_float(self.pixels(image))
 
-        steps = [v2.PILToTensor()]
+    def pixels(self, image) -> torch.Tensor:
+        """PIL RGB image -> uint8 tensor, shape (3, H, W): ``transform`` before its scaling to [0, 1].
+
+        ``to_float(spec.pixels(image))`` equals ``spec.transform(image)`` bit for bit; collect moves
+        uint8 images from its loader and scales whole batches at once.
+        """
+        from torchvision.transforms.v2 import functional as TF
+
+        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True).reshape(image.height, image.width, -1))
+        x = x.permute(2, 0, 1)  # as v2.PILToTensor: (C, H, W), a view
         if self.resize:
-            steps.append(v2.Resize(self.resize, antialias=True))
-        steps += [v2.CenterCrop(self.input_size), v2.ToDtype(torch.float32, scale=True)]
-        return v2.Compose(steps)(image)
+            x = TF.resize(x, [self.resize], antialias=True)
+        if tuple(x.shape[-2:]) != tuple(self.input_size):
+            x = TF.center_crop(x, list(self.input_size))
+        return x
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable normalisation: x float (B, 3, H, W) in [0, 1] -> (x - mean) / std."""

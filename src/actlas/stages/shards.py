@@ -33,6 +33,8 @@ def label_space(model) -> tuple[tuple[str, ...], tuple[str, ...]]:
     def lines(base: Path, name) -> tuple[str, ...]:
         if not name:
             return ()
+        if isinstance(name, (list, tuple)):  # a card may list its labels inline (config/models/cifar10_resnet20.json)
+            return tuple(str(x) for x in name)
         path = (base / name) if not Path(name).is_absolute() else Path(name)
         return tuple(x.rstrip("\n") for x in path.read_text().splitlines() if x.strip())
 
