@@ -34,7 +34,9 @@ def test_pipeline_outputs(small_run):
     for n in (3, 5):
         meta = json.loads((small_run / "features.13" / f"grid-{n}" / "atlas.json").read_text())
         png = Image.open(small_run / "features.13" / f"grid-{n}" / "atlas.png")
-        assert png.size == (n * 48, n * 48)
+        # 48 px icons are shown enlarged without smoothing to cells of at least atlas.min_cell pixels
+        assert meta["render_size"] == 48 and meta["icon_size"] % 48 == 0 and meta["icon_size"] >= 96
+        assert png.size == (n * meta["icon_size"], n * meta["icon_size"]) == tuple(meta["size_px"])
         assert meta["grid"] == n and len(meta["cells"]) >= 2
         cell = meta["cells"][0]
         assert cell["label"] and cell["count"] >= 2 and -1 <= cell["faithfulness"] <= 1
