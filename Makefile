@@ -8,7 +8,7 @@ export NUMBA_CACHE_DIR ?= $(HOME)/.cache/actlas/numba
 # rules call the `actlas` command: the environment's bin comes first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: env demo demo-cifar patches test test-fast lint clean-demo
+.PHONY: env demo demo-cifar patches patches-cifar test test-fast lint clean-demo
 
 env: $(STAMP)
 
@@ -35,6 +35,11 @@ demo-cifar: env
 patches: demo
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml config/patches.yaml --rerun-incomplete --quiet rules
 	@ls runs/demo/patches/*/report.md
+
+# Patch experiments on the CIFAR-10 run, rated on held-out cifar10-test photos (config/cifar10-patches.yaml)
+patches-cifar: env
+	$(BIN)/snakemake --cores $(CORES) --configfile config/cifar10.yaml config/cifar10-patches.yaml --rerun-incomplete --quiet rules
+	@ls runs/cifar10/patches/*/report.md
 
 test: env
 	$(BIN)/python -m pytest -q

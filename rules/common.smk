@@ -141,11 +141,12 @@ def _patch_specs(e):
 
 def _patch_folders(e):
     """Atlas folders (under RUN/LAYER) a patch experiment reads: those its patches name, and for
-    discovery the target's class atlas, the main grids and the comparisons of its layer."""
+    discovery those of its ``search`` (default the target's class atlas, the main grids and the
+    comparisons of its layer)."""
     layer = _layer(e)
-    named = [p.split(":")[1] for p in _patch_specs(e) if p.startswith("cell:")]
-    search = []
-    if e["discover"]:
+    named = [p.split(":")[1] for p in _patch_specs(e) if p.startswith(("cell:", "example:"))]
+    search = list(e["search"]) if e["discover"] else []
+    if e["discover"] and not search:
         target = paths.slug(e["target"])
         search = ([f"class-{target}"] if target in CLASS_ATLASES and _layer(CLASS_ATLASES[target]) == layer else [])
         search += [f"grid-{n}" for n in SIZES]
@@ -160,13 +161,14 @@ def patch_inputs(wildcards):
     folders, _ = _patch_folders(e)
     for folder in folders:
         base = paths.layer_dir(RUN, _layer(e)) / folder
-        needs += [base / "atlas.json", base / "icons"]
+        needs += [base / "atlas.json", base / "icons"] + ([base / "examples"] if e["crops"] or any(
+            p.startswith(f"example:{folder}:") for p in e["patches"]) else [])
     needs += [p.split(":")[1] for p in e["patches"] if p.startswith("image:")]
-    return needs
+    return needs + list(e["evaluate"]) + ([e["photo"]] if e["photo"] else [])
 
 def patch_args(e):
     _, search = _patch_folders(e)
-    options = {k: v for k, v in e.items() if k not in ("target", "layer", "patches", "name")}
+    options = {k: v for k, v in e.items() if k not in ("target", "layer", "patches", "name", "search")}
     return cli_args(model=MODEL, layer=_layer(e), patch=_patch_specs(e), search=search, seed=SEED, device=DEVICE,
                     **options)
 
@@ -175,9 +177,13 @@ def class_atlas_outputs():
     out = [class_folder("class", k) / "atlas.json" for k in CLASS_ATLASES]
     return out + [class_folder("compare", k) / "atlas.json" for k in COMPARISONS]
 
+def patch_outputs():
+    """Every patch experiment's folder the config asks for."""
+    return [paths.patch_dir(RUN, k) for k in PATCHES]
+
 def class_outputs():
     """Every class atlas, comparison and patch experiment the config asks for (targets of rule all)."""
-    return class_atlas_outputs() + [paths.patch_dir(RUN, k) for k in PATCHES]
+    return class_atlas_outputs() + patch_outputs()
 
 def class_intermediates():
     """Every file the class atlases and comparisons write (targets of rule all)."""
@@ -195,4 +201,4 @@ def viewer_inputs(wildcards):
     out = []
     for meta in atlas_outputs() + class_atlas_outputs():
         out += [meta, meta.parent / "atlas.png", meta.parent / "icons", meta.parent / "examples"]
-    return out
+    return out + patch_outputs()

@@ -4,7 +4,7 @@
 
 rule viewer:
     """Build RUN/viewer/ (tiles, data.json, OpenSeadragon from node_modules) from the run's atlases,
-    class atlases and comparisons."""
+    class atlases and comparisons, linking each cell to the patch experiments that tested it."""
     input:
         viewer_inputs,
     output:
@@ -12,6 +12,8 @@ rule viewer:
     params:
         run=run_of(0),
         args=lambda wc: cli_args(layer=LAYERS, atlas=[str(p) for p in atlas_outputs() + class_atlas_outputs()],
+                                 patches=[str(p / "report.json") for p in patch_outputs()],
+                                 no_patches=True if not PATCHES else None,
                                  openseadragon=str(Path(workflow.basedir) / "node_modules/openseadragon/build/openseadragon")),
         code=code_digest("actlas.stages.viewer"),
     conda:

@@ -118,3 +118,35 @@ def make_fake_run(
                       "y_axis": "1-D tsne of the activations", "samples": 1584, "images": 11})
     (root / "manifest.json").write_text(json.dumps({"layers": list(layers), "fake": True}))
     return root
+
+
+def write_patch_report(run: Path, name: str, layer: str, folder: str, cells: list[tuple[int, int]]) -> dict:
+    """RUN/patches/NAME/report.json testing the icons of ``cells`` of LAYER/FOLDER (the stage's format,
+    numbers from actlas.patches.rate), with its two figures."""
+    import numpy as np
+    from PIL import Image
+
+    from actlas.patches import beats_controls, rate, vs_controls
+
+    def pop(k: int, n: int) -> dict:
+        hits = np.arange(n) < k
+        return {"n": n, "static": rate(hits), "dynamic": rate(np.arange(n) < min(n, 2 * k))}
+
+    out = run / "patches" / name
+    out.mkdir(parents=True)
+    entries = []
+    for i, j in cells:
+        e = {"name": f"{folder}:{i},{j}", "spec": f"cell:{folder}:{i},{j}", "patch_png": f"patch-{folder}-{i}-{j}.png",
+             "discovered": True,
+             "populations": {"source_correct": {"patch": pop(300, 700), "noise": pop(7, 700), "random_image": pop(35, 700)}}}
+        e["beats_controls"] = {"source_correct": beats_controls(e, "source_correct")}
+        e["vs_controls"] = {"source_correct": vs_controls(e, "source_correct")}
+        entries.append(e)
+    figures = ["bars.png"] + [f"examples-{folder}-{i}-{j}.png" for i, j in cells]
+    for f in figures:
+        Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(out / f)
+    report = {"source": "snorkel", "target": "red fox", "layer": layer, "patches": entries, "figures": figures}
+    (out / "report.json").write_text(json.dumps(report))
+    (out / "report.md").write_text("# Patch experiment\n")
+    return report
+

@@ -50,6 +50,8 @@ def test_digest_covers_the_imports_and_nothing_else():
     viewer = digest.closure("actlas.stages.viewer")
     assert "actlas.serve" not in viewer, "editing the HTTP server must not rebuild viewers"
     assert "actlas.stages.render" in digest.closure("actlas.stages.render")
+    # settings reach the rules as params (the filled config): a new option must not rerun collect
+    assert all("actlas.settings" not in digest.closure(s) for s in set(_table().values()))
 
 
 def test_digest_changes_with_the_code_it_covers(tmp_path, monkeypatch):

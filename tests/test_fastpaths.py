@@ -101,9 +101,9 @@ def test_bf16_render_is_as_faithful_as_float32(tiny_model):
 
 def test_amp_changes_icon_keys_only_when_on():
     d = np.ones(4, dtype=np.float32)
-    off = icon_key(d, "w", "m", "l", FAST)
-    assert off == icon_key(d, "w", "m", "l", RenderParams(**{**FAST.to_json(), "amp": False}))
-    assert off != icon_key(d, "w", "m", "l", RenderParams(**{**FAST.to_json(), "amp": True}))
+    off = icon_key(d, "context", "l", FAST)
+    assert off == icon_key(d, "context", "l", RenderParams(**{**FAST.to_json(), "amp": False}))
+    assert off != icon_key(d, "context", "l", RenderParams(**{**FAST.to_json(), "amp": True}))
 
 
 _LAYOUT_CHILD = r"""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,6 +211,11 @@ def test_commands_have_help_with_an_example(tmp_path):
     out = CliRunner().invoke(main, ["patch", str(tmp_path), "--target", "3", "--model", "tiny_models:tiny_net",
                                     "--layer", "features.4"])
     assert out.exit_code != 0 and "--patch" in out.output
+    # the workflow passes --patch (the README's spelling); --patches is the field's own
+    for flag in ("--patch", "--patches"):
+        out = CliRunner().invoke(main, ["patch", str(tmp_path), "--target", "3", "--model", "tiny_models:tiny_net",
+                                        "--layer", "features.4", flag, "image:/no/such.png"])
+        assert out.exit_code != 0 and "No such option" not in out.output, out.output
 
 
 def test_discovery_holds_out_every_source_photo(tiny_model):
@@ -268,3 +274,93 @@ def test_near_target_mask_reads_the_stored_top5(tiny_dataset, tmp_path):
     np.testing.assert_array_equal(mask, (pred[:, 1:] == target).any(1) & (pred[:, 0] != target))
     assert not near_target_mask(run, n + 1, target).any()  # stores that do not match the lists: no near photos
     assert not near_target_mask(tmp_path / "empty", 3, target).any()
+
+
+RESNET20 = Path(__file__).resolve().parents[1] / "config" / "models" / "cifar10_resnet20.json"
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "assets" / "images"
+
+
+def _cifar_folder(root: Path, split: str, counts: dict[str, int]) -> Path:
+    """A folder of class subfolders linking the first N real CIFAR-10 photos of each class."""
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for path in sorted((CIFAR / split / name).iterdir())[:n]:
+            (root / name / path.name).symlink_to(path)
+    return root
+
+
+def test_held_out_evaluation_never_searches_its_photos(tmp_path):
+    """With evaluate, the rates come from held-out photos classified correctly, discovery searches the
+    run's source photos only, and the dataset-patch crops of the target's cells are candidates."""
+    from actlas import images as imgs
+    from actlas import paths
+    from actlas.stages.patch import patch
+    from actlas.stages.shards import write_index
+
+    train = _cifar_folder(tmp_path / "train", "cifar10-train", {"cat": 24, "dog": 8, "ship": 8})
+    held = _cifar_folder(tmp_path / "test", "cifar10-test", {"cat": 40, "dog": 4, "frog": 6})
+    categories = tuple(json.loads(RESNET20.read_text())["labels"])
+    rows = imgs.list_images(train, (), categories)
+    run = tmp_path / "run"
+    imgs.write_shards(rows, 1, run / "shards")
+    write_index(paths.shard_index(run), ["shard-00000"])
+    # an atlas folder of the target: two cells whose "icons" and dataset patches are real dog photos
+    folder = run / "layer3" / "class-dog"
+    (folder / "icons").mkdir(parents=True)
+    (folder / "examples").mkdir()
+    dogs = sorted((CIFAR / "cifar10-train" / "dog").iterdir())[8:12]
+    for k, (i, j) in enumerate([(0, 0), (1, 0)]):
+        Image.open(dogs[2 * k]).save(folder / "icons" / f"{i}_{j}.png")
+        Image.open(dogs[2 * k + 1]).resize((96, 96)).save(folder / "examples" / f"{i}_{j}_0.jpg")
+    cells = [{"i": i, "j": j, "label_index": 5, "attribution": {"5": 1.0 - k},
+              "examples": [{"src": f"examples/{i}_{j}_0.jpg"}]} for k, (i, j) in enumerate([(0, 0), (1, 0)])]
+    (folder / "atlas.json").write_text(json.dumps({"cells": cells}))
+
+    path = patch(run, "dog", str(RESNET20), source="cat", layer="layer3", discover=True, crops=1,
+                 search=("class-dog",), evaluate=(str(held),), max_evaluate=30, max_images=20, sizes=(0.45,),
+                 corners=("top-left", "bottom-right"), static="bottom-right", batch_size=64, device="cpu",
+                 photo=str(sorted((held / "cat").iterdir())[0]))
+    report = json.loads(path.read_text())
+    ev = report["images"]["evaluate"]
+    assert ev["source_class"] == 40 and ev["classified_correctly"] <= 40
+    assert ev["evaluated"] == min(30, ev["classified_correctly"]) > 0
+    assert 0 < report["images"]["searched"] <= 20
+    d = report["discovery"]
+    assert [c["spec"] for c in d["candidates"]] == ["cell:class-dog:0,0", "cell:class-dog:1,0",
+                                                    "example:class-dog:0,0,0", "example:class-dog:1,0,0"]
+    assert d["search_images"] == report["images"]["searched"] and d["held_out_images"] == ev["evaluated"]
+    e = report["patches"][0]
+    pop = e["populations"]["source_correct"]
+    # every held-out photo is a cat the model calls cat: all of them are measured, none searched
+    assert pop["patch"]["n"] == pop["noise"]["n"] == pop["random_image"]["n"] == ev["evaluated"]
+    assert e["populations"]["near_target"]["patch"]["n"] == 0
+    ratio = e["vs_controls"]["source_correct"]["static"]
+    assert ratio["best_control"] in ("noise", "random_image")
+    if ratio["control_rate"]:
+        assert ratio["ratio"] == pytest.approx(pop["patch"]["static"]["rate"] / ratio["control_rate"], abs=0.01)
+    md = (path.parent / "report.md").read_text()
+    assert f"Held-out photos: {ev['evaluated']} of the 40 cat photos" in md
+    # the single-photo demonstration: every candidate on one photo, best first, p(source) and p(target)
+    single = report["single_photo"]
+    assert sorted(c["spec"] for c in single["candidates"]) == sorted(c["spec"] for c in d["candidates"])
+    after = [c["p_target"] for c in single["candidates"]]
+    assert after == sorted(after, reverse=True) and all(0 <= c["p_source"] + c["p_target"] <= 1.0001
+                                                        for c in single["candidates"])
+    assert "single-photo.png" in report["figures"] and (path.parent / "single-photo.png").stat().st_size > 5000
+    assert "## Single photo" in md and f"p(cat) = {single['before']['p_source']:.3f}" in md
+    assert "photos with the target in their top-5" not in md  # an empty population is not reported
+    with pytest.raises(ValueError, match="no 'horse' photos in"):
+        patch(run, "dog", str(RESNET20), source="horse", layer="layer3", patches=(f"image:{dogs[0]}",),
+              evaluate=(str(held),), device="cpu")
+
+
+def test_load_patch_example_crop(tmp_path):
+    folder = tmp_path / "run" / "layer3" / "grid-8" / "examples"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.full((96, 96, 3), 90, np.uint8)).save(folder / "2_5_1.jpg")
+    name, patch = load_patch("example:grid-8:2,5,1", tmp_path / "run", "layer3")
+    assert name == "grid-8:2,5:example1" and patch.shape == (3, 96, 96)
+    with pytest.raises(FileNotFoundError, match="2_5_0.jpg"):
+        load_patch("example:grid-8:2,5,0", tmp_path / "run", "layer3")
+    with pytest.raises(ValueError, match="example:DIR:I,J,E"):
+        load_patch("example:grid-8:2,5", tmp_path / "run", "layer3")

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -129,6 +129,11 @@ def assert_alive(port: int) -> None:
         ("/etc/passwd", False),
         ("viewer", False),
         ("viewer/run.py", False),
+        ("patches/cat-to-dog/report.md", True),
+        ("patches/cat-to-dog/bars.png", True),
+        ("patches/cat-to-dog/secret.txt", False),
+        ("patches/report.md", False),
+        ("patches/a/b/report.md", False),
     ],
 )
 def test_is_servable(rel: str, ok: bool) -> None:
@@ -477,3 +482,30 @@ def test_show_returns_iframe_to_loopback_server(fake_run: Path, monkeypatch: pyt
     finally:
         for srv in serve_module._SHOWN.values():
             srv.close()
+
+
+def test_build_viewer_links_cells_to_their_patch_experiments(tmp_path: Path) -> None:
+    """data.json lists each patch report (links served from the run) and, on every cell whose icon a
+    report tested, its numbers; --no-patch-links (patches=[]) links none."""
+    from _fake_atlas import write_patch_report
+
+    run = make_fake_run(tmp_path / "run", grids=(4,), icon_size=8, examples_per_cell=1, extras=True)
+    atlas = json.loads((run / "features.13" / "class-red-fox" / "atlas.json").read_text())
+    tested = [(c["i"], c["j"]) for c in atlas["cells"][:2]]
+    write_patch_report(run, "snorkel-to-red-fox", "features.13", "class-red-fox", tested)
+    viewer = build_viewer(run).parent
+    data = json.loads((viewer / "data.json").read_text())
+    (experiment,) = data["patches"]
+    assert experiment["title"] == "snorkel \u2192 red fox" and experiment["report"] == "../patches/snorkel-to-red-fox/report.md"
+    assert all(is_servable(str(PurePosixPath("patches") / PurePosixPath(f).relative_to("../patches")))
+               for f in experiment["figures"] + [experiment["report"]])
+    (fox,) = [e for e in data["extras"] if e["id"] == "features.13/class-red-fox"]
+    linked = {(c["i"], c["j"]): c["patches"] for c in fox["grids"][0]["cells"] if "patches" in c}
+    assert set(linked) == set(tested)
+    link = linked[tested[0]][0]
+    assert link["population"] == "source_correct" and link["static"]["n"] == 700 and link["static"]["k"] == 300
+    assert link["best_control"]["static"] == pytest.approx(0.05) and link["above_controls"]["static"] is True
+    assert link["figure"] == f"../patches/snorkel-to-red-fox/examples-class-red-fox-{tested[0][0]}-{tested[0][1]}.png"
+    assert not any("patches" in c for layer in data["layers"] for g in layer["grids"] for c in g["cells"])
+    data = json.loads((build_viewer(run, patches=[]).parent / "data.json").read_text())
+    assert data["patches"] == [] and not any("patches" in c for e in data["extras"] for c in e["grids"][0]["cells"])

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from _fake_atlas import make_fake_run
+from _fake_atlas import make_fake_run, write_patch_report
 from actlas.serve import export, start_server
 from actlas.stages.viewer import viewer as build_viewer
 
@@ -291,4 +291,42 @@ def test_class_atlas_and_comparison_pages(page: Any, tmp_path: Path) -> None:
         page.select_option("#layer", label="compare: snorkel vs scuba diver")
         page.wait_for_timeout(600)
         page.screenshot(path=str(ARTIFACTS / "viewer-compare.png"))
+        assert not page.problems, page.problems
+
+
+def test_pinned_cell_links_its_patch_experiments(page: Any, tmp_path: Path) -> None:
+    """A pinned cell lists the patch experiments that pasted its icon, with their numbers and links;
+    the atlas switch opens each experiment's figure."""
+    run = make_fake_run(tmp_path / "run", grids=(4, 8), icon_size=32, examples_per_cell=1, extras=True)
+    atlas = json.loads((run / "features.13" / "class-red-fox" / "atlas.json").read_text())
+    cells = [(c["i"], c["j"]) for c in atlas["cells"]]
+    write_patch_report(run, "snorkel-to-red-fox", "features.13", "class-red-fox", cells)
+    build_viewer(run)
+    with start_server(run) as server:
+        page.goto(server.url + "viewer/index.html#features.13/class-red-fox")
+        wait_until(page, "document.body.dataset.ready === '1'")
+        options = page.eval_on_selector_all("#layer option", "els => els.map(e => e.textContent)")
+        assert options[-1] == "patch: snorkel \u2192 red fox"
+        cell = cell_near_centre(page)
+        assert cell, "no occupied cell of the class atlas on screen"
+        page.mouse.click(cell["x"], cell["y"])
+        wait_until(page, "!document.getElementById('patch-tests').hidden")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-patch-links.png"))
+        item = page.text_content("#patch-list li")
+        assert "snorkel \u2192 red fox (discovered icon)" in item
+        assert "source_correct: static 42.9% [39.2, 46.6] of 700 (best control 5.0%)" in item
+        assert "interval above both controls: static yes, dynamic yes" in item
+        hrefs = page.eval_on_selector_all("#patch-list a", "els => els.map(e => e.getAttribute('href'))")
+        assert hrefs == ["../patches/snorkel-to-red-fox/report.md",
+                         f"../patches/snorkel-to-red-fox/examples-class-red-fox-{cell['i']}-{cell['j']}.png"]
+        for href in hrefs:  # both served from the run
+            assert page.request.get(server.url + "viewer/" + href).ok
+        with page.expect_popup() as popup:
+            page.select_option("#layer", label="patch: snorkel \u2192 red fox")
+        assert popup.value.url.endswith("/patches/snorkel-to-red-fox/bars.png")
+        assert page.evaluate("window.actlas.maps[window.actlas.layer].id") == "features.13/class-red-fox"
+        assert page.input_value("#layer") == str(page.evaluate("window.actlas.layer"))
+        page.keyboard.press("Escape")
+        assert page.is_hidden("#patch-tests")
         assert not page.problems, page.problems

@@ -59,8 +59,10 @@ seed_option = click.option("--seed", default=settings.Run.seed, show_default=Tru
 layer_option = click.option("--layer", "-l", required=True, help="Layer path (named_modules()).")
 
 
-def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False):
-    """click options for the fields of a settings dataclass (defaults from it; ``unset``: default None)."""
+def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False, aliases: dict[str, str] | None = None):
+    """click options for the fields of a settings dataclass (defaults from it; ``unset``: default None;
+    ``aliases``: another spelling of a field's flag, e.g. ``{"patches": "--patch"}``)."""
+    aliases = aliases or {}
     hints = {f.name: f for f in dataclasses.fields(cls)}
 
     def decorate(f):
@@ -72,7 +74,8 @@ def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False):
                 f = click.option(f"{flag}/--no-{flag[2:]}", name, default=default, show_default=not unset)(f)
             elif isinstance(value, tuple):
                 kind = type(value[0]) if value else str
-                f = click.option(flag, name, multiple=True, type=kind, default=None if unset else value,
+                spellings = (flag, aliases[name]) if name in aliases else (flag,)
+                f = click.option(*spellings, name, multiple=True, type=kind, default=None if unset else value,
                                  show_default=not unset)(f)
             else:
                 kind = type(value) if value is not None else str
@@ -290,8 +293,7 @@ def compare(classes, run_dir, layer, filter, top, grid, method, min_count, n_exa
 @click.argument("run_dir", type=click.Path(exists=True))
 @click.option("--target", required=True, help="Target class the patch should produce.")
 @model_flags
-@options_of(settings.Patch, skip=("target",))
-@click.option("--search", multiple=True, help="Atlas folders under RUN/LAYER searched by --discover (default all).")
+@options_of(settings.Patch, skip=("target",), aliases={"patches": "--patch"})
 @seed_option
 @device_option
 @threads_option
@@ -318,14 +320,19 @@ def patch(run_dir, target, **options) -> None:
 @click.option("--layer", "-l", "layers", multiple=True, help="Layers to show, in order (default: all).")
 @click.option("--atlas", "atlases", multiple=True, type=click.Path(),
               help="atlas.json files to show (default: every one in the run).")
-def viewer(run_dir, openseadragon, layers, atlases) -> None:
+@click.option("--patches", "patches", multiple=True, type=click.Path(),
+              help="Patch experiments' report.json files linked from the cells they tested "
+                   "(default: every RUN/patches/*/report.json).")
+@click.option("--no-patches", is_flag=True, help="Link no patch experiment.")
+def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None:
     """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
 
     Example: actlas viewer runs/demo
     """
     from .stages.viewer import viewer as stage
 
-    click.echo(str(stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None)))
+    patches = [] if no_patches else (list(patches) or None)
+    click.echo(str(stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None, patches)))
 
 
 @main.command()

@@ -109,16 +109,23 @@ def variants(images: torch.Tensor, patch: torch.Tensor, corners=CORNERS, sizes=D
 
 
 @torch.no_grad()
-def predict(model: nn.Module, spec: ModelSpec, x: torch.Tensor, target: int, batch_size: int = 64,
-            device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probability of ``target`` (n,) and the top-1 class (n,) for images (n, 3, H, W) in [0, 1]."""
+def class_probs(model: nn.Module, spec: ModelSpec, x: torch.Tensor, classes: list[int], batch_size: int = 64,
+                device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities of ``classes`` (n, len(classes)) and the top-1 class (n,) for images (n, 3, H, W) in [0, 1]."""
     probs, top = [], []
     for lo in range(0, len(x), batch_size):
         xb = spec.normalize(x[lo : lo + batch_size].to(device)).contiguous(memory_format=torch.channels_last)
         p = model(xb).float().softmax(1)
-        probs.append(p[:, target].cpu())
+        probs.append(p[:, classes].cpu())
         top.append(p.argmax(1).cpu())
     return torch.cat(probs).numpy(), torch.cat(top).numpy()
+
+
+def predict(model: nn.Module, spec: ModelSpec, x: torch.Tensor, target: int, batch_size: int = 64,
+            device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probability of ``target`` (n,) and the top-1 class (n,) for images (n, 3, H, W) in [0, 1]."""
+    probs, top = class_probs(model, spec, x, [target], batch_size, device)
+    return probs[:, 0], top
 
 
 @dataclass
@@ -294,11 +301,26 @@ def evaluate_patch(model, spec, photos: Photos, name: str, patch: torch.Tensor, 
     return entry
 
 
+def score_candidates(model, spec, x: torch.Tensor, candidates: list[tuple[str, torch.Tensor]], target: int, *,
+                     sizes=DEFAULT_SIZES, batch_size: int = 64, device="cpu") -> tuple[int, list[dict]]:
+    """Score candidate patches on search photos x (n, 3, H, W) with the dynamic protocol at the largest
+    size, every corner -> (best candidate index, scores): the flip rate to ``target``, ties broken
+    by the mean best p(target)."""
+    scores = []
+    for name, patch in candidates:
+        trial = run_trial(model, spec, x, patch, target, sizes=(max(sizes),), batch_size=batch_size, device=device)
+        hit = (trial.top == target).any((1, 2))
+        scores.append({"name": name, "search_rate": round(float(hit.mean()), 4) if len(hit) else 0.0,
+                       "search_prob": round(float(trial.prob.max((1, 2)).mean()), 4) if len(hit) else 0.0})
+    best = max(range(len(scores)), key=lambda i: (scores[i]["search_rate"], scores[i]["search_prob"]))
+    return best, scores
+
+
 def discover(model, spec, photos: Photos, candidates: list[tuple[str, torch.Tensor]], target: int, *,
              clean_top: np.ndarray, sizes=DEFAULT_SIZES, seed: int = 0, batch_size: int = 64,
              device="cpu") -> tuple[int, list[dict], np.ndarray, np.ndarray]:
-    """Score candidates on a search half of the photos (dynamic protocol at the largest size, every
-    corner) -> (best candidate index, scores, search indices, held-out indices).
+    """Score candidates on a search half of the photos (``score_candidates``)
+    -> (best candidate index, scores, search indices, held-out indices).
 
     Source-class photos are never searched on: they all go to the held-out half.
     """
@@ -306,15 +328,43 @@ def discover(model, spec, photos: Photos, candidates: list[tuple[str, torch.Tens
     search, held = split_halves(len(others), seed)
     search, held = others[search], np.sort(np.concatenate([others[held], np.flatnonzero(photos.source)]))
     search = search[clean_top[search] != target]
-    scores = []
-    for name, patch in candidates:
-        trial = run_trial(model, spec, photos.x[search], patch, target, sizes=(max(sizes),), batch_size=batch_size,
-                          device=device)
-        hit = (trial.top == target).any((1, 2))
-        scores.append({"name": name, "search_rate": round(float(hit.mean()), 4) if len(hit) else 0.0,
-                       "search_prob": round(float(trial.prob.max((1, 2)).mean()), 4) if len(hit) else 0.0})
-    best = max(range(len(scores)), key=lambda i: (scores[i]["search_rate"], scores[i]["search_prob"]))
+    best, scores = score_candidates(model, spec, photos.x[search], candidates, target, sizes=sizes,
+                                    batch_size=batch_size, device=device)
     return best, scores, search, held
+
+
+def vs_controls(entry: dict, population: str = "not_target") -> dict:
+    """Per protocol, the patch's flip rate over the best control's: {protocol: {"best_control",
+    "control_rate", "ratio"}} (ratio None when the patch has no photos or the best control never flips)."""
+    pop = entry["populations"][population]
+    out = {}
+    for proto in ("static", "dynamic"):
+        best = max(("noise", "random_image"), key=lambda c: pop[c][proto]["rate"] or 0.0)
+        patch_rate, control = pop["patch"][proto]["rate"], pop[best][proto]["rate"] or 0.0
+        ratio = round(patch_rate / control, 2) if patch_rate is not None and control else None
+        out[proto] = {"best_control": best, "control_rate": control, "ratio": ratio}
+    return out
+
+
+def single_photo(model, spec, photo: torch.Tensor, candidates: list[tuple[str, torch.Tensor]], source: int,
+                 target: int, *, corners=CORNERS, sizes=DEFAULT_SIZES, batch_size: int = 64, device="cpu") -> dict:
+    """The article's single-photo demonstration: every candidate patch on one photo (3, H, W) at
+    every corner x size, each at its best variant (highest p(target)).
+
+    Returns {"before": {p_source, p_target, top}, "candidates": [{name, corner, size, p_source,
+    p_target, top}, ...]} with candidates best first by p(target) after pasting.
+    """
+    pair = [source, target]
+    p, top = class_probs(model, spec, photo[None], pair, batch_size, device)
+    before = {"p_source": round(float(p[0, 0]), 4), "p_target": round(float(p[0, 1]), 4), "top": int(top[0])}
+    rows = []
+    for name, patch in candidates:
+        p, top = class_probs(model, spec, variants(photo[None], patch, corners, sizes), pair, batch_size, device)
+        b = int(np.argmax(p[:, 1]))
+        rows.append({"name": name, "corner": corners[b // len(sizes)], "size": sizes[b % len(sizes)],
+                     "p_source": round(float(p[b, 0]), 4), "p_target": round(float(p[b, 1]), 4), "top": int(top[b])})
+    rows.sort(key=lambda r: -r["p_target"])
+    return {"before": before, "candidates": rows}
 
 
 def beats_controls(entry: dict, population: str = "not_target") -> dict:
@@ -340,7 +390,7 @@ def _fmt(r: dict) -> str:
 def report_markdown(report: dict) -> str:
     """The report as Markdown: one table per patch and population."""
     lines = [f"# Patch experiment: {report['source'] or 'any photo'} -> {report['target']}", "",
-             f"Model `{report['model']}`, layer `{report['layer']}`. Static protocol: {report['static'][0]} at "
+             f"Model `{report['model'].get('source') if isinstance(report['model'], dict) else report['model']}`, layer `{report['layer']}`. Static protocol: {report['static'][0]} at "
              f"{report['static'][1]} of the input side; dynamic: best of corners {', '.join(report['corners'])} x "
              f"sizes {report['sizes']} per image. Rates are top-1 flips to the target with 95% Wilson intervals; "
              f"controls (uniform noise, a crop of a random photo) use the same photos and protocol.", "",
@@ -350,13 +400,21 @@ def report_markdown(report: dict) -> str:
              f"is neither source nor target, and {report['images'].get('near_target', 0)} (of "
              f"{report['images'].get('near_target_in_run', 0)} in the run) whose top-5 at collection holds the target "
              "but not as top-1.", ""]
+    held = report["images"].get("evaluate")
+    if held:
+        lines[-2:] = [f"Held-out photos: {held['evaluated']} of the {held['source_class']} {report['source']} photos in "
+                      f"{', '.join(held['folders'])} ({held['classified_correctly']} classified correctly; a seeded "
+                      f"choice of at most {held['max_evaluate']}). Every rate below is on them; discovery never saw "
+                      f"them: it searched {report['images']['searched']} {report['source']} photos of the run.", ""]
     for e in report["patches"]:
         lines += [f"## {e['name']}" + (" (discovered)" if e.get("discovered") else ""), "",
                   f"![patch]({e['patch_png']})", ""]
         for pop, title in (("source_correct", "source-class photos classified correctly"),
                            ("not_target", "source photos and the random sample, not already classified as the target"),
                            ("near_target", "photos with the target in their top-5, not top-1")):
-            if pop not in e["populations"]:
+            if pop not in e["populations"] or not e["populations"][pop]["patch"]["n"]:
+                continue
+            if pop == "not_target" and held:  # held-out photos are all of the source class: the same photos
                 continue
             d = e["populations"][pop]
             lines += [f"**{title}** (n = {d['patch']['n']})", "",
@@ -368,7 +426,13 @@ def report_markdown(report: dict) -> str:
                              f"{r['prob_after_static']} | {r['prob_after_dynamic']} |")
             lines.append("")
         for pop, b in e["beats_controls"].items():
-            lines += [f"Interval above both controls ({pop}): static {b['static']}, dynamic {b['dynamic']}.", ""]
+            if not e["populations"][pop]["patch"]["n"] or (pop == "not_target" and held):
+                continue
+            ratios = e.get("vs_controls", {}).get(pop, {})
+            said = [f"{proto} {'yes' if b[proto] else 'no'}"
+                    + (f" ({ratios[proto]['ratio']}x the {ratios[proto]['best_control']} control)"
+                       if ratios.get(proto, {}).get("ratio") is not None else "") for proto in ("static", "dynamic")]
+            lines += [f"Interval wholly above both controls' intervals ({pop}): {', '.join(said)}.", ""]
     if report.get("discovery"):
         d = report["discovery"]
         lines += ["## Discovery", "", f"Searched {len(d['candidates'])} candidates on {d['search_images']} photos "
@@ -376,6 +440,18 @@ def report_markdown(report: dict) -> str:
                   "held-out photos.",
                   "", "| candidate | search rate | mean best p(target) |", "| --- | --- | --- |"]
         lines += [f"| `{c['spec']}` | {c['search_rate']} | {c['search_prob']} |" for c in d["candidates"]]
+        lines.append("")
+    single = report.get("single_photo")
+    if single:
+        b = single["before"]
+        lines += ["## Single photo", "", f"`{single['photo']}` (the article's demonstration: every candidate on this "
+                  "one photo at every corner and size, each at its best; chosen on this photo, not held out). "
+                  f"Before: p({report['source']}) = {b['p_source']:.3f}, p({report['target']}) = {b['p_target']:.3f}, "
+                  f"top-1 {single['names'][str(b['top'])]}.", "",
+                  f"| patch | corner @ size | p({report['source']}) after | p({report['target']}) after | top-1 after |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| `{c['spec']}` | {c['corner']} @ {c['size']} | {c['p_source']:.3f} | {c['p_target']:.3f} | "
+                  f"{single['names'][str(c['top'])]} |" for c in single["candidates"][:10]]
         lines.append("")
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in report.get("figures", [])]
     return "\n".join(lines) + "\n"

@@ -139,12 +139,12 @@ def render(
     }
 
 
-def icon_key(direction: np.ndarray, whitening_digest: str, model_source: str, layer: str, params: RenderParams) -> str:
-    """Content key of an icon: direction, whitening, model, layer and render parameters."""
+def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:
+    """Content key of an icon: its direction (C,), the layer, the render parameters and ``context``,
+    a digest of everything else the icon depends on (whitening, model, code, device: the caller's)."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(direction, dtype=np.float32).tobytes())
-    h.update(whitening_digest.encode())
-    h.update(model_source.encode())
+    h.update(context.encode())
     h.update(layer.encode())
     settings = params.to_json()
     if not settings["amp"]:

@@ -38,15 +38,17 @@ CONTENT_TYPES: dict[str, str] = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
     ".svg": "image/svg+xml",
+    ".md": "text/plain; charset=utf-8",  # patch reports: shown as text, never rendered
 }
 
-# Files of the run (outside viewer/) that the viewer may load: LAYER/FOLDER/{atlas*, icons/*, examples/*}.
+# Files of the run (outside viewer/) that the viewer may load: LAYER/FOLDER/{atlas*, icons/*, examples/*},
+# and the patch experiments' reports and figures the cells link to (patches/NAME/).
 RUN_FILE_PATTERNS = tuple(
     f"*/{folder}/{name}"
     for folder in ATLAS_FOLDERS
     for name in ("atlas.json", "atlas.png", "atlas-labelled.png", "compare.png", "icons/*.png",
                  "examples/*.jpg", "examples/*.jpeg", "examples/*.png")
-)
+) + ("patches/*/report.md", "patches/*/*.png")
 
 
 # --------------------------------------------------------------------------- what may be served

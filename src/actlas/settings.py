@@ -137,12 +137,17 @@ class Patch:
     name: str | None = None  # folder name under RUN/patches (default SOURCE-to-TARGET)
     source: str | int | None = None  # source class, reported on its own
     layer: str | None = None  # layer whose icons are pasted (default: the run's first)
-    patches: tuple[str, ...] = ()  # cell:I,J, cell:DIR:I,J, image:PATH[:X0,Y0,X1,Y1], direction:PATH.npy
+    patches: tuple[str, ...] = ()  # cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, image:PATH[:X0,Y0,X1,Y1], direction:PATH.npy
     discover: bool = False  # search the target's icons on half the photos, report on the other half
     candidates: int = 12  # icons searched by discover
+    crops: int = 1  # per searched cell, its nearest dataset-patch crops added to discover's candidates
+    search: tuple[str, ...] = ()  # atlas folders under RUN/LAYER that discover searches (default: class-TARGET, grid-*, compare-*)
     sizes: tuple[float, ...] = (0.3, 0.45)  # patch sides, fractions of the input side
     static: str = "bottom-right"  # the corner of the static protocol
-    max_images: int = 96  # photos sampled from those not of the target
+    max_images: int = 96  # photos sampled from those not of the target (with evaluate: run photos searched)
+    evaluate: tuple[str, ...] = ()  # held-out photo folders: rates on their source photos, search on the run's
+    max_evaluate: int = 1000  # held-out source photos classified correctly, at most (a seeded choice)
+    photo: str | None = None  # one photo: every candidate on it, p(source) and p(target) before and after the best
     batch_size: int = 64  # photos per forward pass
 
 

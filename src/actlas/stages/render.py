@@ -72,7 +72,7 @@ def render_folder(
         render_core.array_digest(whitening), json.dumps(spec.to_json(), sort_keys=True, default=str),
         files_digest(model_files(model)), code_digest("actlas.stages.render"), dev.type, torch.__version__,
     ])
-    keys = [render_core.icon_key(directions[i], context, "", layer, params) for i in index]
+    keys = [render_core.icon_key(directions[i], context, layer, params) for i in index]
     found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}
     todo = [r for r, k in enumerate(keys) if k not in found]
     icon = np.zeros((len(index), params.size, params.size, 3), dtype=np.uint8)

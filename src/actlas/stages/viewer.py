@@ -25,12 +25,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from ..paths import slug
 
 VIEWER_DIR = "viewer"
 STATIC_FILES = ("index.html", "viewer.js", "viewer.css")
@@ -214,9 +217,62 @@ def extra_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
     }
 
 
-def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str) -> dict[str, Any]:
+PATCH_CELL = re.compile(r"(?:cell|example):([^:]+):(\d+),(\d+)(?:,\d+)?")
+
+
+def _rate(r: dict) -> dict[str, Any]:
+    return {"k": r.get("k"), "n": r.get("n"), "rate": r.get("rate"), "ci": r.get("ci")}
+
+
+def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[str, str, int, int], list[dict]]]:
+    """The patch experiments of a run as the viewer shows them.
+
+    ``reports``: ``RUN/patches/NAME/report.json`` files. Returns (experiments, per cell): one entry
+    per report (title, links to report.md and its figures, relative to viewer/), and for each cell
+    (layer, atlas folder, i, j) whose icon or dataset patch a report tested (``cell:DIR:I,J``,
+    ``example:DIR:I,J,E``), the patch's numbers: its main population (``source_correct`` when it
+    has photos, else ``not_target``), static and dynamic rates with 95% intervals, the best
+    control's rate and whether the patch's interval lies above both controls'.
+    """
+    experiments, cells = [], {}
+    for path in reports:
+        report = json.loads(Path(path).read_text())
+        name = Path(path).parent.name
+        base = f"../patches/{name}/"
+        title = f"{report.get('source') or 'any photo'} \u2192 {report.get('target')}"
+        experiments.append({"name": name, "title": title, "layer": report.get("layer"),
+                            "report": base + "report.md",
+                            "figures": [base + f for f in report.get("figures", [])]})
+        for e in report.get("patches", []):
+            m = PATCH_CELL.fullmatch(str(e.get("spec", "")))
+            if not m:
+                continue
+            pops = e.get("populations", {})
+            pop = "source_correct" if pops.get("source_correct", {}).get("patch", {}).get("n") else "not_target"
+            if pop not in pops:
+                continue
+            d = pops[pop]
+            control = e.get("vs_controls", {}).get(pop, {})
+            link = {
+                "experiment": name, "title": title, "patch": e.get("name"), "spec": e.get("spec"),
+                "kind": "dataset patch" if str(e["spec"]).startswith("example:") else "icon",
+                "discovered": bool(e.get("discovered")), "population": pop, "report": base + "report.md",
+                "figure": next((base + f for f in report.get("figures", []) if f == f"examples-{slug(e.get('name', ''))}.png"),
+                               None),
+                **{proto: _rate(d["patch"][proto]) for proto in ("static", "dynamic")},
+                "best_control": {proto: control.get(proto, {}).get("control_rate") for proto in ("static", "dynamic")},
+                "above_controls": e.get("beats_controls", {}).get(pop, {}),
+            }
+            key = (str(report.get("layer")), m[1], int(m[2]), int(m[3]))
+            cells.setdefault(key, []).append(link)
+    return experiments, cells
+
+
+def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str,
+               reports: list[Path] = ()) -> dict[str, Any]:
     """The viewer's ``data.json``: classes; layers in order, each with its main grids coarse to fine;
-    extras: class atlases and comparisons, one grid each.
+    extras: class atlases and comparisons, one grid each; patches: the patch experiments
+    (``patch_links``), each cell listing those that tested its icon or dataset patch.
 
     ``sizes`` maps (layer, folder name) to the atlas image's (width, height) in pixels.
     """
@@ -229,17 +285,26 @@ def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int
             )
     layers: dict[str, list[dict[str, Any]]] = {}
     extras = []
+    experiments, tested = patch_links(list(reports))
     for ref in refs:
         size = sizes[(ref.layer, ref.view)]
         if ref.kind == "atlas":
-            layers.setdefault(ref.layer, []).append(grid_entry(ref, *size))
+            entry = grid_entry(ref, *size)
+            layers.setdefault(ref.layer, []).append(entry)
         else:
-            extras.append(extra_entry(ref, *size))
+            entry = extra_entry(ref, *size)
+            extras.append(entry)
+        for grid in entry.get("grids", [entry]):
+            for cell in grid["cells"]:
+                links = tested.get((ref.layer, ref.view, cell["i"], cell["j"]))
+                if links:
+                    cell["patches"] = links
     return {
         "title": title,
         "classes": classes,
         "layers": [{"layer": name, "grids": grids} for name, grids in layers.items()],
         "extras": extras,
+        "patches": experiments,
     }
 
 
@@ -303,13 +368,15 @@ def _copy_static(dest: Path, osd: Path) -> None:
 
 def viewer(
     run_dir: Path | str, openseadragon: Path | str | None = None, layers: list[str] | None = None,
-    atlases: list[Path | str] | None = None,
+    atlases: list[Path | str] | None = None, patches: list[Path | str] | None = None,
 ) -> Path:
     """Build ``RUN/viewer/`` from every atlas of the run; returns the path of its index.html.
 
     ``layers`` orders the layer switch (default: manifest.json's order, else sorted);
     ``openseadragon`` is OpenSeadragon's build folder (default: :func:`find_openseadragon`);
-    ``atlases`` the atlas.json files to show (default: every one in the run).
+    ``atlases`` the atlas.json files to show (default: every one in the run); ``patches`` the
+    patch experiments' report.json files linked from the cells they tested (default: every
+    ``RUN/patches/*/report.json``).
 
     Reads each ``RUN/LAYER/FOLDER/atlas.json`` and ``atlas.png``, tiles the PNG with pyvips
     ``dzsave``, writes ``data.json``/``data.js`` and copies the static viewer and OpenSeadragon.
@@ -326,7 +393,8 @@ def viewer(
             (r.layer, r.view): make_tiles(r.folder / r.atlas["image"], staging / "tiles" / r.layer / r.view)
             for r in refs
         }
-        index = data_index(refs, sizes, title=run_dir.resolve().name)
+        reports = [Path(p) for p in patches] if patches is not None else sorted(run_dir.glob("patches/*/report.json"))
+        index = data_index(refs, sizes, title=run_dir.resolve().name, reports=reports)
         text = json.dumps(index, separators=(",", ":"))
         (staging / "data.json").write_text(text)
         (staging / "data.js").write_text(f"window.ACTLAS_DATA={text};\n")

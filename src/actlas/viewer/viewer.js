@@ -3,8 +3,12 @@
  * Data: window.ACTLAS_DATA (data.js) or data.json, written by actlas.serve.build_viewer:
  *   {title, classes: [name], layers: [{layer, grids: [{grid, icon_size, size_px, tile_source,
  *    cells: [{i, j, count, label, top, attribution: {classIndex: value}, faithfulness, icon, examples}]}]}],
- *    extras: [{id, layer, kind: "class"|"compare", title, about, axis: {left, right}|null, grids: [one grid]}]}
- * The atlas switch lists maps: each layer's main atlas, then its class atlases and comparisons;
+ *    extras: [{id, layer, kind: "class"|"compare", title, about, axis: {left, right}|null, grids: [one grid]}],
+ *    patches: [{name, title, layer, report, figures}]}; a cell a patch experiment tested lists it in
+ *    cell.patches: [{experiment, title, patch, kind, discovered, population, static, dynamic: {k, n, rate, ci},
+ *    best_control: {static, dynamic}, above_controls: {static, dynamic}, report, figure}].
+ * The atlas switch lists maps: each layer's main atlas, then its class atlases and comparisons,
+ * then the patch experiments' reports (choosing one opens its figure);
  * the URL fragment (#features.13 or #features.13/class-red-fox) names the one shown.
  * Every grid of a map is one tiled image over the same world rectangle (0, 0)-(1, 1);
  * grids are stacked coarse to fine and zooming in reveals finer ones (chooseGrid), as in a
@@ -129,8 +133,26 @@
       option.textContent = map.title;
       select.appendChild(option);
     });
-    $("layer-field").hidden = state.maps.length < 2;
+    const reports = state.data.patches || [];
+    if (reports.length) {
+      const group = document.createElement("optgroup");
+      group.label = "patch experiments (open the figure)";
+      reports.forEach((r, k) => {
+        const option = document.createElement("option");
+        option.value = "patch:" + k;
+        option.textContent = "patch: " + r.title;
+        group.appendChild(option);
+      });
+      select.appendChild(group);
+    }
+    $("layer-field").hidden = state.maps.length + reports.length < 2;
     select.addEventListener("change", () => {
+      if (select.value.startsWith("patch:")) {
+        const r = reports[Number(select.value.slice(6))];
+        select.value = String(state.layer);  // the map stays; the report's figure opens beside it
+        window.open(r.figures.length ? r.figures[0] : r.report, "_blank", "noopener");
+        return;
+      }
       openLayer(Number(select.value));
       history.replaceState(null, "", "#" + state.maps[state.layer].id);
     });
@@ -347,6 +369,48 @@
     });
   }
 
+  function pct(r) {
+    if (!r || !r.n) return "n/a";
+    return (100 * r.rate).toFixed(1) + "% [" + (100 * r.ci[0]).toFixed(1) + ", " + (100 * r.ci[1]).toFixed(1) +
+      "] of " + r.n;
+  }
+
+  /* The patch experiments that pasted this cell's icon or one of its dataset patches, with their numbers. */
+  function showPatches(hit) {
+    const list = $("patch-list");
+    list.textContent = "";
+    const tests = (hit && hit.cell.patches) || [];
+    $("patch-tests").hidden = tests.length === 0;
+    tests.forEach((t) => {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = t.report;
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.textContent = t.title + (t.discovered ? " (discovered " : " (") + t.kind + ")";
+      const numbers = document.createElement("div");
+      const control = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
+      numbers.textContent = t.population + ": static " + pct(t.static) + " (best control " +
+        control(t.best_control.static) + "); dynamic " + pct(t.dynamic) + " (best control " +
+        control(t.best_control.dynamic) + ")";
+      const verdict = document.createElement("div");
+      verdict.className = "verdict";
+      const above = t.above_controls || {};
+      verdict.textContent = "interval above both controls: static " + (above.static ? "yes" : "no") +
+        ", dynamic " + (above.dynamic ? "yes" : "no");
+      item.append(link, numbers, verdict);
+      if (t.figure) {
+        const fig = document.createElement("a");
+        fig.href = t.figure;
+        fig.target = "_blank";
+        fig.rel = "noopener";
+        fig.textContent = "photos before and after";
+        item.appendChild(fig);
+      }
+      list.appendChild(item);
+    });
+  }
+
   function markSelected() {
     state.cellEls.forEach((el) => el.classList.remove("selected"));
     if (state.pinned && state.pinned.grid === activeGrid()) state.cellEls[state.pinned.index].classList.add("selected");
@@ -356,6 +420,7 @@
     state.pinned = hit;
     markSelected();
     showCell(hit);
+    showPatches(hit);
     showExamples(hit);
   }
 
@@ -363,6 +428,7 @@
     state.pinned = null;
     if (state.cellEls) markSelected();
     showExamples(null);
+    showPatches(null);
     showCell(state.hover);
   }
 
