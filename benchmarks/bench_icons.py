@@ -52,6 +52,7 @@ SETTINGS = {
     "default": {},
     "pad0": {"pad": 0},
     "decay1.5": {"decay_power": 1.5},
+    "pad0 decay1.25": {"pad": 0, "decay_power": 1.25},
     "pad0 decay1.5": {"pad": 0, "decay_power": 1.5},
     "pad0 decay2": {"pad": 0, "decay_power": 2.0},
     "pad0 lr0.1": {"pad": 0, "lr": 0.1},

@@ -497,6 +497,7 @@ def test_build_viewer_links_cells_to_their_patch_experiments(tmp_path: Path) -> 
     data = json.loads((viewer / "data.json").read_text())
     (experiment,) = data["patches"]
     assert experiment["title"] == "snorkel \u2192 red fox" and experiment["report"] == "../patches/snorkel-to-red-fox/report.md"
+    assert experiment["figure"] == "../patches/snorkel-to-red-fox/bars.png"  # no single-photo figure: the rates
     assert all(is_servable(str(PurePosixPath("patches") / PurePosixPath(f).relative_to("../patches")))
                for f in experiment["figures"] + [experiment["report"]])
     (fox,) = [e for e in data["extras"] if e["id"] == "features.13/class-red-fox"]

@@ -68,9 +68,9 @@ class RenderParams:
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by final objective
     batch_size: int = 64  # icons optimised together
-    pad: int = 12  # padding of the robustness transforms
+    pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
     jitter: int = 8  # jitter of the robustness transforms, pixels
-    decay_power: float = 1.0  # spectrum decay of the FFT parameterisation
+    decay_power: float = 1.25  # spectrum decay of the FFT parameterisation (1.0 gave grey, noisy icons)
     param: str = "fft"  # parameterisation: fft (optimise the spectrum) or maco (only its phase)
     seed: int = 0  # render seed (the workflow passes the run's seed)
     amp: bool = False  # bf16 autocast while optimising icons (scores stay float32)

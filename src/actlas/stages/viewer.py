@@ -228,8 +228,9 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
     """The patch experiments of a run as the viewer shows them.
 
     ``reports``: ``RUN/patches/NAME/report.json`` files. Returns (experiments, per cell): one entry
-    per report (title, links to report.md and its figures, relative to viewer/), and for each cell
-    (layer, atlas folder, i, j) whose icon or dataset patch a report tested (``cell:DIR:I,J``,
+    per report (title, links to report.md and its figures, relative to viewer/; ``figure`` is the
+    single-photo demonstration when there is one, else the first figure, the rates), and for each
+    cell (layer, atlas folder, i, j) whose icon or dataset patch a report tested (``cell:DIR:I,J``,
     ``example:DIR:I,J,E``), the patch's numbers: its main population (``source_correct`` when it
     has photos, else ``not_target``), static and dynamic rates with 95% intervals, the best
     control's rate and whether the patch's interval lies above both controls'.
@@ -240,9 +241,11 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
         name = Path(path).parent.name
         base = f"../patches/{name}/"
         title = f"{report.get('source') or 'any photo'} \u2192 {report.get('target')}"
+        figures = list(report.get("figures", []))
+        main = "single-photo.png" if "single-photo.png" in figures else (figures[0] if figures else None)
         experiments.append({"name": name, "title": title, "layer": report.get("layer"),
-                            "report": base + "report.md",
-                            "figures": [base + f for f in report.get("figures", [])]})
+                            "report": base + "report.md", "figure": base + main if main else None,
+                            "figures": [base + f for f in figures]})
         for e in report.get("patches", []):
             m = PATCH_CELL.fullmatch(str(e.get("spec", "")))
             if not m:

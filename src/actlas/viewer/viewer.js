@@ -4,7 +4,7 @@
  *   {title, classes: [name], layers: [{layer, grids: [{grid, icon_size, size_px, tile_source,
  *    cells: [{i, j, count, label, top, attribution: {classIndex: value}, faithfulness, icon, examples}]}]}],
  *    extras: [{id, layer, kind: "class"|"compare", title, about, axis: {left, right}|null, grids: [one grid]}],
- *    patches: [{name, title, layer, report, figures}]}; a cell a patch experiment tested lists it in
+ *    patches: [{name, title, layer, report, figure, figures}]}; a cell a patch experiment tested lists it in
  *    cell.patches: [{experiment, title, patch, kind, discovered, population, static, dynamic: {k, n, rate, ci},
  *    best_control: {static, dynamic}, above_controls: {static, dynamic}, report, figure}].
  * The atlas switch lists maps: each layer's main atlas, then its class atlases and comparisons,
@@ -150,7 +150,7 @@
       if (select.value.startsWith("patch:")) {
         const r = reports[Number(select.value.slice(6))];
         select.value = String(state.layer);  // the map stays; the report's figure opens beside it
-        window.open(r.figures.length ? r.figures[0] : r.report, "_blank", "noopener");
+        window.open(r.figure || r.report, "_blank", "noopener");
         return;
       }
       openLayer(Number(select.value));
