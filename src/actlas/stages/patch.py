@@ -170,7 +170,8 @@ def patch(
     layer: str | None = Patch.layer, patches: tuple[str, ...] = Patch.patches, discover: bool = Patch.discover,
     candidates: int = Patch.candidates, sizes: tuple[float, ...] = Patch.sizes, static: str = Patch.static,
     crops: int = Patch.crops, max_images: int = Patch.max_images, evaluate: tuple[str, ...] = Patch.evaluate,
-    max_evaluate: int = Patch.max_evaluate, photo: str | None = Patch.photo, batch_size: int = Patch.batch_size, search: tuple[str, ...] = Patch.search,
+    max_evaluate: int = Patch.max_evaluate, photo: str | None = Patch.photo, batch_size: int = Patch.batch_size,
+    search: tuple[str, ...] = Patch.search,
     name: str | None = Patch.name, seed: int = Run.seed, device: str = Run.device, threads: int | None = None,
     out: str | Path | None = None, icons_run: str | Path | None = None, corners: tuple[str, ...] = CORNERS,
 ) -> Path:
@@ -326,6 +327,9 @@ def held_out_photos(folders: tuple[str, ...], net, spec: ModelSpec, source: int,
         raise ValueError(f"no {spec.short_name(source)!r} photos in {', '.join(map(str, folders))}: evaluate folders "
                          "hold one subfolder per class, named by its synset or class name, as a run's images do")
     x, photo_paths, labels = load_photos(src, spec)
+    if not len(x):
+        raise ValueError(f"none of the {len(src)} {spec.short_name(source)!r} photos in {', '.join(map(str, folders))} "
+                         "could be decoded: `actlas shards FOLDER RUN` writes each file's reason to RUN/shards/skipped.tsv")
     _, top = predict(net, spec, x, target, batch_size, device)
     correct = np.flatnonzero(top == source)
     keep = np.sort(np.random.default_rng(seed + 3).permutation(correct)[:max_evaluate])
@@ -345,6 +349,8 @@ def run_source_photos(rows: list[tuple[str, int]], net, spec: ModelSpec, source:
     src = [r for r in rows if r[1] == source]
     order = np.random.default_rng(seed + 5).permutation(len(src))[:max_images]
     x, _, _ = load_photos([src[i] for i in sorted(order)], spec)
+    if not len(x):
+        return x
     _, top = predict(net, spec, x, target, batch_size, device)
     return x[torch.from_numpy(top == source)]
 
