@@ -391,7 +391,10 @@ def test_fuzz_url_path(server, fake_run: Path, path: list[str], method: bytes) -
     assert status in (200, 302, 400, 403, 404, 414), (target, status)
     assert SECRET not in answer
     if status == 200:
-        rel = url_to_relative(target.decode("latin-1"))
+        seen = target.decode("latin-1")
+        if seen.startswith("//"):  # http.server itself turns a leading "//" into "/" (gh-87389) before we see it
+            seen = "/" + seen.lstrip("/")
+        rel = url_to_relative(seen)
         assert rel is not None and is_servable(rel)
         assert (fake_run / rel).resolve().is_relative_to(fake_run.resolve())
 

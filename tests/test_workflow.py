@@ -136,14 +136,23 @@ def test_class_atlases_comparisons_and_patches_as_rules(small_run, tmp_path):
     assert meta["kind"] == "class" and meta["class"] == a and meta["grid"] == 3 and meta["cells"]
     assert sum(c["count"] for c in meta["cells"]) == meta["samples"]
     report = json.loads((run / "patches" / f"any-to-{slug_a}" / "report.json").read_text())
-    assert report["target"] == a and report["discovery"]["best"].startswith("cell:")
+    assert report["target"] == a and report["discovery"]["best"].startswith(("cell:", "example:"))
     data = json.loads((run / "viewer" / "data.json").read_text())
     assert {e["kind"] for e in data["extras"]} == {"class", "compare"}
+    # the viewer links the experiment, and the cell whose icon it pasted links back to it
+    assert [e["name"] for e in data["patches"]] == [f"any-to-{slug_a}"]
+    folder, ij = report["discovery"]["best"].split(":")[1:]
+    ij = ",".join(ij.split(",")[:2])  # example:DIR:I,J,E names a dataset patch of cell (I, J)
+    views = {e["id"]: e["grids"][0] for e in data["extras"]}
+    views.update({f"{layer['layer']}/grid-{g['grid']}": g for layer in data["layers"] for g in layer["grids"]})
+    (cell,) = [c for c in views[f"features.13/{folder}"]["cells"] if f"{c['i']},{c['j']}" == ij]
+    assert [link["experiment"] for link in cell["patches"]] == [f"any-to-{slug_a}"]
     assert _planned(snakemake(work, "-n", *both)) == {}, "a finished run plans nothing"
     overlay["patches"][0]["max_images"] = 9
     (work / "classes.yaml").write_text(yaml.safe_dump(overlay))
     planned = _planned(snakemake(work, "-n", *both))
-    assert {k: v for k, v in planned.items() if k not in ("manifest", "all")} == {"patch": 1}, planned
+    # the experiment reruns, and the viewer that links its numbers
+    assert {k: v for k, v in planned.items() if k not in ("manifest", "all")} == {"patch": 1, "viewer": 1}, planned
 
 
 # --------------------------------------------------------------------------- a stage layer you can rerun
