@@ -393,29 +393,31 @@ def report_markdown(report: dict) -> str:
              f"Model `{report['model'].get('source') if isinstance(report['model'], dict) else report['model']}`, layer `{report['layer']}`. Static protocol: {report['static'][0]} at "
              f"{report['static'][1]} of the input side; dynamic: best of corners {', '.join(report['corners'])} x "
              f"sizes {report['sizes']} per image. Rates are top-1 flips to the target with 95% Wilson intervals; "
-             f"controls (uniform noise, a crop of a random photo) use the same photos and protocol.", "",
-             f"Photos: {report['images']['source_class']} of the source class, "
-             f"{report['images']['sampled_not_target']} "
-             f"sampled (seed {report['seed']}) from the {report['images']['run_total']} photos of the run whose label "
-             f"is neither source nor target, and {report['images'].get('near_target', 0)} (of "
-             f"{report['images'].get('near_target_in_run', 0)} in the run) whose top-5 at collection holds the target "
-             "but not as top-1.", ""]
+             f"controls (uniform noise, a crop of a random photo) use the same photos and protocol.", ""]
     held = report["images"].get("evaluate")
     if held:
-        lines[-2:] = [f"Held-out photos: {held['evaluated']} of the {held['source_class']} {report['source']} photos in "
-                      f"{', '.join(held['folders'])} ({held['classified_correctly']} classified correctly; a seeded "
-                      f"choice of at most {held['max_evaluate']}). Every rate below is on them; discovery never saw "
-                      f"them: it searched {report['images']['searched']} {report['source']} photos of the run.", ""]
+        lines += [f"Held-out photos: {held['evaluated']} of the {held['source_class']} {report['source']} photos in "
+                  f"{', '.join(held['folders'])} ({held['classified_correctly']} classified correctly; a seeded "
+                  f"choice of at most {held['max_evaluate']}). Every rate below is on them; discovery never saw "
+                  f"them: it searched {report['images']['searched']} {report['source']} photos of the run.", ""]
+    else:
+        lines += [f"Photos: {report['images']['source_class']} of the source class, "
+                  f"{report['images']['sampled_not_target']} "
+                  f"sampled (seed {report['seed']}) from the {report['images']['run_total']} photos of the run whose "
+                  f"label is neither source nor target, and {report['images'].get('near_target', 0)} (of "
+                  f"{report['images'].get('near_target_in_run', 0)} in the run) whose top-5 at collection holds the "
+                  "target but not as top-1.", ""]
+    titles = {"source_correct": "source-class photos classified correctly",
+              "not_target": "source photos and the random sample, not already classified as the target",
+              "near_target": "photos with the target in their top-5, not top-1"}
     for e in report["patches"]:
         lines += [f"## {e['name']}" + (" (discovered)" if e.get("discovered") else ""), "",
                   f"![patch]({e['patch_png']})", ""]
-        for pop, title in (("source_correct", "source-class photos classified correctly"),
-                           ("not_target", "source photos and the random sample, not already classified as the target"),
-                           ("near_target", "photos with the target in their top-5, not top-1")):
-            if pop not in e["populations"] or not e["populations"][pop]["patch"]["n"]:
-                continue
-            if pop == "not_target" and held:  # held-out photos are all of the source class: the same photos
-                continue
+        # populations with photos; held-out photos are all of the source class, so not_target repeats source_correct
+        shown = [pop for pop in titles if e["populations"].get(pop, {}).get("patch", {}).get("n")
+                 and not (pop == "not_target" and held)]
+        for pop in shown:
+            title = titles[pop]
             d = e["populations"][pop]
             lines += [f"**{title}** (n = {d['patch']['n']})", "",
                       "| patch | static | dynamic | p(target) before | after static | after dynamic |",
@@ -425,9 +427,8 @@ def report_markdown(report: dict) -> str:
                 lines.append(f"| {kind} | {_fmt(r['static'])} | {_fmt(r['dynamic'])} | {r['prob_before']} | "
                              f"{r['prob_after_static']} | {r['prob_after_dynamic']} |")
             lines.append("")
-        for pop, b in e["beats_controls"].items():
-            if not e["populations"][pop]["patch"]["n"] or (pop == "not_target" and held):
-                continue
+        for pop in (pop for pop in shown if pop in e["beats_controls"]):
+            b = e["beats_controls"][pop]
             ratios = e.get("vs_controls", {}).get(pop, {})
             said = [f"{proto} {'yes' if b[proto] else 'no'}"
                     + (f" ({ratios[proto]['ratio']}x the {ratios[proto]['best_control']} control)"

@@ -219,8 +219,8 @@ def patch(
     if evaluate:
         if s is None:
             raise ValueError("evaluate (held-out photos) measures a source class: give --source")
-        photos, held_info = held_out_photos(evaluate, net, mspec, s, t, max_evaluate=max_evaluate, seed=seed,
-                                            batch_size=batch_size, device=dev)
+        photos, held_info, (clean_prob, clean_top) = held_out_photos(
+            evaluate, net, mspec, s, t, max_evaluate=max_evaluate, seed=seed, batch_size=batch_size, device=dev)
         search_x = run_source_photos(rows, net, mspec, s, t, max_images=max_images, seed=seed,
                                      batch_size=batch_size, device=dev)
         sample_rows, near_paths = [], set()
@@ -238,7 +238,7 @@ def patch(
         photos = Photos(x, photo_paths, labels, labels == (s if s is not None else -2), pool,
                         near=np.array([p in near_paths for p in photo_paths], bool),
                         extra=np.array([p in extra_paths for p in photo_paths], bool))
-    clean_prob, clean_top = predict(net, mspec, photos.x, t, batch_size, dev)
+        clean_prob, clean_top = predict(net, mspec, photos.x, t, batch_size, dev)
     name = name or f"{paths.slug(mspec.short_name(s)) if s is not None else 'any'}-to-{paths.slug(mspec.short_name(t))}"
     out = Path(out) if out else paths.patch_dir(run_dir, name)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,11 +314,12 @@ def patch(
 
 
 def held_out_photos(folders: tuple[str, ...], net, spec: ModelSpec, source: int, target: int, *, max_evaluate: int,
-                    seed: int, batch_size: int, device, n_pool: int = 32) -> tuple[Photos, dict]:
+                    seed: int, batch_size: int, device, n_pool: int = 32
+                    ) -> tuple[Photos, dict, tuple[np.ndarray, np.ndarray]]:
     """The held-out population: the source-class photos of ``folders`` (labelled by folder name, as a
     run's images are) that the model classifies correctly, a seeded choice of at most ``max_evaluate``;
     and ``n_pool`` photos of the folders of neither class for the random-crop control.
-    Returns (photos, counts for the report)."""
+    Returns (photos, counts for the report, (p(target) (n,), top-1 (n,)) of the chosen photos)."""
     from .. import images as imgs
 
     rows = sorted({r for f in folders for r in imgs.list_images(f, spec.synsets, spec.categories)})
@@ -330,7 +331,7 @@ def held_out_photos(folders: tuple[str, ...], net, spec: ModelSpec, source: int,
     if not len(x):
         raise ValueError(f"none of the {len(src)} {spec.short_name(source)!r} photos in {', '.join(map(str, folders))} "
                          "could be decoded: `actlas shards FOLDER RUN` writes each file's reason to RUN/shards/skipped.tsv")
-    _, top = predict(net, spec, x, target, batch_size, device)
+    prob, top = predict(net, spec, x, target, batch_size, device)
     correct = np.flatnonzero(top == source)
     keep = np.sort(np.random.default_rng(seed + 3).permutation(correct)[:max_evaluate])
     others = [r for r in rows if r[1] not in (source, target)]
@@ -339,7 +340,7 @@ def held_out_photos(folders: tuple[str, ...], net, spec: ModelSpec, source: int,
     photos = Photos(x[keep], [photo_paths[i] for i in keep], labels[keep], np.ones(len(keep), bool), pool)
     info = {"folders": [str(f) for f in folders], "source_class": len(src), "decoded": len(photo_paths),
             "classified_correctly": int(len(correct)), "evaluated": int(len(keep)), "max_evaluate": max_evaluate}
-    return photos, info
+    return photos, info, (prob[keep], top[keep])
 
 
 def run_source_photos(rows: list[tuple[str, int]], net, spec: ModelSpec, source: int, target: int, *,

@@ -256,12 +256,12 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
                 continue
             d = pops[pop]
             control = e.get("vs_controls", {}).get(pop, {})
+            examples = f"examples-{slug(e.get('name', ''))}.png"  # write_figures' name for the patch's photos
             link = {
                 "experiment": name, "title": title, "patch": e.get("name"), "spec": e.get("spec"),
                 "kind": "dataset patch" if str(e["spec"]).startswith("example:") else "icon",
                 "discovered": bool(e.get("discovered")), "population": pop, "report": base + "report.md",
-                "figure": next((base + f for f in report.get("figures", []) if f == f"examples-{slug(e.get('name', ''))}.png"),
-                               None),
+                "figure": base + examples if examples in figures else None,
                 **{proto: _rate(d["patch"][proto]) for proto in ("static", "dynamic")},
                 "best_control": {proto: control.get(proto, {}).get("control_rate") for proto in ("static", "dynamic")},
                 "above_controls": e.get("beats_controls", {}).get(pop, {}),
