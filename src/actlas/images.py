@@ -37,8 +37,12 @@ REFUSED = {
     "BUFR": "Pillow has no BUFR decoder", "GRIB": "Pillow has no GRIB decoder",
     "HDF5": "Pillow has no HDF5 decoder", "WMF": "Pillow cannot draw WMF/EMF on this platform",
 }
-# Every format Pillow can open here (its own decoders and registered plugins), less the refused ones.
-FORMATS = tuple(sorted(f for f in Image.OPEN if f not in REFUSED))
+# Every format Pillow can open here (its own decoders and registered plugins), less the refused ones;
+# Pillow tries them in this order, so the common photo formats (each known by its magic bytes) come
+# first: with JPEG in its alphabetical place, opening a 32 x 32 JPEG took 93 us instead of 55.
+_COMMON = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+FORMATS = tuple([f for f in _COMMON if f in Image.OPEN and f not in REFUSED]
+                + sorted(f for f in Image.OPEN if f not in REFUSED and f not in _COMMON))
 # Extension -> format for every format Pillow knows; images are listed by these extensions.
 _KNOWN = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
 EXTENSIONS = tuple(sorted(ext for ext, fmt in _KNOWN.items() if fmt in FORMATS))

@@ -101,6 +101,9 @@ def render(
     directions : (K, C) mean activations (unwhitened)
     whitening : (C, C) regularised inverse covariance (``actlas.layout.whitening``) or None
 
+    Every optimisation batch holds ``params.batch_size`` images (a short one is padded), so an
+    icon is the same bytes whichever directions it is rendered with, given the device and threads.
+
     Returns
     -------
     dict with ``icon`` (K, S, S, 3) uint8, ``objective`` (K,) float32, ``faithfulness`` (K,) float32
@@ -119,15 +122,20 @@ def render(
     with progress_bar(f"render {layer}", total=len(jobs), enabled=progress) as bar:
         for lo in range(0, len(jobs), params.batch_size):
             batch = jobs[lo : lo + params.batch_size]
-            idx = np.array([i for i, _ in batch])
-            seeds = [direction_seed(directions[i], params.seed, t) for i, t in batch]
+            # A short batch is padded with copies of its last job and optimised at full size: torch
+            # picks convolution kernels by batch size (and threads), so an icon's pixels would
+            # otherwise depend on how many icons shared its batch, and a cached icon would differ
+            # from the same icon rendered afresh.
+            rows = batch + [batch[-1]] * (params.batch_size - len(batch))
+            idx = np.array([i for i, _ in rows])
+            seeds = [direction_seed(directions[i], params.seed, t) for i, t in rows]
             target = torch.from_numpy(targets[idx]).to(device)
             images, score = _optimise(model, spec, layer, target, seeds, params, device)
             h = centre_activations(model, spec, layer, images)
             faith = objectives.cosine(h, torch.from_numpy(directions[idx]).to(device)).cpu().numpy()
             score = score.cpu().numpy()
             pixels = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-            for row, i in enumerate(idx):
+            for row, i in enumerate(idx[: len(batch)]):
                 if score[row] > best_obj[i]:
                     best_obj[i], best_img[i], best_faith[i] = score[row], pixels[row], faith[row]
             bar.update(len(batch))

@@ -30,6 +30,18 @@ def files_digest(files: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def _compute(dev) -> str:
+    """What an icon's bytes depend on besides its inputs: the device type and, on a CPU, the thread
+    count (kernels and their summation order follow it); on a GPU, its name."""
+    import torch
+
+    if dev.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(dev)}"
+    if dev.type == "cpu":
+        return f"cpu:threads={torch.get_num_threads()}"
+    return dev.type
+
+
 def render_folder(
     folder: str | Path, run_dir: str | Path, layer: str, model, *, batch: int = 0,
     cells_per_job: int = Render.cells_per_job, params: RenderParams | None = None, device: str = Run.device,
@@ -67,10 +79,12 @@ def render_folder(
     net.to(dev)
     if dev.type == "cuda":
         net.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
+        torch.backends.cudnn.deterministic = True
     cache_dir = paths.icon_cache(run_dir)
     context = "|".join([
         render_core.array_digest(whitening), json.dumps(spec.to_json(), sort_keys=True, default=str),
-        files_digest(model_files(model)), code_digest("actlas.stages.render"), dev.type, torch.__version__,
+        files_digest(model_files(model)), code_digest("actlas.stages.render"), _compute(dev), torch.__version__,
     ])
     keys = [render_core.icon_key(directions[i], context, layer, params) for i in index]
     found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}
