@@ -14,8 +14,8 @@ rule class_atlas:
         **_class_rule_outputs("class"),
     params:
         run=run_of(2),
-        cls=lambda wc: CLASS_ATLASES[wc.name]["class"],
-        args=lambda wc: class_args(CLASS_ATLASES[wc.name], drop=("class", "layer")),
+        cls=lambda wc: CLASS_ATLASES[(wc.layer, wc.name)]["class"],
+        args=lambda wc: class_args(CLASS_ATLASES[(wc.layer, wc.name)], drop=("class", "layer")),
         out=lambda wc, output: str(Path(output.atlas_json).parent),
         code=code_digest("actlas.stages.class_atlas"),
     threads: RENDER.threads
@@ -44,9 +44,9 @@ rule compare:
         compare=paths.layer_dir(RUN, "{layer}") / "compare-{name}" / "compare.png",
     params:
         run=run_of(2),
-        a=lambda wc: COMPARISONS[wc.name]["classes"][0],
-        b=lambda wc: COMPARISONS[wc.name]["classes"][1],
-        args=lambda wc: class_args(COMPARISONS[wc.name], drop=("classes", "layer")),
+        a=lambda wc: COMPARISONS[(wc.layer, wc.name)]["classes"][0],
+        b=lambda wc: COMPARISONS[(wc.layer, wc.name)]["classes"][1],
+        args=lambda wc: class_args(COMPARISONS[(wc.layer, wc.name)], drop=("classes", "layer")),
         out=lambda wc, output: str(Path(output.atlas_json).parent),
         code=code_digest("actlas.stages.compare"),
     threads: RENDER.threads

@@ -33,7 +33,7 @@ rule collect:
         store=directory(paths.shard_store(RUN, "{shard}")),
         skipped=f"{paths.shard_store(RUN, '{shard}')}.skipped.tsv",
     params:
-        args=cli_args(model=MODEL, layer=LAYERS, seed=SEED, device=DEVICE,
+        args=cli_args(model=MODEL, layer=COLLECTED, seed=SEED, device=DEVICE,
                       **{k: v for k, v in config["collect"].items() if k not in ("shard_size", "threads")}),
         code=code_digest("actlas.stages.collect"),
     threads: config["collect"]["threads"]

@@ -101,8 +101,9 @@ def intermediates(wildcards):
     """Every intermediate artifact of the plan (targets of rule all, so a deleted one is rebuilt)."""
     out = [paths.shard_index(RUN)]
     out += [f for s in SHARDS for f in (paths.shard_list(RUN, s), paths.shard_store(RUN, s))]
-    for layer in LAYERS:
+    for layer in COLLECTED:
         out += [paths.coords(RUN, layer), paths.whiten(RUN, layer), paths.layout_info(RUN, layer)]
+    for layer in LAYERS:
         for n in SIZES:
             gdir = paths.grid_dir(RUN, layer, n)
             out += [paths.cells(gdir), *grid_batches(layer, n), gdir / "icons", gdir / "examples",
@@ -112,18 +113,34 @@ def intermediates(wildcards):
 def _layer(entry):
     return entry["layer"] or LAYERS[0]
 
-CLASS_ATLASES = {paths.slug(e["class"]): e for e in config["class_atlases"]}
+# Every layer collected and laid out: the main atlases' layers, then any other layer a class atlas,
+# comparison or patch experiment names (the article built its class atlases at a late layer).
+COLLECTED = list(dict.fromkeys(LAYERS + [_layer(e) for k in ("class_atlases", "comparisons", "patches")
+                                          for e in config[k]]))
 
-COMPARISONS = {f"{paths.slug(e['classes'][0])}-{paths.slug(e['classes'][1])}": e for e in config["comparisons"]}
+def _by_layer(kind, entries, name):
+    """{(layer, folder name): entry}; the same folder asked for twice is an error."""
+    out = {}
+    for e in entries:
+        key = (_layer(e), name(e))
+        if key in out:
+            raise ValueError(f"{kind}: two items make {key[0]}/{key[1]}; drop one, or give one another layer")
+        out[key] = e
+    return out
+
+CLASS_ATLASES = _by_layer("class_atlases", config["class_atlases"], lambda e: paths.slug(e["class"]))
+
+COMPARISONS = _by_layer("comparisons", config["comparisons"],
+                        lambda e: f"{paths.slug(e['classes'][0])}-{paths.slug(e['classes'][1])}")
 
 PATCHES = {e["name"] or f"{paths.slug(e['source'] or 'any')}-to-{paths.slug(e['target'])}": e
            for e in config["patches"]}
 
 CLASS_FILES = ["cells.npz", "rows.npy", "coords.npy", "render/batch-00000.npz", *paths.ATLAS_FILES]
 
-def class_folder(kind, name):
-    entry = (CLASS_ATLASES if kind == "class" else COMPARISONS)[name]
-    return (paths.class_dir if kind == "class" else paths.compare_dir)(RUN, _layer(entry), name)
+def class_folder(kind, key):
+    layer, name = key
+    return (paths.class_dir if kind == "class" else paths.compare_dir)(RUN, layer, name)
 
 def class_args(entry, *, drop):
     options = {k: v for k, v in entry.items() if k not in drop}
@@ -148,9 +165,9 @@ def _patch_folders(e):
     search = list(e["search"]) if e["discover"] else []
     if e["discover"] and not search:
         target = paths.slug(e["target"])
-        search = ([f"class-{target}"] if target in CLASS_ATLASES and _layer(CLASS_ATLASES[target]) == layer else [])
+        search = [f"class-{target}"] if (layer, target) in CLASS_ATLASES else []
         search += [f"grid-{n}" for n in SIZES]
-        search += [f"compare-{k}" for k, c in COMPARISONS.items() if _layer(c) == layer]
+        search += [f"compare-{name}" for at, name in COMPARISONS if at == layer]
     return list(dict.fromkeys(named + search)), search
 
 def patch_inputs(wildcards):

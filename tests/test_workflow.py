@@ -155,6 +155,33 @@ def test_class_atlases_comparisons_and_patches_as_rules(small_run, tmp_path):
     assert {k: v for k, v in planned.items() if k not in ("manifest", "all")} == {"patch": 1, "viewer": 1}, planned
 
 
+def test_a_class_atlas_at_another_layer_collects_that_layer_too(tmp_path):
+    """A class atlas at a layer outside ``layers`` (the article's were at a late layer): collect
+    records both layers, both are laid out, the class atlas is built there, and that layer gets no
+    main atlas of its own."""
+    import zarr
+
+    from conftest import _photo_folder
+
+    images = _photo_folder(12)
+    synset = sorted(p.name for p in images.iterdir())[0]  # a class whose photo the run holds
+    work, run = tmp_path / "work", tmp_path / "work" / "run"
+    _tiny_config(work, images, run, class_atlases=[{"class": synset, "layer": "features.16", "filter": "top",
+                                                    "grid": 3}])
+    ran = _ran(snakemake(work))
+    assert ran.get("layout") == 2 and ran.get("class_atlas") == 1, ran
+    store = zarr.open_group(str(next((run / "collect").glob("*.zarr"))), mode="r")
+    assert store["features.16/activation"].shape[1] == 160 and store["features.13/activation"].shape[1] == 96
+    assert (run / "features.16" / "whiten.npy").exists() and not list((run / "features.16").glob("grid-*"))
+    (folder,) = (run / "features.16").glob("class-*")
+    meta = json.loads((folder / "atlas.json").read_text())
+    assert meta["kind"] == "class" and meta["cells"], meta.keys()
+    data = json.loads((run / "viewer" / "data.json").read_text())
+    assert [layer["layer"] for layer in data["layers"]] == ["features.13"]
+    assert [e["kind"] for e in data["extras"]] == ["class"]
+    assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
+
+
 # --------------------------------------------------------------------------- a stage layer you can rerun
 
 
@@ -178,7 +205,7 @@ def _ran(out) -> dict[str, int]:
 def _tiny_config(work: Path, images: Path, run_dir, **over) -> None:
     over = {"collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
             "grid": {"sizes": [3], "min_count": 2},
-            "render": {"size": 32, "steps": 6, "batch_size": 16, "cells_per_job": 4},
+            "render": {"size": 32, "steps": 6, "batch_size": 4, "cells_per_job": 4},
             "atlas": {"n_examples": 1}, **over}
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(small_config(Path(run_dir), images, **over))
@@ -211,7 +238,7 @@ def test_incremental_run_equals_a_run_from_scratch(tmp_path):
             for section, values in edit.items():
                 state[section] = {**state.get(section, {}), **values}
         base = {"collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
-                "grid": {"sizes": [3], "min_count": 2}, "render": {"size": 32, "steps": 6, "batch_size": 16,
+                "grid": {"sizes": [3], "min_count": 2}, "render": {"size": 32, "steps": 6, "batch_size": 4,
                                                                    "cells_per_job": 4}, "atlas": {"n_examples": 1}}
         over = {k: {**base.get(k, {}), **v} for k, v in {**base, **state}.items()}
         _tiny_config(work, images, run, **over)

@@ -67,7 +67,7 @@ class RenderParams:
     lr: float = 0.05  # Adam learning rate
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by final objective
-    batch_size: int = 64  # icons optimised together
+    batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
     pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
     jitter: int = 8  # jitter of the robustness transforms, pixels
     decay_power: float = 1.25  # spectrum decay of the FFT parameterisation (1.0 gave grey, noisy icons)
@@ -106,7 +106,7 @@ class ClassAtlas:
     """An item of ``class_atlases``: the class atlas of one class."""
 
     cls: str | int = ""  # class name, synset id or index (config key: class)
-    layer: str | None = None  # default: the run's first layer
+    layer: str | None = None  # default: the run's first layer; one not in layers is collected and laid out too
     filter: str = "winner"  # winner, top or both
     top: int = 2000  # at most this many samples per class
     grid: int = 8  # cells per side
@@ -120,7 +120,7 @@ class Comparison:
     """An item of ``comparisons``: two classes side by side (x = attribution to A minus B)."""
 
     classes: tuple[str | int, ...] = ()  # [A, B]
-    layer: str | None = None  # default: the run's first layer
+    layer: str | None = None  # default: the run's first layer; one not in layers is collected and laid out too
     filter: str = "top"  # winner, top or both
     top: int = 2000  # at most this many samples per class
     grid: int = 10  # cells per side

@@ -7,6 +7,8 @@ how often the top-1 class flips to the target, against noise and random-photo co
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 import time
@@ -114,8 +116,11 @@ def load_patch(spec_text: str, run_dir: str | Path, layer: str, *, model: nn.Mod
             raise ValueError("a direction patch needs the model: pass model= and spec=")
         direction = np.load(rest).astype(np.float32).reshape(1, -1)
         whitening = np.load(ldir / "whiten.npy") if (ldir / "whiten.npy").exists() else None
-        out = render_icons(model, spec, layer, direction, whitening=whitening, params=params or RenderParams(),
-                           device=device, progress=False)
+        params = params or RenderParams()
+        # One direction: a batch of its tries alone, not padded to a full render batch.
+        params = dataclasses.replace(params, batch_size=params.tries)
+        out = render_icons(model, spec, layer, direction, whitening=whitening, params=params, device=device,
+                           progress=False)
         return f"direction:{Path(rest).name}", torch.from_numpy(out["icon"][0]).permute(2, 0, 1).float() / 255.0
     raise ValueError(f"unknown patch {spec_text!r}: use cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, "
                      "image:PATH[:X0,Y0,X1,Y1] or direction:PATH.npy")
