@@ -131,6 +131,9 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     value, stored = class_attribution(s.attr_class, s.attr_value, a)
     assert len(kept) == meta["samples"] == stored.sum() and stored[kept].all()
     assert sum(c["count"] for c in meta["cells"]) == len(kept)
+    for c in meta["cells"]:  # a cell's top classes are the classes it attributes to, never a filler with 0
+        values = [v for _, v in c["top"]]
+        assert 0 not in values and values == sorted(values, reverse=True), c["top"]
     assert (path.parent / "atlas.png").exists() and all((path.parent / c["icon"]).exists() for c in meta["cells"])
     path = compare(run, "features.4", (str(a), str(b)), model, grid=4, params=params, device="cpu", n_examples=1)
     meta = json.loads(path.read_text())

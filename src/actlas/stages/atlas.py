@@ -65,8 +65,8 @@ def atlas_folder(
         i, j = int(ij[c, 0]), int(ij[c, 1])
         paths.save_image(folder / "icons" / f"{i}_{j}.png", Image.fromarray(icon[c]))
         att = cells["attribution"][c]
-        top = np.argsort(-att)[:5]
         nonzero = np.flatnonzero(att)
+        top = [t for t in np.argsort(-att, kind="stable")[:5] if round(float(att[t]), 5) != 0]  # no 0.0 fillers
         rows = grid_core.members(cells, c)
         pick, sim = atlas_core.nearest_members(cells["direction"][c], samples.activation[rows], n_examples)
         examples = []
