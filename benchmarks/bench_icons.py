@@ -58,6 +58,12 @@ SETTINGS = {
     "pad0 lr0.1": {"pad": 0, "lr": 0.1},
     "maco": {"param": "maco"},
     "maco pad0": {"pad": 0, "param": "maco"},
+    "power6": {"power": 6.0},
+    "power2": {"power": 2.0},
+    "jitter4": {"jitter": 4},
+    "jitter16": {"jitter": 16},
+    "lr0.1": {"lr": 0.1},
+    "lr0.025": {"lr": 0.025},
 }
 QUICK_SETTINGS = ["default", "pad0", "decay1.5", "pad0 decay1.5", "pad0 decay2"]
 
