@@ -202,11 +202,15 @@ def _ran(out) -> dict[str, int]:
     return dict(Counter(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", out.stdout + out.stderr, re.M)))
 
 
+# The tiny workflow's settings (12 photos, one 3 x 3 grid); tests override sections of it.
+TINY = {"collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
+        "grid": {"sizes": [3], "min_count": 2},
+        "render": {"size": 32, "steps": 6, "batch_size": 4, "cells_per_job": 4},
+        "atlas": {"n_examples": 1}}
+
+
 def _tiny_config(work: Path, images: Path, run_dir, **over) -> None:
-    over = {"collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
-            "grid": {"sizes": [3], "min_count": 2},
-            "render": {"size": 32, "steps": 6, "batch_size": 4, "cells_per_job": 4},
-            "atlas": {"n_examples": 1}, **over}
+    over = {**TINY, **over}
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(small_config(Path(run_dir), images, **over))
 
@@ -237,10 +241,7 @@ def test_incremental_run_equals_a_run_from_scratch(tmp_path):
         else:
             for section, values in edit.items():
                 state[section] = {**state.get(section, {}), **values}
-        base = {"collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
-                "grid": {"sizes": [3], "min_count": 2}, "render": {"size": 32, "steps": 6, "batch_size": 4,
-                                                                   "cells_per_job": 4}, "atlas": {"n_examples": 1}}
-        over = {k: {**base.get(k, {}), **v} for k, v in {**base, **state}.items()}
+        over = {k: {**TINY.get(k, {}), **v} for k, v in {**TINY, **state}.items()}
         _tiny_config(work, images, run, **over)
         ran = _ran(snakemake(work))
         assert must_run <= set(ran), (name, ran)

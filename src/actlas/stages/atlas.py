@@ -66,7 +66,8 @@ def atlas_folder(
         paths.save_image(folder / "icons" / f"{i}_{j}.png", Image.fromarray(icon[c]))
         att = cells["attribution"][c]
         nonzero = np.flatnonzero(att)
-        top = [t for t in np.argsort(-att, kind="stable")[:5] if round(float(att[t]), 5) != 0]  # no 0.0 fillers
+        top = [(int(t), round(float(att[t]), 5)) for t in np.argsort(-att, kind="stable")[:5]]
+        top = [(t, v) for t, v in top if v != 0]  # no class whose attribution rounds to 0.0
         rows = grid_core.members(cells, c)
         pick, sim = atlas_core.nearest_members(cells["direction"][c], samples.activation[rows], n_examples)
         examples = []
@@ -88,7 +89,7 @@ def atlas_folder(
             })
         records.append({
             "i": i, "j": j, "count": int(cells["count"][c]), "label": names[c], "label_index": int(cells["label"][c]),
-            "top": [[spec.short_name(int(t)), round(float(att[t]), 5)] for t in top],
+            "top": [[spec.short_name(t), v] for t, v in top],
             "attribution": {str(int(t)): round(float(att[t]), 5) for t in nonzero},
             "faithfulness": round(float(faith[c]), 4), "icon": f"icons/{i}_{j}.png", "examples": examples,
         })

@@ -8,7 +8,6 @@ how often the top-1 class flips to the target, against noise and random-photo co
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 import time
