@@ -274,3 +274,32 @@ def test_formats_are_every_decodable_one_with_photo_formats_first():
     assert set(imgs.FORMATS) == {f for f in Image.OPEN if f not in imgs.REFUSED}
     assert len(imgs.FORMATS) == len(set(imgs.FORMATS))
     assert imgs.FORMATS[:2] == ("JPEG", "PNG")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_pixels_agrees_with_decode_on_every_corpus_entry(corpus, name):
+    """collect's loader decodes plain JPEGs with torchvision: the same pixels as ``decode``, or the same skip."""
+    import torch
+
+    out, cases = corpus
+    if cases[name].expect == "unlisted":
+        return
+    image, reason = imgs.decode(out / name)
+    pixels, fast_reason = imgs.decode_pixels(out / name)
+    assert fast_reason == reason
+    if image is None:
+        assert pixels is None
+        return
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, image.height, image.width)
+    assert torch.equal(pixels, torch.from_numpy(np.array(image)).permute(2, 0, 1))
+
+
+def test_only_plain_jpegs_take_the_fast_path(corpus):
+    """The torchvision path takes complete 8-bit JPEGs of 1 or 3 components with no EXIF or Adobe block,
+    within the size checks; everything else (a rotation, CMYK, a cut file, a lying header) goes to Pillow."""
+    out, cases = corpus
+    plain = {n for n in cases if (out / n).is_file() and imgs._plain_jpeg((out / n).read_bytes())}
+    photos = {n for n in cases if n.endswith(".JPEG")}
+    assert {"grey.jpg", "progressive.jpg", "jpeg-named.png"} | photos <= plain
+    assert not plain & {"rotated.jpg", "bad-exif.jpg", "cmyk.jpg", "truncated.jpg", "bomb-header.jpg", "sliver.jpg",
+                        "empty.jpg", "text.jpg"}

@@ -180,11 +180,11 @@ class ShardImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         path, _ = self.rows[i]
-        image, reason = imgs.decode(path)
+        image, reason = imgs.decode_pixels(path)
         if image is None:
             return torch.zeros(3, *self.spec.input_size, dtype=torch.uint8), False, reason, (0, 0)
         try:
-            return self.spec.pixels(image), True, "", (image.height, image.width)
+            return self.spec.pixels(image), True, "", tuple(image.shape[1:])
         except Exception as err:  # noqa: BLE001 - any failure of one image skips that image only
             return torch.zeros(3, *self.spec.input_size, dtype=torch.uint8), False, f"cannot preprocess: {err}", (0, 0)
 

@@ -107,15 +107,18 @@ class ModelSpec:
         return to_float(self.pixels(image))
 
     def pixels(self, image) -> torch.Tensor:
-        """PIL RGB image -> uint8 tensor, shape (3, H, W): ``transform`` before its scaling to [0, 1].
+        """PIL RGB image (or its pixels, uint8 tensor (3, h, w)) -> uint8 tensor, shape (3, H, W): ``transform`` before its scaling to [0, 1].
 
         ``to_float(spec.pixels(image))`` equals ``spec.transform(image)`` bit for bit; collect moves
-        uint8 images from its loader and scales whole batches at once.
+        uint8 images from its loader (``actlas.images.decode_pixels``) and scales whole batches at once.
         """
         from torchvision.transforms.v2 import functional as TF
 
-        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True).reshape(image.height, image.width, -1))
-        x = x.permute(2, 0, 1)  # as v2.PILToTensor: (C, H, W), a view
+        if isinstance(image, torch.Tensor):
+            x = image
+        else:
+            x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True).reshape(image.height, image.width, -1))
+            x = x.permute(2, 0, 1)  # as v2.PILToTensor: (C, H, W), a view
         if self.resize:
             x = TF.resize(x, [self.resize], antialias=True)
         if tuple(x.shape[-2:]) != tuple(self.input_size):

@@ -55,6 +55,12 @@ def _png(width: int, height: int, bit_depth: int, colour_type: int, raw_rows) ->
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
+def _resized_jpeg(jpeg: bytes, height: int, width: int) -> bytes:
+    """``jpeg`` with its frame header (SOF0) claiming ``height`` x ``width``; the data is unchanged."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[: at + 5] + struct.pack(">HH", height, width) + jpeg[at + 9 :]
+
+
 def _halves(size: tuple[int, int], left, right, mode: str = "RGB") -> Image.Image:
     """An image whose left half is ``left`` and right half ``right``."""
     w, h = size
@@ -119,6 +125,11 @@ def make(out: str | Path, n_photos: int = 6) -> dict[str, Case]:
     w, h = 10_000, 9_000  # 90 M pixels: over Pillow's limit (89.5 M), under twice it (its hard error)
     (out / "bomb-zeros.png").write_bytes(_png(w, h, 1, 0, (bytes(w // 8) for _ in range(h))))
     cases["bomb-zeros.png"] = Case("skipped", "valid 10000x9000 1-bit PNG of 14 kB", "too large")
+    # A complete small JPEG whose frame header claims another size: the checks must run before any decoder.
+    (out / "bomb-header.jpg").write_bytes(_resized_jpeg(_encode(_photo(), "JPEG", quality=90), 60_000, 60_000))
+    cases["bomb-header.jpg"] = Case("skipped", "JPEG whose frame header claims 60000x60000 pixels", "too large")
+    (out / "sliver.jpg").write_bytes(_resized_jpeg(_encode(_photo(), "JPEG", quality=90), 2, 60_000))
+    cases["sliver.jpg"] = Case("skipped", "JPEG whose frame header claims 60000x2 pixels", "extreme aspect ratio")
     (out / "sliver.png").write_bytes(_png(20_000, 2, 8, 0, [bytes(20_000)] * 2))
     cases["sliver.png"] = Case("skipped", "20000x2 image", "extreme aspect ratio")
     Image.new("RGB", (1, 1), (200, 30, 60)).save(out / "one-pixel.png")
