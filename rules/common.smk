@@ -101,9 +101,9 @@ def intermediates(wildcards):
     """Every intermediate artifact of the plan (targets of rule all, so a deleted one is rebuilt)."""
     out = [paths.shard_index(RUN)]
     out += [f for s in SHARDS for f in (paths.shard_list(RUN, s), paths.shard_store(RUN, s))]
-    for layer in COLLECTED:
-        out += [paths.coords(RUN, layer), paths.whiten(RUN, layer), paths.layout_info(RUN, layer)]
+    out += [paths.whiten(RUN, layer) for layer in COLLECTED]
     for layer in LAYERS:
+        out += [paths.coords(RUN, layer), paths.layout_info(RUN, layer)]
         for n in SIZES:
             gdir = paths.grid_dir(RUN, layer, n)
             out += [paths.cells(gdir), *grid_batches(layer, n), gdir / "icons", gdir / "examples",
@@ -113,8 +113,8 @@ def intermediates(wildcards):
 def _layer(entry):
     return entry["layer"] or LAYERS[0]
 
-# Every layer collected and laid out: the main atlases' layers, then any other layer a class atlas,
-# comparison or patch experiment names (the article built its class atlases at a late layer).
+# Every layer collected (and whitened): the main atlases' layers, laid out, then any other layer a class
+# atlas, comparison or patch experiment names (the article built its class atlases at a late layer).
 COLLECTED = list(dict.fromkeys(LAYERS + [_layer(e) for k in ("class_atlases", "comparisons", "patches")
                                           for e in config[k]]))
 

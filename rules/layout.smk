@@ -1,14 +1,13 @@
 rule layout:
-    """UMAP of one layer's activations (cuML on a GPU, else umap-learn) -> coords.npy, whiten.npy, layout.json."""
+    """UMAP of one layer's activations (cuML on a GPU, else umap-learn) -> coords.npy, layout.json."""
     input:
         **run_inputs(),
     output:
         coords=paths.coords(RUN, "{layer}"),
-        whiten=paths.whiten(RUN, "{layer}"),
         info=paths.layout_info(RUN, "{layer}"),
     params:
         run=run_of(1),
-        args=cli_args(**config["layout"], seed=SEED),
+        args=cli_args(**{k: v for k, v in config["layout"].items() if k != "whitening_eps"}, seed=SEED),
         code=code_digest("actlas.stages.layout"),
     threads: 2
     resources:
@@ -22,3 +21,27 @@ rule layout:
         paths.benchmark(RUN, "layout", "{layer}")
     shell:
         "actlas layout {params.run:q} --layer {wildcards.layer:q} {params.args} 2> {log:q}"
+
+
+rule whitening:
+    """The render whitening of one layer -> whiten.npy (all a class atlas needs of a layer it is not laid out at)."""
+    input:
+        **run_inputs(),
+    output:
+        paths.whiten(RUN, "{layer}"),
+    params:
+        run=run_of(1),
+        args=cli_args(whitening_eps=config["layout"]["whitening_eps"]),
+        code=code_digest("actlas.stages.whitening"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    log:
+        paths.log(RUN, "layout", "{layer}-whitening"),
+    benchmark:
+        paths.benchmark(RUN, "whitening", "{layer}")
+    shell:
+        "actlas whitening {params.run:q} --layer {wildcards.layer:q} {params.args} 2> {log:q}"

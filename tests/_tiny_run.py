@@ -32,6 +32,7 @@ def make_tiny_run(root: Path, *, render: bool = True) -> Path:
     from actlas.stages.atlas import atlas as atlas_stage
     from actlas.stages.grid import grid as grid_stage
     from actlas.stages.layout import layout as layout_stage
+    from actlas.stages.whitening import whitening as whitening_stage
     from actlas.stages.manifest import manifest as manifest_stage
     from actlas.stages.render import render as render_stage
     from actlas.collect import collect
@@ -45,6 +46,7 @@ def make_tiny_run(root: Path, *, render: bool = True) -> Path:
         collect(lst, run / "collect" / f"{lst.stem}.zarr", MODEL, [LAYER], positions=2, attr_top=2, batch_size=4,
                 chunk=4, workers=0, progress=False, device="cpu")
     layout_stage(run, LAYER, n_neighbors=5, backend="umap-learn")
+    whitening_stage(run, LAYER)
     grid_stage(run, LAYER, 3, min_count=1)
     if render:
         params = RenderParams(size=16, steps=2, batch_size=16, pad=2, jitter=1)

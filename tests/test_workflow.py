@@ -157,8 +157,8 @@ def test_class_atlases_comparisons_and_patches_as_rules(small_run, tmp_path):
 
 def test_a_class_atlas_at_another_layer_collects_that_layer_too(tmp_path):
     """A class atlas at a layer outside ``layers`` (the article's were at a late layer): collect
-    records both layers, both are laid out, the class atlas is built there, and that layer gets no
-    main atlas of its own."""
+    records both layers, the main layer is laid out and the other only whitened, the class atlas is
+    built there, and that layer gets no main atlas of its own."""
     import zarr
 
     from conftest import _photo_folder
@@ -169,10 +169,11 @@ def test_a_class_atlas_at_another_layer_collects_that_layer_too(tmp_path):
     _tiny_config(work, images, run, class_atlases=[{"class": synset, "layer": "features.16", "filter": "top",
                                                     "grid": 3}])
     ran = _ran(snakemake(work))
-    assert ran.get("layout") == 2 and ran.get("class_atlas") == 1, ran
+    assert ran.get("layout") == 1 and ran.get("whitening") == 2 and ran.get("class_atlas") == 1, ran
     store = zarr.open_group(str(next((run / "collect").glob("*.zarr"))), mode="r")
     assert store["features.16/activation"].shape[1] == 160 and store["features.13/activation"].shape[1] == 96
     assert (run / "features.16" / "whiten.npy").exists() and not list((run / "features.16").glob("grid-*"))
+    assert not (run / "features.16" / "coords.npy").exists()  # only its whitening: it is never laid out
     (folder,) = (run / "features.16").glob("class-*")
     meta = json.loads((folder / "atlas.json").read_text())
     assert meta["kind"] == "class" and meta["cells"], meta.keys()
@@ -227,7 +228,7 @@ def test_incremental_run_equals_a_run_from_scratch(tmp_path):
     work, run = tmp_path / "inc", tmp_path / "inc" / "run"
     edits = [
         ("render cells_per_job and layout n_neighbors", {"render": {"cells_per_job": 2}, "layout": {"n_neighbors": 8}},
-         {"render", "atlas"}, {"collect"}),
+         {"render", "atlas"}, {"collect", "whitening"}),
         ("grid min_count", {"grid": {"sizes": [3], "min_count": 1}}, {"grid", "render", "atlas"}, {"collect", "layout"}),
         ("an image removed", "drop-image", {"collect", "layout", "grid", "atlas"}, set()),
     ]

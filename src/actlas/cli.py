@@ -166,7 +166,7 @@ def collect(shard, out, layers, positions, attr_top, batch_size, chunk, workers,
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
 @layer_option
-@options_of(settings.Layout)
+@options_of(settings.Layout, skip=("whitening_eps",))
 @seed_option
 def layout(run_dir, layer, seed, **options) -> None:
     """Lay out a layer's activations on the plane with UMAP.
@@ -176,6 +176,21 @@ def layout(run_dir, layer, seed, **options) -> None:
     from .stages.layout import layout as stage
 
     click.echo(str(stage(run_dir, layer, seed=seed, **options)))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@layer_option
+@click.option("--whitening-eps", default=settings.Layout.whitening_eps, show_default=True,
+              help="Ridge of the render whitening (a fraction of the mean variance).")
+def whitening(run_dir, layer, whitening_eps) -> None:
+    """Compute the whitening that render and class atlases apply to a layer's directions.
+
+    Example: actlas whitening runs/x -l features.13
+    """
+    from .stages.whitening import whitening as stage
+
+    click.echo(str(stage(run_dir, layer, whitening_eps=whitening_eps)))
 
 
 @main.command()
