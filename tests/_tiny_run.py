@@ -49,7 +49,7 @@ def make_tiny_run(root: Path, *, render: bool = True) -> Path:
     whitening_stage(run, LAYER)
     grid_stage(run, LAYER, 3, min_count=1)
     if render:
-        params = RenderParams(size=16, steps=2, batch_size=16, pad=2, jitter=1)
+        params = RenderParams(size=16, min_positions=0, steps=2, batch_size=16, pad=2, jitter=1)
         render_stage(run, LAYER, 3, MODEL, params=params, device="cpu", progress=False)
         atlas_stage(run, LAYER, 3, MODEL, n_examples=1)
         manifest_stage(run, {"layers": [LAYER], "grid": {"sizes": [3]}})

@@ -100,7 +100,7 @@ def small_config(run_dir: Path, images: Path, **over) -> str:
         "layers": ["features.13"],
         "collect": {"shard_size": 12, "positions": 6, "batch_size": 8, "chunk": 8},
         "grid": {"sizes": [3, 5], "min_count": 2},
-        "render": {"size": 48, "steps": 12, "batch_size": 8, "cells_per_job": 8},
+        "render": {"size": 48, "min_positions": 0, "steps": 12, "batch_size": 8, "cells_per_job": 8},
         "atlas": {"n_examples": 2},
     }
     for k, v in over.items():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from actlas import atlas
-from actlas.render import RenderParams, fit_to_input
+from actlas.render import RenderParams, fit_to_input, fit_to_layer
 
 
 def _icons(k, s, seed=0):
@@ -83,3 +83,18 @@ def test_render_size_follows_a_small_input():
     small = fit_to_input(p, (32, 32))
     assert (small.size, small.pad, small.jitter) == (32, 4, 3)
     assert fit_to_input(p, (224, 224)) == p
+
+
+def test_render_size_follows_the_layer_stride():
+    """An icon spans at least min_positions of the layer's positions a side: deep layers get larger icons."""
+    import dataclasses
+
+    p = RenderParams(size=80, pad=0, jitter=8)
+    assert fit_to_layer(p, (224, 224), (7, 7)).size == 128  # stride 32 (MobileNetV2 features.16, ResNet layer4)
+    assert fit_to_layer(p, (224, 224), (14, 14)) == p  # stride 16: 4 positions are 64 px, under 80
+    assert fit_to_layer(p, (224, 224), (1, 1)) == p  # a pooled vector or CLS token has no stride
+    assert fit_to_layer(p, (224, 224), (7, 14)).size == 128  # the coarser axis decides
+    assert fit_to_layer(p, (96, 96), (3, 3)).size == 96  # never over the input
+    assert fit_to_layer(p, (32, 32), (8, 8)) == fit_to_input(p, (32, 32))  # a 32 px model renders 32 px
+    assert fit_to_layer(dataclasses.replace(p, min_positions=0), (224, 224), (7, 7)) == \
+        dataclasses.replace(p, min_positions=0)

@@ -122,7 +122,7 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     np.save(run / "features.4" / "whiten.npy", whitening(moments(s.activation.astype(np.float32))[1], 1.0))
     counts = np.bincount(s.attr_class[:, 0], minlength=10)
     a, b = (int(c) for c in np.argsort(-counts)[:2])
-    params = RenderParams(size=16, steps=2, batch_size=64)
+    params = RenderParams(size=16, min_positions=0, steps=2, batch_size=64)
     path = class_atlas(run, "features.4", str(a), model, filter="top", grid=3, params=params, device="cpu",
                        n_examples=1)
     meta = json.loads(path.read_text())

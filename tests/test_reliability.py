@@ -204,7 +204,7 @@ def test_same_seed_gives_identical_bytes(reference, photos8, tmp_path):
 
 def _render_cmd(run: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "actlas", "render", str(run), "--layer", LAYER, "--n", "3", "--model", str(CARD),
-            "--size", "32", "--steps", "8", "--batch-size", "2", "--device", "cpu", "--threads", "2", *extra]
+            "--size", "32", "--min-positions", "0", "--steps", "8", "--batch-size", "2", "--device", "cpu", "--threads", "2", *extra]
 
 
 @pytest.mark.slow

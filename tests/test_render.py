@@ -119,3 +119,31 @@ def test_an_unknown_parameterisation_fails_naming_the_valid_ones(tiny_model):
     with pytest.raises(ValueError, match="fft, maco"):
         render(tiny_model, SPEC, "features.4", _directions(tiny_model, 1), params=RenderParams(size=32, steps=1,
                param="nope"), progress=False)
+
+
+def test_the_render_stage_sizes_icons_by_the_layer(tmp_path):
+    """The render stage fits the icon to its layer (``fit_to_layer``): what the batch file records and holds."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny_run import LAYER, MODEL, make_tiny_run
+
+    from actlas import paths
+    from actlas.layers import layer_kinds
+    from actlas.models import load_model
+    from actlas.render import fit_to_layer
+    from actlas.stages.render import render as render_stage
+
+    run = make_tiny_run(tmp_path, render=False)
+    net, spec = load_model(MODEL)
+    (_, _, grid), = layer_kinds(net, [LAYER], spec.input_size).values()
+    asked = RenderParams(size=16, min_positions=24, steps=1, batch_size=16, pad=0, jitter=1)
+    want = fit_to_layer(asked, spec.input_size, grid).size
+    assert want == 48  # 24 positions of the tiny layer (stride 2) raise it
+    batch = render_stage(run, LAYER, 3, MODEL, params=asked, device="cpu", progress=False, cache=False)
+    with np.load(batch) as f:
+        assert f["icon"].shape[1:] == (want, want, 3)
+        assert json.loads(str(f["params"]))["size"] == want
+    assert paths.render_batch(paths.grid_dir(run, LAYER, 3), 0) == batch

@@ -33,7 +33,7 @@ OVERRIDES = {
     "collect": {"shard_size": 6, "positions": 4, "threads": 1},
     "layout": {"n_neighbors": 8},
     "grid": {"sizes": [3], "min_count": 2},
-    "render": {"size": 32, "steps": 6, "batch_size": 3, "cells_per_job": 3, "threads": 1},
+    "render": {"size": 32, "min_positions": 0, "steps": 6, "batch_size": 3, "cells_per_job": 3, "threads": 1},
     "atlas": {"n_examples": 1},
 }
 

@@ -206,7 +206,7 @@ def _ran(out) -> dict[str, int]:
 # The tiny workflow's settings (12 photos, one 3 x 3 grid); tests override sections of it.
 TINY = {"collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
         "grid": {"sizes": [3], "min_count": 2},
-        "render": {"size": 32, "steps": 6, "batch_size": 4, "cells_per_job": 4},
+        "render": {"size": 32, "min_positions": 0, "steps": 6, "batch_size": 4, "cells_per_job": 4},
         "atlas": {"n_examples": 1}}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 
 import numpy as np
@@ -27,6 +28,24 @@ def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:
     """A seed that depends only on a direction's values, the run seed and the try number."""
     digest = hashlib.sha256(np.ascontiguousarray(direction, dtype=np.float32).tobytes()).digest()
     return (int.from_bytes(digest[:4], "little") ^ (seed * 1_000_003) ^ (attempt * 7919)) & 0x7FFFFFFF
+
+
+def fit_to_layer(params: RenderParams, input_size: tuple[int, int], grid: tuple[int, int]) -> RenderParams:
+    """Render settings for a layer whose map of positions is ``grid`` (h, w) on an input of ``input_size`` (H, W).
+
+    An icon spans at least ``params.min_positions`` of the layer's positions a side, so a deep layer
+    (stride 32: one position per 32 input pixels) gets a larger icon than ``params.size``: at 80 px
+    its centre position sees mostly the icon's border. Measured on the shared MobileNetV2
+    (BENCHMARKS.md), faithfulness at ``features.16`` (stride 32) went from 0.77 at 80 px to 0.84 at
+    128 px, while 128 px gained nothing at stride 16 and lost at stride 8. A layer of one position
+    (a pooled vector, a CLS token) has no stride: its size stays. Then ``fit_to_input``.
+    """
+    if params.min_positions > 0 and min(grid) > 1:
+        stride = max(input_size[0] / grid[0], input_size[1] / grid[1])
+        want = int(math.ceil(params.min_positions * stride))
+        if want > params.size:
+            params = dataclasses.replace(params, size=want)
+    return fit_to_input(params, input_size)
 
 
 def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderParams:

@@ -62,7 +62,8 @@ class Grid:
 class RenderParams:
     """The icon optimisation: everything an icon depends on besides its direction, whitening, model and layer."""
 
-    size: int = 96  # icon side in pixels
+    size: int = 96  # icon side in pixels (at least min_positions of the layer's positions; never over the input)
+    min_positions: int = 4  # an icon spans at least this many layer positions a side (0 = off; BENCHMARKS.md)
     steps: int = 128  # optimisation steps
     lr: float = 0.05  # Adam learning rate
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n

@@ -49,7 +49,8 @@ def render_folder(
 ) -> Path:
     """Render batch ``batch`` of the cells in ``FOLDER/cells.npz`` (all cells when ``cells_per_job`` is 0).
 
-    Icons are never larger than the model's input (``actlas.render.fit_to_input``). The batch file
+    Icons span at least ``params.min_positions`` of the layer's positions and are never larger than
+    the model's input (``actlas.render.fit_to_layer``). The batch file
     holds cell (B,), icon (B, S, S, 3) uint8, objective (B,), faithfulness (B,),
     cells_digest, rendered (how many were not cached) and seconds.
     """
@@ -58,6 +59,7 @@ def render_folder(
     from .. import render as render_core
     from ..collect import resolve_device
     from ..digest import code_digest
+    from ..layers import layer_kinds
     from ..models import load_model
     from ..smk import model_files
 
@@ -74,9 +76,10 @@ def render_folder(
     index = np.arange(lo, hi)
     whitening = np.load(paths.whiten(run_dir, layer))
     net, spec = load_model(model)
-    params = render_core.fit_to_input(params, spec.input_size)  # a 32 px model renders 32 px icons
     dev = resolve_device(device)
     net.to(dev)
+    (_, _, grid), = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds, dev).values()
+    params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
     if dev.type == "cuda":
         net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
