@@ -18,8 +18,9 @@ Patches: the ``--patches`` members of the cell nearest its direction (as the atl
 cropped around their position with the side the icon covers in network input pixels
 (icon size / input side), resized to the icon size. A contact sheet per row
 (``OUT/sheet-MODEL-LAYER.png``): one column per direction, one row of icons per setting, then the
-patches. Settings: ``default`` (today's RenderParams, fitted to the input by
-``actlas.render.fit_to_input``), and the variants in ``SETTINGS``.
+patches. Settings: ``default`` (today's RenderParams, fitted to the layer and the input by
+``actlas.render.fit_to_layer``: a stride-32 layer renders 128 px icons whatever ``--size``), and
+the variants in ``SETTINGS``.
 
 Usage: .venv/bin/python benchmarks/bench_icons.py [--quick] [--out DIR] [--threads 2]
 Last line: ``ratio: X`` = median over rows of the best variant's icons/s over the default's.
@@ -47,7 +48,7 @@ ROWS = {
     "mobilenet_v2": (MODEL, [ASSETS / "images" / "imagenet-val"], ["features.6", "features.13", "features.16"]),
     "resnet20": (RESNET, [ASSETS / "images" / "cifar10-test"], ["layer2", "layer3"]),
 }
-# name -> changes to the default RenderParams (after fit_to_input); "default" is today's renderer
+# name -> changes to the default RenderParams (after fit_to_layer); "default" is today's renderer
 SETTINGS = {
     "default": {},
     "pad0": {"pad": 0},
@@ -99,6 +100,8 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
     from actlas.models import load_model
     from actlas.stages.grid import grid as grid_stage
     from actlas.stages.layout import layout as layout_stage
+    from actlas.stages.whitening import whitening as whitening_stage
+    from actlas.render import RenderParams, fit_to_layer
     from actlas.stages.samples import load_samples
 
     _, spec = load_model(model)
@@ -114,11 +117,13 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
     out = {}
     for layer in layers:
         layout_stage(run, layer, backend="umap-learn")
+        whitening_stage(run, layer)
         grid_stage(run, layer, grid_n, min_count=3)
         cells = paths.load_npz(paths.cells(paths.grid_dir(run, layer, grid_n)))
         pick = np.argsort(-cells["count"], kind="stable")[:k]
         samples = load_samples(run, layer)
-        side = min(size, min(spec.input_size))
+        grid = tuple(int(v) for v in samples.spatial)
+        side = fit_to_layer(RenderParams(size=size), spec.input_size, grid).size  # the icon's side at the defaults
         extent = side / min(spec.input_size)
         patches = np.zeros((len(pick), n_patches, side, side, 3), np.uint8)
         for r, c in enumerate(pick):
@@ -131,7 +136,7 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
                 patches[r, p] = np.asarray(decoded.convert("RGB").crop(box).resize((side, side),
                                                                                   Image.Resampling.LANCZOS))
         out[layer] = {"direction": cells["direction"][pick], "whitening": np.load(paths.whiten(run, layer)),
-                      "patches": patches, "count": cells["count"][pick]}
+                      "patches": patches, "count": cells["count"][pick], "grid": grid}
     print(f"{name}: {len(rows)} photos collected, laid out and gridded in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr, flush=True)
     return out
@@ -198,7 +203,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from actlas.models import load_model
-    from actlas.render import RenderParams, fit_to_input
+    from actlas.render import RenderParams, fit_to_layer
     from actlas.render import render as render_icons
 
     table_rows, speedups = [], []
@@ -214,10 +219,10 @@ def main() -> None:
             for layer in layers:
                 d = data[layer]
                 icons, faith, ips = {}, {}, {}
-                warm = fit_to_input(RenderParams(size=a.size, steps=2, batch_size=k), spec.input_size)
+                warm = fit_to_layer(RenderParams(size=a.size, steps=2, batch_size=k), spec.input_size, d["grid"])
                 render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=warm, progress=False)
                 for s in settings:
-                    base = fit_to_input(RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size)
+                    base = fit_to_layer(RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size, d["grid"])
                     params = dataclasses.replace(base, **SETTINGS[s])
                     out = render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=params,
                                        progress=False)

@@ -6,6 +6,7 @@ the Snakemake rules; each lives in ``actlas.stages.<name>`` as the function ``<n
     from actlas.stages.shards import shards        # shard lists
     from actlas.stages.collect import collect      # activations + attribution -> Zarr
     from actlas.stages.layout import layout        # UMAP -> coords.npy
+    from actlas.stages.whitening import whitening  # whiten.npy, the render whitening
     from actlas.stages.grid import grid            # cells.npz
     from actlas.stages.render import render        # icons of a batch of cells
     from actlas.stages.atlas import atlas          # atlas.png, atlas.json

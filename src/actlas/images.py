@@ -421,7 +421,7 @@ _SOF = {0xC0, 0xC1, 0xC2}
 
 
 def _plain_jpeg(data: bytes) -> bool:
-    """Whether ``data`` is a complete 8-bit JPEG that ``torchvision.io.decode_jpeg`` decodes as Pillow would.
+    """Whether ``data`` is a complete 8-bit JPEG that the fast path's decoder decodes as Pillow would.
 
     Reads only the marker lengths up to the frame header. Plain means: it ends with the EOI marker
     (so it is not truncated); no EXIF block (its orientation is Pillow's job) and no Adobe block
@@ -445,7 +445,8 @@ def _plain_jpeg(data: bytes) -> bool:
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
             if marker not in _SOF or i + 10 > n:
                 return False
-            precision, h, w, components = data[i + 4], (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8], data[i + 9]
+            precision, components = data[i + 4], data[i + 9]
+            h, w = (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
             return (precision == 8 and components in (1, 3) and 0 < w * h <= MAX_PIXELS
                     and max(w, h) <= MAX_ASPECT * min(w, h))
         if marker == 0xDA or length < 2:  # scan data before any frame header
@@ -490,8 +491,8 @@ def decode_pixels(path: str | Path):
 
     if not _stat_reason(path):
         try:
-            with open(path, "rb") as file:
-                data = file.read()
+            with open(path, "rb") as file:  # only a JPEG is read whole here (Pillow reads the rest)
+                data = file.read() if file.read(2) == b"\xff\xd8" and file.seek(0) == 0 else b""
         except OSError:
             data = b""
         decoder = _jpeg_decoder() if _plain_jpeg(data) else None
