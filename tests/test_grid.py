@@ -31,6 +31,18 @@ def test_grid_directions_and_labels():
     assert sorted(members(cells, 1).tolist()) == [2, 3]
 
 
+def test_a_cell_of_negative_attributions_is_labelled_by_a_class_it_recorded():
+    """Classes no sample recorded hold 0 in the mean attribution; they must not win a cell whose recorded
+    attributions are all negative (class 0, "tench" on ImageNet, labelled such cells before)."""
+    coords = np.array([[0.1, 0.1], [0.2, 0.2], [0.9, 0.9], [0.8, 0.9]])
+    acts = np.ones((4, 2), dtype=np.float32)
+    cls = np.array([[3, 5], [5, 3], [1, 2], [2, 1]])
+    val = np.array([[-2.0, -0.5], [-0.1, -3.0], [1.0, 2.0], [1.0, 0.5]])
+    cells = grid(coords, acts, cls, val, 2, min_count=2, n_classes=6)
+    assert cells["label"].tolist() == [5, 2]  # -0.3 beats -2.5 and the unrecorded zeros; then the best positive
+    assert cells["attribution"][0, 0] == 0.0
+
+
 def test_grid_too_large_says_so():
     with pytest.raises(ValueError, match="smaller grid"):
         grid(np.array([[0.1, 0.1]]), np.ones((1, 2)), np.zeros((1, 1), int), np.ones((1, 1)), 10, min_count=3)

@@ -41,7 +41,8 @@ def grid(
     Returns
     -------
     dict with ``ij`` (K, 2) int32 (column, row), ``count`` (K,), ``direction`` (K, C) float32 mean
-    activation, ``attribution`` (K, n_classes) float32 mean attribution, ``label`` (K,) its argmax,
+    activation, ``attribution`` (K, n_classes) float32 mean attribution, ``label`` (K,) its argmax over the
+    classes the cell's samples recorded,
     ``order`` (M,) sample indices grouped by cell and ``offsets`` (K + 1,) into ``order``.
     """
     if n < 1:
@@ -81,12 +82,16 @@ def grid(
     flat = rows[valid] * n_classes + attr_class[valid].astype(np.int64)
     attribution = np.bincount(flat, weights=attr_value[valid], minlength=k * n_classes).reshape(k, n_classes)
     attribution = (attribution / count[:, None]).astype(np.float32)
+    # The label is the best class the cell's samples recorded: a class no sample recorded has 0 in
+    # ``attribution``, and would win (as class 0) in a cell whose recorded attributions are all negative.
+    recorded = np.bincount(flat, minlength=k * n_classes).reshape(k, n_classes) > 0
+    label = np.where(recorded, attribution, -np.inf).argmax(1)
     return {
         "ij": np.stack([keep % n, keep // n], axis=1).astype(np.int32),
         "count": count.astype(np.int64),
         "direction": direction,
         "attribution": attribution,
-        "label": attribution.argmax(1).astype(np.int32),
+        "label": label.astype(np.int32),
         "order": order.astype(np.int64),
         "offsets": offsets,
     }
