@@ -147,3 +147,29 @@ def test_the_render_stage_sizes_icons_by_the_layer(tmp_path):
         assert f["icon"].shape[1:] == (want, want, 3)
         assert json.loads(str(f["params"]))["size"] == want
     assert paths.render_batch(paths.grid_dir(run, LAYER, 3), 0) == batch
+
+
+def test_icons_are_optimised_in_channels_last_unless_the_model_cannot_run_in_it(tiny_model):
+    """channels_last makes CPU convolutions faster; a model whose forward breaks in it keeps its format and renders."""
+    from torch import nn
+
+    from actlas.render import memory_format_for
+
+    class Viewing(nn.Module):  # flattens with .view: fails on a channels_last tensor
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.head(h.view(h.shape[0], -1))
+
+    assert memory_format_for(tiny_model, SPEC, "features.4", 32) == torch.channels_last
+    net = Viewing().eval().requires_grad_(False)
+    spec = dataclasses.replace(SPEC, input_size=(8, 8), resize=8)
+    assert memory_format_for(net, spec, "head", 8) == torch.contiguous_format
+    assert net.conv.weight.is_contiguous()
+    out = render(net, spec, "head", np.eye(3, dtype=np.float32)[:1], params=RenderParams(size=8, steps=2, batch_size=1,
+                                                                                          pad=0, jitter=1), progress=False)
+    assert out["icon"].shape == (1, 8, 8, 3)

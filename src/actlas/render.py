@@ -30,6 +30,31 @@ def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:
     return (int.from_bytes(digest[:4], "little") ^ (seed * 1_000_003) ^ (attempt * 7919)) & 0x7FFFFFFF
 
 
+def memory_format_for(model: nn.Module, spec: ModelSpec, layer: str, size: int,
+                      device: str | torch.device = "cpu") -> torch.memory_format:
+    """The memory format icons are optimised in: channels_last when ``model`` runs in it, else contiguous.
+
+    Converts ``model``'s 4-D weights to channels_last and runs one (1, 3, size, size) forward up to
+    ``layer``; a model that fails in it (a ``view`` on a permuted tensor, say) goes back to contiguous.
+    The answer is kept on the model. channels_last let oneDNN's convolutions run 1.3 to 1.9 times as
+    fast on 2 CPU cores (MobileNetV2, forward and backward, BENCHMARKS.md); on CUDA it is the usual choice.
+    """
+    known = getattr(model, "_actlas_memory_format", None)
+    if known is not None:
+        return known
+    fmt = torch.channels_last
+    try:
+        model.to(memory_format=fmt)
+        x = torch.zeros(1, 3, size, size, device=device).contiguous(memory_format=fmt)
+        with torch.no_grad(), capture(model, [layer], stop=True) as outs:
+            run_until(model, spec.normalize(x).contiguous(memory_format=fmt), outs)
+    except Exception:  # noqa: BLE001 - any failure in channels_last: the model keeps its usual format
+        model.to(memory_format=torch.contiguous_format)
+        fmt = torch.contiguous_format
+    object.__setattr__(model, "_actlas_memory_format", fmt)
+    return fmt
+
+
 def fit_to_layer(params: RenderParams, input_size: tuple[int, int], grid: tuple[int, int]) -> RenderParams:
     """Render settings for a layer whose map of positions is ``grid`` (h, w) on an input of ``input_size`` (H, W).
 
@@ -62,7 +87,7 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
 
 def _optimise(
     model: nn.Module, spec: ModelSpec, layer: str, targets: torch.Tensor, seeds: list[int], p: RenderParams,
-    device: torch.device,
+    device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,))."""
     if p.param not in param.PARAMETERISATIONS:
@@ -71,7 +96,6 @@ def _optimise(
     params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
-    memory_format = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
     with capture(model, [layer], stop=True) as outs:
         for step in range(p.steps):
             optimizer.zero_grad(set_to_none=True)
@@ -134,6 +158,7 @@ def render(
     targets = directions @ whitening.T if whitening is not None else directions
     targets = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
     k, s = len(directions), params.size
+    memory_format = memory_format_for(model, spec, layer, s, device)
     jobs = [(i, t) for t in range(params.tries) for i in range(k)]
     best_img = np.zeros((k, s, s, 3), dtype=np.uint8)
     best_obj = np.full(k, -np.inf, dtype=np.float32)
@@ -149,7 +174,7 @@ def render(
             idx = np.array([i for i, _ in rows])
             seeds = [direction_seed(directions[i], params.seed, t) for i, t in rows]
             target = torch.from_numpy(targets[idx]).to(device)
-            images, score = _optimise(model, spec, layer, target, seeds, params, device)
+            images, score = _optimise(model, spec, layer, target, seeds, params, device, memory_format)
             h = centre_activations(model, spec, layer, images)
             faith = objectives.cosine(h, torch.from_numpy(directions[idx]).to(device)).cpu().numpy()
             score = score.cpu().numpy()

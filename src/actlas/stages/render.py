@@ -80,14 +80,15 @@ def render_folder(
     net.to(dev)
     (_, _, grid), = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds, dev).values()
     params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
+    memory_format = render_core.memory_format_for(net, spec, layer, params.size, dev)
     if dev.type == "cuda":
-        net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
         torch.backends.cudnn.deterministic = True
     cache_dir = paths.icon_cache(run_dir)
     context = "|".join([
         render_core.array_digest(whitening), json.dumps(spec.to_json(), sort_keys=True, default=str),
         files_digest(model_files(model)), code_digest("actlas.stages.render"), _compute(dev), torch.__version__,
+        str(memory_format),  # the kernels, and so the bytes, differ between formats
     ])
     keys = [render_core.icon_key(directions[i], context, layer, params) for i in index]
     found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}
