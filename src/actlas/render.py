@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import objectives, param, transforms
-from .layers import capture, detect_kind, layer_view, run_until
+from .layers import capture, detect_kind, layer_view, memory_format_for, run_until
 from .models import ModelSpec
 from .progress import progress_bar
 from .settings import RenderParams
@@ -28,31 +28,6 @@ def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:
     """A seed that depends only on a direction's values, the run seed and the try number."""
     digest = hashlib.sha256(np.ascontiguousarray(direction, dtype=np.float32).tobytes()).digest()
     return (int.from_bytes(digest[:4], "little") ^ (seed * 1_000_003) ^ (attempt * 7919)) & 0x7FFFFFFF
-
-
-def memory_format_for(model: nn.Module, spec: ModelSpec, layer: str, size: int,
-                      device: str | torch.device = "cpu") -> torch.memory_format:
-    """The memory format icons are optimised in: channels_last when ``model`` runs in it, else contiguous.
-
-    Converts ``model``'s 4-D weights to channels_last and runs one (1, 3, size, size) forward up to
-    ``layer``; a model that fails in it (a ``view`` on a permuted tensor, say) goes back to contiguous.
-    The answer is kept on the model. channels_last let oneDNN's convolutions run 1.3 to 1.9 times as
-    fast on 2 CPU cores (MobileNetV2, forward and backward, BENCHMARKS.md); on CUDA it is the usual choice.
-    """
-    known = getattr(model, "_actlas_memory_format", None)
-    if known is not None:
-        return known
-    fmt = torch.channels_last
-    try:
-        model.to(memory_format=fmt)
-        x = torch.zeros(1, 3, size, size, device=device).contiguous(memory_format=fmt)
-        with torch.no_grad(), capture(model, [layer], stop=True) as outs:
-            run_until(model, spec.normalize(x).contiguous(memory_format=fmt), outs)
-    except Exception:  # noqa: BLE001 - any failure in channels_last: the model keeps its usual format
-        model.to(memory_format=torch.contiguous_format)
-        fmt = torch.contiguous_format
-    object.__setattr__(model, "_actlas_memory_format", fmt)
-    return fmt
 
 
 def fit_to_layer(params: RenderParams, input_size: tuple[int, int], grid: tuple[int, int]) -> RenderParams:
