@@ -153,7 +153,7 @@ def test_icons_are_optimised_in_channels_last_unless_the_model_cannot_run_in_it(
     """channels_last makes CPU convolutions faster; a model whose forward breaks in it keeps its format and renders."""
     from torch import nn
 
-    from actlas.render import memory_format_for
+    from actlas.layers import memory_format_for
 
     class Viewing(nn.Module):  # flattens with .view: fails on a channels_last tensor
         def __init__(self):
@@ -165,7 +165,9 @@ def test_icons_are_optimised_in_channels_last_unless_the_model_cannot_run_in_it(
             h = self.conv(x)
             return self.head(h.view(h.shape[0], -1))
 
-    assert memory_format_for(tiny_model, SPEC, "features.4", 32) == torch.channels_last
+    import copy
+
+    assert memory_format_for(copy.deepcopy(tiny_model), SPEC, "features.4", 32) == torch.channels_last
     net = Viewing().eval().requires_grad_(False)
     spec = dataclasses.replace(SPEC, input_size=(8, 8), resize=8)
     assert memory_format_for(net, spec, "head", 8) == torch.contiguous_format

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import objectives, param, transforms
-from .layers import capture, detect_kind, layer_view, memory_format_for, run_until
+from .layers import capture, detect_kind, layer_view, run_until
 from .models import ModelSpec
 from .progress import progress_bar
 from .settings import RenderParams
@@ -133,7 +133,9 @@ def render(
     targets = directions @ whitening.T if whitening is not None else directions
     targets = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
     k, s = len(directions), params.size
-    memory_format = memory_format_for(model, spec, layer, s, device)
+    # The format the caller put the model in (``actlas.layers.memory_format_for``; the render stage
+    # does): render never converts a caller's model itself.
+    memory_format = getattr(model, "_actlas_memory_format", torch.contiguous_format)
     jobs = [(i, t) for t in range(params.tries) for i in range(k)]
     best_img = np.zeros((k, s, s, 3), dtype=np.uint8)
     best_obj = np.full(k, -np.inf, dtype=np.float32)

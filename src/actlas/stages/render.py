@@ -59,7 +59,7 @@ def render_folder(
     from .. import render as render_core
     from ..collect import resolve_device
     from ..digest import code_digest
-    from ..layers import layer_kinds
+    from ..layers import layer_kinds, memory_format_for
     from ..models import load_model
     from ..smk import model_files
 
@@ -80,7 +80,7 @@ def render_folder(
     net.to(dev)
     (_, _, grid), = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds, dev).values()
     params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
-    memory_format = render_core.memory_format_for(net, spec, layer, params.size, dev)
+    memory_format = memory_format_for(net, spec, layer, params.size, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
         torch.backends.cudnn.deterministic = True
