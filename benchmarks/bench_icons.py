@@ -98,11 +98,11 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
     from actlas import paths
     from actlas.collect import collect
     from actlas.models import load_model
+    from actlas.render import RenderParams, fit_to_layer
     from actlas.stages.grid import grid as grid_stage
     from actlas.stages.layout import layout as layout_stage
-    from actlas.stages.whitening import whitening as whitening_stage
-    from actlas.render import RenderParams, fit_to_layer
     from actlas.stages.samples import load_samples
+    from actlas.stages.whitening import whitening as whitening_stage
 
     _, spec = load_model(model)
     rows = []

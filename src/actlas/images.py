@@ -492,7 +492,8 @@ def decode_pixels(path: str | Path):
     if not _stat_reason(path):
         try:
             with open(path, "rb") as file:  # only a JPEG is read whole here (Pillow reads the rest)
-                data = file.read() if file.read(2) == b"\xff\xd8" and file.seek(0) == 0 else b""
+                head = file.read(2)
+                data = head + file.read() if head == b"\xff\xd8" else b""
         except OSError:
             data = b""
         decoder = _jpeg_decoder() if _plain_jpeg(data) else None

@@ -175,31 +175,27 @@ def memory_format_for(model: nn.Module, spec, layer: str | None, size: int | tup
     """The memory format to run ``model`` in (render, collect): channels_last when it runs in it, else contiguous.
 
     Converts ``model``'s 4-D weights to channels_last and runs one (1, 3, H, W) forward (``size``: a
-    side, or (H, W)) up to
-    ``layer`` (None: to the logits); a model that fails in it (a ``view`` on a permuted tensor, say) goes back to contiguous.
-    The answer is kept on the model. channels_last let oneDNN's convolutions run 1.3 to 1.9 times as
-    fast on 2 CPU cores (MobileNetV2, forward and backward, BENCHMARKS.md); on CUDA it is the usual
-    choice. ``spec`` is the model's ``ModelSpec`` (its ``normalize``).
+    side, or (H, W)) up to ``layer`` (None: to the logits). A model that fails in it (a ``view`` on
+    a permuted tensor, say) goes back to contiguous. The answer is recorded on the model, where
+    ``actlas.render.render`` reads it. channels_last let oneDNN's convolutions run 1.3 to 1.9 times
+    as fast on 2 CPU cores (MobileNetV2, forward and backward, BENCHMARKS.md); on CUDA it is the
+    usual choice. ``spec`` is the model's ``ModelSpec`` (its ``normalize``).
     """
-    known = getattr(model, "_actlas_memory_format", None)
-    if known is not None and (layer is None) == getattr(model, "_actlas_memory_format_full", False):
-        return known
     fmt = torch.channels_last
     try:
         model.to(memory_format=fmt)
         h, w = (size, size) if isinstance(size, int) else size
-        x = torch.zeros(1, 3, h, w, device=device).contiguous(memory_format=fmt)
+        x = spec.normalize(torch.zeros(1, 3, h, w, device=device)).contiguous(memory_format=fmt)
         with torch.no_grad():
             if layer is None:  # the whole forward, to the logits
-                model(spec.normalize(x).contiguous(memory_format=fmt))
+                model(x)
             else:
                 with capture(model, [layer], stop=True) as outs:
-                    run_until(model, spec.normalize(x).contiguous(memory_format=fmt), outs)
+                    run_until(model, x, outs)
     except Exception:  # noqa: BLE001 - any failure in channels_last: the model keeps its usual format
         model.to(memory_format=torch.contiguous_format)
         fmt = torch.contiguous_format
     object.__setattr__(model, "_actlas_memory_format", fmt)
-    object.__setattr__(model, "_actlas_memory_format_full", layer is None)
     return fmt
 
 

@@ -42,4 +42,3 @@ def layout(
     )
     paths.write_json(paths.layout_info(run_dir, layer), info)
     return paths.coords(run_dir, layer)
-
