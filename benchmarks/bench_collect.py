@@ -12,8 +12,9 @@ rows and write the Zarr store. The bare loop runs the same model on the same ima
 decoded and preprocessed into memory, with the same forward and the same ``attr_top`` gradients
 of the top logits with respect to the layer's output, and keeps nothing. The loader-only row
 decodes and preprocesses with the same DataLoader settings and runs no model. A second bare loop
-runs the model in the memory format collect runs it in (``actlas.layers.memory_format_for``:
-channels_last where the model runs in it, 1.3 to 1.6 times as fast on CPU), so the overhead it
+runs the model as collect runs it (BatchNorm folded into the convolutions, ``actlas.layers.fold_batchnorm``,
+and in ``actlas.layers.memory_format_for``'s format: channels_last where the model runs in it, 1.3 to
+1.6 times as fast on CPU), so the overhead it
 prints beside the ratio is collect's own, without that gain.
 
 Usage: .venv/bin/python benchmarks/bench_collect.py [--quick] [--device cpu|cuda] [--models mobilenet,resnet20]
@@ -124,13 +125,15 @@ def bench_row(row: Row, a) -> float:
 
     # Preprocessed in memory first (not timed): the bare loop's input. Two bare loops: the model as
     # loaded (contiguous: the issue's baseline, and the ratio's), and the model in the memory format
-    # collect runs it in (channels_last where the model runs in it), which leaves only the overhead.
+    # collect runs it in (channels_last where the model runs in it) with BatchNorm folded, which leaves
+    # only the overhead.
     import copy
 
-    from actlas.layers import memory_format_for
+    from actlas.layers import fold_batchnorm, memory_format_for
 
     x_all = torch.stack([spec.transform(imgs.decode(p)[0]) for p, _ in rows])
     fast = copy.deepcopy(net)
+    fold_batchnorm(fast, spec, [layer_name], tuple(spec.input_size), device)
     fmt = memory_format_for(fast, spec, None, tuple(spec.input_size), device)
     loops = {}
     for key, model_, x_in in (("plain", net, x_all), ("format", fast, x_all.contiguous(memory_format=fmt))):

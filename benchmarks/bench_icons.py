@@ -204,7 +204,7 @@ def main() -> None:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    from actlas.layers import memory_format_for
+    from actlas.layers import fold_batchnorm, memory_format_for
     from actlas.models import load_model
     from actlas.render import RenderParams, fit_to_layer
     from actlas.render import render as render_icons
@@ -217,7 +217,8 @@ def main() -> None:
                 continue
             net, spec = load_model(model)
             net.eval()
-            memory_format_for(net, spec, None, tuple(spec.input_size))  # as the render stage does
+            fold_batchnorm(net, spec, layers, tuple(spec.input_size))  # as the render stage does
+            memory_format_for(net, spec, None, tuple(spec.input_size))
             data = prepare(name, model, folders, layers, n_photos, a.grid, k, a.patches, a.size, Path(tmp),
                            positions=4)
             for layer in layers:

@@ -10,6 +10,7 @@ Batched vs one-by-one rendering is checked in test_render.py.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from actlas.collect import attribute, collect
 from actlas.models import ModelSpec
@@ -162,3 +164,89 @@ def test_pixels_then_batch_scaling_equal_the_v2_pipeline_bit_for_bit(resize, cro
     assert torch.equal(torch.stack([spec.transform(im) for im in images]), want)
     x, *_ = _collate([(p, True, "", size) for p in pixels])
     assert x.dtype == torch.float32 and torch.equal(x, want)
+
+
+class _ConvBN(nn.Module):
+    """conv -> BatchNorm -> relu, twice, then a linear head; BatchNorm statistics far from identity."""
+
+    def __init__(self, reuse: bool = False):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+        self.reuse = reuse  # conv2's output also feeds the sum after bn2: folding would change it
+        for bn in (self.bn1, self.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.2, 3)
+            bn.weight.data.uniform_(0.5, 2)
+            bn.bias.data.uniform_(-1, 1)
+
+    def forward(self, x):
+        y = self.conv2(torch.relu(self.bn1(self.conv1(x))))
+        z = torch.relu(self.bn2(y)) + (y if self.reuse else 0)
+        return self.fc(z.mean((2, 3)))
+
+
+def _outputs(net, layers, x):
+    from actlas.layers import capture
+
+    with torch.no_grad(), capture(net, layers) as outs:
+        logits = net(x)
+    return logits, {name: outs[name].clone() for name in layers}
+
+
+@pytest.mark.parametrize("layer", ["bn1", "conv2"])
+def test_fold_batchnorm_keeps_the_function_and_the_layer(layer):
+    from actlas.layers import fold_batchnorm
+
+    net = _ConvBN().eval()
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    logits, acts = _outputs(net, [layer], x)
+    n = fold_batchnorm(net, SPEC, [layer], 16)
+    assert n == 1  # the pair holding the layer stays: bn1 is the layer, or conv2 is
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 1
+    logits2, acts2 = _outputs(net, [layer], x)
+    torch.testing.assert_close(logits2, logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(acts2[layer], acts[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_fold_batchnorm_undoes_a_fold_that_changes_the_output():
+    from actlas.layers import fold_batchnorm
+
+    net = _ConvBN(reuse=True).eval()
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    logits, _ = _outputs(net, [], x)
+    assert fold_batchnorm(net, SPEC, ["bn1"], 16) == 0  # conv2's output is read twice: every fold undone
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 2 and net.conv1.bias is None
+    assert torch.equal(_outputs(net, [], x)[0], logits)
+    assert fold_batchnorm(net.train(), SPEC, [], 16) == 0  # training mode: the batch's statistics, nothing folded
+
+
+def test_fold_batchnorm_on_the_real_mobilenet(mobilenet):
+    from actlas.layers import fold_batchnorm
+
+    net, spec = copy.deepcopy(mobilenet[0]), mobilenet[1]  # the session's model stays as loaded
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    logits, acts = _outputs(mobilenet[0], ["features.13"], spec.normalize(x))
+    assert fold_batchnorm(net, spec, ["features.13"], 96) == 52  # every conv -> BatchNorm pair
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    logits2, acts2 = _outputs(net, ["features.13"], spec.normalize(x))  # the layer's hook still fires
+    torch.testing.assert_close(acts2["features.13"], acts["features.13"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits2, logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride,size", [(1, 15), (1, 16), (2, 15), (2, 16)])
+def test_same_padding_conv_equals_explicit_padding(stride, size):
+    import torch.nn.functional as F
+
+    from actlas.models import Conv2dSame, same_padding, use_tf_same_padding
+
+    torch.manual_seed(0)
+    conv = use_tf_same_padding(nn.Sequential(nn.Conv2d(4, 6, 3, stride=stride)))[0]
+    assert isinstance(conv, Conv2dSame)
+    x = torch.rand(2, 4, size, size)
+    want = F.conv2d(F.pad(x, same_padding(x.shape[-2:], conv)), conv.weight, conv.bias, conv.stride)
+    got = conv(x)
+    assert got.shape == (2, 6, -(-size // stride), -(-size // stride))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

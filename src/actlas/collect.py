@@ -23,7 +23,7 @@ from torch import nn
 
 from . import images as imgs
 from . import store
-from .layers import LayerKind, capture, detect_kind, layer_kinds, layer_view, memory_format_for
+from .layers import LayerKind, capture, detect_kind, fold_batchnorm, layer_kinds, layer_view, memory_format_for
 from .models import ModelSpec, load_model, to_float
 from .progress import progress_bar
 
@@ -245,9 +245,10 @@ def collect(
     dev = resolve_device(device)
     net, spec = load_model(model)
     net.to(dev)
+    found = layer_kinds(net, layers, spec.input_size, spec.layer_kinds, dev)  # fails before any store exists
+    fold_batchnorm(net, spec, list(layers), tuple(spec.input_size), dev)  # the same function, fewer ops
     memory_format = memory_format_for(net, spec, None, tuple(spec.input_size), dev)  # channels_last: 1.45x on CPU
     rows = imgs.read_shard(shard)
-    found = layer_kinds(net, layers, spec.input_size, spec.layer_kinds, dev)  # fails before any store exists
     kinds = {name: kind for name, (kind, _, _) in found.items()}
     shapes = {name: (channels, *grid) for name, (_, channels, grid) in found.items()}
     columns = [

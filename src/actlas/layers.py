@@ -199,6 +199,99 @@ def memory_format_for(model: nn.Module, spec, layer: str | None, size: int | tup
     return fmt
 
 
+def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[int, int],
+                   device: str | torch.device = "cpu", logits: bool = True) -> int:
+    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d into it, in place (render, collect).
+
+    The network computes the same function with one operation fewer per block, forward and
+    backward: BatchNorm was about a fifth of a render step on the shared MobileNetV2 (BENCHMARKS.md).
+    One probe forward of a seeded (1, 3, H, W) input (``size``: a side, or (H, W)) finds the
+    pairs: a BatchNorm whose input is the very tensor a Conv2d returned, each module called once,
+    neither of them one of ``layers`` (a convolution's own output would change). The BatchNorm
+    becomes ``nn.Identity``. The probe is run again, and ``layers``' outputs (and the logits, with
+    ``logits``; without, the forward stops at ``layers``) must match the unfolded model's, or every
+    fold is undone. A model in training mode, or with no such pair, is left as it is. ``spec``
+    is the model's ``ModelSpec`` (its ``normalize``). Returns the number of pairs folded.
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    x = spec.normalize(torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device))
+    named = dict(model.named_modules())
+    convs = {n: m for n, m in named.items() if isinstance(m, nn.Conv2d)}
+    norms = {n: m for n, m in named.items() if type(m) is nn.BatchNorm2d and not m.training
+             and m.running_mean is not None and m.running_var is not None}
+    if not convs or not norms or model.training:
+        return 0
+
+    def probe(hooks: bool = False):
+        calls: dict[str, int] = {}
+        produced: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (conv, output): kept alive
+        fed: dict[str, str] = {}  # norm -> the conv whose output it was given
+
+        def on_conv(name):
+            def hook(_m, _inp, out):
+                calls[name] = calls.get(name, 0) + 1
+                produced[id(out)] = (name, out)
+            return hook
+
+        def on_norm(name):
+            def hook(_m, inp):
+                calls[name] = calls.get(name, 0) + 1
+                src = produced.get(id(inp[0]))
+                if src is not None and src[1] is inp[0]:
+                    fed[name] = src[0]
+            return hook
+
+        handles = []
+        if hooks:
+            handles = [m.register_forward_hook(on_conv(n)) for n, m in convs.items()]
+            handles += [m.register_forward_pre_hook(on_norm(n)) for n, m in norms.items()]
+        try:
+            with torch.no_grad(), capture(model, layers, stop=not logits) as outs:
+                out = run_until(model, x, outs) if not logits else model(x)
+                found = [_output_tensor(outs[n]).detach().clone() for n in layers if n in outs]
+                if logits and isinstance(out, torch.Tensor):
+                    found.append(out.detach().clone())
+        finally:
+            for handle in handles:
+                handle.remove()
+        return found, calls, fed
+
+    before, calls, fed = probe(hooks=True)
+    protected = set(layers)
+    pairs = [(c, n) for n, c in fed.items()
+             if calls.get(c) == 1 and calls.get(n) == 1 and c not in protected and n not in protected]
+    if not pairs:
+        return 0
+    undo = []
+    for conv_name, norm_name in pairs:
+        conv, norm = convs[conv_name], norms[norm_name]
+        scale = norm.running_var.add(norm.eps).rsqrt()
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale + (norm.bias if norm.bias is not None else 0)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+        old = (conv.weight, conv.bias)
+        with torch.no_grad():
+            conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype),
+                                       requires_grad=old[0].requires_grad)
+            conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), requires_grad=old[0].requires_grad)
+        slots = [(parent, key) for parent in named.values() for key, child in parent._modules.items() if child is norm]
+        for parent, key in slots:
+            parent._modules[key] = nn.Identity()
+        undo.append((conv, old, norm, slots))
+    after, _, _ = probe()
+    same = len(after) == len(before) and all(
+        a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4 * float(b.abs().max()) + 1e-6)
+        for a, b in zip(after, before))
+    if not same:
+        for conv, (weight, bias), norm, slots in undo:
+            conv.weight, conv.bias = weight, bias
+            for parent, key in slots:
+                parent._modules[key] = norm
+        return 0
+    return len(pairs)
+
+
 class StopForward(Exception):
     """Raised by a capture hook to end a forward pass once every wanted layer has run."""
 

@@ -224,7 +224,10 @@ class Conv2dSame(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(F.pad(x, same_padding(x.shape[-2:], self)), self.weight, self.bias)
+        left, right, top, bottom = same_padding(x.shape[-2:], self)
+        if left == right and top == bottom:  # an even split (stride 1): the convolution pads the same zeros itself
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        return self._conv_forward(F.pad(x, (left, right, top, bottom)), self.weight, self.bias)
 
 
 def same_padding(hw, conv: nn.Conv2d) -> tuple[int, int, int, int]:

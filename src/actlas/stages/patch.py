@@ -20,6 +20,7 @@ from torch import nn
 from .. import paths
 from .. import patches as patches_core
 from ..classes import class_index
+from ..layers import fold_batchnorm, memory_format_for
 from ..models import ModelSpec
 from ..patches import (
     CORNERS, Photos, beats_controls, choose_photos, evaluate_patch, image_tensor, load_photos, paste, predict,
@@ -108,6 +109,8 @@ def load_patch(spec_text: str, run_dir: str | Path, layer: str, *, model: nn.Mod
             image = image.crop(box)
         return f"image:{Path(path).name}" + (f":{m[2]},{m[3]},{m[4]},{m[5]}" if m[2] else ""), image_tensor(image)
     if kind == "direction":
+        from ..layers import layer_kinds
+        from ..render import fit_to_layer
         from ..render import render as render_icons
         from ..settings import RenderParams
 
@@ -115,7 +118,8 @@ def load_patch(spec_text: str, run_dir: str | Path, layer: str, *, model: nn.Mod
             raise ValueError("a direction patch needs the model: pass model= and spec=")
         direction = np.load(rest).astype(np.float32).reshape(1, -1)
         whitening = np.load(ldir / "whiten.npy") if (ldir / "whiten.npy").exists() else None
-        params = params or RenderParams()
+        (_, _, grid), = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
+        params = fit_to_layer(params or RenderParams(), spec.input_size, grid)  # as the layer's atlas icons
         # One direction: a batch of its tries alone, not padded to a full render batch.
         params = dataclasses.replace(params, batch_size=params.tries)
         out = render_icons(model, spec, layer, direction, whitening=whitening, params=params, device=device,
@@ -203,8 +207,10 @@ def patch(
     start = time.perf_counter()
     net, mspec = load_model(model)
     dev = resolve_device(device)
-    net = net.to(dev).to(memory_format=torch.channels_last)
+    net = net.to(dev)
     layer = layer or default_layer(run_dir)
+    fold_batchnorm(net, mspec, [layer], tuple(mspec.input_size), dev)  # same function, fewer ops
+    memory_format_for(net, mspec, None, tuple(mspec.input_size), dev)
     icons_run = icons_run or run_dir
     t = class_index(mspec, target)
     s = class_index(mspec, source) if source else None

@@ -59,7 +59,7 @@ def render_folder(
     from .. import render as render_core
     from ..collect import resolve_device
     from ..digest import code_digest
-    from ..layers import layer_kinds, memory_format_for
+    from ..layers import fold_batchnorm, layer_kinds, memory_format_for
     from ..models import load_model
     from ..smk import model_files
 
@@ -80,6 +80,7 @@ def render_folder(
     net.to(dev)
     (_, _, grid), = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds, dev).values()
     params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
+    folded = fold_batchnorm(net, spec, [layer], params.size, dev, logits=False)  # the same function, fewer ops
     memory_format = memory_format_for(net, spec, layer, params.size, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
@@ -89,6 +90,7 @@ def render_folder(
         render_core.array_digest(whitening), json.dumps(spec.to_json(), sort_keys=True, default=str),
         files_digest(model_files(model)), code_digest("actlas.stages.render"), _compute(dev), torch.__version__,
         str(memory_format),  # the kernels, and so the bytes, differ between formats
+        f"folded {folded}",  # likewise a folded BatchNorm (the rounding differs)
     ])
     keys = [render_core.icon_key(directions[i], context, layer, params) for i in index]
     found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}

@@ -1,0 +1,116 @@
+"""BatchNorm folded into the convolutions (``actlas.layers.fold_batchnorm``) vs the model as loaded.
+
+Both models run as the stages run them (channels_last where the model runs in it, parameters
+frozen), each on its own copy of the same loaded model, timed alternately in the same run:
+
+- render rows: ``actlas.render.render`` of the same real cell directions (directions are centre
+  activations of the shared photos, as ``bench_render.py``), at the icon size the render stage
+  gives the layer (``fit_to_layer``), a full batch per call; icons/s, and the largest difference
+  in faithfulness and in icon pixels between the two models;
+- collect rows: ``actlas.collect.attribute`` (one forward, ``attr_top`` backward passes) on
+  preprocessed photos at the model's input size; images/s.
+
+Usage: .venv/bin/python benchmarks/bench_fold.py [--quick] [--threads 2] [--reps 3] [--rows NAME,...]
+Last line: ``ratio: X`` = median over rows of folded throughput / as-loaded throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import ASSETS, MODEL, ROOT, interleave, machine, median, photos, table  # noqa: E402
+
+RESNET = str(ROOT / "config" / "models" / "cifar10_resnet20.json")
+# (row, card, layer, icon size before fit_to_layer, steps); collect rows have size None
+ROWS = [
+    ("render mobilenet_v2 features.13", MODEL, "features.13", 80, 96),
+    ("render mobilenet_v2 features.16", MODEL, "features.16", 80, 96),
+    ("render resnet20 layer3", RESNET, "layer3", 80, 128),
+    ("collect mobilenet_v2 features.13", MODEL, "features.13", None, None),
+    ("collect resnet20 layer3", RESNET, "layer3", None, None),
+]
+
+
+def cifar_rows(n: int) -> list[str]:
+    """``n`` cifar10-test photos spread over its ten class folders."""
+    files = sorted(str(p) for p in (ASSETS / "images" / "cifar10-test").rglob("*.jpg"))
+    return files[:: max(len(files) // n, 1)][:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps and photos (a smoke run)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3, help="timed calls per model and row, alternating")
+    ap.add_argument("--batch", type=int, default=32, help="icons per render call")
+    ap.add_argument("--rows", default="all", help="comma-separated row names (default: all)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from actlas import images as imgs
+    from actlas.collect import attribute
+    from actlas.layers import fold_batchnorm, layer_kinds, memory_format_for
+    from actlas.models import load_model
+    from actlas.render import RenderParams, centre_activations, fit_to_layer
+    from actlas.render import render as render_icons
+
+    print(machine())
+    out_rows, ratios = [], []
+    for name, card, layer, size, steps in ROWS:
+        if a.rows != "all" and name not in a.rows.split(","):
+            continue
+        plain, spec = load_model(card)
+        folded = copy.deepcopy(plain)
+        n_folded = fold_batchnorm(folded, spec, [layer], tuple(spec.input_size), logits=size is None)
+        for net in (plain, folded):
+            memory_format_for(net, spec, layer if size else None, tuple(spec.input_size))
+        if card == RESNET:  # 32 px photos: enough of them that a collect call is not timer noise
+            paths = cifar_rows(16 if a.quick else 100 if size else 1000)
+        else:
+            paths = [p for p, _ in photos(16 if a.quick else 100)]
+        x = torch.stack([spec.transform(imgs.decode(p)[0]) for p in paths])
+        if size is None:
+            batches = [x[i : i + 50] for i in range(0, len(x), 50)]
+            cases = {m: (lambda net=net: [attribute(net, spec, b, [layer], 1) for b in batches])
+                     for m, net in (("as loaded", plain), ("folded", folded))}
+            times = interleave(cases, a.reps)
+            speed = {m: len(x) / median(t) for m, t in times.items()}
+            diff = ""
+        else:
+            (_, _, grid), = layer_kinds(plain, [layer], spec.input_size, spec.layer_kinds).values()
+            params = fit_to_layer(RenderParams(size=size, steps=8 if a.quick else steps, batch_size=a.batch),
+                                  spec.input_size, grid)
+            h = centre_activations(plain, spec, layer, x[:, :, :params.size, :params.size])
+            directions = h[: a.batch].numpy().astype(np.float32)
+            results = {}
+
+            def run(net, m):
+                results[m] = render_icons(net, spec, layer, directions, params=params, progress=False)
+
+            cases = {m: (lambda net=net, m=m: run(net, m)) for m, net in (("as loaded", plain), ("folded", folded))}
+            times = interleave(cases, a.reps)
+            speed = {m: len(directions) / median(t) for m, t in times.items()}
+            f0, f1 = results["as loaded"]["faithfulness"], results["folded"]["faithfulness"]
+            px = np.abs(results["as loaded"]["icon"].astype(int) - results["folded"]["icon"].astype(int)).max()
+            diff = (f"{params.size} px: median faithfulness {np.median(f0):.3f} vs {np.median(f1):.3f}, "
+                    f"largest pixel difference {px}")
+        ratio = speed["folded"] / speed["as loaded"]
+        ratios.append(ratio)
+        unit = "images/s" if size is None else "icons/s"
+        out_rows.append([name, n_folded, f"{speed['as loaded']:.3g} {unit}", f"{speed['folded']:.3g} {unit}",
+                         f"{ratio:.2f}", diff])
+        print(out_rows[-1], flush=True)
+    print(table(["row", "pairs folded", "as loaded", "folded", "ratio", "output"], out_rows))
+    print(f"repetitions: {a.reps} per model and row, alternating; medians")
+    print(f"ratio: {float(np.median(ratios)):.2f}")
+
+
+if __name__ == "__main__":
+    main()
