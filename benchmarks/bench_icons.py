@@ -52,11 +52,13 @@ ROWS = {
 SETTINGS = {
     "default": {},
     "pad0": {"pad": 0},
+    "decay1.25": {"decay_power": 1.25},  # the default before fit_to_input steepened it for small inputs
     "decay1.5": {"decay_power": 1.5},
     "pad0 decay1.25": {"pad": 0, "decay_power": 1.25},
     "pad0 decay1.5": {"pad": 0, "decay_power": 1.5},
     "pad0 decay2": {"pad": 0, "decay_power": 2.0},
     "decay1.6": {"decay_power": 1.6},
+    "decay1.7": {"decay_power": 1.7},
     "decay1.75": {"decay_power": 1.75},
     "pad0 lr0.1": {"pad": 0, "lr": 0.1},
     "maco": {"param": "maco"},

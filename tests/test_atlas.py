@@ -83,6 +83,10 @@ def test_render_size_follows_a_small_input():
     small = fit_to_input(p, (32, 32))
     assert (small.size, small.pad, small.jitter) == (32, 4, 3)
     assert fit_to_input(p, (224, 224)) == p
+    # the spectrum keeps the range it had at the asked size: (0.707 S) ** decay, highest over lowest frequency
+    assert small.decay_power > p.decay_power > 0
+    assert (0.707 * 32) ** small.decay_power == pytest.approx((0.707 * 96) ** p.decay_power, rel=0.01)
+    assert fit_to_input(p, (16, 16)).decay_power > small.decay_power
 
 
 def test_render_size_follows_the_layer_stride():

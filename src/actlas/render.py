@@ -51,13 +51,23 @@ def fit_to_layer(params: RenderParams, input_size: tuple[int, int], grid: tuple[
 def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderParams:
     """Render settings for a model whose input is ``input_size`` (H, W): an icon is never larger than
     the model's input (a 32 px model's icons render at 32 px, shown enlarged by the atlas), and its
-    pad and jitter shrink with it in proportion. Settings for a larger input come back unchanged."""
+    pad and jitter shrink with it in proportion. Settings for a larger input come back unchanged.
+
+    The spectrum decay steepens so that the FFT parameterisation keeps the range it had at the
+    asked size: the scale of its highest frequency (0.707 cycles a pixel) over its lowest (one
+    cycle an icon) is (0.707 S) ** decay_power, so decay_power becomes
+    decay_power * ln(0.707 S) / ln(0.707 side). Asked 80 px at 1.25, a 32 px icon gets 1.62 (asked the
+    default 96 px, 1.69). On the
+    CIFAR-10 ResNet-20 at 32 px, 1.6 lifted the saturation ratio from about 0.6 to 1.1-1.2 at
+    ``layer2`` and lowered the HF ratio at ``layer3``, at the same faithfulness (BENCHMARKS.md).
+    """
     side = int(min(input_size))
     if side >= params.size:
         return params
     ratio = side / params.size
+    decay = params.decay_power * math.log(0.707 * params.size) / math.log(max(0.707 * side, 2.0))
     return dataclasses.replace(params, size=side, pad=int(round(params.pad * ratio)),
-                               jitter=int(round(params.jitter * ratio)))
+                               jitter=int(round(params.jitter * ratio)), decay_power=round(decay, 3))
 
 
 def _optimise(

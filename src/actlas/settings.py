@@ -71,7 +71,7 @@ class RenderParams:
     batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
     pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
     jitter: int = 8  # jitter of the robustness transforms, pixels
-    decay_power: float = 1.25  # spectrum decay of the FFT parameterisation (1.0 gave grey, noisy icons)
+    decay_power: float = 1.25  # spectrum decay of the FFT parameterisation (1.0 gave grey, noisy icons; fit_to_input steepens it)
     param: str = "fft"  # parameterisation: fft (optimise the spectrum) or maco (only its phase)
     seed: int = 0  # render seed (the workflow passes the run's seed)
     amp: bool = False  # bf16 autocast while optimising icons (scores stay float32)
