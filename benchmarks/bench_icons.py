@@ -68,6 +68,9 @@ SETTINGS = {
     "jitter4": {"jitter": 4},
     "jitter16": {"jitter": 16},
     "lr0.1": {"lr": 0.1},
+    "warmup16": {"warmup": 16},
+    "warmup32": {"warmup": 32},
+    "warmup64": {"warmup": 64},
     "lr0.025": {"lr": 0.025},
 }
 QUICK_SETTINGS = ["default", "pad0", "decay1.5", "pad0 decay1.5", "pad0 decay2"]

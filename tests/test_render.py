@@ -45,6 +45,23 @@ def test_objective_rises_within_a_few_steps(tiny_model):
     assert (long > short).all()
 
 
+def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
+    from actlas.render import icon_key
+
+    d = torch.from_numpy(_directions(tiny_model, 2))
+    d = d / d.norm(dim=1, keepdim=True)
+    p = RenderParams(size=32, steps=4, pad=4, jitter=2)
+    plain, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], p, "cpu")
+    ramped, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], dataclasses.replace(p, warmup=40), "cpu")
+    # four steps at a tenth of lr or less move the image from its grey start far less than four at lr
+    assert (ramped - 0.5).abs().mean() < 0.5 * (plain - 0.5).abs().mean()
+    direction = np.arange(8, dtype=np.float32)
+    # the key this icon had before the option existed (computed then): cached icons stay valid
+    assert icon_key(direction, "c", "features.4", p) == "4d985377b1bc2d48c9b77d33227b8632"
+    assert icon_key(direction, "c", "features.4", dataclasses.replace(p, warmup=8)) != icon_key(
+        direction, "c", "features.4", p)
+
+
 def test_render_batched_equals_one_by_one(tiny_model):
     """An icon is the same bytes alone, with others, first or last in its batch: torch picks
     convolution kernels by batch size, so a cached icon would otherwise differ from a fresh one."""

@@ -81,6 +81,7 @@ def _optimise(
     params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
+    ramp = [min(1.0, (step + 1) / p.warmup) if p.warmup else 1.0 for step in range(p.steps)]
     with capture(model, [layer], stop=True) as outs:
         for step in range(p.steps):
             optimizer.zero_grad(set_to_none=True)
@@ -89,6 +90,8 @@ def _optimise(
                 h = _centre(spec, layer, run_until(model, spec.normalize(x), outs)[layer], x).float()
             loss = -objectives.direction_cossim(h, targets, p.power).sum()
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = p.lr * ramp[step]
             optimizer.step()
         with torch.no_grad():
             images = image_fn()
@@ -190,6 +193,8 @@ def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderPara
         del settings["amp"]  # keys of float32 icons stay what they were before the option existed
     if settings["param"] == "fft":
         del settings["param"]  # likewise keys of FFT icons
+    if not settings["warmup"]:
+        del settings["warmup"]  # and of icons optimised without a warm-up
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:32]
 
