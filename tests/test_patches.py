@@ -364,3 +364,17 @@ def test_load_patch_example_crop(tmp_path):
         load_patch("example:grid-8:2,5,0", tmp_path / "run", "layer3")
     with pytest.raises(ValueError, match="example:DIR:I,J,E"):
         load_patch("example:grid-8:2,5", tmp_path / "run", "layer3")
+
+
+def test_a_direction_patch_is_rendered_at_its_layers_icon_size(tiny_model, tmp_path):
+    """As the layer's atlas icons (``fit_to_layer``): a 32 px model's direction patch is 32 px, not the default 96."""
+    from actlas.render import RenderParams
+
+    (tmp_path / "features.4").mkdir()
+    direction = tmp_path / "d.npy"
+    np.save(direction, np.linspace(-1, 1, 16, dtype=np.float32))
+    params = RenderParams(steps=4, batch_size=1)
+    name, patch = load_patch(f"direction:{direction}", tmp_path, "features.4", model=tiny_model, spec=SPEC,
+                             params=params)
+    assert name == "direction:d.npy"
+    assert patch.shape == (3, 32, 32) and 0 <= float(patch.min()) < float(patch.max()) <= 1

@@ -56,10 +56,10 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
     The spectrum decay steepens so that the FFT parameterisation keeps the range it had at the
     asked size: the scale of its highest frequency (0.707 cycles a pixel) over its lowest (one
     cycle an icon) is (0.707 S) ** decay_power, so decay_power becomes
-    decay_power * ln(0.707 S) / ln(0.707 side). Asked 80 px at 1.25, a 32 px icon gets 1.62 (asked the
-    default 96 px, 1.69). On the
-    CIFAR-10 ResNet-20 at 32 px, 1.6 lifted the saturation ratio from about 0.6 to 1.1-1.2 at
-    ``layer2`` and lowered the HF ratio at ``layer3``, at the same faithfulness (BENCHMARKS.md).
+    decay_power * ln(0.707 S) / ln(0.707 side). Asked 80 px at 1.25, a 32 px icon gets 1.62 (asked
+    the default 96 px, 1.69). On the CIFAR-10 ResNet-20 at 32 px, 1.62 lifted ``layer2``'s
+    saturation ratio from 0.63-0.67 to 1.25 on two direction sets, at about the same faithfulness
+    (BENCHMARKS.md).
     """
     side = int(min(input_size))
     if side >= params.size:
