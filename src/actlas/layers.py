@@ -199,6 +199,12 @@ def memory_format_for(model: nn.Module, spec, layer: str | None, size: int | tup
     return fmt
 
 
+def memory_format_of(model: nn.Module) -> torch.memory_format:
+    """The format ``memory_format_for`` chose for ``model`` (contiguous where it was never asked):
+    what render and the patch scores put their inputs in."""
+    return getattr(model, "_actlas_memory_format", torch.contiguous_format)
+
+
 def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[int, int],
                    device: str | torch.device = "cpu", logits: bool = True) -> int:
     """Fold every eval-mode BatchNorm2d that directly follows a Conv2d into it, in place (render, collect).

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import memory_format_of
 from .models import ModelSpec
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -113,7 +114,7 @@ def class_probs(model: nn.Module, spec: ModelSpec, x: torch.Tensor, classes: lis
                 device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities of ``classes`` (n, len(classes)) and the top-1 class (n,) for images (n, 3, H, W) in [0, 1]."""
     probs, top = [], []
-    memory_format = getattr(model, "_actlas_memory_format", torch.contiguous_format)  # the caller's choice
+    memory_format = memory_format_of(model)  # the caller's choice (``actlas.layers.memory_format_for``)
     for lo in range(0, len(x), batch_size):
         xb = spec.normalize(x[lo : lo + batch_size].to(device)).contiguous(memory_format=memory_format)
         p = model(xb).float().softmax(1)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import objectives, param, transforms
-from .layers import capture, detect_kind, layer_view, run_until
+from .layers import capture, detect_kind, layer_view, memory_format_of, run_until
 from .models import ModelSpec
 from .progress import progress_bar
 from .settings import RenderParams
@@ -148,7 +148,7 @@ def render(
     k, s = len(directions), params.size
     # The format the caller put the model in (``actlas.layers.memory_format_for``; the render stage
     # does): render never converts a caller's model itself.
-    memory_format = getattr(model, "_actlas_memory_format", torch.contiguous_format)
+    memory_format = memory_format_of(model)
     jobs = [(i, t) for t in range(params.tries) for i in range(k)]
     best_img = np.zeros((k, s, s, 3), dtype=np.uint8)
     best_obj = np.full(k, -np.inf, dtype=np.float32)

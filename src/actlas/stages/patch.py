@@ -20,7 +20,7 @@ from torch import nn
 from .. import paths
 from .. import patches as patches_core
 from ..classes import class_index
-from ..layers import fold_batchnorm, memory_format_for
+from ..layers import fold_batchnorm, layer_kinds, layer_names, memory_format_for
 from ..models import ModelSpec
 from ..patches import (
     CORNERS, Photos, beats_controls, choose_photos, evaluate_patch, image_tensor, load_photos, paste, predict,
@@ -109,7 +109,6 @@ def load_patch(spec_text: str, run_dir: str | Path, layer: str, *, model: nn.Mod
             image = image.crop(box)
         return f"image:{Path(path).name}" + (f":{m[2]},{m[3]},{m[4]},{m[5]}" if m[2] else ""), image_tensor(image)
     if kind == "direction":
-        from ..layers import layer_kinds
         from ..render import fit_to_layer
         from ..render import render as render_icons
         from ..settings import RenderParams
@@ -210,7 +209,7 @@ def patch(
     net = net.to(dev)
     layer = layer or default_layer(run_dir)
     # the same function, fewer ops; the icons' layer keeps its own output (a direction patch renders at it)
-    own = [layer] if layer in dict(net.named_modules()) else []
+    own = [layer] if layer in layer_names(net) else []
     fold_batchnorm(net, mspec, own, tuple(mspec.input_size), dev)
     memory_format_for(net, mspec, None, tuple(mspec.input_size), dev)
     icons_run = icons_run or run_dir
