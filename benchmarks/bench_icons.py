@@ -72,6 +72,13 @@ SETTINGS = {
     "warmup32": {"warmup": 32},
     "warmup64": {"warmup": 64},
     "lr0.025": {"lr": 0.025},
+    "cosine": {"schedule": "cosine"},
+    "cosine lr0.1": {"schedule": "cosine", "lr": 0.1},
+    "cosine steps64": {"schedule": "cosine", "steps": 64},
+    "cosine lr0.1 steps64": {"schedule": "cosine", "lr": 0.1, "steps": 64},
+    "steps64": {"steps": 64},
+    "steps96": {"steps": 96},
+    "cosine steps96": {"schedule": "cosine", "steps": 96},
 }
 QUICK_SETTINGS = ["default", "pad0", "decay1.5", "pad0 decay1.5", "pad0 decay2"]
 

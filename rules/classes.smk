@@ -19,6 +19,10 @@ rule class_atlas:
         out=lambda wc, output: str(Path(output.atlas_json).parent),
         code=code_digest("actlas.stages.class_atlas"),
     threads: RENDER.threads
+    # Started before render jobs that are ready with them: a class atlas optimises every icon of its
+    # grid in one job (one to two minutes on a CPU), and long jobs first leave the short render jobs
+    # to fill the end of a run rather than one long job running alone on an otherwise idle machine.
+    priority: 1
     conda:
         CONDA_ENV
     resources:
@@ -50,6 +54,7 @@ rule compare:
         out=lambda wc, output: str(Path(output.atlas_json).parent),
         code=code_digest("actlas.stages.compare"),
     threads: RENDER.threads
+    priority: 1  # long jobs first, as class_atlas
     conda:
         CONDA_ENV
     resources:

@@ -62,6 +62,21 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
         direction, "c", "features.4", p)
 
 
+def test_lr_schedule_ramps_then_holds_or_decays_to_zero():
+    from actlas.render import lr_schedule
+
+    p = RenderParams(steps=10, lr=0.1, warmup=4)
+    assert lr_schedule(p)[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert lr_schedule(p)[4:] == pytest.approx([0.1] * 6)
+    cosine = lr_schedule(dataclasses.replace(p, schedule="cosine"))
+    assert cosine[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])  # the warm-up, then the half cosine
+    assert cosine[4] == pytest.approx(0.1) and all(a > b for a, b in zip(cosine[4:], cosine[5:]))
+    assert cosine[-1] == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 5 / 6)))
+    assert lr_schedule(RenderParams(steps=3, lr=1.0, schedule="cosine")) == pytest.approx([1.0, 0.75, 0.25])
+    with pytest.raises(ValueError, match="render.schedule 'linear' is not one of constant, cosine"):
+        lr_schedule(dataclasses.replace(p, schedule="linear"))
+
+
 def test_render_batched_equals_one_by_one(tiny_model):
     """An icon is the same bytes alone, with others, first or last in its batch: torch picks
     convolution kernels by batch size, so a cached icon would otherwise differ from a fresh one."""

@@ -70,6 +70,25 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
                                jitter=int(round(params.jitter * ratio)), decay_power=round(decay, 3))
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_schedule(p: RenderParams) -> list[float]:
+    """The learning rate of each of ``p.steps`` steps: a linear ramp over the first ``p.warmup``
+    steps, then ``p.lr`` (``constant``) or a half cosine from ``p.lr`` down towards 0, reached one step after the last
+    (``cosine``)."""
+    if p.schedule not in SCHEDULES:
+        raise ValueError(f"render.schedule {p.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    rates = []
+    for step in range(p.steps):
+        rate = p.lr * (min(1.0, (step + 1) / p.warmup) if p.warmup else 1.0)
+        if p.schedule == "cosine":
+            rest = max(p.steps - p.warmup, 1)
+            rate *= 0.5 * (1 + math.cos(math.pi * max(step - p.warmup, 0) / rest))
+        rates.append(rate)
+    return rates
+
+
 def _optimise(
     model: nn.Module, spec: ModelSpec, layer: str, targets: torch.Tensor, seeds: list[int], p: RenderParams,
     device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
@@ -81,7 +100,7 @@ def _optimise(
     params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
-    ramp = [min(1.0, (step + 1) / p.warmup) if p.warmup else 1.0 for step in range(p.steps)]
+    rates = lr_schedule(p)
     with capture(model, [layer], stop=True) as outs:
         for step in range(p.steps):
             optimizer.zero_grad(set_to_none=True)
@@ -91,7 +110,7 @@ def _optimise(
             loss = -objectives.direction_cossim(h, targets, p.power).sum()
             loss.backward()
             for group in optimizer.param_groups:
-                group["lr"] = p.lr * ramp[step]
+                group["lr"] = rates[step]
             optimizer.step()
         with torch.no_grad():
             images = image_fn()
@@ -195,6 +214,8 @@ def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderPara
         del settings["param"]  # likewise keys of FFT icons
     if not settings["warmup"]:
         del settings["warmup"]  # and of icons optimised without a warm-up
+    if settings["schedule"] == "constant":
+        del settings["schedule"]  # and at a constant learning rate
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:32]
 
