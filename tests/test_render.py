@@ -62,7 +62,7 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
         direction, "c", "features.4", p)
 
 
-def test_lr_schedule_ramps_then_holds_or_decays_to_zero():
+def test_lr_schedule_ramps_then_holds_or_decays_towards_zero():
     from actlas.render import lr_schedule
 
     p = RenderParams(steps=10, lr=0.1, warmup=4)

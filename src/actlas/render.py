@@ -79,11 +79,10 @@ def lr_schedule(p: RenderParams) -> list[float]:
     (``cosine``)."""
     if p.schedule not in SCHEDULES:
         raise ValueError(f"render.schedule {p.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    rates = []
+    rates, rest = [], max(p.steps - p.warmup, 1)
     for step in range(p.steps):
         rate = p.lr * (min(1.0, (step + 1) / p.warmup) if p.warmup else 1.0)
         if p.schedule == "cosine":
-            rest = max(p.steps - p.warmup, 1)
             rate *= 0.5 * (1 + math.cos(math.pi * max(step - p.warmup, 0) / rest))
         rates.append(rate)
     return rates
@@ -200,6 +199,11 @@ def render(
     }
 
 
+# Settings added after icons were first cached -> the behaviour they had before: an icon rendered
+# that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate).
+ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant"}
+
+
 def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:
     """Content key of an icon: its direction (C,), the layer, the render parameters and ``context``,
     a digest of everything else the icon depends on (whitening, model, code, device: the caller's)."""
@@ -208,14 +212,9 @@ def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderPara
     h.update(context.encode())
     h.update(layer.encode())
     settings = params.to_json()
-    if not settings["amp"]:
-        del settings["amp"]  # keys of float32 icons stay what they were before the option existed
-    if settings["param"] == "fft":
-        del settings["param"]  # likewise keys of FFT icons
-    if not settings["warmup"]:
-        del settings["warmup"]  # and of icons optimised without a warm-up
-    if settings["schedule"] == "constant":
-        del settings["schedule"]  # and at a constant learning rate
+    for name, before in ADDED_SETTINGS.items():
+        if settings[name] == before:
+            del settings[name]
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:32]
 
