@@ -74,6 +74,7 @@ SETTINGS = {
     "lr0.025": {"lr": 0.025},
     "cosine": {"schedule": "cosine"},
     "cosine lr0.1": {"schedule": "cosine", "lr": 0.1},
+    "cosine end0.02": {"schedule": "cosine", "lr_end": 0.02},
     "cosine steps64": {"schedule": "cosine", "steps": 64},
     "cosine lr0.1 steps64": {"schedule": "cosine", "lr": 0.1, "steps": 64},
     "steps64": {"steps": 64},
@@ -216,7 +217,7 @@ def main() -> None:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    from actlas.layers import fold_batchnorm, memory_format_for
+    from actlas.layers import fold_batchnorm, memory_format_for, pointwise_as_matmul
     from actlas.models import load_model
     from actlas.render import RenderParams, fit_to_layer
     from actlas.render import render as render_icons
@@ -231,6 +232,7 @@ def main() -> None:
             net.eval()
             fold_batchnorm(net, spec, layers, tuple(spec.input_size))  # as the render stage does
             memory_format_for(net, spec, None, tuple(spec.input_size))
+            pointwise_as_matmul(net)
             data = prepare(name, model, folders, layers, n_photos, a.grid, k, a.patches, a.size, Path(tmp),
                            positions=4)
             for layer in layers:

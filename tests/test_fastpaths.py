@@ -236,17 +236,47 @@ def test_fold_batchnorm_on_the_real_mobilenet(mobilenet):
     torch.testing.assert_close(logits2, logits, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("stride,size", [(1, 15), (1, 16), (2, 15), (2, 16)])
-def test_same_padding_conv_equals_explicit_padding(stride, size):
+@pytest.mark.parametrize("size", [(15, 15), (16, 16), (8, 9), (15, 12)])
+@pytest.mark.parametrize("kernel, stride, dilation, groups", [(3, 1, 1, 1), (3, 2, 1, 1), (3, 2, 1, 4), (5, 2, 1, 1),
+                                                              (4, 2, 1, 1), (3, 2, 2, 1), (2, 3, 1, 1)])
+def test_same_padding_conv_equals_explicit_padding(size, kernel, stride, dilation, groups):
+    # Conv2dSame pads through the convolution (a zero row prepended to the kernel where the split
+    # is one heavier after): the output of F.pad then a plain convolution, in both memory formats.
     import torch.nn.functional as F
 
     from actlas.models import Conv2dSame, same_padding, use_tf_same_padding
 
     torch.manual_seed(0)
-    conv = use_tf_same_padding(nn.Sequential(nn.Conv2d(4, 6, 3, stride=stride)))[0]
+    conv = use_tf_same_padding(nn.Sequential(nn.Conv2d(4, 8, kernel, stride=stride, dilation=dilation,
+                                                       groups=groups)))[0]
     assert isinstance(conv, Conv2dSame)
-    x = torch.rand(2, 4, size, size)
-    want = F.conv2d(F.pad(x, same_padding(x.shape[-2:], conv)), conv.weight, conv.bias, conv.stride)
-    got = conv(x)
-    assert got.shape == (2, 6, -(-size // stride), -(-size // stride))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    x = torch.rand(2, 4, *size)
+    want = F.conv2d(F.pad(x, same_padding(x.shape[-2:], conv)), conv.weight, conv.bias, stride, 0, dilation, groups)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        got = conv(x.contiguous(memory_format=fmt))
+        assert got.shape == (2, 8, -(-size[0] // stride), -(-size[1] // stride))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 8, 20])
+def test_pointwise_matmul_equals_the_convolution(batch, mobilenet):
+    # A 1x1 convolution run as a matmul over the channels-last tensor: the same values and
+    # gradients, on the real MobileNetV2 to features.13, in both formats and on either side of 16.
+    from actlas.layers import capture, pointwise_as_matmul, run_until
+
+    net, spec = copy.deepcopy(mobilenet[0]), mobilenet[1]
+    x = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def run(model, fmt):
+        xi = x.clone().contiguous(memory_format=fmt).requires_grad_(True)
+        with capture(model, ["features.13"], stop=True) as outs:
+            h = run_until(model, spec.normalize(xi), outs)["features.13"]
+        h.square().sum().backward()
+        return h.detach(), xi.grad
+
+    want = run(net.to(memory_format=torch.channels_last), torch.channels_last)
+    assert pointwise_as_matmul(net) == 34  # features.1's project, expand and project of 16 blocks, features.18
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        got = run(net, fmt)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-4 * float(want[1].abs().max()))

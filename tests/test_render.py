@@ -62,7 +62,7 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
         direction, "c", "features.4", p)
 
 
-def test_lr_schedule_ramps_then_holds_or_decays_towards_zero():
+def test_lr_schedule_ramps_then_holds_or_decays_towards_lr_end():
     from actlas.render import lr_schedule
 
     p = RenderParams(steps=10, lr=0.1, warmup=4)
@@ -73,6 +73,9 @@ def test_lr_schedule_ramps_then_holds_or_decays_towards_zero():
     assert cosine[4] == pytest.approx(0.1) and all(a > b for a, b in zip(cosine[4:], cosine[5:]))
     assert cosine[-1] == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 5 / 6)))
     assert lr_schedule(RenderParams(steps=3, lr=1.0, schedule="cosine")) == pytest.approx([1.0, 0.75, 0.25])
+    # lr_end: the same half cosine between lr and lr_end
+    assert lr_schedule(RenderParams(steps=3, lr=1.0, schedule="cosine", lr_end=0.2)) == pytest.approx([1.0, 0.8, 0.4])
+    assert lr_schedule(RenderParams(steps=3, lr=1.0, lr_end=0.2)) == pytest.approx([1.0] * 3)  # constant: unused
     with pytest.raises(ValueError, match="render.schedule 'linear' is not one of constant, cosine"):
         lr_schedule(dataclasses.replace(p, schedule="linear"))
 

@@ -75,15 +75,15 @@ SCHEDULES = ("constant", "cosine")
 
 def lr_schedule(p: RenderParams) -> list[float]:
     """The learning rate of each of ``p.steps`` steps: a linear ramp over the first ``p.warmup``
-    steps, then ``p.lr`` (``constant``) or a half cosine from ``p.lr`` down towards 0, reached one step after the last
-    (``cosine``)."""
+    steps, then ``p.lr`` (``constant``) or a half cosine from ``p.lr`` down towards ``p.lr_end``,
+    reached one step after the last (``cosine``)."""
     if p.schedule not in SCHEDULES:
         raise ValueError(f"render.schedule {p.schedule!r} is not one of {', '.join(SCHEDULES)}")
     rates, rest = [], max(p.steps - p.warmup, 1)
     for step in range(p.steps):
         rate = p.lr * (min(1.0, (step + 1) / p.warmup) if p.warmup else 1.0)
         if p.schedule == "cosine":
-            rate *= 0.5 * (1 + math.cos(math.pi * max(step - p.warmup, 0) / rest))
+            rate = p.lr_end + (rate - p.lr_end) * 0.5 * (1 + math.cos(math.pi * max(step - p.warmup, 0) / rest))
         rates.append(rate)
     return rates
 
@@ -201,7 +201,7 @@ def render(
 
 # Settings added after icons were first cached -> the behaviour they had before: an icon rendered
 # that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate).
-ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant"}
+ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0}
 
 
 def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:

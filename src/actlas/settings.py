@@ -67,7 +67,8 @@ class RenderParams:
     steps: int = 128  # optimisation steps
     lr: float = 0.05  # Adam learning rate
     warmup: int = 0  # steps over which the learning rate ramps linearly up to lr (0 = none)
-    schedule: str = "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards 0)
+    schedule: str = "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
+    lr_end: float = 0.0  # cosine: the learning rate it falls to, one step after the last
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by final objective
     batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)

@@ -59,7 +59,7 @@ def render_folder(
     from .. import render as render_core
     from ..collect import resolve_device
     from ..digest import code_digest
-    from ..layers import fold_batchnorm, layer_kinds, memory_format_for
+    from ..layers import fold_batchnorm, layer_kinds, memory_format_for, pointwise_as_matmul
     from ..models import load_model
     from ..smk import model_files
 
@@ -82,6 +82,7 @@ def render_folder(
     params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
     folded = fold_batchnorm(net, spec, [layer], params.size, dev, logits=False)  # the same function, fewer ops
     memory_format = memory_format_for(net, spec, layer, params.size, dev)
+    pointwise = pointwise_as_matmul(net)  # a small CPU batch's 1x1 convolutions as matmuls: the same sums
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
         torch.backends.cudnn.deterministic = True
@@ -91,6 +92,7 @@ def render_folder(
         files_digest(model_files(model)), code_digest("actlas.stages.render"), _compute(dev), torch.__version__,
         str(memory_format),  # the kernels, and so the bytes, differ between formats
         f"folded {folded}",  # likewise a folded BatchNorm (the rounding differs)
+        f"pointwise {pointwise}",  # and a 1x1 convolution run as a matmul
     ])
     keys = [render_core.icon_key(directions[i], context, layer, params) for i in index]
     found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}
