@@ -22,6 +22,9 @@ patches. Settings: ``default`` (today's RenderParams, fitted to the layer and th
 ``actlas.render.fit_to_layer``: a stride-32 layer renders 128 px icons whatever ``--size``), and
 the variants in ``SETTINGS``.
 
+After the table, ``targets met``: per setting, how many of issue 11's four targets (``TARGETS``) its
+rows meet.
+
 Usage: .venv/bin/python benchmarks/bench_icons.py [--quick] [--out DIR] [--threads 2]
 Last line: ``ratio: X`` = median over rows of the best variant's icons/s over the default's.
 """
@@ -44,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import ASSETS, MODEL, ROOT, machine, table  # noqa: E402
 
 RESNET = str(ROOT / "config" / "models" / "cifar10_resnet20.json")
+# issue 11's targets on every row: median and p10 faithfulness at least, HF ratio at most, saturation ratio at least
+TARGETS = {"faith median": 0.85, "faith p10": 0.7, "HF ratio": 1.5, "sat ratio": 0.7}
 ROWS = {
     "mobilenet_v2": (MODEL, [ASSETS / "images" / "imagenet-val"], ["features.6", "features.13", "features.16"]),
     "resnet20": (RESNET, [ASSETS / "images" / "cifar10-test"], ["layer2", "layer3"]),
@@ -75,6 +80,9 @@ SETTINGS = {
     "cosine": {"schedule": "cosine"},
     "cosine lr0.1": {"schedule": "cosine", "lr": 0.1},
     "cosine end0.02": {"schedule": "cosine", "lr_end": 0.02},
+    "size96": {"size": 96},  # after fit_to_layer: a late layer's 3 x 3 map at stride 32
+    "size112": {"size": 112},
+    "size160": {"size": 160},  # 5 x 5 at stride 32
     "cosine steps64": {"schedule": "cosine", "steps": 64},
     "cosine lr0.1 steps64": {"schedule": "cosine", "lr": 0.1, "steps": 64},
     "steps64": {"steps": 64},
@@ -193,6 +201,19 @@ def contact_sheet(icons: dict[str, np.ndarray], patches: np.ndarray, faith: dict
     return sheet
 
 
+def targets_met(table_rows: list[list]) -> dict[str, tuple[int, int]]:
+    """Per setting: (targets met, rows) over the table's rows [row, setting, size, pad, jitter,
+    median, p10, icons/s, HF ratio, sat ratio]."""
+    met: dict[str, tuple[int, int]] = {}
+    for r in table_rows:
+        median, p10, hf, sat = r[5], r[6], r[8], r[9]
+        n = ((median >= TARGETS["faith median"]) + (p10 >= TARGETS["faith p10"]) + (hf <= TARGETS["HF ratio"])
+             + (sat >= TARGETS["sat ratio"]))
+        done, rows = met.get(r[1], (0, 0))
+        met[r[1]] = (done + int(n), rows + 1)
+    return met
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="8 directions, 64 steps, 240 photos, settings QUICK_SETTINGS (over 25 min under load 7-11 on 2 CPUs; unmeasured quiet)")
@@ -268,6 +289,9 @@ def main() -> None:
           f"{steps} steps, {n_photos} photos per model, {a.patches} patches per cell, one repetition")
     print(table(["row", "setting", "size", "pad", "jitter", "faith median", "faith p10", "icons/s", "HF ratio",
                  "sat ratio"], table_rows))
+    targets = ", ".join(f"{k} {'<=' if k == 'HF ratio' else '>='} {v}" for k, v in TARGETS.items())
+    met = ", ".join(f"{s} {n}/{4 * rows}" for s, (n, rows) in targets_met(table_rows).items())
+    print(f"targets met ({targets}), of 4 a row: {met}")
     print(f"contact sheets: {out_dir}/sheet-*.png")
     print(f"ratio: {float(np.median(speedups)) if speedups else float('nan'):.2f}")
 

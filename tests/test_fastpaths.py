@@ -258,11 +258,12 @@ def test_same_padding_conv_equals_explicit_padding(size, kernel, stride, dilatio
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("batch", [1, 8, 20])
-def test_pointwise_matmul_equals_the_convolution(batch, mobilenet):
-    # A 1x1 convolution run as a matmul over the channels-last tensor: the same values and
-    # gradients, on the real MobileNetV2 to features.13, in both formats and on either side of 16.
-    from actlas.layers import capture, pointwise_as_matmul, run_until
+@pytest.mark.parametrize("batch, threads", [(1, 1), (8, 1), (20, 1), (8, 2)])
+def test_pointwise_matmul_equals_the_convolution_bit_for_bit(batch, threads, mobilenet):
+    # A 1x1 convolution run as a matmul over the channels-last tensor, where torch would run it
+    # through im2col (one thread, under 16 images): the very bits of the convolution, values and
+    # input gradients, on the real MobileNetV2 to features.13; elsewhere the convolution itself.
+    from actlas.layers import PointwiseConv2d, capture, pointwise_as_matmul, run_until
 
     net, spec = copy.deepcopy(mobilenet[0]), mobilenet[1]
     x = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -274,9 +275,15 @@ def test_pointwise_matmul_equals_the_convolution(batch, mobilenet):
         h.square().sum().backward()
         return h.detach(), xi.grad
 
-    want = run(net.to(memory_format=torch.channels_last), torch.channels_last)
-    assert pointwise_as_matmul(net) == 34  # features.1's project, expand and project of 16 blocks, features.18
-    for fmt in (torch.channels_last, torch.contiguous_format):
-        got = run(net, fmt)
-        torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-4 * float(want[1].abs().max()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        want = run(net.to(memory_format=torch.channels_last), torch.channels_last)
+        assert pointwise_as_matmul(net) == 34  # features.1's project, expand and project of 16 blocks, features.18
+        probe = torch.zeros(batch, 16, 4, 4).contiguous(memory_format=torch.channels_last)
+        assert PointwiseConv2d.runs_as_matmul(probe) == (batch < 16 and threads == 1)
+        assert not PointwiseConv2d.runs_as_matmul(probe.contiguous())
+        got = run(net, torch.channels_last)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    finally:
+        torch.set_num_threads(before)

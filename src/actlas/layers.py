@@ -303,23 +303,30 @@ class PointwiseConv2d(nn.Conv2d):
     """A 1x1, stride-1, ungrouped Conv2d that runs a small channels-last CPU batch as one matmul.
 
     The same sum: (B, H, W, Cin) @ (Cin, Cout) over the channels-last tensor as it lies, the
-    output channels-last too. Below 16 images torch takes a 1x1 convolution on one thread through
-    its im2col path; the matmul gave the same icons, bit for bit, at 1.05x the icons/s at
-    ``features.13``, 80 px, and 1.10x at ``features.16``, 128 px (render batch 8, shared
-    MobileNetV2, ``bench_fold.py --path pointwise``). Larger batches, other formats and devices run
-    the convolution as before. Same parameters and state-dict keys.
+    output channels-last too. On one thread and below 16 images torch takes a 1x1 convolution
+    through its im2col path, a gemm of the same operands after copies; the matmul gave the same
+    icons, bit for bit, at 1.05x the icons/s at ``features.13``, 80 px, and 1.10x at
+    ``features.16``, 128 px (render batch 8, shared MobileNetV2, ``bench_fold.py --path
+    pointwise``). Elsewhere (more threads or images, where torch takes oneDNN; other formats and
+    devices) it runs the convolution as before, so it never changes a result. Same parameters and
+    state-dict keys.
     """
 
+    @staticmethod
+    def runs_as_matmul(x: torch.Tensor) -> bool:
+        """Whether ``forward`` takes ``x`` as a matmul: (B < 16, C, H, W) channels-last on CPU, one thread."""
+        return (x.dim() == 4 and x.shape[0] < 16 and x.device.type == "cpu" and torch.get_num_threads() == 1
+                and x.is_contiguous(memory_format=torch.channels_last))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        small = x.dim() == 4 and x.shape[0] < 16 and x.device.type == "cpu"
-        if small and x.is_contiguous(memory_format=torch.channels_last):
+        if self.runs_as_matmul(x):
             return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
         return super().forward(x)
 
 
 def pointwise_as_matmul(model: nn.Module) -> int:
     """Make every plain 1x1, stride-1, ungrouped, unpadded ``nn.Conv2d`` of ``model`` a
-    ``PointwiseConv2d``, in place (render). Returns how many."""
+    ``PointwiseConv2d``, in place (render, patch). Returns how many."""
     n = 0
     for module in model.modules():
         if (type(module) is nn.Conv2d and module.kernel_size == (1, 1) and module.stride == (1, 1)
