@@ -5,10 +5,7 @@
 - ``fold`` (default): BatchNorm folded into the convolutions (``actlas.layers.fold_batchnorm``)
   vs the model as loaded;
 - ``pointwise``: 1x1 convolutions of small CPU batches run as matmuls
-  (``actlas.layers.pointwise_as_matmul``) vs the folded model;
-- ``same``: TensorFlow SAME padding through the convolution (``actlas.models.Conv2dSame``, a zero
-  row prepended to the kernel) vs padding a copy of the input first (the way it was done before),
-  both folded; only models with ``padding: tf_same`` (the shared MobileNetV2).
+  (``actlas.layers.pointwise_as_matmul``) vs the folded model.
 
 Both models run as the stages run them (channels_last where the model runs in it, parameters
 frozen), each on its own copy of the same loaded model, timed alternately in the same run:
@@ -20,7 +17,7 @@ frozen), each on its own copy of the same loaded model, timed alternately in the
 - collect rows: ``actlas.collect.attribute`` (one forward, ``attr_top`` backward passes) on
   preprocessed photos at the model's input size; images/s.
 
-Usage: .venv/bin/python benchmarks/bench_fold.py [--path fold|pointwise|same] [--quick] [--threads 2]
+Usage: .venv/bin/python benchmarks/bench_fold.py [--path fold|pointwise] [--quick] [--threads 2]
 [--reps 3] [--batch 32] [--rows NAME,...]
 Last line: ``ratio: X`` = median over rows of throughput with the fast path / without it.
 """
@@ -55,25 +52,6 @@ def cifar_rows(n: int) -> list[str]:
     return files[:: max(len(files) // n, 1)][:n]
 
 
-def padded_same(model) -> int:
-    """The baseline of ``--path same``: every ``Conv2dSame`` of ``model`` pads a copy of its input
-    with ``F.pad`` and convolves it unpadded, as before the padding went through the convolution."""
-    import torch.nn.functional as F
-
-    from actlas.models import Conv2dSame, same_padding
-
-    class PaddedConv2dSame(Conv2dSame):
-        def forward(self, x):
-            return self._conv_forward(F.pad(x, same_padding(x.shape[-2:], self)), self.weight, self.bias)
-
-    n = 0
-    for module in model.modules():
-        if type(module) is Conv2dSame:
-            module.__class__ = PaddedConv2dSame
-            n += 1
-    return n
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and photos (a smoke run)")
@@ -81,7 +59,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="timed calls per model and row, alternating")
     ap.add_argument("--batch", type=int, default=32, help="icons per render call")
     ap.add_argument("--rows", default="all", help="comma-separated row names (default: all)")
-    ap.add_argument("--path", choices=("fold", "pointwise", "same"), default="fold", help="the fast path to measure")
+    ap.add_argument("--path", choices=("fold", "pointwise"), default="fold", help="the fast path to measure")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -98,17 +76,13 @@ def main() -> None:
         if a.rows != "all" and name not in a.rows.split(","):
             continue
         plain, spec = load_model(card)
-        if a.path == "same" and spec.padding != "tf_same":
-            continue
         if a.path != "fold":  # the baseline: the model as the stages ran it before this fast path
             fold_batchnorm(plain, spec, [layer], tuple(spec.input_size), logits=size is None)
         folded = copy.deepcopy(plain)  # the model with the fast path (the name kept from --path fold)
         if a.path == "fold":
             n_folded = fold_batchnorm(folded, spec, [layer], tuple(spec.input_size), logits=size is None)
-        elif a.path == "pointwise":
-            n_folded = pointwise_as_matmul(folded)
         else:
-            n_folded = padded_same(plain)
+            n_folded = pointwise_as_matmul(folded)
         for net in (plain, folded):
             memory_format_for(net, spec, layer if size else None, tuple(spec.input_size))
         if card == RESNET:  # 32 px photos: enough of them that a collect call is not timer noise
@@ -147,9 +121,8 @@ def main() -> None:
         out_rows.append([name, n_folded, f"{speed['as loaded']:.3g} {unit}", f"{speed['folded']:.3g} {unit}",
                          f"{ratio:.2f}", diff])
         print(out_rows[-1], flush=True)
-    counted = {"fold": "pairs folded", "pointwise": "1x1 convolutions", "same": "SAME convolutions"}[a.path]
-    names = {"fold": ("as loaded", "folded"), "pointwise": ("folded", "and 1x1 as matmul"),
-             "same": ("folded, F.pad", "folded, padded by the conv")}[a.path]
+    counted = {"fold": "pairs folded", "pointwise": "1x1 convolutions"}[a.path]
+    names = {"fold": ("as loaded", "folded"), "pointwise": ("folded", "and 1x1 as matmul")}[a.path]
     print(f"path: {a.path}; batch {a.batch}; threads {a.threads}")
     print(table(["row", counted, *names, "ratio", "output"], out_rows))
     print(f"repetitions: {a.reps} per model and row, alternating; medians")

@@ -240,8 +240,7 @@ def test_fold_batchnorm_on_the_real_mobilenet(mobilenet):
 @pytest.mark.parametrize("kernel, stride, dilation, groups", [(3, 1, 1, 1), (3, 2, 1, 1), (3, 2, 1, 4), (5, 2, 1, 1),
                                                               (4, 2, 1, 1), (3, 2, 2, 1), (2, 3, 1, 1)])
 def test_same_padding_conv_equals_explicit_padding(size, kernel, stride, dilation, groups):
-    # Conv2dSame pads through the convolution (a zero row prepended to the kernel where the split
-    # is one heavier after): the output of F.pad then a plain convolution, in both memory formats.
+    # Conv2dSame: the output of F.pad then a plain convolution, for even and uneven splits, in both memory formats.
     import torch.nn.functional as F
 
     from actlas.models import Conv2dSame, same_padding, use_tf_same_padding

@@ -225,16 +225,8 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left, right, top, bottom = same_padding(x.shape[-2:], self)
-        # The convolution pads evenly itself. An uneven split one pixel heavier after (stride 2 on
-        # an even side: 0 before, 1 after) becomes an even one: pad the heavier amount on both
-        # sides and prepend a zero row (column) to the kernel, which meets the extra row before.
-        # The same sums, without a padded copy of the input: on the shared MobileNetV2, 1.31x the
-        # icons/s at 80 px, 1.15x at 128 px and 1.33x the collect images/s (bench_fold.py --path same).
-        grow = [after == before + 1 and d == 1 for before, after, d in ((top, bottom, self.dilation[0]),
-                                                                         (left, right, self.dilation[1]))]
-        if (top == bottom or grow[0]) and (left == right or grow[1]):
-            weight = F.pad(self.weight, (int(grow[1]), 0, int(grow[0]), 0)) if any(grow) else self.weight
-            return F.conv2d(x, weight, self.bias, self.stride, (bottom, right), self.dilation, self.groups)
+        if left == right and top == bottom:  # an even split (stride 1): the convolution pads the same zeros itself
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
         return self._conv_forward(F.pad(x, (left, right, top, bottom)), self.weight, self.bias)
 
 
