@@ -75,15 +75,15 @@ def main() -> None:
     for name, card, layer, size, steps in ROWS:
         if a.rows != "all" and name not in a.rows.split(","):
             continue
-        plain, spec = load_model(card)
+        base, spec = load_model(card)
         if a.path != "fold":  # the baseline: the model as the stages ran it before this fast path
-            fold_batchnorm(plain, spec, [layer], tuple(spec.input_size), logits=size is None)
-        folded = copy.deepcopy(plain)  # the model with the fast path (the name kept from --path fold)
+            fold_batchnorm(base, spec, [layer], tuple(spec.input_size), logits=size is None)
+        fast = copy.deepcopy(base)  # the model with the fast path
         if a.path == "fold":
-            n_folded = fold_batchnorm(folded, spec, [layer], tuple(spec.input_size), logits=size is None)
+            n_changed = fold_batchnorm(fast, spec, [layer], tuple(spec.input_size), logits=size is None)
         else:
-            n_folded = pointwise_as_matmul(folded)
-        for net in (plain, folded):
+            n_changed = pointwise_as_matmul(fast)
+        for net in (base, fast):
             memory_format_for(net, spec, layer if size else None, tuple(spec.input_size))
         if card == RESNET:  # 32 px photos: enough of them that a collect call is not timer noise
             paths = cifar_rows(16 if a.quick else 100 if size else 1000)
@@ -93,32 +93,32 @@ def main() -> None:
         if size is None:
             batches = [x[i : i + 50] for i in range(0, len(x), 50)]
             cases = {m: (lambda net=net: [attribute(net, spec, b, [layer], 1) for b in batches])
-                     for m, net in (("as loaded", plain), ("folded", folded))}
+                     for m, net in (("base", base), ("fast", fast))}
             times = interleave(cases, a.reps)
             speed = {m: len(x) / median(t) for m, t in times.items()}
             diff = ""
         else:
-            (_, _, grid), = layer_kinds(plain, [layer], spec.input_size, spec.layer_kinds).values()
+            (_, _, grid), = layer_kinds(base, [layer], spec.input_size, spec.layer_kinds).values()
             params = fit_to_layer(RenderParams(size=size, steps=8 if a.quick else steps, batch_size=a.batch),
                                   spec.input_size, grid)
-            h = centre_activations(plain, spec, layer, x[:, :, :params.size, :params.size])
+            h = centre_activations(base, spec, layer, x[:, :, :params.size, :params.size])
             directions = h[: a.batch].numpy().astype(np.float32)
             results = {}
 
             def run(net, m):
                 results[m] = render_icons(net, spec, layer, directions, params=params, progress=False)
 
-            cases = {m: (lambda net=net, m=m: run(net, m)) for m, net in (("as loaded", plain), ("folded", folded))}
+            cases = {m: (lambda net=net, m=m: run(net, m)) for m, net in (("base", base), ("fast", fast))}
             times = interleave(cases, a.reps)
             speed = {m: len(directions) / median(t) for m, t in times.items()}
-            f0, f1 = results["as loaded"]["faithfulness"], results["folded"]["faithfulness"]
-            px = np.abs(results["as loaded"]["icon"].astype(int) - results["folded"]["icon"].astype(int)).max()
+            f0, f1 = results["base"]["faithfulness"], results["fast"]["faithfulness"]
+            px = np.abs(results["base"]["icon"].astype(int) - results["fast"]["icon"].astype(int)).max()
             diff = (f"{params.size} px: median faithfulness {np.median(f0):.3f} vs {np.median(f1):.3f}, "
                     f"largest pixel difference {px}")
-        ratio = speed["folded"] / speed["as loaded"]
+        ratio = speed["fast"] / speed["base"]
         ratios.append(ratio)
         unit = "images/s" if size is None else "icons/s"
-        out_rows.append([name, n_folded, f"{speed['as loaded']:.3g} {unit}", f"{speed['folded']:.3g} {unit}",
+        out_rows.append([name, n_changed, f"{speed['base']:.3g} {unit}", f"{speed['fast']:.3g} {unit}",
                          f"{ratio:.2f}", diff])
         print(out_rows[-1], flush=True)
     counted = {"fold": "pairs folded", "pointwise": "1x1 convolutions"}[a.path]

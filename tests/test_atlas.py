@@ -1,6 +1,8 @@
 """The atlas core on synthetic icons: small icons enlarged by a whole factor, nearest neighbour;
 labels in a caption strip that never covers an icon, readable and within their cell."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,10 @@ def test_render_size_follows_a_small_input():
     assert small.decay_power > p.decay_power > 0
     assert (0.707 * 32) ** small.decay_power == pytest.approx((0.707 * 96) ** p.decay_power, rel=0.01)
     assert fit_to_input(p, (16, 16)).decay_power > small.decay_power
+    # the jitter shrinks to no less than 2 px (1 px left pixel-sized grain), nor more than asked
+    assert fit_to_input(dataclasses.replace(p, jitter=4), (32, 32)).jitter == 2
+    assert fit_to_input(dataclasses.replace(p, jitter=1), (32, 32)).jitter == 1
+    assert fit_to_input(dataclasses.replace(p, jitter=0), (32, 32)).jitter == 0
 
 
 def test_render_size_follows_the_layer_stride():

@@ -50,7 +50,7 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
 
     d = torch.from_numpy(_directions(tiny_model, 2))
     d = d / d.norm(dim=1, keepdim=True)
-    p = RenderParams(size=32, steps=4, pad=4, jitter=2)
+    p = RenderParams(size=32, steps=4, pad=4, jitter=2, check_every=0)  # the last image, as before check_every
     plain, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], p, "cpu")
     ramped, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], dataclasses.replace(p, warmup=40), "cpu")
     # four steps at a tenth of lr or less move the image from its grey start far less than four at lr
@@ -60,6 +60,30 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
     assert icon_key(direction, "c", "features.4", p) == "4d985377b1bc2d48c9b77d33227b8632"
     assert icon_key(direction, "c", "features.4", dataclasses.replace(p, warmup=8)) != icon_key(
         direction, "c", "features.4", p)
+    # keeping the best image changes an icon: a new key
+    assert icon_key(direction, "c", "features.4", dataclasses.replace(p, check_every=16)) != icon_key(
+        direction, "c", "features.4", p)
+
+
+def test_an_icon_is_the_best_image_its_optimisation_saw(tiny_model):
+    """check_every keeps, per image, the best-scoring of the start, every N-th step and the end:
+    never below the start or the last image, and above the last where a large rate overshoots."""
+    d = torch.from_numpy(_directions(tiny_model, 4))
+    d = d / d.norm(dim=1, keepdim=True)
+    seeds = [1, 2, 3, 4]
+    p = RenderParams(size=32, steps=12, lr=1.0, pad=4, jitter=2, check_every=0)
+    last_img, last = _optimise(tiny_model, SPEC, "features.4", d, seeds, p, "cpu")
+    _, start = _optimise(tiny_model, SPEC, "features.4", d, seeds, dataclasses.replace(p, lr=0.0, steps=1), "cpu")
+    best_img, best = _optimise(tiny_model, SPEC, "features.4", d, seeds, dataclasses.replace(p, check_every=1), "cpu")
+    assert (best >= last).all() and (best >= start).all()
+    assert (best > last + 0.05).sum() >= 2  # a rate of 1.0 overshoots: earlier images scored more
+    kept = best == last  # where the last image was the best, it is that very image
+    assert kept.any() and torch.equal(best_img[kept], last_img[kept])
+    # the images come back with the scores they earned: scored again, the same
+    from actlas.render import centre_activations
+
+    again = objectives.direction_cossim(centre_activations(tiny_model, SPEC, "features.4", best_img), d, p.power)
+    torch.testing.assert_close(again, best)
 
 
 def test_lr_schedule_ramps_then_holds_or_decays_towards_lr_end():

@@ -336,6 +336,19 @@ def pointwise_as_matmul(model: nn.Module) -> int:
     return n
 
 
+def fast_paths(model: nn.Module, spec, keep: list[str], size: int | tuple[int, int], device: str | torch.device = "cpu",
+               stop_at: str | None = None) -> tuple[int, torch.memory_format, int]:
+    """Put ``model`` in the form render and the patch scores run it in, in place: BatchNorm folded
+    (``fold_batchnorm``; ``keep``: the layers whose own outputs are read), the memory format it runs
+    fastest in (``memory_format_for``) and a small CPU batch's 1x1 convolutions as matmuls
+    (``pointwise_as_matmul``). Their probe forwards of a (1, 3, H, W) input (``size``: a side, or
+    (H, W)) end at ``stop_at`` (None: the logits). Returns (pairs folded, memory format, 1x1
+    convolutions replaced): what an icon's bytes may depend on."""
+    folded = fold_batchnorm(model, spec, keep, size, device, logits=stop_at is None)
+    memory_format = memory_format_for(model, spec, stop_at, size, device)
+    return folded, memory_format, pointwise_as_matmul(model)
+
+
 class StopForward(Exception):
     """Raised by a capture hook to end a forward pass once every wanted layer has run."""
 

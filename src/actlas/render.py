@@ -2,8 +2,9 @@
 
 Each direction is optimised as one image of a batch (FFT parameterisation, decorrelated colour,
 transformation robustness, Adam), maximising dot(h, v) * cos(h, v) ** power at the centre of the
-layer, where v is the whitened direction. Best of ``tries`` by final objective. Faithfulness is
-the cosine between the icon's own (unwhitened) centre activation and the cell's direction.
+layer, where v is the whitened direction. Each try keeps its best-scoring image (``check_every``)
+and an icon is the best of ``tries``. Faithfulness is the cosine between the icon's own
+(unwhitened) centre activation and the cell's direction.
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ def fit_to_layer(params: RenderParams, input_size: tuple[int, int], grid: tuple[
     return fit_to_input(params, input_size)
 
 
+MIN_JITTER = 2  # pixels: fit_to_input shrinks a jitter no further
+
+
 def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderParams:
     """Render settings for a model whose input is ``input_size`` (H, W): an icon is never larger than
     the model's input (a 32 px model's icons render at 32 px, shown enlarged by the atlas), and its
-    pad and jitter shrink with it in proportion. Settings for a larger input come back unchanged.
+    pad and jitter shrink with it in proportion, the jitter to no less than ``MIN_JITTER`` (or the
+    asked jitter, if smaller). Settings for a larger input come back unchanged.
 
     The spectrum decay steepens so that the FFT parameterisation keeps the range it had at the
     asked size: the scale of its highest frequency (0.707 cycles a pixel) over its lowest (one
@@ -66,8 +71,10 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
         return params
     ratio = side / params.size
     decay = params.decay_power * math.log(0.707 * params.size) / math.log(max(0.707 * side, 2.0))
-    return dataclasses.replace(params, size=side, pad=int(round(params.pad * ratio)),
-                               jitter=int(round(params.jitter * ratio)), decay_power=round(decay, 3))
+    # a jitter of 1 px let ResNet-20 layer2's icons fill with pixel-sized grain (BENCHMARKS.md): 2 px at least
+    jitter = max(int(round(params.jitter * ratio)), min(params.jitter, MIN_JITTER))
+    return dataclasses.replace(params, size=side, pad=int(round(params.pad * ratio)), jitter=jitter,
+                               decay_power=round(decay, 3))
 
 
 SCHEDULES = ("constant", "cosine")
@@ -92,7 +99,13 @@ def _optimise(
     model: nn.Module, spec: ModelSpec, layer: str, targets: torch.Tensor, seeds: list[int], p: RenderParams,
     device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,))."""
+    """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,)).
+
+    Each image is the best-scoring of the images seen at every ``p.check_every``-th step (from the
+    start) and at the end, scored untransformed: an icon never ends lower than the optimiser got it.
+    With 0, the last image. Measured on the shared MobileNetV2's ``features.6`` (BENCHMARKS.md), the
+    optimiser can leave a flat region's faithful grey start for a texture that scores nothing.
+    """
     if p.param not in param.PARAMETERISATIONS:
         raise ValueError(f"render.param {p.param!r} is not one of {', '.join(param.PARAMETERISATIONS)}")
     make = param.PARAMETERISATIONS[p.param]
@@ -100,8 +113,26 @@ def _optimise(
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
     rates = lr_schedule(p)
+    best_images, best_score = None, None
     with capture(model, [layer], stop=True) as outs:
+
+        def keep_best() -> None:
+            # Score the current images as they are (no transforms) and keep each one that beats its best.
+            nonlocal best_images, best_score
+            with torch.no_grad():
+                images = image_fn()
+                h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images)
+                score = objectives.direction_cossim(h, targets, p.power)
+            if best_score is None:
+                best_images, best_score = images, score
+            else:
+                better = score > best_score
+                best_images = torch.where(better[:, None, None, None], images, best_images)
+                best_score = torch.where(better, score, best_score)
+
         for step in range(p.steps):
+            if p.check_every and step % p.check_every == 0:
+                keep_best()
             optimizer.zero_grad(set_to_none=True)
             x = transforms.standard(image_fn(), draws[:, step], p.pad).contiguous(memory_format=memory_format)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=p.amp):
@@ -111,11 +142,8 @@ def _optimise(
             for group in optimizer.param_groups:
                 group["lr"] = rates[step]
             optimizer.step()
-        with torch.no_grad():
-            images = image_fn()
-            h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images)
-            score = objectives.direction_cossim(h, targets, p.power)
-    return images.detach(), score.detach()
+        keep_best()
+    return best_images.detach(), best_score.detach()
 
 
 def _centre(spec: ModelSpec, layer: str, output, x: torch.Tensor) -> torch.Tensor:
@@ -201,7 +229,7 @@ def render(
 
 # Settings added after icons were first cached -> the behaviour they had before: an icon rendered
 # that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate).
-ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0}
+ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0, "check_every": 0}
 
 
 def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:

@@ -69,11 +69,12 @@ class RenderParams:
     warmup: int = 0  # steps over which the learning rate ramps linearly up to lr (0 = none)
     schedule: str = "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
     lr_end: float = 0.0  # cosine: the learning rate it falls to, one step after the last
+    check_every: int = 16  # score each icon every N steps and at the end, keep its best image (0 = the last; BENCHMARKS.md)
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by final objective
     batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
     pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
-    jitter: int = 8  # jitter of the robustness transforms, pixels
+    jitter: int = 4  # jitter of the robustness transforms, pixels (8 until check_every; BENCHMARKS.md)
     decay_power: float = 1.25  # spectrum decay of the FFT parameterisation (1.0 gave grey, noisy icons; fit_to_input steepens it)
     param: str = "fft"  # parameterisation: fft (optimise the spectrum) or maco (only its phase)
     seed: int = 0  # render seed (the workflow passes the run's seed)

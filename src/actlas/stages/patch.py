@@ -20,7 +20,7 @@ from torch import nn
 from .. import paths
 from .. import patches as patches_core
 from ..classes import class_index
-from ..layers import fold_batchnorm, layer_kinds, layer_names, memory_format_for, pointwise_as_matmul
+from ..layers import fast_paths, layer_kinds, layer_names
 from ..models import ModelSpec
 from ..patches import (
     CORNERS, Photos, beats_controls, choose_photos, evaluate_patch, image_tensor, load_photos, paste, predict,
@@ -210,9 +210,7 @@ def patch(
     layer = layer or default_layer(run_dir)
     # the same function, fewer ops; the icons' layer keeps its own output (a direction patch renders at it)
     own = [layer] if layer in layer_names(net) else []
-    fold_batchnorm(net, mspec, own, tuple(mspec.input_size), dev)
-    memory_format_for(net, mspec, None, tuple(mspec.input_size), dev)
-    pointwise_as_matmul(net)  # small CPU batches' 1x1 convolutions as matmuls
+    fast_paths(net, mspec, own, tuple(mspec.input_size), dev)
     icons_run = icons_run or run_dir
     t = class_index(mspec, target)
     s = class_index(mspec, source) if source else None

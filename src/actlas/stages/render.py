@@ -59,7 +59,7 @@ def render_folder(
     from .. import render as render_core
     from ..collect import resolve_device
     from ..digest import code_digest
-    from ..layers import fold_batchnorm, layer_kinds, memory_format_for, pointwise_as_matmul
+    from ..layers import fast_paths, layer_kinds
     from ..models import load_model
     from ..smk import model_files
 
@@ -80,9 +80,9 @@ def render_folder(
     net.to(dev)
     (_, _, grid), = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds, dev).values()
     params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
-    folded = fold_batchnorm(net, spec, [layer], params.size, dev, logits=False)  # the same function, fewer ops
-    memory_format = memory_format_for(net, spec, layer, params.size, dev)
-    pointwise = pointwise_as_matmul(net)  # a small CPU batch's 1x1 convolutions as matmuls: the same sums
+    # the same function, fewer ops (BatchNorm folded), in its fastest memory format; 1x1 convolutions
+    # of a small CPU batch as matmuls (the same sums, bit for bit: the count is not part of the key)
+    folded, memory_format, _ = fast_paths(net, spec, [layer], params.size, dev, stop_at=layer)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
         torch.backends.cudnn.deterministic = True
@@ -92,7 +92,6 @@ def render_folder(
         files_digest(model_files(model)), code_digest("actlas.stages.render"), _compute(dev), torch.__version__,
         str(memory_format),  # the kernels, and so the bytes, differ between formats
         f"folded {folded}",  # likewise a folded BatchNorm (the rounding differs)
-        f"pointwise {pointwise}",  # and a 1x1 convolution run as a matmul
     ])
     keys = [render_core.icon_key(directions[i], context, layer, params) for i in index]
     found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}
