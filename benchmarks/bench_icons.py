@@ -96,6 +96,9 @@ SETTINGS = {
     "size160": {"size": 160},  # 5 x 5 at stride 32
     "cosine steps64": {"schedule": "cosine", "steps": 64},
     "cosine lr0.1 steps64": {"schedule": "cosine", "lr": 0.1, "steps": 64},
+    "coarse16": {"coarse": 16},
+    "coarse32": {"coarse": 32},
+    "coarse64": {"coarse": 64},
     "check0": {"check_every": 0},  # the last image, as before check_every
     "check8": {"check_every": 8},
     "steps64": {"steps": 64},

@@ -50,7 +50,7 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
 
     d = torch.from_numpy(_directions(tiny_model, 2))
     d = d / d.norm(dim=1, keepdim=True)
-    p = RenderParams(size=32, steps=4, pad=4, jitter=2, check_every=0)  # the last image, as before check_every
+    p = RenderParams(size=32, steps=4, pad=4, jitter=2, check_every=0, coarse=0)  # as before both options
     plain, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], p, "cpu")
     ramped, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], dataclasses.replace(p, warmup=40), "cpu")
     # four steps at a tenth of lr or less move the image from its grey start far less than four at lr
@@ -60,9 +60,10 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
     assert icon_key(direction, "c", "features.4", p) == "4d985377b1bc2d48c9b77d33227b8632"
     assert icon_key(direction, "c", "features.4", dataclasses.replace(p, warmup=8)) != icon_key(
         direction, "c", "features.4", p)
-    # keeping the best image changes an icon: a new key
-    assert icon_key(direction, "c", "features.4", dataclasses.replace(p, check_every=16)) != icon_key(
-        direction, "c", "features.4", p)
+    # keeping the best image, or coarse steps, change an icon: a new key
+    for changed in (dict(check_every=16), dict(coarse=32)):
+        assert icon_key(direction, "c", "features.4", dataclasses.replace(p, **changed)) != icon_key(
+            direction, "c", "features.4", p)
 
 
 def test_an_icon_is_the_best_image_its_optimisation_saw(tiny_model):
@@ -71,7 +72,7 @@ def test_an_icon_is_the_best_image_its_optimisation_saw(tiny_model):
     d = torch.from_numpy(_directions(tiny_model, 4))
     d = d / d.norm(dim=1, keepdim=True)
     seeds = [1, 2, 3, 4]
-    p = RenderParams(size=32, steps=12, lr=1.0, pad=4, jitter=2, check_every=0)
+    p = RenderParams(size=32, steps=12, lr=1.0, pad=4, jitter=2, check_every=0, coarse=0)
     last_img, last = _optimise(tiny_model, SPEC, "features.4", d, seeds, p, "cpu")
     _, start = _optimise(tiny_model, SPEC, "features.4", d, seeds, dataclasses.replace(p, lr=0.0, steps=1), "cpu")
     best_img, best = _optimise(tiny_model, SPEC, "features.4", d, seeds, dataclasses.replace(p, check_every=1), "cpu")
@@ -84,6 +85,28 @@ def test_an_icon_is_the_best_image_its_optimisation_saw(tiny_model):
 
     again = objectives.direction_cossim(centre_activations(tiny_model, SPEC, "features.4", best_img), d, p.power)
     torch.testing.assert_close(again, best)
+
+
+def test_coarse_steps_move_only_the_low_frequencies(tiny_model):
+    """render.coarse: the first steps change the image only in its lowest frequencies (4 cycles an
+    icon, before the sigmoid), and the objective still rises; afterwards every frequency moves."""
+    d = torch.from_numpy(_directions(tiny_model, 2))
+    d = d / d.norm(dim=1, keepdim=True)
+    p = RenderParams(size=32, steps=12, pad=4, jitter=2, check_every=0, coarse=0)
+    start, s0 = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], dataclasses.replace(p, lr=0.0, steps=1), "cpu")
+
+    def moved(images):  # the change in the sigmoid's input, and its energy above 4 cycles an icon
+        change = torch.logit(images.clamp(1e-6, 1 - 1e-6)) - torch.logit(start.clamp(1e-6, 1 - 1e-6))
+        power = torch.fft.rfft2(change, norm="ortho").abs() ** 2
+        high = ~param.low_pass(power, 32, 4).bool()
+        return float(power[..., high].sum() / power.sum())
+
+    coarse, s1 = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], dataclasses.replace(p, coarse=12), "cpu")
+    free, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], p, "cpu")
+    later, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], dataclasses.replace(p, coarse=6), "cpu")
+    assert (s1 > s0).all()
+    assert moved(coarse) < 1e-6 < 0.01 < moved(free)
+    assert moved(later) > 0.01
 
 
 def test_lr_schedule_ramps_then_holds_or_decays_towards_lr_end():

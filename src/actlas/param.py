@@ -103,5 +103,12 @@ def maco_image(
     return [phase], rgb
 
 
+def low_pass(spectrum: torch.Tensor, size: int, cycles: float) -> torch.Tensor:
+    """A 0/1 mask of a parameterisation's spectrum-shaped tensor, (B, 3, S, S // 2 + 1) or
+    (B, 3, S, S // 2 + 1, 2): 1 at frequencies of at most ``cycles`` cycles an image, broadcastable."""
+    mask = torch.tensor(rfft2d_freqs(size, size) * size <= cycles + 1e-9, dtype=spectrum.dtype, device=spectrum.device)
+    return mask[..., None] if spectrum.dim() == 5 else mask
+
+
 # RenderParams.param -> the parameterisation's constructor
 PARAMETERISATIONS = {"fft": image, "maco": maco_image}

@@ -2,7 +2,8 @@
 
 Each direction is optimised as one image of a batch (FFT parameterisation, decorrelated colour,
 transformation robustness, Adam), maximising dot(h, v) * cos(h, v) ** power at the centre of the
-layer, where v is the whitened direction. Each try keeps its best-scoring image (``check_every``)
+layer, where v is the whitened direction, moving only low frequencies for the first ``coarse``
+steps. Each try keeps its best-scoring image (``check_every``)
 and an icon is the best of ``tries``. Faithfulness is the cosine between the icon's own
 (unwhitened) centre activation and the cell's direction.
 """
@@ -78,6 +79,7 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
 
 
 SCHEDULES = ("constant", "cosine")
+COARSE_CYCLES = 4  # render.coarse: the band its first steps move, cycles an icon
 
 
 def lr_schedule(p: RenderParams) -> list[float]:
@@ -113,6 +115,9 @@ def _optimise(
     draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
     rates = lr_schedule(p)
+    # coarse to fine: the first p.coarse steps move only the low frequencies, then a fresh Adam moves
+    # all (a coefficient first moved at step t by an old Adam would take steps of several lr)
+    low = [param.low_pass(t, p.size, COARSE_CYCLES) for t in params] if p.coarse else None
     best_images, best_score = None, None
     with capture(model, [layer], stop=True) as outs:
 
@@ -133,12 +138,17 @@ def _optimise(
         for step in range(p.steps):
             if p.check_every and step % p.check_every == 0:
                 keep_best()
+            if low is not None and step == p.coarse:
+                optimizer = torch.optim.Adam(params, lr=p.lr)
             optimizer.zero_grad(set_to_none=True)
             x = transforms.standard(image_fn(), draws[:, step], p.pad).contiguous(memory_format=memory_format)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=p.amp):
                 h = _centre(spec, layer, run_until(model, spec.normalize(x), outs)[layer], x).float()
             loss = -objectives.direction_cossim(h, targets, p.power).sum()
             loss.backward()
+            if low is not None and step < p.coarse:
+                for t, mask in zip(params, low):
+                    t.grad.mul_(mask)
             for group in optimizer.param_groups:
                 group["lr"] = rates[step]
             optimizer.step()
@@ -229,7 +239,8 @@ def render(
 
 # Settings added after icons were first cached -> the behaviour they had before: an icon rendered
 # that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate).
-ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0, "check_every": 0}
+ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0, "check_every": 0,
+                  "coarse": 0}
 
 
 def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:

@@ -69,6 +69,7 @@ class RenderParams:
     warmup: int = 0  # steps over which the learning rate ramps linearly up to lr (0 = none)
     schedule: str = "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
     lr_end: float = 0.0  # cosine: the learning rate it falls to, one step after the last
+    coarse: int = 0  # first steps that move only the low frequencies (4 cycles an icon), then all (0 = none; BENCHMARKS.md)
     check_every: int = 16  # score each icon every N steps and at the end, keep its best image (0 = the last; BENCHMARKS.md)
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by final objective
