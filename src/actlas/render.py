@@ -238,7 +238,8 @@ def render(
 
 
 # Settings added after icons were first cached -> the behaviour they had before: an icon rendered
-# that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate).
+# that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate,
+# the last image, no coarse steps).
 ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0, "check_every": 0,
                   "coarse": 0}
 

@@ -72,7 +72,7 @@ class RenderParams:
     coarse: int = 0  # first steps that move only the low frequencies (4 cycles an icon), then all (0 = none; BENCHMARKS.md)
     check_every: int = 16  # score each icon every N steps and at the end, keep its best image (0 = the last; BENCHMARKS.md)
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
-    tries: int = 1  # best of N by final objective
+    tries: int = 1  # best of N by objective (each try's best-scoring image, check_every)
     batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
     pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
     jitter: int = 4  # jitter of the robustness transforms, pixels (8 until check_every; BENCHMARKS.md)
