@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from actlas.layout import moments, normalize_coords, whiten_directions, whitening
+from actlas.layout import moments, normalize_coords, whitening
+from actlas.objectives import whiten_directions
 
 
 def test_moments_numpy_and_dask_agree():
@@ -93,3 +94,17 @@ def test_umap_with_exact_knn_separates_clusters():
     a, b = xy[:250].mean(0), xy[250:].mean(0)
     spread = max(xy[:250].std(0).max(), xy[250:].std(0).max())
     assert np.linalg.norm(a - b) > 3 * spread
+
+
+def test_a_whitened_direction_does_not_depend_on_the_rows_beside_it():
+    """Each row is whitened alone: a BLAS product of 4 rows rounds differently from one row (the
+    CI failure of an incremental run whose cached icon differed from a fresh one)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 96)) * rng.uniform(0.1, 3, 96)
+    w = whitening(moments(x)[1], eps=0.1)
+    d = np.abs(rng.normal(size=(9, 96))).astype(np.float32)
+    together = whiten_directions(d, w)
+    for lo in range(9):
+        for k in (1, 2, 4):
+            np.testing.assert_array_equal(whiten_directions(d[lo : lo + k], w), together[lo : lo + k])
+    np.testing.assert_allclose(together, (d @ w.T) / np.linalg.norm(d @ w.T, axis=1, keepdims=True), atol=1e-6)

@@ -56,12 +56,6 @@ def whitening(cov: np.ndarray, eps: float = 0.1) -> np.ndarray:
     return np.linalg.inv(cov + ridge * np.eye(c)).astype(np.float32)
 
 
-def whiten_directions(directions: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """directions (K, C) -> whitened directions (K, C): rows of directions @ matrix, unit norm."""
-    w = directions @ matrix.T
-    return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
-
-
 def normalize_coords(xy: np.ndarray, clip: float = 0.5) -> np.ndarray:
     """Embedding (n, 2) -> [0, 1]^2 per axis, the outer ``clip`` percent of each side clipped."""
     lo = np.percentile(xy, clip, axis=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -24,3 +25,21 @@ def direction_cossim(h: torch.Tensor, direction: torch.Tensor, power: float = 2.
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise cosine similarity (B, C), (B, C) -> (B,)."""
     return torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-8)
+
+
+def whiten_directions(directions: np.ndarray, matrix: np.ndarray | None = None) -> np.ndarray:
+    """directions (K, C) -> unit whitened directions (K, C) float32: each row ``matrix @ d`` (the
+    regularised inverse covariance, ``actlas.layout.whitening``; None: ``d`` itself), unit norm.
+
+    Row by row, on purpose: a BLAS product's rounding depends on how many rows it is handed
+    (OpenBLAS picks its kernel by shape; on the shared MobileNetV2's 96 channels most rows of a
+    4-row product differed in their last bits from the same row alone), and the optimisation
+    carries a last-bit difference into the icon. A cached icon must be the bytes of a fresh one,
+    whichever cells shared its batch.
+    """
+    rows = np.asarray(directions, dtype=np.float32)
+    out = np.empty_like(rows)
+    for i, row in enumerate(rows):
+        w = matrix @ row if matrix is not None else row
+        out[i] = w / max(float(np.linalg.norm(w)), 1e-12)
+    return out

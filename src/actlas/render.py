@@ -199,8 +199,7 @@ def render(
     start = time.perf_counter()
     device = torch.device(device)
     directions = np.asarray(directions, dtype=np.float32)
-    targets = directions @ whitening.T if whitening is not None else directions
-    targets = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+    targets = objectives.whiten_directions(directions, whitening)  # row by row: the same bits in any batch
     k, s = len(directions), params.size
     # The format the caller put the model in (``actlas.layers.memory_format_for``; the render stage
     # does): render never converts a caller's model itself.
