@@ -103,6 +103,19 @@ SETTINGS = {
     "check8": {"check_every": 8},
     "steps64": {"steps": 64},
     "steps96": {"steps": 96},
+    "scale0.2": {"scale": 0.2},  # robustness transforms: scales 0.8-1.2 (default 0.9-1.1)
+    "scale0.3": {"scale": 0.3},
+    "rotate20": {"rotate": 20},
+    "scale0.2 rotate20": {"scale": 0.2, "rotate": 20},
+    "scale0.2 cosine": {"scale": 0.2, "schedule": "cosine"},
+    # a steeper decay with the rate cut by (80 px) ** (decay - 1.25): the lowest frequency moves as at 1.25, the highest less
+    "decay1.5 lr0.0167": {"decay_power": 1.5, "lr": 0.0167},
+    "decay1.75 lr0.0056": {"decay_power": 1.75, "lr": 0.0056},
+    "decay1.5 lr0.025": {"decay_power": 1.5, "lr": 0.025},
+    "decay1.375 lr0.03": {"decay_power": 1.375, "lr": 0.03},
+    "lr0.05 decay1.25": {"lr": 0.05, "decay_power": 1.25},  # the defaults until 2026-12-04 (unfitted decay)
+    "lr0.05": {"lr": 0.05},
+    "lr0.0375": {"lr": 0.0375},
     "cosine steps96": {"schedule": "cosine", "steps": 96},
 }
 QUICK_SETTINGS = ["default", "pad0", "decay1.5", "pad0 decay1.5", "pad0 decay2"]

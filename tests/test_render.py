@@ -37,6 +37,17 @@ def test_transform_draws_do_not_depend_on_batch():
     assert y.shape == (2, 3, 24, 24)
 
 
+def test_transform_scale_and_rotation_follow_their_settings():
+    """render.scale and render.rotate bound the draws; at 0.1 and 10 they are Lucid's lists, the
+    very float32 values the draws had before the settings existed (icon keys kept)."""
+    np.testing.assert_array_equal(np.float32(transforms.scales(0.1)), np.float32([1 + (i - 5) / 50 for i in range(11)]))
+    assert transforms.angles(10) == list(range(-10, 11)) + 5 * [0]
+    d = transforms.draw(list(range(8)), 200, 4, 2, scale=0.3, rotate=25)
+    assert d[..., 2].min() == pytest.approx(0.7) and d[..., 2].max() == pytest.approx(1.3)
+    assert d[..., 3].min() == -25 and d[..., 3].max() == 25
+    np.testing.assert_array_equal(transforms.draw([3], 50), transforms.draw([3], 50, 8, 4, 0.1, 10))
+
+
 def test_objective_rises_within_a_few_steps(tiny_model):
     d = torch.from_numpy(_directions(tiny_model, 2))
     d = d / d.norm(dim=1, keepdim=True)
@@ -50,7 +61,8 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
 
     d = torch.from_numpy(_directions(tiny_model, 2))
     d = d / d.norm(dim=1, keepdim=True)
-    p = RenderParams(size=32, steps=4, pad=4, jitter=2, check_every=0, coarse=0)  # as before both options
+    # the settings of the time: before both options, and before lr 0.025 and decay 1.5 became the defaults
+    p = RenderParams(size=32, steps=4, pad=4, jitter=2, check_every=0, coarse=0, lr=0.05, decay_power=1.25)
     plain, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], p, "cpu")
     ramped, _ = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], dataclasses.replace(p, warmup=40), "cpu")
     # four steps at a tenth of lr or less move the image from its grey start far less than four at lr
@@ -60,8 +72,8 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
     assert icon_key(direction, "c", "features.4", p) == "4d985377b1bc2d48c9b77d33227b8632"
     assert icon_key(direction, "c", "features.4", dataclasses.replace(p, warmup=8)) != icon_key(
         direction, "c", "features.4", p)
-    # keeping the best image, or coarse steps, change an icon: a new key
-    for changed in (dict(check_every=16), dict(coarse=32)):
+    # keeping the best image, coarse steps, or other scales and angles change an icon: a new key
+    for changed in (dict(check_every=16), dict(coarse=32), dict(scale=0.2), dict(rotate=20)):
         assert icon_key(direction, "c", "features.4", dataclasses.replace(p, **changed)) != icon_key(
             direction, "c", "features.4", p)
 

@@ -62,10 +62,10 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
     The spectrum decay steepens so that the FFT parameterisation keeps the range it had at the
     asked size: the scale of its highest frequency (0.707 cycles a pixel) over its lowest (one
     cycle an icon) is (0.707 S) ** decay_power, so decay_power becomes
-    decay_power * ln(0.707 S) / ln(0.707 side). Asked 80 px at 1.25, a 32 px icon gets 1.62 (asked
-    the default 96 px, 1.69). On the CIFAR-10 ResNet-20 at 32 px, 1.62 lifted ``layer2``'s
-    saturation ratio from 0.63-0.67 to 1.25 on two direction sets, at about the same faithfulness
-    (BENCHMARKS.md).
+    decay_power * ln(0.707 S) / ln(0.707 side). Asked 80 px at 1.5, a 32 px icon gets 1.94 (asked
+    the default 96 px, 2.03). On the CIFAR-10 ResNet-20 at 32 px, steepening 1.25 to 1.62 lifted
+    ``layer2``'s saturation ratio from 0.63-0.67 to 1.25 on two direction sets, at about the same
+    faithfulness (BENCHMARKS.md).
     """
     side = int(min(input_size))
     if side >= params.size:
@@ -112,7 +112,7 @@ def _optimise(
         raise ValueError(f"render.param {p.param!r} is not one of {', '.join(param.PARAMETERISATIONS)}")
     make = param.PARAMETERISATIONS[p.param]
     params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
-    draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0))).to(device)
+    draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0), p.scale, p.rotate)).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
     rates = lr_schedule(p)
     # coarse to fine: the first p.coarse steps move only the low frequencies, then a fresh Adam moves
@@ -238,9 +238,9 @@ def render(
 
 # Settings added after icons were first cached -> the behaviour they had before: an icon rendered
 # that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate,
-# the last image, no coarse steps).
+# the last image, no coarse steps, Lucid's scales and angles).
 ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0, "check_every": 0,
-                  "coarse": 0}
+                  "coarse": 0, "scale": 0.1, "rotate": 10}
 
 
 def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:

@@ -65,7 +65,7 @@ class RenderParams:
     size: int = 96  # icon side in pixels (at least min_positions of the layer's positions; never over the input)
     min_positions: int = 4  # an icon spans at least this many layer positions a side (0 = off; BENCHMARKS.md)
     steps: int = 128  # optimisation steps
-    lr: float = 0.05  # Adam learning rate
+    lr: float = 0.025  # Adam learning rate (0.05 until decay 1.5: the lowest frequency moves about as then; BENCHMARKS.md)
     warmup: int = 0  # steps over which the learning rate ramps linearly up to lr (0 = none)
     schedule: str = "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
     lr_end: float = 0.0  # cosine: the learning rate it falls to, one step after the last
@@ -76,7 +76,9 @@ class RenderParams:
     batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
     pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
     jitter: int = 4  # jitter of the robustness transforms, pixels (8 until check_every; BENCHMARKS.md)
-    decay_power: float = 1.25  # spectrum decay of the FFT parameterisation (1.0 gave grey, noisy icons; fit_to_input steepens it)
+    scale: float = 0.1  # random scale of the robustness transforms: within 1 - scale .. 1 + scale
+    rotate: int = 10  # random rotation of the robustness transforms: within +- rotate degrees
+    decay_power: float = 1.5  # spectrum decay of the FFT parameterisation (1.25 until 2026-12-04: noisier; fit_to_input steepens it)
     param: str = "fft"  # parameterisation: fft (optimise the spectrum) or maco (only its phase)
     seed: int = 0  # render seed (the workflow passes the run's seed)
     amp: bool = False  # bf16 autocast while optimising icons (scores stay float32)

@@ -12,19 +12,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SCALES = [1 + (i - 5) / 50 for i in range(11)]
-ANGLES = list(range(-10, 11)) + 5 * [0]
+def scales(scale: float = 0.1) -> list[float]:
+    """The 11 scale factors a draw picks from, 1 - scale to 1 + scale (Lucid's, at 0.1: as float32,
+    the very values of its ``1 + (i - 5) / 50``)."""
+    return [1 + (i - 5) * scale / 5 for i in range(11)]
 
 
-def draw(seeds: list[int], steps: int, jitter: int = 8, jitter2: int = 4) -> np.ndarray:
-    """Random transform parameters, shape (B, steps, 5): dx, dy (pixels), scale, angle (degrees), unused."""
+def angles(rotate: int = 10) -> list[int]:
+    """The angles a draw picks from, degrees: -rotate..rotate, and 0 five times more (Lucid's, at 10)."""
+    return list(range(-rotate, rotate + 1)) + 5 * [0]
+
+
+def draw(seeds: list[int], steps: int, jitter: int = 8, jitter2: int = 4, scale: float = 0.1,
+         rotate: int = 10) -> np.ndarray:
+    """Random transform parameters, shape (B, steps, 5): dx, dy (pixels), scale (within 1 +- ``scale``),
+    angle (degrees, within +- ``rotate``), unused."""
     out = np.zeros((len(seeds), steps, 5), dtype=np.float32)
     for b, seed in enumerate(seeds):
         rng = np.random.default_rng([int(seed), 7])
         out[b, :, 0] = rng.integers(-jitter, jitter + 1, steps) + rng.integers(-jitter2, jitter2 + 1, steps)
         out[b, :, 1] = rng.integers(-jitter, jitter + 1, steps) + rng.integers(-jitter2, jitter2 + 1, steps)
-        out[b, :, 2] = rng.choice(SCALES, steps)
-        out[b, :, 3] = rng.choice(ANGLES, steps)
+        out[b, :, 2] = rng.choice(scales(scale), steps)
+        out[b, :, 3] = rng.choice(angles(rotate), steps)
     return out
 
 
