@@ -2,7 +2,8 @@
 
 Rows: the shared MobileNetV2 at ``features.6``, ``features.13``, ``features.16`` (icons at
 ``--size``, 80 px as the demo) and the built-in CIFAR-10 ResNet-20 at ``layer2``, ``layer3``
-(icons at its 32 px input). Per model, a few hundred photos go through actlas's own stages in a
+(icons at its 32 px input), and a small ViT trained here on CIFAR-10 (``vit_cifar.py``) at its
+second and last blocks (token layers, 32 px icons). Per model, a few hundred photos go through actlas's own stages in a
 temporary run (shards, collect at every row layer in one pass, layout, grid); a row's directions
 are the means of its grid's most populated cells, rendered with that layer's whitening.
 
@@ -53,6 +54,10 @@ COLUMNS = ["row", "setting", "size", "pad", "jitter", "faith median", "faith p10
 ROWS = {
     "mobilenet_v2": (MODEL, [ASSETS / "images" / "imagenet-val"], ["features.6", "features.13", "features.16"]),
     "resnet20": (RESNET, [ASSETS / "images" / "cifar10-test"], ["layer2", "layer3"]),
+    # a small ViT trained here on cifar10-train (benchmarks/vit_cifar.py: no pretrained ViT offline), its
+    # tokens (B, 65, 96): a class token and 8 x 8 patch tokens; its model block is made (trained) when first asked
+    "vit_cifar": (None, [ASSETS / "images" / "cifar10-test"],
+                  ["encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_3"]),
 }
 # name -> changes to the default RenderParams (after fit_to_layer); "default" is today's renderer
 SETTINGS = {
@@ -115,6 +120,7 @@ SETTINGS = {
     "decay1.375 lr0.03": {"decay_power": 1.375, "lr": 0.03},
     "lr0.05 decay1.25": {"lr": 0.05, "decay_power": 1.25},  # the defaults until 2026-12-04 (unfitted decay)
     "lr0.05": {"lr": 0.05},
+    "lr0.05 decay1.617": {"lr": 0.05, "decay_power": 1.617},  # the old defaults, fitted to a 32 px input
     "lr0.0375": {"lr": 0.0375},
     "cosine steps96": {"schedule": "cosine", "steps": 96},
 }
@@ -276,6 +282,10 @@ def main() -> None:
             layers = [l for l in layers if wanted is None or f"{name}:{l}" in wanted]
             if not layers:
                 continue
+            if model is None:
+                from vit_cifar import card
+
+                model = card()
             net, spec = load_model(model)
             net.eval()
             fast_paths(net, spec, layers, tuple(spec.input_size))  # as the render stage does
