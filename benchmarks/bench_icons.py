@@ -3,9 +3,10 @@
 Rows: the shared MobileNetV2 at ``features.6``, ``features.13``, ``features.16`` (icons at
 ``--size``, 80 px as the demo) and the built-in CIFAR-10 ResNet-20 at ``layer2``, ``layer3``
 (icons at its 32 px input), and a small ViT trained here on CIFAR-10 (``vit_cifar.py``) at its
-second and last blocks (token layers, 32 px icons). Per model, a few hundred photos go through actlas's own stages in a
-temporary run (shards, collect at every row layer in one pass, layout, grid); a row's directions
-are the means of its grid's most populated cells, rendered with that layer's whitening.
+second and last blocks (token layers, 32 px icons). Per model, a few hundred photos go through
+actlas's own stages in a temporary run (shards, collect at every row layer in one pass, layout,
+grid); a row's directions are the means of its grid's most populated cells, rendered with that
+layer's whitening.
 
 Per setting and row:
 

@@ -70,6 +70,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy on uint8 images x (N, 32, 32, 3) with labels y (N,)."""
     model.eval()
     hits = 0
     with torch.no_grad():

@@ -155,9 +155,8 @@ def test_render_batched_equals_one_by_one(tiny_model):
 
 def test_mobilenet_icons_do_not_depend_on_their_batch(card):
     """The shared MobileNetV2, whose first convolution takes another kernel for a batch of one."""
-    from actlas.models import load_model
-
     from actlas.layout import moments, whitening
+    from actlas.models import load_model
 
     net, spec = load_model(str(card))
     x = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(3))

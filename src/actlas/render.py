@@ -112,7 +112,8 @@ def _optimise(
         raise ValueError(f"render.param {p.param!r} is not one of {', '.join(param.PARAMETERISATIONS)}")
     make = param.PARAMETERISATIONS[p.param]
     params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
-    draws = torch.from_numpy(transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0), p.scale, p.rotate)).to(device)
+    draws = transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0), p.scale, p.rotate)
+    draws = torch.from_numpy(draws).to(device)
     optimizer = torch.optim.Adam(params, lr=p.lr)
     rates = lr_schedule(p)
     # coarse to fine: the first p.coarse steps move only the low frequencies, then a fresh Adam moves

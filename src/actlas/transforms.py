@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+
 def scales(scale: float = 0.1) -> list[float]:
     """The 11 scale factors a draw picks from, 1 - scale to 1 + scale (Lucid's, at 0.1: as float32,
     the very values of its ``1 + (i - 5) / 50``)."""
