@@ -286,3 +286,43 @@ def test_pointwise_matmul_equals_the_convolution_bit_for_bit(batch, threads, mob
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     finally:
         torch.set_num_threads(before)
+
+
+_ALLOCATOR_CHILD = """
+import hashlib, json, sys
+import numpy as np, torch
+sys.path.insert(0, {tests!r})
+from actlas.allocator import keep_freed_memory
+tuned = keep_freed_memory() if sys.argv[1] == "tuned" else False
+torch.set_num_threads(1)
+from tiny_models import TinyNet
+from actlas.models import ModelSpec
+from actlas.render import RenderParams, render
+spec = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3,
+                 std=(0.25,) * 3)
+directions = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
+out = render(TinyNet().eval(), spec, "features.3", directions, params=RenderParams(size=32, steps=24, batch_size=4),
+             progress=False)
+print(json.dumps([tuned, hashlib.sha256(out["icon"].tobytes()).hexdigest()]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keeping_freed_memory_leaves_icons_the_same_bytes_and_a_users_settings_alone(monkeypatch):
+    """``keep_freed_memory`` (the CLI calls it) changes where tensors live, not what is computed; and a
+    user's own MALLOC_* settings win."""
+    from pathlib import Path
+
+    from actlas.allocator import keep_freed_memory
+
+    code = _ALLOCATOR_CHILD.format(tests=str(Path(__file__).parent))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    runs = {}
+    for mode in ("tuned", "default"):
+        out = subprocess.run([sys.executable, "-c", code, mode], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs["tuned"][0] is True, "glibc's thresholds were not set"
+    assert runs["tuned"][1] == runs["default"][1]
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import settings
+from .allocator import keep_freed_memory
 from .model_flags import model_block_from, model_field_flags, model_flags, one_line_warnings
 
 
@@ -51,6 +52,7 @@ def main() -> None:
     Example: actlas layers ../shared/assets/models/mobilenet_v2_imagenet.json
     """
     one_line_warnings()
+    keep_freed_memory()  # glibc: a render step 4-12% faster, the same bytes (actlas.allocator)
 
 
 threads_option = click.option("--threads", type=int, default=None, help="Torch CPU threads.")
