@@ -9,7 +9,10 @@ rule layout:
         run=run_of(1),
         args=cli_args(**{k: v for k, v in config["layout"].items() if k != "whitening_eps"}, seed=SEED),
         code=code_digest("actlas.stages.layout"),
-    threads: 2
+    # umap-learn runs single-threaded when seeded (random_state), as actlas seeds it: on the demo, 24 of
+    # its 30 s; only the exact neighbour search (6 s) runs on BLAS threads. One core is declared so that
+    # another job runs beside it (a class atlas, a whitening): the demo 20 s shorter (BENCHMARKS.md).
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
