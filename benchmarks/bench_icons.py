@@ -109,9 +109,24 @@ SETTINGS = {
     "check8": {"check_every": 8},
     "steps64": {"steps": 64},
     "steps96": {"steps": 96},
+    "steps80": {"steps": 80},
+    "steps64 lr0.05": {"steps": 64, "lr": 0.05},
+    "steps64 lr0.035": {"steps": 64, "lr": 0.035},
+    "steps64 cosine lr0.05": {"steps": 64, "lr": 0.05, "schedule": "cosine"},
+    "steps96 cosine lr0.05": {"steps": 96, "lr": 0.05, "schedule": "cosine"},
     "scale0.2": {"scale": 0.2},  # robustness transforms: scales 0.8-1.2 (default 0.9-1.1)
     "scale0.3": {"scale": 0.3},
     "rotate20": {"rotate": 20},
+    "jitter0": {"jitter": 0},
+    "still": {"jitter": 0, "scale": 0.0, "rotate": 0},  # no transformation robustness at all
+    "scale0 rotate0": {"scale": 0.0, "rotate": 0},
+    "steps256": {"steps": 256},
+    "unwhitened": {"whitening_eps": None},  # whitening_eps: the render whitening's ridge (layout.whitening_eps)
+    "whiten0.1": {"whitening_eps": 0.1},
+    "whiten1": {"whitening_eps": 1.0},  # the default until 2026-12-04
+    "whiten3": {"whitening_eps": 3.0},
+    "whiten10": {"whitening_eps": 10.0},
+    "whiten30": {"whitening_eps": 30.0},
     "scale0.2 rotate20": {"scale": 0.2, "rotate": 20},
     "scale0.2 cosine": {"scale": 0.2, "schedule": "cosine"},
     # a steeper decay with the rate cut by (80 px) ** (decay - 1.25): the lowest frequency moves as at 1.25, the highest less
@@ -154,6 +169,7 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
     from actlas import atlas as atlas_core
     from actlas import grid as grid_core
     from actlas import images as imgs
+    from actlas import layout as layout_core
     from actlas import paths
     from actlas.collect import collect
     from actlas.models import load_model
@@ -195,6 +211,7 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
                 patches[r, p] = np.asarray(decoded.convert("RGB").crop(box).resize((side, side),
                                                                                   Image.Resampling.LANCZOS))
         out[layer] = {"direction": cells["direction"][pick], "whitening": np.load(paths.whiten(run, layer)),
+                      "cov": layout_core.moments(samples.activation)[1],
                       "patches": patches, "count": cells["count"][pick], "grid": grid}
     print(f"{name}: {len(rows)} photos collected, laid out and gridded in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr, flush=True)
@@ -272,6 +289,7 @@ def main() -> None:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    from actlas import layout as layout_core
     from actlas.layers import fast_paths
     from actlas.models import load_model
     from actlas.render import RenderParams, fit_to_layer
@@ -299,8 +317,13 @@ def main() -> None:
                 render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=warm, progress=False)
                 for s in settings:
                     base = fit_to_layer(RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size, d["grid"])
-                    params = dataclasses.replace(base, **SETTINGS[s])
-                    out = render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=params,
+                    changes = dict(SETTINGS[s])
+                    whitening = d["whitening"]
+                    if "whitening_eps" in changes:  # the render whitening's ridge (None: no whitening)
+                        eps = changes.pop("whitening_eps")
+                        whitening = None if eps is None else layout_core.whitening(d["cov"], eps)
+                    params = dataclasses.replace(base, **changes)
+                    out = render_icons(net, spec, layer, d["direction"], whitening=whitening, params=params,
                                        progress=False)
                     icons[s], faith[s] = out["icon"], out["faithfulness"]
                     ips[s] = len(out["icon"]) / float(out["seconds"])

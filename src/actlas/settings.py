@@ -46,7 +46,9 @@ class Layout:
     metric: str = "cosine"  # UMAP metric (cosine, euclidean, ...)
     pca: int = 0  # PCA components before UMAP (0 = off)
     whiten: bool = False  # whiten activations before UMAP
-    whitening_eps: float = 1.0  # ridge of the render whitening (fraction of the mean variance)
+    # ridge of the render whitening (fraction of the mean variance): 10 tempers only the dominant
+    # directions (1.0 until 2026-12-04: faithfulness lower on every bench_icons row, most on a ViT; BENCHMARKS.md)
+    whitening_eps: float = 10.0
     backend: str = "auto"  # auto (cuML when a GPU and cuML are present), cuml, umap-learn
 
 
