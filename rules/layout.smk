@@ -11,7 +11,7 @@ rule layout:
         code=code_digest("actlas.stages.layout"),
     # umap-learn runs single-threaded when seeded (random_state), as actlas seeds it: on the demo, 24 of
     # its 30 s; only the exact neighbour search (6 s) runs on BLAS threads. One core is declared so that
-    # another job runs beside it (a class atlas, a whitening): the demo 20 s shorter (BENCHMARKS.md).
+    # another job (a class atlas, a whitening) runs beside it rather than a core idling (BENCHMARKS.md).
     threads: 1
     resources:
         mem_mb=8000,
