@@ -22,7 +22,8 @@ cropped around their position with the side the icon covers in network input pix
 (``OUT/sheet-MODEL-LAYER.png``): one column per direction, one row of icons per setting, then the
 patches. Settings: ``default`` (today's RenderParams, fitted to the layer and the input by
 ``actlas.render.fit_to_layer``: a stride-32 layer renders 128 px icons whatever ``--size``), and
-the variants in ``SETTINGS``.
+the variants in ``SETTINGS``. A variant may also set ``whitening_eps``: the row's render whitening
+is then recomputed from its samples' covariance with that ridge (None: no whitening).
 
 After the table, ``targets met``: per setting, how many of issue 11's four targets (``TARGETS``) its
 rows meet.
