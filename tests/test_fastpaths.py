@@ -313,10 +313,10 @@ def test_keeping_freed_memory_leaves_icons_the_same_bytes_and_a_users_settings_a
     user's own MALLOC_* settings win."""
     from pathlib import Path
 
-    from actlas.allocator import keep_freed_memory
+    from actlas.allocator import USER_SETTINGS, keep_freed_memory
 
     code = _ALLOCATOR_CHILD.format(tests=str(Path(__file__).parent))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
     runs = {}
     for mode in ("tuned", "default"):
         out = subprocess.run([sys.executable, "-c", code, mode], env=env, capture_output=True, text=True)
