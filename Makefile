@@ -47,7 +47,10 @@ test: env
 test-fast: env
 	$(BIN)/python -m pytest -q -m 'not slow'
 
+# ruff (check and format, configured in pyproject.toml) on the whole tree, then Snakemake's own lint
 lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
 clean-demo:
