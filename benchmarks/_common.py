@@ -67,8 +67,10 @@ def machine() -> str:
     except OSError:
         load = ""
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, {dev}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads{load}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, {dev}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads{load}"
+    )
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:
@@ -76,4 +78,6 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     cells = [[str(c) for c in header]] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
+    return "\n".join(
+        [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]]
+    )

@@ -55,8 +55,9 @@ class Row:
 
 ROWS = {
     "mobilenet": Row("mobilenet", MODEL, LAYER, 1000, 160, 32, 4, 1, 256),
-    "resnet20": Row("resnet20", str(ROOT / "config" / "models" / "cifar10_resnet20.json"), "layer3", 2000, 1000,
-                    256, 1, 0, 1024),  # the collect settings of config/cifar10.yaml
+    "resnet20": Row(
+        "resnet20", str(ROOT / "config" / "models" / "cifar10_resnet20.json"), "layer3", 2000, 1000, 256, 1, 0, 1024
+    ),  # the collect settings of config/cifar10.yaml
 }
 
 
@@ -72,10 +73,17 @@ def cifar_photos(limit: int, seed: int = 0) -> list[tuple[str, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer photos (MobileNetV2 160, ResNet-20 1000; < 2 min on 2 CPUs)")
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer photos (MobileNetV2 160, ResNet-20 1000; < 2 min on 2 CPUs)"
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--models", default="mobilenet,resnet20", help="rows to run, in order: mobilenet, resnet20")
-    ap.add_argument("--images", type=int, default=None, help="photos per repetition (default per row: 1000 / 2000; --quick 160 / 1000)")
+    ap.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="photos per repetition (default per row: 1000 / 2000; --quick 160 / 1000)",
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="default per row: 32 / 256")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default per row: 1 / 0)")
     ap.add_argument("--positions", type=int, default=None, help="default per row: 4 / 1")
@@ -83,7 +91,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--amp", action="store_true", help="also time collect with bf16 autocast (if supported)")
-    ap.add_argument("--profile", metavar="FILE", help="write a cProfile of one actlas collect to FILE (per row: FILE.NAME)")
+    ap.add_argument(
+        "--profile", metavar="FILE", help="write a cProfile of one actlas collect to FILE (per row: FILE.NAME)"
+    )
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -159,8 +169,9 @@ def bench_row(row: Row, a) -> float:
                     logits = net(spec.normalize(x))
                     top = logits.detach().topk(a.attr_top, dim=1).indices
                     for j in range(a.attr_top):
-                        (g,) = torch.autograd.grad(logits.gather(1, top[:, j : j + 1]).sum(), saved["h"],
-                                                   retain_graph=j < a.attr_top - 1)
+                        (g,) = torch.autograd.grad(
+                            logits.gather(1, top[:, j : j + 1]).sum(), saved["h"], retain_graph=j < a.attr_top - 1
+                        )
                         (saved["h"].detach() * g).sum(1)
             finally:
                 handle.remove()
@@ -172,15 +183,28 @@ def bench_row(row: Row, a) -> float:
     def actlas(amp: bool = False):
         out = tmp / f"run-{next(counter)}.zarr"
         extra = {"amp": True} if amp else {}
-        summary = collect_shard(shard, out, model, [layer_name], positions=positions, attr_top=a.attr_top,
-                                batch_size=batch_size, chunk=row.chunk, workers=workers, device=a.device, progress=False,
-                                threads=a.threads, **extra)
+        summary = collect_shard(
+            shard,
+            out,
+            model,
+            [layer_name],
+            positions=positions,
+            attr_top=a.attr_top,
+            batch_size=batch_size,
+            chunk=row.chunk,
+            workers=workers,
+            device=a.device,
+            progress=False,
+            threads=a.threads,
+            **extra,
+        )
         shutil.rmtree(out, ignore_errors=True)
         return summary
 
     def loader():
-        dl = torch.utils.data.DataLoader(ShardImages(rows, spec), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=_collate, pin_memory=cuda)
+        dl = torch.utils.data.DataLoader(
+            ShardImages(rows, spec), batch_size=batch_size, num_workers=workers, collate_fn=_collate, pin_memory=cuda
+        )
         for x, *_ in dl:
             x.to(device, non_blocking=True)
 
@@ -198,8 +222,12 @@ def bench_row(row: Row, a) -> float:
         print(f"profile written to {path}", file=sys.stderr)
 
     fmt_case = f"bare, {str(fmt).replace('torch.', '')} (collect's format)"
-    cases = {"bare forward+backward (in memory)": bare, fmt_case: lambda: bare("format"), "actlas collect": actlas,
-             "loader only": loader}
+    cases = {
+        "bare forward+backward (in memory)": bare,
+        fmt_case: lambda: bare("format"),
+        "actlas collect": actlas,
+        "loader only": loader,
+    }
     import inspect
 
     if a.amp and "amp" in inspect.signature(collect_shard).parameters:
@@ -207,11 +235,19 @@ def bench_row(row: Row, a) -> float:
     print(f"timing {row.name}:", list(cases), file=sys.stderr, flush=True)
     times = interleave(cases, a.reps)
     base = median(times["bare forward+backward (in memory)"])
-    print(f"\n## {row.name}: {Path(model).name}, {n} photos, layer {layer_name}, batch {batch_size}, workers {workers}, "
-          f"positions {positions}, chunk {row.chunk}, attr_top {a.attr_top}, device {a.device}, {a.reps} interleaved reps (medians)")
-    print(table(["case", "images/s", "seconds", "vs bare"],
-                [[case, round(n / median(t), 2), round(median(t), 2), round(median(t) / base, 3)]
-                 for case, t in times.items()]))
+    print(
+        f"\n## {row.name}: {Path(model).name}, {n} photos, layer {layer_name}, batch {batch_size}, workers {workers}, "
+        f"positions {positions}, chunk {row.chunk}, attr_top {a.attr_top}, device {a.device}, {a.reps} interleaved reps (medians)"
+    )
+    print(
+        table(
+            ["case", "images/s", "seconds", "vs bare"],
+            [
+                [case, round(n / median(t), 2), round(median(t), 2), round(median(t) / base, 3)]
+                for case, t in times.items()
+            ],
+        )
+    )
     print("seconds per rep:", {case: [round(x, 2) for x in t] for case, t in times.items()})
     overhead = median(times["actlas collect"]) / base - 1
     print(f"actlas overhead over the bare loop ({row.name}): {100 * overhead:.1f} % (goal <= 25 %)")

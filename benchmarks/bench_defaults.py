@@ -62,8 +62,19 @@ def main() -> None:
     net.eval()
     issue_net, today_net = net, copy.deepcopy(net)
     with tempfile.TemporaryDirectory(prefix="actlas-bench-defaults-") as tmp:
-        d = prepare("mobilenet_v2", MODEL, [ASSETS / "images" / "imagenet-val"], [a.layer], a.photos, 8, k, 1,
-                    a.size, Path(tmp), positions=4)[a.layer]
+        d = prepare(
+            "mobilenet_v2",
+            MODEL,
+            [ASSETS / "images" / "imagenet-val"],
+            [a.layer],
+            a.photos,
+            8,
+            k,
+            1,
+            a.size,
+            Path(tmp),
+            positions=4,
+        )[a.layer]
     today = fit_to_layer(RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size, d["grid"])
     fast_paths(today_net, spec, [a.layer], today.size, "cpu", stop_at=a.layer)
     issue = dataclasses.replace(today, **ISSUE)
@@ -75,21 +86,38 @@ def main() -> None:
 
     def run(name: str) -> None:
         model, params, whitening = cases[name]
-        results[name] = render_icons(model, spec, a.layer, d["direction"], whitening=whitening, params=params,
-                                     progress=False)
+        results[name] = render_icons(
+            model, spec, a.layer, d["direction"], whitening=whitening, params=params, progress=False
+        )
 
     times = interleave({name: (lambda name=name: run(name)) for name in cases}, reps)
     print(machine())
     rows = []
     for name, (_, params, _) in cases.items():
         faith = results[name]["faithfulness"]
-        rows.append([name, params.size, params.pad, params.jitter, params.lr, params.decay_power,
-                     f"{k / median(times[name]):.3g}", f"{median(times[name]) / k:.3g}",
-                     f"{np.median(faith):.3f}", f"{np.percentile(faith, 10):.3f}"])
-    print(f"MobileNetV2 {a.layer}: {k} real cell directions, {steps} steps, batch {k}, {a.threads} threads, "
-          f"{reps} timed calls each, alternating; medians")
-    print(table(["renderer", "size", "pad", "jitter", "lr", "decay", "icons/s", "s/icon", "faith median",
-                 "faith p10"], rows))
+        rows.append(
+            [
+                name,
+                params.size,
+                params.pad,
+                params.jitter,
+                params.lr,
+                params.decay_power,
+                f"{k / median(times[name]):.3g}",
+                f"{median(times[name]) / k:.3g}",
+                f"{np.median(faith):.3f}",
+                f"{np.percentile(faith, 10):.3f}",
+            ]
+        )
+    print(
+        f"MobileNetV2 {a.layer}: {k} real cell directions, {steps} steps, batch {k}, {a.threads} threads, "
+        f"{reps} timed calls each, alternating; medians"
+    )
+    print(
+        table(
+            ["renderer", "size", "pad", "jitter", "lr", "decay", "icons/s", "s/icon", "faith median", "faith p10"], rows
+        )
+    )
     print(f"ratio: {median(times['issue']) / median(times['today']):.2f}")
 
 

@@ -35,8 +35,20 @@ from _common import ROOT, machine, table  # noqa: E402
 def snakemake(config: Path, cores: int) -> tuple[float, list[str], str]:
     """(wall seconds, rules that ran, output tail) of one workflow run."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
-           "--cores", str(cores), "--configfile", str(config), "--rerun-incomplete"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(ROOT),
+        "--cores",
+        str(cores),
+        "--configfile",
+        str(config),
+        "--rerun-incomplete",
+    ]
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -98,21 +110,30 @@ def main() -> None:
     stages_after = stage_benchmarks(run)
 
     print(f"# bench_e2e: {machine()}, snakemake --cores {a.cores}")
-    print(f"# config/demo.yaml{' scaled down (--quick: 200 photos, grid 8, 16 steps, no class atlases)' if a.quick else ''}, "
-          f"run dir {run}")
+    print(
+        f"# config/demo.yaml{' scaled down (--quick: 200 photos, grid 8, 16 steps, no class atlases)' if a.quick else ''}, "
+        f"run dir {run}"
+    )
     rows = [[rule, rec["jobs"], round(rec["s"], 1), round(rec["max_rss"])] for rule, rec in stages.items()]
     print(table(["stage (Snakemake benchmark files)", "jobs", "seconds (sum)", "peak RSS MB"], rows))
     lay = next(iter(manifest.get("layers", {}).values()), {})
     grids = lay.get("grids", {})
-    print(f"manifest: {manifest['collect']['images']} images, collect {manifest['collect']['seconds']} s (summed over "
-          f"shards), layout {lay.get('layout', {}).get('total_seconds')} s ({lay.get('layout', {}).get('backend')}), "
-          + ", ".join(f"grid {g}: {v['cells']} icons rendered in {v['render_seconds']} s" for g, v in grids.items()))
+    print(
+        f"manifest: {manifest['collect']['images']} images, collect {manifest['collect']['seconds']} s (summed over "
+        f"shards), layout {lay.get('layout', {}).get('total_seconds')} s ({lay.get('layout', {}).get('backend')}), "
+        + ", ".join(f"grid {g}: {v['cells']} icons rendered in {v['render_seconds']} s" for g, v in grids.items())
+    )
     counts = lambda r: ", ".join(f"{k} x{v}" for k, v in sorted(Counter(r).items())) or "nothing"  # noqa: E731
-    print(table(["run", "wall s", "jobs that ran"], [
-        ["from scratch", round(wall, 1), counts(ran)],
-        ["no-op rerun", round(noop_wall, 1), counts(noop_ran)],
-        [f"render.lr -> {cfg['render']['lr']}", round(re_wall, 1), counts(re_ran)],
-    ]))
+    print(
+        table(
+            ["run", "wall s", "jobs that ran"],
+            [
+                ["from scratch", round(wall, 1), counts(ran)],
+                ["no-op rerun", round(noop_wall, 1), counts(noop_ran)],
+                [f"render.lr -> {cfg['render']['lr']}", round(re_wall, 1), counts(re_ran)],
+            ],
+        )
+    )
     if {"collect", "layout", "grid"} & set(re_ran):
         print("WARNING: changing a render parameter reran an upstream stage")
     # a rerun job rewrites its benchmark file, so after the rerun render's files hold the rerun's figures

@@ -92,16 +92,19 @@ def main() -> None:
         x = torch.stack([spec.transform(imgs.decode(p)[0]) for p in paths])
         if size is None:
             batches = [x[i : i + 50] for i in range(0, len(x), 50)]
-            cases = {m: (lambda net=net: [attribute(net, spec, b, [layer], 1) for b in batches])
-                     for m, net in (("base", base), ("fast", fast))}
+            cases = {
+                m: (lambda net=net: [attribute(net, spec, b, [layer], 1) for b in batches])
+                for m, net in (("base", base), ("fast", fast))
+            }
             times = interleave(cases, a.reps)
             speed = {m: len(x) / median(t) for m, t in times.items()}
             diff = ""
         else:
-            (_, _, grid), = layer_kinds(base, [layer], spec.input_size, spec.layer_kinds).values()
-            params = fit_to_layer(RenderParams(size=size, steps=8 if a.quick else steps, batch_size=a.batch),
-                                  spec.input_size, grid)
-            h = centre_activations(base, spec, layer, x[:, :, :params.size, :params.size])
+            ((_, _, grid),) = layer_kinds(base, [layer], spec.input_size, spec.layer_kinds).values()
+            params = fit_to_layer(
+                RenderParams(size=size, steps=8 if a.quick else steps, batch_size=a.batch), spec.input_size, grid
+            )
+            h = centre_activations(base, spec, layer, x[:, :, : params.size, : params.size])
             directions = h[: a.batch].numpy().astype(np.float32)
             results = {}
 
@@ -113,13 +116,16 @@ def main() -> None:
             speed = {m: len(directions) / median(t) for m, t in times.items()}
             f0, f1 = results["base"]["faithfulness"], results["fast"]["faithfulness"]
             px = np.abs(results["base"]["icon"].astype(int) - results["fast"]["icon"].astype(int)).max()
-            diff = (f"{params.size} px: median faithfulness {np.median(f0):.3f} vs {np.median(f1):.3f}, "
-                    f"largest pixel difference {px}")
+            diff = (
+                f"{params.size} px: median faithfulness {np.median(f0):.3f} vs {np.median(f1):.3f}, "
+                f"largest pixel difference {px}"
+            )
         ratio = speed["fast"] / speed["base"]
         ratios.append(ratio)
         unit = "images/s" if size is None else "icons/s"
-        out_rows.append([name, n_changed, f"{speed['base']:.3g} {unit}", f"{speed['fast']:.3g} {unit}",
-                         f"{ratio:.2f}", diff])
+        out_rows.append(
+            [name, n_changed, f"{speed['base']:.3g} {unit}", f"{speed['fast']:.3g} {unit}", f"{ratio:.2f}", diff]
+        )
         print(out_rows[-1], flush=True)
     counted = {"fold": "pairs folded", "pointwise": "1x1 convolutions"}[a.path]
     names = {"fold": ("as loaded", "folded"), "pointwise": ("folded", "and 1x1 as matmul")}[a.path]

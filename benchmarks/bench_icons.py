@@ -58,8 +58,11 @@ ROWS = {
     "resnet20": (RESNET, [ASSETS / "images" / "cifar10-test"], ["layer2", "layer3"]),
     # a small ViT trained here on cifar10-train (benchmarks/vit_cifar.py: no pretrained ViT offline), its
     # tokens (B, 65, 96): a class token and 8 x 8 patch tokens; its model block is made (trained) when first asked
-    "vit_cifar": (None, [ASSETS / "images" / "cifar10-test"],
-                  ["encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_3"]),
+    "vit_cifar": (
+        None,
+        [ASSETS / "images" / "cifar10-test"],
+        ["encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_3"],
+    ),
 }
 # name -> changes to the default RenderParams (after fit_to_layer); "default" is today's renderer
 SETTINGS = {
@@ -151,7 +154,7 @@ def hf_share(img: np.ndarray) -> float:
     power = np.abs(np.fft.fft2(g)) ** 2
     fy = np.fft.fftfreq(g.shape[0])[:, None]
     fx = np.fft.fftfreq(g.shape[1])[None, :]
-    r = np.sqrt(fx ** 2 + fy ** 2)  # cycles per pixel; Nyquist is 0.5
+    r = np.sqrt(fx**2 + fy**2)  # cycles per pixel; Nyquist is 0.5
     total = power.sum()
     return float(power[r > 0.25].sum() / total) if total > 0 else 0.0
 
@@ -163,8 +166,19 @@ def saturation(img: np.ndarray) -> float:
     return float(np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-9), 0.0).mean())
 
 
-def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_photos: int, grid_n: int, k: int,
-            n_patches: int, size: int, work: Path, positions: int) -> dict:
+def prepare(
+    name: str,
+    model: str,
+    folders: list[Path],
+    layers: list[str],
+    n_photos: int,
+    grid_n: int,
+    k: int,
+    n_patches: int,
+    size: int,
+    work: Path,
+    positions: int,
+) -> dict:
     """Collect ``n_photos`` photos at ``layers`` in one temporary run, lay out and grid each layer;
     per layer: directions (k, C), whitening, and each cell's dataset patches (k, P, size, size, 3)."""
     from actlas import atlas as atlas_core
@@ -188,8 +202,19 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
     run = work / name
     t0 = time.perf_counter()
     (lst,) = imgs.write_shards(rows, 1, run / "shards")
-    collect(lst, run / "collect" / f"{lst.stem}.zarr", model, layers, positions=positions, attr_top=2,
-            batch_size=32, chunk=256, workers=0, progress=False, device="cpu")
+    collect(
+        lst,
+        run / "collect" / f"{lst.stem}.zarr",
+        model,
+        layers,
+        positions=positions,
+        attr_top=2,
+        batch_size=32,
+        chunk=256,
+        workers=0,
+        progress=False,
+        device="cpu",
+    )
     out = {}
     for layer in layers:
         layout_stage(run, layer, backend="umap-learn")
@@ -207,20 +232,31 @@ def prepare(name: str, model: str, folders: list[Path], layers: list[str], n_pho
             near, _ = atlas_core.nearest_members(cells["direction"][c], samples.activation[members], n_patches)
             for p, row in enumerate(members[near]):
                 decoded, _ = imgs.decode(samples.paths[int(samples.image[row])])
-                box = spec.source_box((decoded.height, decoded.width), tuple(samples.position[row]), samples.spatial,
-                                      extent)
-                patches[r, p] = np.asarray(decoded.convert("RGB").crop(box).resize((side, side),
-                                                                                  Image.Resampling.LANCZOS))
-        out[layer] = {"direction": cells["direction"][pick], "whitening": np.load(paths.whiten(run, layer)),
-                      "cov": layout_core.moments(samples.activation)[1],
-                      "patches": patches, "count": cells["count"][pick], "grid": grid}
-    print(f"{name}: {len(rows)} photos collected, laid out and gridded in {time.perf_counter() - t0:.1f} s",
-          file=sys.stderr, flush=True)
+                box = spec.source_box(
+                    (decoded.height, decoded.width), tuple(samples.position[row]), samples.spatial, extent
+                )
+                patches[r, p] = np.asarray(
+                    decoded.convert("RGB").crop(box).resize((side, side), Image.Resampling.LANCZOS)
+                )
+        out[layer] = {
+            "direction": cells["direction"][pick],
+            "whitening": np.load(paths.whiten(run, layer)),
+            "cov": layout_core.moments(samples.activation)[1],
+            "patches": patches,
+            "count": cells["count"][pick],
+            "grid": grid,
+        }
+    print(
+        f"{name}: {len(rows)} photos collected, laid out and gridded in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return out
 
 
-def contact_sheet(icons: dict[str, np.ndarray], patches: np.ndarray, faith: dict[str, np.ndarray], title: str,
-                  cell: int = 96) -> Image.Image:
+def contact_sheet(
+    icons: dict[str, np.ndarray], patches: np.ndarray, faith: dict[str, np.ndarray], title: str, cell: int = 96
+) -> Image.Image:
     """One column per direction: a row of icons per setting (nearest-neighbour enlarged), then the patches."""
     from actlas.atlas import display_factor, enlarge
 
@@ -268,7 +304,11 @@ def targets_met(table_rows: list[list]) -> dict[str, tuple[int, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="8 directions, 64 steps, 240 photos, settings QUICK_SETTINGS (over 25 min under load 7-11 on 2 CPUs; unmeasured quiet)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="8 directions, 64 steps, 240 photos, settings QUICK_SETTINGS (over 25 min under load 7-11 on 2 CPUs; unmeasured quiet)",
+    )
     ap.add_argument("--directions", type=int, default=None, help="directions per row (32; --quick 8)")
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps (128; --quick 64)")
     ap.add_argument("--photos", type=int, default=None, help="photos per model (600; --quick 240)")
@@ -309,33 +349,45 @@ def main() -> None:
             net, spec = load_model(model)
             net.eval()
             fast_paths(net, spec, layers, tuple(spec.input_size))  # as the render stage does
-            data = prepare(name, model, folders, layers, n_photos, a.grid, k, a.patches, a.size, Path(tmp),
-                           positions=4)
+            data = prepare(name, model, folders, layers, n_photos, a.grid, k, a.patches, a.size, Path(tmp), positions=4)
             for layer in layers:
                 d = data[layer]
                 icons, faith, ips = {}, {}, {}
                 warm = fit_to_layer(RenderParams(size=a.size, steps=2, batch_size=k), spec.input_size, d["grid"])
                 render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=warm, progress=False)
                 for s in settings:
-                    base = fit_to_layer(RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size, d["grid"])
+                    base = fit_to_layer(
+                        RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size, d["grid"]
+                    )
                     changes = dict(SETTINGS[s])
                     whitening = d["whitening"]
                     if "whitening_eps" in changes:  # the render whitening's ridge (None: no whitening)
                         eps = changes.pop("whitening_eps")
                         whitening = None if eps is None else layout_core.whitening(d["cov"], eps)
                     params = dataclasses.replace(base, **changes)
-                    out = render_icons(net, spec, layer, d["direction"], whitening=whitening, params=params,
-                                       progress=False)
+                    out = render_icons(
+                        net, spec, layer, d["direction"], whitening=whitening, params=params, progress=False
+                    )
                     icons[s], faith[s] = out["icon"], out["faithfulness"]
                     ips[s] = len(out["icon"]) / float(out["seconds"])
                     hf_p = np.array([np.median([hf_share(p) for p in ps]) for ps in d["patches"]])
                     sat_p = np.array([np.mean([saturation(p) for p in ps]) for ps in d["patches"]])
                     hf = np.median([hf_share(i) for i in out["icon"]] / np.maximum(hf_p, 1e-9))
                     sat = np.median([saturation(i) for i in out["icon"]] / np.maximum(sat_p, 1e-9))
-                    table_rows.append([f"{name} {layer}", s, params.size, params.pad, params.jitter,
-                                       round(float(np.median(faith[s])), 3),
-                                       round(float(np.percentile(faith[s], 10)), 3), round(ips[s], 3),
-                                       round(float(hf), 2), round(float(sat), 2)])
+                    table_rows.append(
+                        [
+                            f"{name} {layer}",
+                            s,
+                            params.size,
+                            params.pad,
+                            params.jitter,
+                            round(float(np.median(faith[s])), 3),
+                            round(float(np.percentile(faith[s], 10)), 3),
+                            round(ips[s], 3),
+                            round(float(hf), 2),
+                            round(float(sat), 2),
+                        ]
+                    )
                     print(" | ".join(map(str, table_rows[-1])), file=sys.stderr, flush=True)
                 best = max((s for s in settings if s != "default"), key=lambda s: ips[s], default=None)
                 if best and "default" in ips:
@@ -345,8 +397,10 @@ def main() -> None:
                 sheet.save(out_dir / f"sheet-{name}-{layer}.png")
 
     print(f"# bench_icons: {machine()}")
-    print(f"# {k} real cell directions per row (the most populated cells of a {a.grid} x {a.grid} grid), "
-          f"{steps} steps, {n_photos} photos per model, {a.patches} patches per cell, one repetition")
+    print(
+        f"# {k} real cell directions per row (the most populated cells of a {a.grid} x {a.grid} grid), "
+        f"{steps} steps, {n_photos} photos per model, {a.patches} patches per cell, one repetition"
+    )
     print(table(COLUMNS, table_rows))
     targets = ", ".join(f"{k} {'<=' if k == 'HF ratio' else '>='} {v}" for k, v in TARGETS.items())
     met = ", ".join(f"{s} {n}/{4 * rows}" for s, (n, rows) in targets_met(table_rows).items())

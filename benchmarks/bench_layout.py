@@ -79,8 +79,13 @@ def activations(n_max: int) -> Path:
 
 def run_child(data: Path, n: int, pca: int, cache: str, backend: str, which: str = "actlas") -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(data), str(n), str(pca), backend, which], env=env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(data), str(n), str(pca), backend, which],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -88,13 +93,18 @@ def run_child(data: Path, n: int, pca: int, cache: str, backend: str, which: str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="under 3 minutes: 10k cold and warm, 30k warm and umap-learn alone; no PCA")
+    ap.add_argument(
+        "--quick", action="store_true", help="under 3 minutes: 10k cold and warm, 30k warm and umap-learn alone; no PCA"
+    )
     ap.add_argument("--sizes", default=None, help="comma-separated sample counts (10000,50000,100000)")
     ap.add_argument("--pca", type=int, default=50, help="PCA components of the 'with PCA' runs")
     ap.add_argument("--backend", default="auto", help="auto, umap-learn or cuml")
     a = ap.parse_args()
-    sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else ([10_000, 30_000] if a.quick else [10_000, 50_000, 100_000])
+    sizes = (
+        [int(s) for s in a.sizes.split(",")]
+        if a.sizes
+        else ([10_000, 30_000] if a.quick else [10_000, 50_000, 100_000])
+    )
     data = activations(max(sizes))
     n_have = len(np.load(data, mmap_mode="r"))
     results = []
@@ -119,17 +129,41 @@ def main() -> None:
                         plain = run_child(data, n, 0, cache, a.backend, "plain")
                 results.append((min(n, n_have), pca, cold, warm, plain))
     print(f"# bench_layout: {machine()}")
-    print(f"# layer {LAYER} activations of the shared photos (every position), UMAP n_neighbors 20, cosine; "
-          f"each run a fresh process")
+    print(
+        f"# layer {LAYER} activations of the shared photos (every position), UMAP n_neighbors 20, cosine; "
+        f"each run a fresh process"
+    )
     rows = []
     for n, pca, cold, warm, plain in results:
-        rows.append([n, pca or "-", round(cold["layout_s"], 1) if cold else "-", round(warm["layout_s"], 1),
-                     round(cold["layout_s"] - warm["layout_s"], 1) if cold else "-",
-                     round(max(warm["maxrss_mb"], cold["maxrss_mb"] if cold else 0)), f"{warm['backend']}, knn {warm['knn']}",
-                     round(plain["layout_s"], 1) if plain else "-",
-                     round(plain["layout_s"] / warm["layout_s"], 2) if plain else "-"])
-    print(table(["samples", "PCA", "cold s (empty numba cache)", "warm s (second run)", "JIT s saved",
-                 "peak RSS MB", "backend", "umap-learn alone s (warm)", "x faster"], rows))
+        rows.append(
+            [
+                n,
+                pca or "-",
+                round(cold["layout_s"], 1) if cold else "-",
+                round(warm["layout_s"], 1),
+                round(cold["layout_s"] - warm["layout_s"], 1) if cold else "-",
+                round(max(warm["maxrss_mb"], cold["maxrss_mb"] if cold else 0)),
+                f"{warm['backend']}, knn {warm['knn']}",
+                round(plain["layout_s"], 1) if plain else "-",
+                round(plain["layout_s"] / warm["layout_s"], 2) if plain else "-",
+            ]
+        )
+    print(
+        table(
+            [
+                "samples",
+                "PCA",
+                "cold s (empty numba cache)",
+                "warm s (second run)",
+                "JIT s saved",
+                "peak RSS MB",
+                "backend",
+                "umap-learn alone s (warm)",
+                "x faster",
+            ],
+            rows,
+        )
+    )
     print("(seconds: layout() call in the child, excluding interpreter start and data load)")
     last = [r for r in results if r[1] == 0][-1]
     print(f"actlas warm layout of {last[0]} samples: {last[3]['layout_s']:.1f} s")

@@ -67,7 +67,7 @@ def child(row: str, tuned: bool, batch: int, steps: int) -> dict:
                 h.update(t.float().contiguous().numpy().tobytes())
         digest = h.hexdigest()[:12]
         return {"seconds": seconds, "items": len(x), "digest": digest}
-    (_, _, grid), = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds).values()
+    ((_, _, grid),) = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds).values()
     params = fit_to_layer(RenderParams(size=size, steps=steps, batch_size=batch), spec.input_size, grid)
     fast_paths(net, spec, [layer], params.size, "cpu", stop_at=layer)
     directions = centre_activations(net, spec, layer, x[:, :, : params.size, : params.size]).numpy()
@@ -112,8 +112,9 @@ def main() -> None:
         ratio = speed[True] / speed[False]
         ratios.append(ratio)
         unit = "images/s" if size is None else "icons/s"
-        rows.append([row, f"{speed[False]:.3g} {unit}", f"{speed[True]:.3g} {unit}", f"{ratio:.2f}",
-                     "yes" if same else "NO"])
+        rows.append(
+            [row, f"{speed[False]:.3g} {unit}", f"{speed[True]:.3g} {unit}", f"{ratio:.2f}", "yes" if same else "NO"]
+        )
         print(rows[-1], flush=True)
     print(f"batch {a.batch}, {a.steps} steps, one torch thread, {a.reps} processes per row and setting, medians")
     print(table(["row", "glibc defaults", "keep_freed_memory", "ratio", "same output"], rows))

@@ -76,7 +76,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--size", type=int, default=80)
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per icon (96, the demo's; --quick 8)")
-    ap.add_argument("--batch", type=int, default=None, help="actlas batch of the headline ratio (64, --quick 32; 256 on cuda)")
+    ap.add_argument(
+        "--batch", type=int, default=None, help="actlas batch of the headline ratio (64, --quick 32; 256 on cuda)"
+    )
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--lucent-icons", type=int, default=None, help="icons Lucent renders per repetition")
     ap.add_argument("--sweep", default=None, help="comma-separated actlas batch sizes")
@@ -103,10 +105,10 @@ def main() -> None:
         from lucent.optvis import param as lparam
         from lucent.optvis import render as lrender
         from lucent.optvis import transform as ltrans
+
         have_lucent = True
     except ImportError as err:  # pip install '.[bench]' (torch-lucent) for the real baseline
-        print(f"Lucent not importable ({err}); the baseline is actlas at batch 1, one icon per call",
-              file=sys.stderr)
+        print(f"Lucent not importable ({err}); the baseline is actlas at batch 1, one icon per call", file=sys.stderr)
         have_lucent = False
 
     from actlas.models import load_model
@@ -134,11 +136,16 @@ def main() -> None:
         icons = []
         for i in range(k):
             out = lrender.render_vis(
-                lucent_net, lobj.direction_neuron(lucent_layer, torch.from_numpy(targets[i]).to(device)),
+                lucent_net,
+                lobj.direction_neuron(lucent_layer, torch.from_numpy(targets[i]).to(device)),
                 param_f=lambda: lparam.image(a.size),  # fft=True, decorrelate=True, sd=0.01 (as actlas)
                 optimizer=lambda p: torch.optim.Adam(p, lr=0.05),
-                transforms=ltrans.standard_transforms + [spec.normalize], preprocess=False,
-                thresholds=(steps,), show_image=False, progress=False, fixed_image_size=a.size + 2 * pad,
+                transforms=ltrans.standard_transforms + [spec.normalize],
+                preprocess=False,
+                thresholds=(steps,),
+                show_image=False,
+                progress=False,
+                fixed_image_size=a.size + 2 * pad,
             )
             clear_hooks(lucent_net, lucent_keep)  # the hooks render_vis left: the next call starts as the first did
             icons.append(out[-1][0])
@@ -155,6 +162,7 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
             return out
+
         return run
 
     # Warm-up (allocator, oneDNN/cuDNN kernel choice), not timed.
@@ -185,17 +193,27 @@ def main() -> None:
     print(f"# bench_render: {machine()}")
     if not have_lucent:
         print("# baseline 'lucent' is actlas at batch 1 (Lucent not installed)")
-    print(f"# model {spec.name}, layer {LAYER}, icon {a.size}px (+pad {pad}), {steps} steps, {reps} interleaved reps (medians)")
-    print(table(["renderer", "icons/s", "x Lucent", "median s / rep"],
-                [[name, round(v, 3), round(v / base, 2), round(median(times[name]), 2)] for name, v in ips.items()]))
+    print(
+        f"# model {spec.name}, layer {LAYER}, icon {a.size}px (+pad {pad}), {steps} steps, {reps} interleaved reps (medians)"
+    )
+    print(
+        table(
+            ["renderer", "icons/s", "x Lucent", "median s / rep"],
+            [[name, round(v, 3), round(v / base, 2), round(median(times[name]), 2)] for name, v in ips.items()],
+        )
+    )
     print()
-    print(f"faithfulness at {steps} steps, first {k} directions: Lucent {np.round(faith_l.cpu().numpy(), 3).tolist()}, "
-          f"actlas {np.round(faith_a, 3).tolist()}")
+    print(
+        f"faithfulness at {steps} steps, first {k} directions: Lucent {np.round(faith_l.cpu().numpy(), 3).tolist()}, "
+        f"actlas {np.round(faith_a, 3).tolist()}"
+    )
     print()
     print("actlas batch-size sweep (one call per batch; Lucent renders one icon per call):")
     print(table(["batch", "icons/s", "x Lucent"], sweep_rows))
-    print(f"forward hooks on actlas's model: {forward_hooks(net)} at the end, {own_hooks} at the start "
-          "(the card's own; Lucent ran on its own deep copy)")
+    print(
+        f"forward hooks on actlas's model: {forward_hooks(net)} at the end, {own_hooks} at the start "
+        "(the card's own; Lucent ran on its own deep copy)"
+    )
     assert forward_hooks(net) == own_hooks, "a renderer left hooks on actlas's model"
     print(f"ratio: {ips[f'actlas b={batch}'] / base:.2f}")
 

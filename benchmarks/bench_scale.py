@@ -104,8 +104,11 @@ def bench_stats(n: int, c: int, shards: int, k: int, rows: int, keep: Path | Non
     write_s = time.perf_counter() - t
     size = sum(p.stat().st_size for s in paths for p in s.rglob("*") if p.is_file())
     try:
-        out = subprocess.run([sys.executable, "-c", STATS_CHILD, json.dumps([str(p) for p in paths]), str(k), str(rows)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", STATS_CHILD, json.dumps([str(p) for p in paths]), str(k), str(rows)],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             raise RuntimeError(f"statistics child failed:\n{out.stderr[-3000:]}")
     finally:
@@ -132,15 +135,39 @@ def bench_collect(n_images: int, parallel: list[int], cores: int) -> list[dict]:
     for p in parallel:
         work = Path(tempfile.mkdtemp(prefix=f"actlas-collect{p}-"))
         cfg = {
-            "run_dir": str(work / "run"), "model": str(card), "images": [str(photos)], "limit": n_images, "seed": 0,
-            "layers": ["features.13"], "device": "cpu",
+            "run_dir": str(work / "run"),
+            "model": str(card),
+            "images": [str(photos)],
+            "limit": n_images,
+            "seed": 0,
+            "layers": ["features.13"],
+            "device": "cpu",
             # Shards are split by a hash of the path, so "p shards" are about, not exactly, n/p images.
-            "collect": {"shard_size": -(-n_images // p), "positions": 4, "batch_size": 16, "chunk": 16,
-                        "threads": max(1, cores // p)},
+            "collect": {
+                "shard_size": -(-n_images // p),
+                "positions": 4,
+                "batch_size": 16,
+                "chunk": 16,
+                "threads": max(1, cores // p),
+            },
         }
         (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
-               "--configfile", str(work / "config.yaml"), "--cores", str(cores), "--until", "collect", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(ROOT),
+            "--configfile",
+            str(work / "config.yaml"),
+            "--cores",
+            str(cores),
+            "--until",
+            "collect",
+            "--quiet",
+        ]
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         t = time.perf_counter()
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -148,11 +175,20 @@ def bench_collect(n_images: int, parallel: list[int], cores: int) -> list[dict]:
         if out.returncode:
             raise RuntimeError(f"snakemake failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
         shards = len(list((work / "run" / "shards").glob("shard-*.txt")))
-        job_s = [float((f.read_text().splitlines()[1]).split("\t")[0])
-                 for f in (work / "run" / "benchmarks" / "collect").glob("*.tsv")]
-        results.append({"shards": shards, "threads_per_job": cfg["collect"]["threads"], "images": n_images,
-                        "seconds": round(seconds, 1), "images_per_s": round(n_images / seconds, 2),
-                        "job_seconds": sorted(round(s, 1) for s in job_s)})
+        job_s = [
+            float((f.read_text().splitlines()[1]).split("\t")[0])
+            for f in (work / "run" / "benchmarks" / "collect").glob("*.tsv")
+        ]
+        results.append(
+            {
+                "shards": shards,
+                "threads_per_job": cfg["collect"]["threads"],
+                "images": n_images,
+                "seconds": round(seconds, 1),
+                "images_per_s": round(n_images / seconds, 2),
+                "job_seconds": sorted(round(s, 1) for s in job_s),
+            }
+        )
         shutil.rmtree(work, ignore_errors=True)
     return results
 
@@ -181,13 +217,22 @@ def bench_overhead(jobs: int, cores: int) -> dict:
     for n in (1, jobs):
         shutil.rmtree(work / "out", ignore_errors=True)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", f"count={n}", "--quiet"],
-                       cwd=work, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", f"count={n}", "--quiet"],
+            cwd=work,
+            check=True,
+            capture_output=True,
+        )
         seconds[n] = time.perf_counter() - t
     shutil.rmtree(work, ignore_errors=True)
     per_job = (seconds[jobs] - seconds[1]) / (jobs - 1)
-    return {"jobs": jobs, "cores": cores, "one_job_s": round(seconds[1], 2), "all_jobs_s": round(seconds[jobs], 2),
-            "per_job_s": round(per_job, 3)}
+    return {
+        "jobs": jobs,
+        "cores": cores,
+        "one_job_s": round(seconds[1], 2),
+        "all_jobs_s": round(seconds[jobs], 2),
+        "per_job_s": round(per_job, 3),
+    }
 
 
 def main() -> None:
@@ -214,8 +259,10 @@ def main() -> None:
     if "stats" in only:
         stats = bench_stats(args.n, args.channels, args.shards, args.pca, args.rows, args.keep)
         print("stats:", json.dumps(stats), flush=True)
-        print(f"peak RSS of the statistics process: {stats['peak_rss_mb'] / 1024:.2f} GB "
-              f"({stats['n']} x {stats['c']} float16, {stats['store_gb']} GB on disk)")
+        print(
+            f"peak RSS of the statistics process: {stats['peak_rss_mb'] / 1024:.2f} GB "
+            f"({stats['n']} x {stats['c']} float16, {stats['store_gb']} GB on disk)"
+        )
     if stats:
         print(f"seconds: {stats['seconds']}")
 

@@ -33,8 +33,15 @@ CACHE = Path(os.environ.get("ACTLAS_BENCH_CACHE", Path.home() / ".cache" / "actl
 CARD = CACHE / "vit_cifar10.json"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-KWARGS = {"image_size": 32, "patch_size": 4, "num_layers": 4, "num_heads": 3, "hidden_dim": 96, "mlp_dim": 192,
-          "num_classes": 10}
+KWARGS = {
+    "image_size": 32,
+    "patch_size": 4,
+    "num_layers": 4,
+    "num_heads": 3,
+    "hidden_dim": 96,
+    "mlp_dim": 192,
+    "num_classes": 10,
+}
 
 
 def load_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +82,9 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     hits = 0
     with torch.no_grad():
         for lo in range(0, len(x), 500):
-            hits += int((model(normalise(torch.from_numpy(x[lo : lo + 500]))).argmax(1).numpy() == y[lo : lo + 500]).sum())
+            hits += int(
+                (model(normalise(torch.from_numpy(x[lo : lo + 500]))).argmax(1).numpy() == y[lo : lo + 500]).sum()
+            )
     return hits / len(x)
 
 
@@ -106,8 +115,11 @@ def train(epochs: int, batch: int = 256, lr: float = 2e-3) -> tuple[nn.Module, f
             opt.step()
             sched.step()
             total += float(loss.detach())
-        print(f"epoch {epoch + 1}/{epochs}: loss {total / (len(xt) // batch):.3f}, "
-              f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"epoch {epoch + 1}/{epochs}: loss {total / (len(xt) // batch):.3f}, {time.perf_counter() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     seconds = time.perf_counter() - start
     return model.eval(), accuracy(model, x_test, y_test), seconds
 
@@ -120,15 +132,24 @@ def card(epochs: int = 6) -> dict:
         model, acc, seconds = train(epochs)
         CACHE.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(CACHE / "vit_cifar10.safetensors"))
-        CARD.write_text(json.dumps({
-            "name": "vit_cifar10_bench",
-            "architecture": "torchvision.models.vision_transformer:VisionTransformer",
-            "kwargs": KWARGS,
-            "weights": "vit_cifar10.safetensors",
-            "input_size": [32, 32], "resize": 0, "mean": list(MEAN), "std": list(STD), "labels": CLASSES,
-            "source": f"benchmarks/vit_cifar.py: trained here, {epochs} epochs on cifar10-train in {seconds:.0f} s; "
-                      f"{acc:.1%} top-1 on cifar10-test",
-        }, indent=1))
+        CARD.write_text(
+            json.dumps(
+                {
+                    "name": "vit_cifar10_bench",
+                    "architecture": "torchvision.models.vision_transformer:VisionTransformer",
+                    "kwargs": KWARGS,
+                    "weights": "vit_cifar10.safetensors",
+                    "input_size": [32, 32],
+                    "resize": 0,
+                    "mean": list(MEAN),
+                    "std": list(STD),
+                    "labels": CLASSES,
+                    "source": f"benchmarks/vit_cifar.py: trained here, {epochs} epochs on cifar10-train in {seconds:.0f} s; "
+                    f"{acc:.1%} top-1 on cifar10-test",
+                },
+                indent=1,
+            )
+        )
     return {"source": str(CARD), "trust_code": True}
 
 

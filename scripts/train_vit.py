@@ -114,12 +114,18 @@ def main() -> None:
             optimizer.step()
             step += 1
             if step % 200 == 0:
-                print(f"step {step} epoch {step * args.batch_size / len(xtr):.2f} loss {loss.item():.3f} "
-                      f"lr {lr:.5f} {time.perf_counter() - start:.0f}s", flush=True)
+                print(
+                    f"step {step} epoch {step * args.batch_size / len(xtr):.2f} loss {loss.item():.3f} "
+                    f"lr {lr:.5f} {time.perf_counter() - start:.0f}s",
+                    flush=True,
+                )
     seconds = time.perf_counter() - start
     acc = evaluate(model, xte, yte)
-    print(f"trained {step} steps ({step * args.batch_size / len(xtr):.2f} epochs) in {seconds:.0f}s; "
-          f"top-1 on cifar10-test: {acc:.4f}", flush=True)
+    print(
+        f"trained {step} steps ({step * args.batch_size / len(xtr):.2f} epochs) in {seconds:.0f}s; "
+        f"top-1 on cifar10-test: {acc:.4f}",
+        flush=True,
+    )
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)

@@ -14,9 +14,22 @@ import numpy as np
 from PIL import Image
 
 CLASSES = [
-    "tench", "goldfish", "great white shark", "tiger shark", "grey whale", "red fox",
-    "ibex", "artichoke", "snorkel", "scuba diver", "tile roof", "baseball",
-    "frying pan", "wok", "crane", "crane",  # ImageNet has two "crane" classes
+    "tench",
+    "goldfish",
+    "great white shark",
+    "tiger shark",
+    "grey whale",
+    "red fox",
+    "ibex",
+    "artichoke",
+    "snorkel",
+    "scuba diver",
+    "tile roof",
+    "baseball",
+    "frying pan",
+    "wok",
+    "crane",
+    "crane",  # ImageNet has two "crane" classes
 ]
 
 
@@ -35,8 +48,16 @@ def _icon(rng: np.random.Generator, colour: np.ndarray, size: int) -> np.ndarray
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _write_atlas(folder: Path, layer: str, n: int, icon_size: int, examples_per_cell: int,
-                 palette: np.ndarray, rng: np.random.Generator, extra: dict | None = None) -> None:
+def _write_atlas(
+    folder: Path,
+    layer: str,
+    n: int,
+    icon_size: int,
+    examples_per_cell: int,
+    palette: np.ndarray,
+    rng: np.random.Generator,
+    extra: dict | None = None,
+) -> None:
     """One atlas folder (atlas.json, atlas.png, atlas-labelled.png, icons/, examples/) of an n x n grid."""
     n_classes = len(CLASSES)
     (folder / "icons").mkdir(parents=True, exist_ok=True)
@@ -55,33 +76,53 @@ def _write_atlas(folder: Path, layer: str, n: int, icon_size: int, examples_per_
             order = np.argsort(-s)
             label = int(order[0])
             icon = _icon(rng, palette[label], icon_size)
-            atlas[j * icon_size:(j + 1) * icon_size, i * icon_size:(i + 1) * icon_size] = icon
+            atlas[j * icon_size : (j + 1) * icon_size, i * icon_size : (i + 1) * icon_size] = icon
             Image.fromarray(icon).save(folder / "icons" / f"{i}_{j}.png")
             examples = []
             for k in range(examples_per_cell):
                 crop = _icon(rng, palette[int(order[k % 2])], 48)
                 Image.fromarray(crop).save(folder / "examples" / f"{i}_{j}_{k}.jpg", quality=80)
-                examples.append({
-                    "src": f"examples/{i}_{j}_{k}.jpg", "label": CLASSES[int(order[k % 2])],
-                    "pred": CLASSES[label], "prob": round(float(rng.uniform(0.3, 1)), 3),
-                    "similarity": round(float(rng.uniform(0.5, 1)), 3),
-                })
+                examples.append(
+                    {
+                        "src": f"examples/{i}_{j}_{k}.jpg",
+                        "label": CLASSES[int(order[k % 2])],
+                        "pred": CLASSES[label],
+                        "prob": round(float(rng.uniform(0.3, 1)), 3),
+                        "similarity": round(float(rng.uniform(0.5, 1)), 3),
+                    }
+                )
             attribution = {str(int(c)): round(float(s[c]), 4) for c in order[:5] if s[c] > 1e-3}
-            cells.append({
-                "i": i, "j": j, "count": int(1 + 40 * density[j, i] / n * 10),
-                "label": CLASSES[label], "label_index": label,
-                "top": [[CLASSES[int(c)], round(float(s[c]), 4)] for c in order[:3]],
-                "attribution": attribution,
-                "faithfulness": round(float(rng.uniform(0.4, 0.95)), 3),
-                "icon": f"icons/{i}_{j}.png", "examples": examples,
-            })
+            cells.append(
+                {
+                    "i": i,
+                    "j": j,
+                    "count": int(1 + 40 * density[j, i] / n * 10),
+                    "label": CLASSES[label],
+                    "label_index": label,
+                    "top": [[CLASSES[int(c)], round(float(s[c]), 4)] for c in order[:3]],
+                    "attribution": attribution,
+                    "faithfulness": round(float(rng.uniform(0.4, 0.95)), 3),
+                    "icon": f"icons/{i}_{j}.png",
+                    "examples": examples,
+                }
+            )
     Image.fromarray(atlas).save(folder / "atlas.png")
     Image.fromarray(255 - atlas).save(folder / "atlas-labelled.png")
-    (folder / "atlas.json").write_text(json.dumps({
-        "layer": layer, "grid": n, "icon_size": icon_size,
-        "image": "atlas.png", "labelled": "atlas-labelled.png", "size_px": [n * icon_size] * 2,
-        "classes": CLASSES, "cells": cells, **(extra or {}),
-    }))
+    (folder / "atlas.json").write_text(
+        json.dumps(
+            {
+                "layer": layer,
+                "grid": n,
+                "icon_size": icon_size,
+                "image": "atlas.png",
+                "labelled": "atlas-labelled.png",
+                "size_px": [n * icon_size] * 2,
+                "classes": CLASSES,
+                "cells": cells,
+                **(extra or {}),
+            }
+        )
+    )
 
 
 def make_fake_run(
@@ -107,15 +148,46 @@ def make_fake_run(
         for n in grids:
             _write_atlas(root / layer / f"grid-{n}", layer, n, icon_size, examples_per_cell, palette, rng)
     if extras:
-        _write_atlas(root / layers[0] / "class-red-fox", layers[0], 8, icon_size, examples_per_cell, palette, rng,
-                     {"kind": "class", "class": "red fox", "class_index": 5, "filter": "winner", "top": 2000,
-                      "method": "tsne", "samples": 255, "images": 10})
-        _write_atlas(root / layers[0] / "compare-snorkel-scuba-diver", layers[0], 6, icon_size, examples_per_cell,
-                     palette, rng,
-                     {"kind": "compare", "pair": ["snorkel", "scuba diver"], "pair_indices": [8, 9],
-                      "filter": "top", "top": 2000, "method": "tsne",
-                      "x_axis": "attribution to snorkel minus attribution to scuba diver (scuba diver left, snorkel right)",
-                      "y_axis": "1-D tsne of the activations", "samples": 1584, "images": 11})
+        _write_atlas(
+            root / layers[0] / "class-red-fox",
+            layers[0],
+            8,
+            icon_size,
+            examples_per_cell,
+            palette,
+            rng,
+            {
+                "kind": "class",
+                "class": "red fox",
+                "class_index": 5,
+                "filter": "winner",
+                "top": 2000,
+                "method": "tsne",
+                "samples": 255,
+                "images": 10,
+            },
+        )
+        _write_atlas(
+            root / layers[0] / "compare-snorkel-scuba-diver",
+            layers[0],
+            6,
+            icon_size,
+            examples_per_cell,
+            palette,
+            rng,
+            {
+                "kind": "compare",
+                "pair": ["snorkel", "scuba diver"],
+                "pair_indices": [8, 9],
+                "filter": "top",
+                "top": 2000,
+                "method": "tsne",
+                "x_axis": "attribution to snorkel minus attribution to scuba diver (scuba diver left, snorkel right)",
+                "y_axis": "1-D tsne of the activations",
+                "samples": 1584,
+                "images": 11,
+            },
+        )
     (root / "manifest.json").write_text(json.dumps({"layers": list(layers), "fake": True}))
     return root
 
@@ -136,9 +208,15 @@ def write_patch_report(run: Path, name: str, layer: str, folder: str, cells: lis
     out.mkdir(parents=True)
     entries = []
     for i, j in cells:
-        e = {"name": f"{folder}:{i},{j}", "spec": f"cell:{folder}:{i},{j}", "patch_png": f"patch-{folder}-{i}-{j}.png",
-             "discovered": True,
-             "populations": {"source_correct": {"patch": pop(300, 700), "noise": pop(7, 700), "random_image": pop(35, 700)}}}
+        e = {
+            "name": f"{folder}:{i},{j}",
+            "spec": f"cell:{folder}:{i},{j}",
+            "patch_png": f"patch-{folder}-{i}-{j}.png",
+            "discovered": True,
+            "populations": {
+                "source_correct": {"patch": pop(300, 700), "noise": pop(7, 700), "random_image": pop(35, 700)}
+            },
+        }
         e["beats_controls"] = {"source_correct": beats_controls(e, "source_correct")}
         e["vs_controls"] = {"source_correct": vs_controls(e, "source_correct")}
         entries.append(e)
@@ -149,4 +227,3 @@ def write_patch_report(run: Path, name: str, layer: str, folder: str, cells: lis
     (out / "report.json").write_text(json.dumps(report))
     (out / "report.md").write_text("# Patch experiment\n")
     return report
-

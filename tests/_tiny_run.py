@@ -43,8 +43,19 @@ def make_tiny_run(root: Path, *, render: bool = True) -> Path:
     rows = imgs.list_images(images)
     lists = imgs.write_shards(rows, 2, run / "shards")
     for lst in lists:
-        collect(lst, run / "collect" / f"{lst.stem}.zarr", MODEL, [LAYER], positions=2, attr_top=2, batch_size=4,
-                chunk=4, workers=0, progress=False, device="cpu")
+        collect(
+            lst,
+            run / "collect" / f"{lst.stem}.zarr",
+            MODEL,
+            [LAYER],
+            positions=2,
+            attr_top=2,
+            batch_size=4,
+            chunk=4,
+            workers=0,
+            progress=False,
+            device="cpu",
+        )
     layout_stage(run, LAYER, n_neighbors=5, backend="umap-learn")
     whitening_stage(run, LAYER)
     grid_stage(run, LAYER, 3, min_count=1)

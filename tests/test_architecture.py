@@ -61,8 +61,11 @@ def test_digest_changes_with_the_code_it_covers(tmp_path, monkeypatch):
     copy = tmp_path / "actlas"
     shutil.copytree(digest.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     stages = sorted(set(_table().values()))
-    modules = sorted("actlas." + ".".join(p.relative_to(copy).with_suffix("").parts)
-                     for p in copy.rglob("*.py") if p.name != "__init__.py")
+    modules = sorted(
+        "actlas." + ".".join(p.relative_to(copy).with_suffix("").parts)
+        for p in copy.rglob("*.py")
+        if p.name != "__init__.py"
+    )
 
     def digests():
         digest.direct_imports.cache_clear()

@@ -22,7 +22,7 @@ def test_a_32_px_icon_is_enlarged_by_a_whole_factor_nearest_neighbour():
     out = atlas.compose(icons, ij, 2, factor=f)
     assert out.shape == (2 * 96, 2 * 96, 3)
     for k, (i, j) in enumerate(ij):
-        cell = out[j * 96:(j + 1) * 96, i * 96:(i + 1) * 96]
+        cell = out[j * 96 : (j + 1) * 96, i * 96 : (i + 1) * 96]
         # every icon pixel is a 3 x 3 block of exactly its value: no smoothing, no new colours
         np.testing.assert_array_equal(cell, np.repeat(np.repeat(icons[k], 3, 0), 3, 1))
         np.testing.assert_array_equal(cell[::3, ::3], icons[k])
@@ -41,8 +41,8 @@ def test_density_shrinks_an_enlarged_icon_by_a_smaller_whole_factor():
     small = out[0:128, 128:256]
     side = 32 * 2  # round(4 * 0.5) = 2
     off = (128 - side) // 2
-    np.testing.assert_array_equal(small[off:off + side, off:off + side], np.repeat(np.repeat(icons[1], 2, 0), 2, 1))
-    assert (small[:off] == 255).all() and (small[off + side:] == 255).all()
+    np.testing.assert_array_equal(small[off : off + side, off : off + side], np.repeat(np.repeat(icons[1], 2, 0), 2, 1))
+    assert (small[:off] == 255).all() and (small[off + side :] == 255).all()
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 96, 160])
@@ -60,10 +60,10 @@ def test_labels_never_cover_icons_and_stay_readable(size):
     for j in range(n):
         top = j * (pitch + strip)
         # the icon rows are exactly the (enlarged) icons: not one label pixel on them
-        np.testing.assert_array_equal(labelled[top:top + pitch], big[j * pitch:(j + 1) * pitch])
-        caption = labelled[top + pitch:top + pitch + strip]
+        np.testing.assert_array_equal(labelled[top : top + pitch], big[j * pitch : (j + 1) * pitch])
+        caption = labelled[top + pitch : top + pitch + strip]
         for i in range(n):
-            ink = (caption[:, i * pitch:(i + 1) * pitch] < 128).all(axis=2)
+            ink = (caption[:, i * pitch : (i + 1) * pitch] < 128).all(axis=2)
             assert ink.sum() > 20  # the label was written in this cell's strip
             cols = np.flatnonzero(ink.any(axis=0))
             assert cols.min() >= 1 and cols.max() <= pitch - 2  # within its own cell, not the neighbour's
@@ -106,5 +106,6 @@ def test_render_size_follows_the_layer_stride():
     assert fit_to_layer(p, (224, 224), (7, 14)).size == 128  # the coarser axis decides
     assert fit_to_layer(p, (96, 96), (3, 3)).size == 96  # never over the input
     assert fit_to_layer(p, (32, 32), (8, 8)) == fit_to_input(p, (32, 32))  # a 32 px model renders 32 px
-    assert fit_to_layer(dataclasses.replace(p, min_positions=0), (224, 224), (7, 7)) == \
-        dataclasses.replace(p, min_positions=0)
+    assert fit_to_layer(dataclasses.replace(p, min_positions=0), (224, 224), (7, 7)) == dataclasses.replace(
+        p, min_positions=0
+    )

@@ -9,14 +9,18 @@ import pytest
 import torch
 
 from actlas.classes import (
-    class_attribution, comparison_coords, dedupe, embed, select_samples, winners,
+    class_attribution,
+    comparison_coords,
+    dedupe,
+    embed,
+    select_samples,
+    winners,
 )
 from actlas.collect import attribute
 from actlas.models import ModelSpec
 
 CLS = np.array([[2, 1, 0], [1, 2, 0], [2, 0, 1], [0, 1, 3], [1, 3, 2], [3, 0, 1]])
-VAL = np.array([[5.0, 1.0, 0.0], [4.0, 3.0, 0.0], [0.5, 2.0, 0.1], [9.0, 1.0, 1.0], [0.1, 0.2, 0.3],
-                [1.0, 0.5, 0.2]])
+VAL = np.array([[5.0, 1.0, 0.0], [4.0, 3.0, 0.0], [0.5, 2.0, 0.1], [9.0, 1.0, 1.0], [0.1, 0.2, 0.3], [1.0, 0.5, 0.2]])
 
 
 def test_class_attribution_zero_where_not_stored():
@@ -53,8 +57,9 @@ def test_comparison_axes_known_answer_on_tiny_model(tiny_model):
     """After ``features.4`` TinyNet is a global average and a linear layer, so the attribution to
     class c at a position is exactly activation . W[c] / (H * W): the x axis must order samples by
     activation . (W[a] - W[b])."""
-    spec = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32,
-                     mean=(0, 0, 0), std=(1, 1, 1))
+    spec = ModelSpec(
+        name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0, 0, 0), std=(1, 1, 1)
+    )
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     _, acts, attrs, classes = attribute(tiny_model, spec, x, ["features.4"], attr_top=10)
     act = acts["features.4"].permute(0, 2, 3, 1).reshape(-1, 16).numpy()  # (4 * 16 * 16, 16)
@@ -115,16 +120,27 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     rows = imgs.list_images(tiny_dataset)
     imgs.write_shards(rows, 1, run / "shards")
     write_index(paths.shard_index(run), ["shard-00000"])
-    collect(run / "shards" / "shard-00000.txt", run / "collect" / "shard-00000.zarr", model, ["features.4"],
-            positions=6, attr_top=3, batch_size=8, chunk=8, device="cpu", progress=False)
+    collect(
+        run / "shards" / "shard-00000.txt",
+        run / "collect" / "shard-00000.zarr",
+        model,
+        ["features.4"],
+        positions=6,
+        attr_top=3,
+        batch_size=8,
+        chunk=8,
+        device="cpu",
+        progress=False,
+    )
     s = load_samples(run, "features.4")
     (run / "features.4").mkdir()
     np.save(run / "features.4" / "whiten.npy", whitening(moments(s.activation.astype(np.float32))[1], 1.0))
     counts = np.bincount(s.attr_class[:, 0], minlength=10)
     a, b = (int(c) for c in np.argsort(-counts)[:2])
     params = RenderParams(size=16, min_positions=0, steps=2, batch_size=64)
-    path = class_atlas(run, "features.4", str(a), model, filter="top", grid=3, params=params, device="cpu",
-                       n_examples=1)
+    path = class_atlas(
+        run, "features.4", str(a), model, filter="top", grid=3, params=params, device="cpu", n_examples=1
+    )
     meta = json.loads(path.read_text())
     assert path.parent.name == f"class-{a}" and meta["kind"] == "class" and meta["grid"] == 3
     kept = np.load(path.parent / "rows.npy")

@@ -8,8 +8,12 @@ import actlas
 from actlas import cli, settings
 
 # commands that read a run or a model rather than being a stage of the workflow
-READERS = {"info": "actlas.stages.manifest:info", "verify": "actlas.verify:verify_run",
-           "serve": "actlas.serve:serve", "export": "actlas.serve:export"}
+READERS = {
+    "info": "actlas.stages.manifest:info",
+    "verify": "actlas.verify:verify_run",
+    "serve": "actlas.serve:serve",
+    "export": "actlas.serve:export",
+}
 
 
 def _function(command: str):
@@ -38,17 +42,26 @@ def test_every_command_mirrors_its_stage_function():
 
 def test_cli_defaults_are_the_settings_defaults():
     """One home for defaults: every option named like a settings field defaults to that field."""
-    sections = {"collect": settings.Collect, "layout": settings.Layout, "render": settings.RenderParams,
-                "atlas": settings.Atlas, "class-atlas": settings.ClassAtlas, "compare": settings.Comparison,
-                "patch": settings.Patch}
+    sections = {
+        "collect": settings.Collect,
+        "layout": settings.Layout,
+        "render": settings.RenderParams,
+        "atlas": settings.Atlas,
+        "class-atlas": settings.ClassAtlas,
+        "compare": settings.Comparison,
+        "patch": settings.Patch,
+    }
     for name, cls in sections.items():
         command = cli.main.commands[name]
         fields = {f.name: getattr(cls, f.name) for f in dataclasses.fields(cls)}
         for p in command.params:
             if p.required:
                 continue
-            if p.name in fields and p.name not in ("seed", "threads", "batch_size") or (
-                    p.name == "batch_size" and name in ("collect", "render", "patch")):
+            if (
+                p.name in fields
+                and p.name not in ("seed", "threads", "batch_size")
+                or (p.name == "batch_size" and name in ("collect", "render", "patch"))
+            ):
                 want = fields[p.name]
                 got = tuple(p.default) if isinstance(want, tuple) and p.default is not None else p.default
                 assert got == want, f"`actlas {name} --{p.name}` defaults to {p.default!r}, settings say {want!r}"

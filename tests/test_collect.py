@@ -31,7 +31,9 @@ def test_positions_avoid_edges_and_are_deterministic():
     assert len(sample_positions((3, 3), 0, 0, 0)) == 9  # too small for a margin
 
 
-SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0, 0, 0), std=(1, 1, 1))
+SPEC = ModelSpec(
+    name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0, 0, 0), std=(1, 1, 1)
+)
 
 
 def test_attribution_matches_autograd_per_sample(tiny_model):
@@ -74,8 +76,18 @@ def _shard(tiny_dataset, tmp_path) -> Path:
 
 def test_collect_tiny_shard(tiny_dataset, tmp_path):
     shard = _shard(tiny_dataset, tmp_path)
-    summary = collect(shard, tmp_path / "s.zarr", "tiny_models:tiny_net", ["features.3", "features.1"],
-                      positions=3, attr_top=2, batch_size=4, chunk=8, workers=0, progress=False)
+    summary = collect(
+        shard,
+        tmp_path / "s.zarr",
+        "tiny_models:tiny_net",
+        ["features.3", "features.1"],
+        positions=3,
+        attr_top=2,
+        batch_size=4,
+        chunk=8,
+        workers=0,
+        progress=False,
+    )
     assert summary["images"] == 16 and summary["skipped"] == 0
     assert summary["rows"] == {"features.3": 48, "features.1": 48}
     acts = store.read([tmp_path / "s.zarr"], "features.3/activation")
@@ -85,9 +97,30 @@ def test_collect_tiny_shard(tiny_dataset, tmp_path):
 
 
 def _collect_cmd(shard, out):
-    return [sys.executable, "-m", "actlas", "collect", str(shard), str(out), "--model", "tiny_models:tiny_net",
-            "--layer", "features.3", "--positions", "2", "--attr-top", "2", "--batch-size", "2", "--chunk", "2",
-            "--workers", "0", "--threads", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "actlas",
+        "collect",
+        str(shard),
+        str(out),
+        "--model",
+        "tiny_models:tiny_net",
+        "--layer",
+        "features.3",
+        "--positions",
+        "2",
+        "--attr-top",
+        "2",
+        "--batch-size",
+        "2",
+        "--chunk",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+    ]
 
 
 @pytest.mark.parametrize("kill_after_commits", [1, 3, 6])
@@ -95,8 +128,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dataset, tmp_path, kill_a
     """SIGKILL `actlas collect` part-way; the same command resumes to the uninterrupted store."""
     shard = _shard(tiny_dataset, tmp_path)
     here = Path(__file__).parent  # the tests' factories, and the actlas under test (not another checkout's)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src")]),
-           "ACTLAS_TEST_COMMIT_DELAY": "0.3"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src")]),
+        "ACTLAS_TEST_COMMIT_DELAY": "0.3",
+    }
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     subprocess.run(_collect_cmd(shard, ref), env=env, check=True, capture_output=True)
     proc = subprocess.Popen(_collect_cmd(shard, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,8 +148,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dataset, tmp_path, kill_a
     proc.wait()
     assert not store.is_complete(out), "killed too late to test a resume"
     subprocess.run(_collect_cmd(shard, out), env=env, check=True, capture_output=True)
-    for name in ("features.3/activation", "features.3/image", "features.3/position", "features.3/attr_value",
-                 "images/pred", "images/ok"):
+    for name in (
+        "features.3/activation",
+        "features.3/image",
+        "features.3/position",
+        "features.3/attr_value",
+        "images/pred",
+        "images/ok",
+    ):
         np.testing.assert_array_equal(store.read([out], name), store.read([ref], name), err_msg=name)
 
 
@@ -121,15 +163,23 @@ def test_store_from_other_params_is_refused(tiny_dataset, tmp_path):
     shard = _shard(tiny_dataset, tmp_path)
     collect(shard, tmp_path / "s.zarr", "tiny_models:tiny_net", ["features.3"], positions=1, workers=0, progress=False)
     with pytest.raises(store.StoreError, match="other parameters"):
-        collect(shard, tmp_path / "s.zarr", "tiny_models:tiny_net", ["features.3"], positions=2, workers=0,
-                progress=False)
+        collect(
+            shard, tmp_path / "s.zarr", "tiny_models:tiny_net", ["features.3"], positions=2, workers=0, progress=False
+        )
 
 
 def test_deterministic_bytes(tiny_dataset, tmp_path):
     shard = _shard(tiny_dataset, tmp_path)
     for name in ("a", "b"):
-        collect(shard, tmp_path / f"{name}.zarr", "tiny_models:tiny_net", ["features.3"], positions=2, workers=0,
-                progress=False)
+        collect(
+            shard,
+            tmp_path / f"{name}.zarr",
+            "tiny_models:tiny_net",
+            ["features.3"],
+            positions=2,
+            workers=0,
+            progress=False,
+        )
     a = store.read([tmp_path / "a.zarr"], "features.3/activation")
     b = store.read([tmp_path / "b.zarr"], "features.3/activation")
     assert a.tobytes() == b.tobytes()
@@ -141,8 +191,13 @@ from actlas.layers import LayerError, LayerKind
 
 
 def _block(source: str) -> dict:
-    return {"source": source, "input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
-            "labels": [f"c{i}" for i in range(10)]}
+    return {
+        "source": source,
+        "input_size": [32, 32],
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "labels": [f"c{i}" for i in range(10)],
+    }
 
 
 def test_collect_tokens_channels_last_and_pooled_layers(tiny_dataset, tmp_path):
@@ -195,8 +250,17 @@ def test_unusable_layer_fails_in_one_line_before_any_store(tiny_dataset, tmp_pat
 def test_a_linear_layer_is_one_pooled_position(tiny_dataset, tmp_path):
     """The issue's classifier.1 case: a Linear layer is a pooled (B, C) output with one position."""
     shard = _shard(tiny_dataset, tmp_path)
-    summary = collect(shard, tmp_path / "s.zarr", _block("tiny_models:tiny_net"), ["fc"], positions=4,
-                      attr_top=2, batch_size=8, workers=0, progress=False)
+    summary = collect(
+        shard,
+        tmp_path / "s.zarr",
+        _block("tiny_models:tiny_net"),
+        ["fc"],
+        positions=4,
+        attr_top=2,
+        batch_size=8,
+        workers=0,
+        progress=False,
+    )
     assert summary["rows"] == {"fc": 16}
     assert (store.read([tmp_path / "s.zarr"], "fc/position") == 0).all()
 
@@ -212,5 +276,9 @@ def test_collect_from_a_torch_export_program(tiny_dataset, tmp_path, tiny_model)
     collect(shard, tmp_path / "exp.zarr", block, ["features.3"], **kw)
     collect(shard, tmp_path / "ref.zarr", _block("tiny_models:tiny_net"), ["features.3"], **kw)
     for column in ("features.3/activation", "features.3/attr_value", "features.3/position"):
-        np.testing.assert_allclose(store.read([tmp_path / "exp.zarr"], column).astype(np.float32),
-                                   store.read([tmp_path / "ref.zarr"], column).astype(np.float32), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(
+            store.read([tmp_path / "exp.zarr"], column).astype(np.float32),
+            store.read([tmp_path / "ref.zarr"], column).astype(np.float32),
+            rtol=1e-3,
+            atol=1e-5,
+        )

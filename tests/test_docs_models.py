@@ -25,8 +25,16 @@ EXAMPLES = _examples()
 
 
 def test_every_source_has_an_example():
-    assert set(EXAMPLES) == {"card", "builtin-card", "vit-card", "torchvision", "timm", "export", "factory",
-                             "huggingface"}
+    assert set(EXAMPLES) == {
+        "card",
+        "builtin-card",
+        "vit-card",
+        "torchvision",
+        "timm",
+        "export",
+        "factory",
+        "huggingface",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

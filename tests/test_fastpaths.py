@@ -25,8 +25,9 @@ from actlas.collect import attribute, collect
 from actlas.models import ModelSpec
 from actlas.render import RenderParams, icon_key, render
 
-SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3,
-                 std=(0.25,) * 3)
+SPEC = ModelSpec(
+    name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3, std=(0.25,) * 3
+)
 FAST = RenderParams(size=32, steps=24, lr=0.05, batch_size=8, pad=4, jitter=2)
 
 
@@ -52,8 +53,9 @@ def test_bf16_activations_and_attributions_match_float32(tiny_model):
 def test_channels_last_gives_the_same_activations(tiny_model):
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     _, plain, attr_plain, _ = attribute(tiny_model, SPEC, x, ["features.3"], attr_top=2)
-    _, cl, attr_cl, _ = attribute(tiny_model, SPEC, x.contiguous(memory_format=torch.channels_last), ["features.3"],
-                                  attr_top=2)
+    _, cl, attr_cl, _ = attribute(
+        tiny_model, SPEC, x.contiguous(memory_format=torch.channels_last), ["features.3"], attr_top=2
+    )
     torch.testing.assert_close(cl["features.3"], plain["features.3"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(attr_cl["features.3"], attr_plain["features.3"], rtol=1e-4, atol=1e-5)
 
@@ -73,8 +75,10 @@ def test_collect_with_amp_stores_close_activations(tiny_model, tiny_dataset, tmp
     assert a32.shape == a16.shape
     assert np.median(_rowwise_cosine(a32, a16)) > 0.999
     # the same positions were sampled and the same classes attributed (ties aside)
-    np.testing.assert_array_equal(store.read([tmp_path / "fp32.zarr"], "features.3/position"),
-                                  store.read([tmp_path / "bf16.zarr"], "features.3/position"))
+    np.testing.assert_array_equal(
+        store.read([tmp_path / "fp32.zarr"], "features.3/position"),
+        store.read([tmp_path / "bf16.zarr"], "features.3/position"),
+    )
     assert store.shard_attrs(tmp_path / "bf16.zarr")["params"]["amp"] == "bf16"
     assert "amp" not in store.shard_attrs(tmp_path / "fp32.zarr")["params"]
 
@@ -91,8 +95,9 @@ def _directions(tiny_model, k=3):
 def test_bf16_render_is_as_faithful_as_float32(tiny_model):
     d = _directions(tiny_model, 3)
     fp32 = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
-    bf16 = render(tiny_model, SPEC, "features.4", d, params=RenderParams(**{**FAST.to_json(), "amp": True}),
-                  progress=False)
+    bf16 = render(
+        tiny_model, SPEC, "features.4", d, params=RenderParams(**{**FAST.to_json(), "amp": True}), progress=False
+    )
     assert bf16["objective"].dtype == np.float32
     # Optimisation is chaotic: bf16 rounding moves pixels, but the icon must still show its direction.
     assert (bf16["faithfulness"] > 0.5).all()
@@ -145,8 +150,10 @@ def _v2_transform(spec: ModelSpec, image) -> torch.Tensor:
     return v2.Compose(steps)(image)
 
 
-@pytest.mark.parametrize("resize, crop, size", [(0, (32, 32), (32, 32)), (40, (32, 32), (57, 43)),
-                                                (256, (224, 224), (300, 200)), (0, (32, 32), (20, 50))])
+@pytest.mark.parametrize(
+    "resize, crop, size",
+    [(0, (32, 32), (32, 32)), (40, (32, 32), (57, 43)), (256, (224, 224), (300, 200)), (0, (32, 32), (20, 50))],
+)
 def test_pixels_then_batch_scaling_equal_the_v2_pipeline_bit_for_bit(resize, crop, size):
     """collect's loader moves uint8 (``spec.pixels``) and scales whole batches (``to_float``): the same floats."""
     from PIL import Image
@@ -237,8 +244,10 @@ def test_fold_batchnorm_on_the_real_mobilenet(mobilenet):
 
 
 @pytest.mark.parametrize("size", [(15, 15), (16, 16), (8, 9), (15, 12)])
-@pytest.mark.parametrize("kernel, stride, dilation, groups", [(3, 1, 1, 1), (3, 2, 1, 1), (3, 2, 1, 4), (5, 2, 1, 1),
-                                                              (4, 2, 1, 1), (3, 2, 2, 1), (2, 3, 1, 1)])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, groups",
+    [(3, 1, 1, 1), (3, 2, 1, 1), (3, 2, 1, 4), (5, 2, 1, 1), (4, 2, 1, 1), (3, 2, 2, 1), (2, 3, 1, 1)],
+)
 def test_same_padding_conv_equals_explicit_padding(size, kernel, stride, dilation, groups):
     # Conv2dSame: the output of F.pad then a plain convolution, for even and uneven splits, in both memory formats.
     import torch.nn.functional as F
@@ -246,8 +255,9 @@ def test_same_padding_conv_equals_explicit_padding(size, kernel, stride, dilatio
     from actlas.models import Conv2dSame, same_padding, use_tf_same_padding
 
     torch.manual_seed(0)
-    conv = use_tf_same_padding(nn.Sequential(nn.Conv2d(4, 8, kernel, stride=stride, dilation=dilation,
-                                                       groups=groups)))[0]
+    conv = use_tf_same_padding(nn.Sequential(nn.Conv2d(4, 8, kernel, stride=stride, dilation=dilation, groups=groups)))[
+        0
+    ]
     assert isinstance(conv, Conv2dSame)
     x = torch.rand(2, 4, *size)
     want = F.conv2d(F.pad(x, same_padding(x.shape[-2:], conv)), conv.weight, conv.bias, stride, 0, dilation, groups)

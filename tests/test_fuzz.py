@@ -51,8 +51,7 @@ def _reads(run: Path) -> dict:
     for field in ("activation", "attr_class", "attr_value", "image", "position", "label", "pred", "prob", "size"):
         out[f"samples.{field}"] = getattr(samples, field)
     out["samples.spatial"], out["samples.paths"] = samples.spatial, samples.paths
-    out["layout.activation"] = np.asarray(
-        store.read_dask(paths.shard_stores(run), f"{LAYER}/activation").compute())
+    out["layout.activation"] = np.asarray(store.read_dask(paths.shard_stores(run), f"{LAYER}/activation").compute())
     for p in sorted(run.rglob("*")):
         if ".zarr" in str(p) or not p.is_file() or p.name.startswith(".actlas"):
             continue
@@ -156,7 +155,7 @@ def test_random_corruptions_are_detected_or_change_nothing(finished):
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     print(f"\nfuzz outcomes over {TRIALS} corruptions: {dict(outcomes)}")
     for kind in kinds:
-        print(f"  {kind}: {({o: n for (k, o), n in sorted(by_kind.items()) if k == kind})}")
+        print(f"  {kind}: { ({o: n for (k, o), n in sorted(by_kind.items()) if k == kind}) }")
     print(f"  found by the seal only; without it: {dict(sorted(without_seal.items()))}")
     assert sum(outcomes.values()) == TRIALS >= 200
     assert not silent, f"corruptions that silently changed what a stage reads: {silent}"

@@ -13,8 +13,15 @@ from actlas.layers import list_layers  # noqa: E402
 from actlas.models import load_model  # noqa: E402
 from actlas.render import centre_activations  # noqa: E402
 
-BLOCK = {"source": "tiny_models:hf_vit", "trust_code": True, "output": "logits", "input_size": [32, 32],
-         "resize": 32, "mean": 0.5, "std": 0.5}
+BLOCK = {
+    "source": "tiny_models:hf_vit",
+    "trust_code": True,
+    "output": "logits",
+    "input_size": [32, 32],
+    "resize": 32,
+    "mean": 0.5,
+    "std": 0.5,
+}
 
 
 def _layer(model) -> str:
@@ -42,8 +49,9 @@ def test_collect_a_hugging_face_block(tiny_dataset, tmp_path):
     rows = imgs.list_images(tiny_dataset)
     shard = tmp_path / "shard-00000.txt"
     shard.write_text(imgs.format_shard(rows))
-    summary = collect(shard, tmp_path / "hf.zarr", BLOCK, [layer], positions=3, attr_top=2, batch_size=4,
-                      workers=0, progress=False)
+    summary = collect(
+        shard, tmp_path / "hf.zarr", BLOCK, [layer], positions=3, attr_top=2, batch_size=4, workers=0, progress=False
+    )
     assert summary["rows"] == {layer: 48}
     values = store.read([tmp_path / "hf.zarr"], f"{layer}/attr_value")
     assert np.isfinite(values).all() and np.abs(values).sum() > 0  # patch tokens of a middle block reach the CLS head

@@ -153,8 +153,19 @@ def test_collect_on_corpus_skips_bad_and_keeps_every_good_image(corpus, card, tm
     shard = tmp_path / "shard-00000.txt"
     shard.write_text(imgs.format_shard(rows))
     zarr_path = tmp_path / "shard-00000.zarr"
-    summary = collect(shard, zarr_path, card, ["features.13"], positions=1, attr_top=1, batch_size=8, chunk=8,
-                      workers=0, device="cpu", progress=False)
+    summary = collect(
+        shard,
+        zarr_path,
+        card,
+        ["features.13"],
+        positions=1,
+        attr_top=1,
+        batch_size=8,
+        chunk=8,
+        workers=0,
+        device="cpu",
+        progress=False,
+    )
 
     name_of = {str((out / n).absolute()): n for n in cases}
     expected_ok = [cases[name_of[p]].expect == "decoded" for p, _ in rows]
@@ -185,8 +196,19 @@ def test_collect_on_corpus_skips_bad_and_keeps_every_good_image(corpus, card, tm
 
 # --------------------------------------------------------------------------- any file name, any format
 
-ODD_NAMES = ["tab\tname.jpg", "new\nline.jpg", "cr\rname.jpg", "-rf.jpg", "--help.jpg", "ünïcödé ☃ 写真.jpg",
-             "back\\slash.jpg", 'quote".jpg', "{\"path\": 1}.jpg", " leading space.jpg", "dots...jpg"]
+ODD_NAMES = [
+    "tab\tname.jpg",
+    "new\nline.jpg",
+    "cr\rname.jpg",
+    "-rf.jpg",
+    "--help.jpg",
+    "ünïcödé ☃ 写真.jpg",
+    "back\\slash.jpg",
+    'quote".jpg',
+    '{"path": 1}.jpg',
+    " leading space.jpg",
+    "dots...jpg",
+]
 
 
 def test_any_file_name_round_trips_and_a_bad_one_costs_no_neighbour(tmp_path):
@@ -204,17 +226,31 @@ def test_any_file_name_round_trips_and_a_bad_one_costs_no_neighbour(tmp_path):
     good = imgs.list_images(folder, skipped=skipped)
     assert sorted(Path(p).name for p, _ in good) == sorted(ODD_NAMES)
     assert [(Path(p).name, r) for p, r in skipped] == [
-        (os.fsdecode(b"latin1-\xe9.jpg"), "file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file")]
+        (os.fsdecode(b"latin1-\xe9.jpg"), "file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file")
+    ]
     # a path that is not valid UTF-8 reaching write_shards (from a list file, say) is skipped there
     rows = [*good, (os.fsdecode(bad), 0)]
     lists = imgs.write_shards(rows, 1, tmp_path / "shards", skipped)
     assert imgs.read_shard(lists[0]) == good  # tabs, newlines, dashes, quotes, Unicode: all round-trip
     listed = imgs.read_skipped(tmp_path / "shards" / "skipped.tsv")
-    assert sorted(r for _, r in listed) == ["file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file",
-                                            "path is not valid UTF-8: rename the file"]
+    assert sorted(r for _, r in listed) == [
+        "file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file",
+        "path is not valid UTF-8: rename the file",
+    ]
     assert all(Path(p).name == "latin1-\\xe9.jpg" for p, _ in listed)
-    summary = collect(lists[0], tmp_path / "s.zarr", "tiny_models:tiny_net", ["features.3"], positions=1,
-                      attr_top=1, batch_size=4, chunk=4, workers=0, device="cpu", progress=False)
+    summary = collect(
+        lists[0],
+        tmp_path / "s.zarr",
+        "tiny_models:tiny_net",
+        ["features.3"],
+        positions=1,
+        attr_top=1,
+        batch_size=4,
+        chunk=4,
+        workers=0,
+        device="cpu",
+        progress=False,
+    )
     assert summary["images"] == len(good) and summary["skipped"] == 0
     assert store.read([tmp_path / "s.zarr"], "images/ok").all()
 
@@ -238,8 +274,14 @@ def test_every_pillow_format_decodes_and_the_rest_are_listed_as_skipped(tmp_path
     folder.mkdir()
     picture = Image.new("RGB", (20, 12), (200, 40, 10))
     written = {}
-    for ext, fmt in [(".tga", "TGA"), (".pcx", "PCX"), (".ppm", "PPM"), (".sgi", "SGI"), (".qoi", "QOI"),
-                     (".avif", "AVIF")]:
+    for ext, fmt in [
+        (".tga", "TGA"),
+        (".pcx", "PCX"),
+        (".ppm", "PPM"),
+        (".sgi", "SGI"),
+        (".qoi", "QOI"),
+        (".avif", "AVIF"),
+    ]:
         if fmt == "AVIF" and not features.check("avif"):
             continue
         picture.save(folder / f"photo{ext}", format=fmt)
@@ -301,5 +343,13 @@ def test_only_plain_jpegs_take_the_fast_path(corpus):
     plain = {n for n in cases if (out / n).is_file() and imgs._plain_jpeg((out / n).read_bytes())}
     photos = {n for n in cases if n.endswith(".JPEG")}
     assert {"grey.jpg", "progressive.jpg", "jpeg-named.png"} | photos <= plain
-    assert not plain & {"rotated.jpg", "bad-exif.jpg", "cmyk.jpg", "truncated.jpg", "bomb-header.jpg", "sliver.jpg",
-                        "empty.jpg", "text.jpg"}
+    assert not plain & {
+        "rotated.jpg",
+        "bad-exif.jpg",
+        "cmyk.jpg",
+        "truncated.jpg",
+        "bomb-header.jpg",
+        "sliver.jpg",
+        "empty.jpg",
+        "text.jpg",
+    }

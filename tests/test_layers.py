@@ -54,8 +54,14 @@ def _line(err) -> str:
 
 @pytest.mark.parametrize(
     "shape, kind, prefix",
-    [((16, 8, 8), "map", None), ((8, 8, 16), "channels_last", None), ((65, 16), "tokens", 1),
-     ((64, 16), "tokens", 0), ((261, 32), "tokens", 5), ((10,), "pooled", None)],
+    [
+        ((16, 8, 8), "map", None),
+        ((8, 8, 16), "channels_last", None),
+        ((65, 16), "tokens", 1),
+        ((64, 16), "tokens", 0),
+        ((261, 32), "tokens", 5),
+        ((10,), "pooled", None),
+    ],
 )
 def test_kind_is_detected_from_the_shape(shape, kind, prefix):
     found = detect_kind(shape, (32, 32))

@@ -28,7 +28,9 @@ def test_whitening_stable_with_dead_channels():
     # a larger ridge moves the whitened direction towards the raw one
     raw = np.array([[1, 1, 1, 0, 0, 0, 1, 1]], dtype=np.float32)
     cos = lambda a, b: float((a @ b.T).item() / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
-    assert cos(whiten_directions(raw, whitening(cov, 10.0)), raw) > cos(whiten_directions(raw, whitening(cov, 0.01)), raw)
+    assert cos(whiten_directions(raw, whitening(cov, 10.0)), raw) > cos(
+        whiten_directions(raw, whitening(cov, 0.01)), raw
+    )
 
 
 def test_normalize_coords_unit_square_with_outliers():

@@ -18,8 +18,10 @@ SRC = str(Path(lock.__file__).resolve().parents[1])
 
 def _holder(run: Path, owner: str, hold: float) -> subprocess.Popen:
     """Another process (another checkout, say) that takes the lock and holds it ``hold`` seconds."""
-    code = (f"import sys, time; sys.path.insert(0, {SRC!r}); from actlas import lock; "
-            f"lock.acquire({str(run)!r}, {owner!r}); print('held', flush=True); time.sleep({hold})")
+    code = (
+        f"import sys, time; sys.path.insert(0, {SRC!r}); from actlas import lock; "
+        f"lock.acquire({str(run)!r}, {owner!r}); print('held', flush=True); time.sleep({hold})"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -64,8 +66,9 @@ def test_lock_of_a_killed_run_is_taken_over_with_a_note(tmp_path):
 def test_lock_from_another_host_is_explained(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".actlas.lock").write_text(json.dumps({"host": "node-17", "pid": 4242, "owner": "/home/x/actlas",
-                                                  "time": time.time()}))
+    (run / ".actlas.lock").write_text(
+        json.dumps({"host": "node-17", "pid": 4242, "owner": "/home/x/actlas", "time": time.time()})
+    )
     with pytest.raises(lock.LockError, match=r"on node-17.*remove .*\.actlas\.lock if no other workflow is running"):
         lock.acquire(run, "/work/b")
     (run / ".actlas.lock").write_text("{garbage")

@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actlas.models import Conv2dSame, ModelError, load_model, load_weights, resolve_class, same_padding, use_tf_same_padding
+from actlas.models import (
+    Conv2dSame,
+    ModelError,
+    load_model,
+    load_weights,
+    resolve_class,
+    same_padding,
+    use_tf_same_padding,
+)
 
 
 def test_same_padding_stride2_even_input_pads_after_only():
@@ -102,7 +110,9 @@ def test_tf_same_padding_raises_accuracy_on_real_photos(card):
 
     model_tf, spec = load_model(card)
     model_sym, _ = load_model(card, padding="default")
-    rows = list_images(card.replace("models/mobilenet_v2_imagenet.json", "images/imagenet-val"), spec.synsets)[::4][:240]
+    rows = list_images(card.replace("models/mobilenet_v2_imagenet.json", "images/imagenet-val"), spec.synsets)[::4][
+        :240
+    ]
     x = torch.stack([spec.transform(decode(p)[0]) for p, _ in rows])
     labels = torch.tensor([label for _, label in rows])
     with torch.no_grad():
@@ -121,8 +131,14 @@ from pathlib import Path
 
 from actlas.models import FIELD_NAMES, MODEL_FIELDS, ModelDefaultWarning, model_block, model_options, select_logits
 
-TINY = {"source": "tiny_models:tiny_net", "trust_code": True, "input_size": [32, 32], "mean": [0.5] * 3,
-        "std": [0.25] * 3, "labels": [f"class{i}" for i in range(10)]}
+TINY = {
+    "source": "tiny_models:tiny_net",
+    "trust_code": True,
+    "input_size": [32, 32],
+    "mean": [0.5] * 3,
+    "std": [0.25] * 3,
+    "labels": [f"class{i}" for i in range(10)],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -222,8 +238,15 @@ def test_card_with_a_trusted_callable_and_a_builtin(tmp_path, tiny_model):
     from safetensors.torch import save_file
 
     save_file(tiny_model.state_dict(), tmp_path / "w.safetensors")
-    card = _card(tmp_path, architecture="tiny_models.tiny_net", input_size=[32, 32], mean=[0.5] * 3, std=[0.5] * 3,
-                 labels=[str(i) for i in range(10)], license_note="test")
+    card = _card(
+        tmp_path,
+        architecture="tiny_models.tiny_net",
+        input_size=[32, 32],
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        labels=[str(i) for i in range(10)],
+        license_note="test",
+    )
     model, spec = load_model(card, trust_code=True)
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(model(x), tiny_model(x))
@@ -387,8 +410,16 @@ def test_export_of_the_shared_mobilenet(tmp_path, card):
 
     net, spec = load_model(card)
     path = _export(net, tmp_path / "mobilenet.pt2", 224)
-    exported, espec = load_model({"source": f"export:{path}", "input_size": [224, 224], "resize": 256,
-                                  "mean": [0.5] * 3, "std": [0.5] * 3, "labels": str(Path(card).parent / "../imagenet/labels.txt")})
+    exported, espec = load_model(
+        {
+            "source": f"export:{path}",
+            "input_size": [224, 224],
+            "resize": 256,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "labels": str(Path(card).parent / "../imagenet/labels.txt"),
+        }
+    )
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(exported(espec.normalize(x)), net(spec.normalize(x)), rtol=1e-4, atol=1e-4)
@@ -403,11 +434,23 @@ def test_schema_accepts_a_model_block_and_refuses_a_typo():
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
     model = {"$schema": schema["$schema"], **schema["properties"]["model"]}
     jsonschema.validate("torchvision:resnet18", model)
-    block = {"source": "tiny_models:tiny_net", "kwargs": {}, "weights": "w.safetensors", "input_size": [32, 32],
-             "resize": 0, "crop": 32, "mean": [0.5] * 3, "std": 0.5, "labels": ["a", "b"], "synsets": "s.txt",
-             "output": "logits", "padding": "tf_same", "layer_kinds": {"blocks.1": {"kind": "tokens", "prefix": 1},
-                                                                         "norm": "channels_last"},
-             "trust_code": True, "allow_pickle": False}
+    block = {
+        "source": "tiny_models:tiny_net",
+        "kwargs": {},
+        "weights": "w.safetensors",
+        "input_size": [32, 32],
+        "resize": 0,
+        "crop": 32,
+        "mean": [0.5] * 3,
+        "std": 0.5,
+        "labels": ["a", "b"],
+        "synsets": "s.txt",
+        "output": "logits",
+        "padding": "tf_same",
+        "layer_kinds": {"blocks.1": {"kind": "tokens", "prefix": 1}, "norm": "channels_last"},
+        "trust_code": True,
+        "allow_pickle": False,
+    }
     assert set(block) == set(FIELD_NAMES)
     jsonschema.validate(block, model)
     with pytest.raises(jsonschema.ValidationError):
@@ -418,10 +461,25 @@ def test_flags_and_rule_arguments_make_the_same_block(tmp_path, tiny_model):
     from actlas.models import load_spec, model_from_flags
     from actlas.smk import model_arg
 
-    block = model_from_flags("tiny_models:tiny_net", input_size="32", mean="0.5", std="0.25,0.25,0.25",
-                             output="0", kwargs='{"seed": 0}', trust_code=True, resize=None)
-    assert block == {"source": "tiny_models:tiny_net", "input_size": [32, 32], "mean": [0.5] * 3,
-                     "std": [0.25] * 3, "output": 0, "kwargs": {"seed": 0}, "trust_code": True}
+    block = model_from_flags(
+        "tiny_models:tiny_net",
+        input_size="32",
+        mean="0.5",
+        std="0.25,0.25,0.25",
+        output="0",
+        kwargs='{"seed": 0}',
+        trust_code=True,
+        resize=None,
+    )
+    assert block == {
+        "source": "tiny_models:tiny_net",
+        "input_size": [32, 32],
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "output": 0,
+        "kwargs": {"seed": 0},
+        "trust_code": True,
+    }
     assert model_from_flags(model_arg(block)) == block and model_arg("x.json") == "x.json"
     with pytest.raises(ModelError, match="--input-size 'big'"):
         model_from_flags("tiny_models:tiny_net", input_size="big")
@@ -471,11 +529,28 @@ def test_model_flags_mirror_the_block():
         seen["block"] = model_block_from(params)
         seen["rest"] = params
 
-    result = CliRunner().invoke(cmd, ["-m", "tiny_models:tiny_net", "--input-size", "32", "--mean", "0.5",
-                                      "--trust-code", "--layer-kinds", '{"fc": "pooled"}'])
+    result = CliRunner().invoke(
+        cmd,
+        [
+            "-m",
+            "tiny_models:tiny_net",
+            "--input-size",
+            "32",
+            "--mean",
+            "0.5",
+            "--trust-code",
+            "--layer-kinds",
+            '{"fc": "pooled"}',
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert seen["block"] == {"source": "tiny_models:tiny_net", "input_size": [32, 32], "mean": [0.5] * 3,
-                             "trust_code": True, "layer_kinds": {"fc": "pooled"}}
+    assert seen["block"] == {
+        "source": "tiny_models:tiny_net",
+        "input_size": [32, 32],
+        "mean": [0.5] * 3,
+        "trust_code": True,
+        "layer_kinds": {"fc": "pooled"},
+    }
     assert seen["rest"] == {}
     help_text = CliRunner().invoke(cmd, ["--help"]).output
     for field in MODEL_FIELDS:
@@ -486,8 +561,10 @@ def test_default_warning_prints_as_one_line(capsys):
     import subprocess
     import sys
 
-    code = ("from actlas.model_flags import one_line_warnings; one_line_warnings(); "
-            "from actlas.models import load_model; load_model('tiny_models:tiny_net', trust_code=True)")
+    code = (
+        "from actlas.model_flags import one_line_warnings; one_line_warnings(); "
+        "from actlas.models import load_model; load_model('tiny_models:tiny_net', trust_code=True)"
+    )
     here = Path(__file__).parent
     env = {"PYTHONPATH": f"{here}:{here.parent / 'src'}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

@@ -13,13 +13,32 @@ from PIL import Image
 
 from actlas.models import ModelSpec
 from actlas.patches import (
-    CORNERS, Photos, Trial, beats_controls, choose_photos, corner_offset, evaluate_patch, paste,
-    patch_side, predict, random_crops, run_trial, split_halves, summarise, variants, wilson,
+    CORNERS,
+    Photos,
+    Trial,
+    beats_controls,
+    choose_photos,
+    corner_offset,
+    evaluate_patch,
+    paste,
+    patch_side,
+    predict,
+    random_crops,
+    run_trial,
+    split_halves,
+    summarise,
+    variants,
+    wilson,
 )
 from actlas.stages.patch import load_patch
 
-SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32,
-                 categories=tuple(f"class {i}" for i in range(10)))
+SPEC = ModelSpec(
+    name="tiny",
+    source="tiny_models:tiny_net",
+    input_size=(32, 32),
+    resize=32,
+    categories=tuple(f"class {i}" for i in range(10)),
+)
 
 
 @pytest.mark.parametrize("corner", CORNERS)
@@ -67,8 +86,9 @@ def test_variants_order_is_image_corner_size():
     assert v[2, 1, 0, 0, :4, 12:].min() == 1  # top-right, quarter side
 
 
-@pytest.mark.parametrize("k,n,lo,hi", [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634),
-                                       (37, 100, 0.2817, 0.4682)])
+@pytest.mark.parametrize(
+    "k,n,lo,hi", [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634), (37, 100, 0.2817, 0.4682)]
+)
 def test_wilson_interval_known_values(k, n, lo, hi):
     a, b = wilson(k, n)
     assert a == pytest.approx(lo, abs=1e-3) and b == pytest.approx(hi, abs=1e-3)
@@ -127,12 +147,27 @@ def test_controls_use_the_same_photos_and_protocol(tiny_model):
     prob, top = predict(tiny_model, SPEC, x, 3)
     target = int(np.bincount(top, minlength=10).argmin())
     prob, top = predict(tiny_model, SPEC, x, target)
-    photos = Photos(x, [f"p{i}" for i in range(6)], np.array([0, 0, 1, 1, 2, 2]),
-                    np.array([True, True, False, False, False, False]), torch.rand(3, 3, 32, 32))
+    photos = Photos(
+        x,
+        [f"p{i}" for i in range(6)],
+        np.array([0, 0, 1, 1, 2, 2]),
+        np.array([True, True, False, False, False, False]),
+        torch.rand(3, 3, 32, 32),
+    )
     trials = {}
     subset = np.array([0, 2, 3, 5])
-    entry = evaluate_patch(tiny_model, SPEC, photos, "p", torch.rand(3, 8, 8), target, clean_prob=prob,
-                           clean_top=top, subset=subset, trials=trials)
+    entry = evaluate_patch(
+        tiny_model,
+        SPEC,
+        photos,
+        "p",
+        torch.rand(3, 8, 8),
+        target,
+        clean_prob=prob,
+        clean_top=top,
+        subset=subset,
+        trials=trials,
+    )
     kinds = {k for (_, k) in trials}
     assert kinds == {"patch", "noise", "random_image"}
     for (_, kind), (idx, trial) in trials.items():
@@ -189,9 +224,19 @@ def test_patch_experiment_on_real_photos(card, tmp_path):
     write_shards(rows, 1, run / "shards")
     write_index(paths.shard_index(run), ["shard-00000"])
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "n.png")
-    path = patch(run, "great white shark", card, source="grey whale", layer="features.13",
-                            patches=[f"image:{tmp_path / 'n.png'}"], sizes=(0.3,), corners=("top-left", "bottom-right"),
-                            max_images=6, batch_size=16, device="cpu")
+    path = patch(
+        run,
+        "great white shark",
+        card,
+        source="grey whale",
+        layer="features.13",
+        patches=[f"image:{tmp_path / 'n.png'}"],
+        sizes=(0.3,),
+        corners=("top-left", "bottom-right"),
+        max_images=6,
+        batch_size=16,
+        device="cpu",
+    )
     report = json.loads(path.read_text())
     e = report["patches"][0]
     assert e["populations"]["source_correct"]["patch"]["n"] <= 2
@@ -208,13 +253,27 @@ def test_commands_have_help_with_an_example(tmp_path):
         out = CliRunner().invoke(main, [command, "--help"])
         assert out.exit_code == 0 and "Example: actlas" in out.output
     (tmp_path / "shards").mkdir()
-    out = CliRunner().invoke(main, ["patch", str(tmp_path), "--target", "3", "--model", "tiny_models:tiny_net",
-                                    "--layer", "features.4"])
+    out = CliRunner().invoke(
+        main, ["patch", str(tmp_path), "--target", "3", "--model", "tiny_models:tiny_net", "--layer", "features.4"]
+    )
     assert out.exit_code != 0 and "--patch" in out.output
     # the workflow passes --patch (the README's spelling); --patches is the field's own
     for flag in ("--patch", "--patches"):
-        out = CliRunner().invoke(main, ["patch", str(tmp_path), "--target", "3", "--model", "tiny_models:tiny_net",
-                                        "--layer", "features.4", flag, "image:/no/such.png"])
+        out = CliRunner().invoke(
+            main,
+            [
+                "patch",
+                str(tmp_path),
+                "--target",
+                "3",
+                "--model",
+                "tiny_models:tiny_net",
+                "--layer",
+                "features.4",
+                flag,
+                "image:/no/such.png",
+            ],
+        )
         assert out.exit_code != 0 and "No such option" not in out.output, out.output
 
 
@@ -240,10 +299,16 @@ def test_near_target_population_and_random_sample_stay_apart(tiny_model):
     prob, top = predict(tiny_model, SPEC, x, target)
     near = np.array([0, 1, 0, 1, 1, 0, 1, 1], bool)
     extra = np.array([0, 0, 0, 0, 0, 0, 1, 1], bool)
-    photos = Photos(x, [f"p{i}" for i in range(8)], np.zeros(8, int), np.zeros(8, bool), torch.rand(2, 3, 32, 32),
-                    near=near, extra=extra)
-    entry = evaluate_patch(tiny_model, SPEC, photos, "p", torch.rand(3, 8, 8), target, clean_prob=prob,
-                           clean_top=top)
+    photos = Photos(
+        x,
+        [f"p{i}" for i in range(8)],
+        np.zeros(8, int),
+        np.zeros(8, bool),
+        torch.rand(2, 3, 32, 32),
+        near=near,
+        extra=extra,
+    )
+    entry = evaluate_patch(tiny_model, SPEC, photos, "p", torch.rand(3, 8, 8), target, clean_prob=prob, clean_top=top)
     eligible = top != target
     pops = entry["populations"]
     assert pops["not_target"]["patch"]["n"] == int((eligible & ~extra).sum())
@@ -264,8 +329,18 @@ def test_near_target_mask_reads_the_stored_top5(tiny_dataset, tmp_path):
     imgs.write_shards(rows, 2, run / "shards")
     write_index(paths.shard_index(run), ["shard-00000", "shard-00001"])
     for lst in sorted((run / "shards").glob("shard-*.txt")):
-        collect(lst, run / "collect" / lst.with_suffix(".zarr").name, "tiny_models:tiny_net", ["features.4"],
-                positions=1, attr_top=3, batch_size=8, chunk=8, device="cpu", progress=False)
+        collect(
+            lst,
+            run / "collect" / lst.with_suffix(".zarr").name,
+            "tiny_models:tiny_net",
+            ["features.4"],
+            positions=1,
+            attr_top=3,
+            batch_size=8,
+            chunk=8,
+            device="cpu",
+            progress=False,
+        )
     n = sum(len(imgs.read_shard(p)) for p in (run / "shards").glob("shard-*.txt"))
     pred = store.read(sorted((run / "collect").glob("shard-*.zarr")), "images/pred")
     target = int(pred[:, 1][0])  # second choice of the first photo: near for it
@@ -312,22 +387,49 @@ def test_held_out_evaluation_never_searches_its_photos(tmp_path):
     for k, (i, j) in enumerate([(0, 0), (1, 0)]):
         Image.open(dogs[2 * k]).save(folder / "icons" / f"{i}_{j}.png")
         Image.open(dogs[2 * k + 1]).resize((96, 96)).save(folder / "examples" / f"{i}_{j}_0.jpg")
-    cells = [{"i": i, "j": j, "label_index": 5, "attribution": {"5": 1.0 - k},
-              "examples": [{"src": f"examples/{i}_{j}_0.jpg"}]} for k, (i, j) in enumerate([(0, 0), (1, 0)])]
+    cells = [
+        {
+            "i": i,
+            "j": j,
+            "label_index": 5,
+            "attribution": {"5": 1.0 - k},
+            "examples": [{"src": f"examples/{i}_{j}_0.jpg"}],
+        }
+        for k, (i, j) in enumerate([(0, 0), (1, 0)])
+    ]
     (folder / "atlas.json").write_text(json.dumps({"cells": cells}))
 
-    path = patch(run, "dog", str(RESNET20), source="cat", layer="layer3", discover=True, crops=1,
-                 search=("class-dog",), evaluate=(str(held),), max_evaluate=30, max_images=20, sizes=(0.45,),
-                 corners=("top-left", "bottom-right"), static="bottom-right", batch_size=64, device="cpu",
-                 photo=str(sorted((held / "cat").iterdir())[0]))
+    path = patch(
+        run,
+        "dog",
+        str(RESNET20),
+        source="cat",
+        layer="layer3",
+        discover=True,
+        crops=1,
+        search=("class-dog",),
+        evaluate=(str(held),),
+        max_evaluate=30,
+        max_images=20,
+        sizes=(0.45,),
+        corners=("top-left", "bottom-right"),
+        static="bottom-right",
+        batch_size=64,
+        device="cpu",
+        photo=str(sorted((held / "cat").iterdir())[0]),
+    )
     report = json.loads(path.read_text())
     ev = report["images"]["evaluate"]
     assert ev["source_class"] == 40 and ev["classified_correctly"] <= 40
     assert ev["evaluated"] == min(30, ev["classified_correctly"]) > 0
     assert 0 < report["images"]["searched"] <= 20
     d = report["discovery"]
-    assert [c["spec"] for c in d["candidates"]] == ["cell:class-dog:0,0", "cell:class-dog:1,0",
-                                                    "example:class-dog:0,0,0", "example:class-dog:1,0,0"]
+    assert [c["spec"] for c in d["candidates"]] == [
+        "cell:class-dog:0,0",
+        "cell:class-dog:1,0",
+        "example:class-dog:0,0,0",
+        "example:class-dog:1,0,0",
+    ]
     assert d["search_images"] == report["images"]["searched"] and d["held_out_images"] == ev["evaluated"]
     e = report["patches"][0]
     pop = e["populations"]["source_correct"]
@@ -344,14 +446,23 @@ def test_held_out_evaluation_never_searches_its_photos(tmp_path):
     single = report["single_photo"]
     assert sorted(c["spec"] for c in single["candidates"]) == sorted(c["spec"] for c in d["candidates"])
     after = [c["p_target"] for c in single["candidates"]]
-    assert after == sorted(after, reverse=True) and all(0 <= c["p_source"] + c["p_target"] <= 1.0001
-                                                        for c in single["candidates"])
+    assert after == sorted(after, reverse=True) and all(
+        0 <= c["p_source"] + c["p_target"] <= 1.0001 for c in single["candidates"]
+    )
     assert "single-photo.png" in report["figures"] and (path.parent / "single-photo.png").stat().st_size > 5000
     assert "## Single photo" in md and f"p(cat) = {single['before']['p_source']:.3f}" in md
     assert "photos with the target in their top-5" not in md  # an empty population is not reported
     with pytest.raises(ValueError, match="no 'horse' photos in"):
-        patch(run, "dog", str(RESNET20), source="horse", layer="layer3", patches=(f"image:{dogs[0]}",),
-              evaluate=(str(held),), device="cpu")
+        patch(
+            run,
+            "dog",
+            str(RESNET20),
+            source="horse",
+            layer="layer3",
+            patches=(f"image:{dogs[0]}",),
+            evaluate=(str(held),),
+            device="cpu",
+        )
 
 
 def test_load_patch_example_crop(tmp_path):
@@ -374,7 +485,8 @@ def test_a_direction_patch_is_rendered_at_its_layers_icon_size(tiny_model, tmp_p
     direction = tmp_path / "d.npy"
     np.save(direction, np.linspace(-1, 1, 16, dtype=np.float32))
     params = RenderParams(steps=4, batch_size=1)
-    name, patch = load_patch(f"direction:{direction}", tmp_path, "features.4", model=tiny_model, spec=SPEC,
-                             params=params)
+    name, patch = load_patch(
+        f"direction:{direction}", tmp_path, "features.4", model=tiny_model, spec=SPEC, params=params
+    )
     assert name == "direction:d.npy"
     assert patch.shape == (3, 32, 32) and 0 <= float(patch.min()) < float(patch.max()) <= 1

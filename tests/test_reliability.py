@@ -37,8 +37,18 @@ from actlas.models import ModelError, load_model, resolve_class
 from conftest import CARD, ROOT, _photo_folder, small_config, snakemake
 
 LAYER = "features.13"
-ARRAYS = ("images/label", "images/pred", "images/prob", "images/size", "images/ok", f"{LAYER}/activation",
-          f"{LAYER}/image", f"{LAYER}/position", f"{LAYER}/attr_class", f"{LAYER}/attr_value")
+ARRAYS = (
+    "images/label",
+    "images/pred",
+    "images/prob",
+    "images/size",
+    "images/ok",
+    f"{LAYER}/activation",
+    f"{LAYER}/image",
+    f"{LAYER}/position",
+    f"{LAYER}/attr_class",
+    f"{LAYER}/attr_value",
+)
 # One shard of 8 photos committed every 2 images; render jobs of up to 8 cells, cached 2 at a time.
 TINY = dict(
     collect={"shard_size": 8, "chunk": 2, "batch_size": 2, "positions": 6},
@@ -53,8 +63,12 @@ TINY = dict(
 
 def _env(**extra: str) -> dict[str, str]:
     """The environment conftest.snakemake gives snakemake, plus ``extra``."""
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).parent),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parent),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
+    }
 
 
 def _workdir(base: Path, images: Path, name: str) -> Path:
@@ -91,8 +105,20 @@ def _kill_when(cmd: list[str], ready, env: dict[str, str], log: Path, timeout: f
 
 
 def _snakemake_cmd(work: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
-            "--cores", "2", "--configfile", str(work / "config.yaml"), *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(ROOT),
+        "--cores",
+        "2",
+        "--configfile",
+        str(work / "config.yaml"),
+        *args,
+    ]
 
 
 def _icons_of(grid_dir: Path) -> dict[int, np.ndarray]:
@@ -159,8 +185,10 @@ def test_snakemake_killed_at_several_points_resumes_to_same_bytes(reference, pho
     env = _env(ACTLAS_TEST_COMMIT_DELAY="0.4")
 
     def mid_collect() -> bool:
-        return any(store.committed_of(s, "images/ok") >= 2 and not store.is_complete(s)
-                   for s in run.glob("collect/shard-*.zarr"))
+        return any(
+            store.committed_of(s, "images/ok") >= 2 and not store.is_complete(s)
+            for s in run.glob("collect/shard-*.zarr")
+        )
 
     def mid_render() -> bool:
         cells = paths.grid_dir(run, LAYER, 3) / "cells.npz"
@@ -172,7 +200,8 @@ def test_snakemake_killed_at_several_points_resumes_to_same_bytes(reference, pho
     for point, ready in (("collect", mid_collect), ("render", mid_render)):
         args = ("--rerun-incomplete",) if killed_at else ()
         assert _kill_when(_snakemake_cmd(work, *args), ready, env, tmp_path / f"{point}.log"), (
-            f"the run finished before the {point} kill point:\n{(tmp_path / f'{point}.log').read_text()[-3000:]}")
+            f"the run finished before the {point} kill point:\n{(tmp_path / f'{point}.log').read_text()[-3000:]}"
+        )
         killed_at.append(point)
         if point == "render":  # every icon cached before the kill, with its write time
             cached_at_kill = {p: p.stat().st_mtime_ns for p in (run / "cache" / "icons").glob("*.npz")}
@@ -203,8 +232,32 @@ def test_same_seed_gives_identical_bytes(reference, photos8, tmp_path):
 
 
 def _render_cmd(run: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "actlas", "render", str(run), "--layer", LAYER, "--n", "3", "--model", str(CARD),
-            "--size", "32", "--min-positions", "0", "--steps", "8", "--batch-size", "2", "--device", "cpu", "--threads", "2", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "actlas",
+        "render",
+        str(run),
+        "--layer",
+        LAYER,
+        "--n",
+        "3",
+        "--model",
+        str(CARD),
+        "--size",
+        "32",
+        "--min-positions",
+        "0",
+        "--steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -223,8 +276,9 @@ def test_render_killed_resumes_from_icon_cache(reference, tmp_path):
         clean = {k: f[k] for k in ("cell", "icon", "objective", "faithfulness")}
         assert int(f["rendered"]) == len(clean["cell"]) >= 3
     cache = runs["killed"] / "cache" / "icons"
-    assert _kill_when(_render_cmd(runs["killed"]), lambda: len(list(cache.glob("*.npz"))) >= 2, env,
-                      tmp_path / "render.log"), "render finished before it could be killed"
+    assert _kill_when(
+        _render_cmd(runs["killed"]), lambda: len(list(cache.glob("*.npz"))) >= 2, env, tmp_path / "render.log"
+    ), "render finished before it could be killed"
     cached = len(list(cache.glob("*.npz")))
     assert not (runs["killed"] / LAYER / "grid-3" / "render" / "batch-00000.npz").exists()
     subprocess.run(_render_cmd(runs["killed"]), cwd=ROOT, env=env, check=True, capture_output=True)
@@ -284,8 +338,24 @@ def test_disk_full_gives_clear_error_and_keeps_committed_rows(tiny_dataset, tmp_
 def test_disk_full_on_the_command_line_is_one_line(tiny_dataset, tmp_path, monkeypatch):
     shard = _shard(tiny_dataset, tmp_path)
     _disk_fills_at_commit(monkeypatch, 2)
-    result = CliRunner().invoke(cli, ["collect", str(shard), str(tmp_path / "s.zarr"), "-m", "tiny_models:tiny_net",
-                                      "-l", "features.3", "--workers", "0", "--batch-size", "4", "--chunk", "4"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "collect",
+            str(shard),
+            str(tmp_path / "s.zarr"),
+            "-m",
+            "tiny_models:tiny_net",
+            "-l",
+            "features.3",
+            "--workers",
+            "0",
+            "--batch-size",
+            "4",
+            "--chunk",
+            "4",
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: cannot write to the store") and "No space left on device" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
@@ -295,11 +365,14 @@ def test_disk_full_on_the_command_line_is_one_line(tiny_dataset, tmp_path, monke
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override, words", [
-    ({"render": {"stepz": 3}}, ["stepz", "render"]),
-    ({"render": {"steps": "many"}}, ["'many' is not of type 'integer'", "steps"]),
-    ({"collect": {"positions": -1}}, ["-1", "positions"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ({"render": {"stepz": 3}}, ["stepz", "render"]),
+        ({"render": {"steps": "many"}}, ["'many' is not of type 'integer'", "steps"]),
+        ({"collect": {"positions": -1}}, ["-1", "positions"]),
+    ],
+)
 def test_config_errors_fail_before_any_job(photos8, tmp_path, override, words):
     work = tmp_path / "w"
     work.mkdir()
@@ -335,8 +408,20 @@ def test_wrong_model_names_closest(tmp_path):
 def test_wrong_layer_on_the_command_line_fails_fast(tiny_dataset, tmp_path):
     shard = _shard(tiny_dataset, tmp_path)
     start = time.perf_counter()
-    result = CliRunner().invoke(cli, ["collect", str(shard), str(tmp_path / "s.zarr"), "-m", "tiny_models:tiny_net",
-                                      "-l", "features.33", "--workers", "0"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "collect",
+            str(shard),
+            str(tmp_path / "s.zarr"),
+            "-m",
+            "tiny_models:tiny_net",
+            "-l",
+            "features.33",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code != 0 and "closest valid layers" in result.output and "'features.3'" in result.output
     assert "Traceback" not in result.output and time.perf_counter() - start < 30
     assert not (tmp_path / "s.zarr").exists() or store.committed_of(tmp_path / "s.zarr", "images/ok") == 0
@@ -348,7 +433,9 @@ def test_grid_larger_than_data_says_so():
     acts = rng.random((20, 4)).astype(np.float32)
     cls, val = np.zeros((20, 1), np.int64), np.ones((20, 1), np.float32)
     grid_cells(coords, acts, cls, val, 2, min_count=3)  # fits
-    with pytest.raises(ValueError, match=r"no cell of the 100x100 grid holds 3 samples \(20 samples in all\).*smaller grid"):
+    with pytest.raises(
+        ValueError, match=r"no cell of the 100x100 grid holds 3 samples \(20 samples in all\).*smaller grid"
+    ):
         grid_cells(coords, acts, cls, val, 100, min_count=3)
 
 
@@ -360,16 +447,24 @@ def _two_shard_run(tiny_dataset: Path, run: Path, second: dict) -> None:
         (run / "shards" / f"shard-{i:05d}.txt").write_text(imgs.format_shard(part))
         args = {**TINY_ARGS, **(second if i else {})}
         layers = args.pop("layers", ["features.3"])
-        collect(run / "shards" / f"shard-{i:05d}.txt", run / "collect" / f"shard-{i:05d}.zarr",
-                "tiny_models:tiny_net", layers, **args)
+        collect(
+            run / "shards" / f"shard-{i:05d}.txt",
+            run / "collect" / f"shard-{i:05d}.zarr",
+            "tiny_models:tiny_net",
+            layers,
+            **args,
+        )
     write_index(paths.shard_index(run), ["shard-00000", "shard-00001"])
 
 
-@pytest.mark.parametrize("second, words", [
-    ({"positions": 3}, "positions"),
-    ({"seed": 1}, "seed"),
-    ({"layers": ["features.3", "features.1"]}, "layers"),
-])
+@pytest.mark.parametrize(
+    "second, words",
+    [
+        ({"positions": 3}, "positions"),
+        ({"seed": 1}, "seed"),
+        ({"layers": ["features.3", "features.1"]}, "layers"),
+    ],
+)
 def test_layout_and_grid_refuse_mixed_stores(tiny_dataset, tmp_path, second, words):
     run = tmp_path / "run"
     _two_shard_run(tiny_dataset, run, second)
@@ -402,7 +497,9 @@ def test_layout_of_too_few_samples_names_the_minimum_and_the_setting():
     from actlas.layout import layout
 
     x = np.random.default_rng(0).random((2, 8)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"^layout needs at least 4 samples of features\.13, got 2: .*collect\.positions"):
+    with pytest.raises(
+        ValueError, match=r"^layout needs at least 4 samples of features\.13, got 2: .*collect\.positions"
+    ):
         layout(x, n_neighbors=20, backend="umap-learn", layer="features.13")
 
 
@@ -410,8 +507,13 @@ def test_layout_of_a_one_image_run_is_one_line(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     rows = imgs.list_images(tiny_dataset)[:1]
     imgs.write_shards(rows, 1, run / "shards")
-    collect(run / "shards" / "shard-00000.txt", run / "collect" / "shard-00000.zarr", "tiny_models:tiny_net",
-            ["features.3"], **{**TINY_ARGS, "positions": 2})
+    collect(
+        run / "shards" / "shard-00000.txt",
+        run / "collect" / "shard-00000.zarr",
+        "tiny_models:tiny_net",
+        ["features.3"],
+        **{**TINY_ARGS, "positions": 2},
+    )
     with pytest.raises(ValueError, match=r"layout needs at least 4 samples( of features\.3)?, got 2") as err:
         layout_stage(run, "features.3", n_neighbors=5)
     assert "\n" not in str(err.value)

@@ -8,7 +8,9 @@ from actlas import objectives, param, transforms
 from actlas.models import ModelSpec
 from actlas.render import RenderParams, _optimise, render
 
-SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+SPEC = ModelSpec(
+    name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3, std=(0.25,) * 3
+)
 FAST = RenderParams(size=32, steps=24, lr=0.05, batch_size=8, pad=4, jitter=2)
 
 
@@ -51,8 +53,12 @@ def test_transform_scale_and_rotation_follow_their_settings():
 def test_objective_rises_within_a_few_steps(tiny_model):
     d = torch.from_numpy(_directions(tiny_model, 2))
     d = d / d.norm(dim=1, keepdim=True)
-    _, short = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], RenderParams(size=32, steps=1, pad=4, jitter=2), "cpu")
-    _, long = _optimise(tiny_model, SPEC, "features.4", d, [1, 2], RenderParams(size=32, steps=30, pad=4, jitter=2), "cpu")
+    _, short = _optimise(
+        tiny_model, SPEC, "features.4", d, [1, 2], RenderParams(size=32, steps=1, pad=4, jitter=2), "cpu"
+    )
+    _, long = _optimise(
+        tiny_model, SPEC, "features.4", d, [1, 2], RenderParams(size=32, steps=30, pad=4, jitter=2), "cpu"
+    )
     assert (long > short).all()
 
 
@@ -71,11 +77,13 @@ def test_warmup_ramps_the_first_steps_and_leaves_old_icon_keys(tiny_model):
     # the key this icon had before the option existed (computed then): cached icons stay valid
     assert icon_key(direction, "c", "features.4", p) == "4d985377b1bc2d48c9b77d33227b8632"
     assert icon_key(direction, "c", "features.4", dataclasses.replace(p, warmup=8)) != icon_key(
-        direction, "c", "features.4", p)
+        direction, "c", "features.4", p
+    )
     # keeping the best image, coarse steps, or other scales and angles change an icon: a new key
     for changed in (dict(check_every=16), dict(coarse=32), dict(scale=0.2), dict(rotate=20)):
         assert icon_key(direction, "c", "features.4", dataclasses.replace(p, **changed)) != icon_key(
-            direction, "c", "features.4", p)
+            direction, "c", "features.4", p
+        )
 
 
 def test_an_icon_is_the_best_image_its_optimisation_saw(tiny_model):
@@ -185,7 +193,9 @@ def test_render_is_deterministic_and_scores_faithfulness(tiny_model):
 def test_best_of_tries_never_worse(tiny_model):
     d = _directions(tiny_model, 2)
     one = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
-    three = render(tiny_model, SPEC, "features.4", d, params=RenderParams(**{**FAST.to_json(), "tries": 3}), progress=False)
+    three = render(
+        tiny_model, SPEC, "features.4", d, params=RenderParams(**{**FAST.to_json(), "tries": 3}), progress=False
+    )
     assert (three["objective"] >= one["objective"] - 1e-6).all()
 
 
@@ -215,8 +225,14 @@ def test_maco_keeps_its_magnitude_and_renders_like_fft(tiny_model):
 
 def test_an_unknown_parameterisation_fails_naming_the_valid_ones(tiny_model):
     with pytest.raises(ValueError, match="fft, maco"):
-        render(tiny_model, SPEC, "features.4", _directions(tiny_model, 1), params=RenderParams(size=32, steps=1,
-               param="nope"), progress=False)
+        render(
+            tiny_model,
+            SPEC,
+            "features.4",
+            _directions(tiny_model, 1),
+            params=RenderParams(size=32, steps=1, param="nope"),
+            progress=False,
+        )
 
 
 def test_the_render_stage_sizes_icons_by_the_layer(tmp_path):
@@ -236,7 +252,7 @@ def test_the_render_stage_sizes_icons_by_the_layer(tmp_path):
 
     run = make_tiny_run(tmp_path, render=False)
     net, spec = load_model(MODEL)
-    (_, _, grid), = layer_kinds(net, [LAYER], spec.input_size).values()
+    ((_, _, grid),) = layer_kinds(net, [LAYER], spec.input_size).values()
     asked = RenderParams(size=16, min_positions=24, steps=1, batch_size=16, pad=0, jitter=1)
     want = fit_to_layer(asked, spec.input_size, grid).size
     assert want == 48  # 24 positions of the tiny layer (stride 2) raise it
@@ -270,6 +286,12 @@ def test_icons_are_optimised_in_channels_last_unless_the_model_cannot_run_in_it(
     spec = dataclasses.replace(SPEC, input_size=(8, 8), resize=8)
     assert memory_format_for(net, spec, "head", 8) == torch.contiguous_format
     assert net.conv.weight.is_contiguous()
-    out = render(net, spec, "head", np.eye(3, dtype=np.float32)[:1], params=RenderParams(size=8, steps=2, batch_size=1,
-                                                                                          pad=0, jitter=1), progress=False)
+    out = render(
+        net,
+        spec,
+        "head",
+        np.eye(3, dtype=np.float32)[:1],
+        params=RenderParams(size=8, steps=2, batch_size=1, pad=0, jitter=1),
+        progress=False,
+    )
     assert out["icon"].shape == (1, 8, 8, 3)

@@ -8,8 +8,9 @@ from actlas.layers import LayerKind, layer_view
 from actlas.models import ModelSpec
 from actlas.render import RenderParams, _optimise, centre_activations, render
 
-SPEC = ModelSpec(name="tiny", source="tiny_models:tiny_vit", input_size=(32, 32), resize=32, mean=(0.5,) * 3,
-                 std=(0.25,) * 3)
+SPEC = ModelSpec(
+    name="tiny", source="tiny_models:tiny_vit", input_size=(32, 32), resize=32, mean=(0.5,) * 3, std=(0.25,) * 3
+)
 FAST = RenderParams(size=32, steps=20, lr=0.05, batch_size=8, pad=4, jitter=2)
 
 

@@ -188,15 +188,23 @@ def test_build_viewer_writes_index_tiles_and_data(fake_run: Path) -> None:
 
 def test_build_viewer_lists_class_atlases_and_comparisons(tmp_path: Path) -> None:
     """Class atlases and comparisons become extra maps after their layer's main atlas, with tiles and paths."""
-    run = make_fake_run(tmp_path / "run", layers=("features.13", "features.16"), grids=(4, 8), icon_size=8,
-                        examples_per_cell=1, extras=True)
+    run = make_fake_run(
+        tmp_path / "run",
+        layers=("features.13", "features.16"),
+        grids=(4, 8),
+        icon_size=8,
+        examples_per_cell=1,
+        extras=True,
+    )
     viewer = build_viewer(run).parent
     data = json.loads((viewer / "data.json").read_text())
     assert [layer["layer"] for layer in data["layers"]] == ["features.13", "features.16"]
     assert [[g["grid"] for g in layer["grids"]] for layer in data["layers"]] == [[4, 8], [4, 8]]
     extras = data["extras"]
     assert [(e["id"], e["kind"]) for e in extras] == [
-        ("features.13/class-red-fox", "class"), ("features.13/compare-snorkel-scuba-diver", "compare")]
+        ("features.13/class-red-fox", "class"),
+        ("features.13/compare-snorkel-scuba-diver", "compare"),
+    ]
     shark, comparison = extras
     assert shark["title"] == "class: red fox" and "255 samples" in shark["about"] and shark["axis"] is None
     assert comparison["title"] == "compare: snorkel vs scuba diver"
@@ -281,7 +289,9 @@ def test_serves_viewer_files_with_content_types(server, fake_run: Path, target: 
 
 
 def test_head_sends_headers_only(server) -> None:
-    answer = raw_request(port_of(server), b"HEAD /viewer/data.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answer = raw_request(
+        port_of(server), b"HEAD /viewer/data.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert status_of(answer) == 200 and b"Content-Length:" in head and body == b""
 
@@ -375,8 +385,29 @@ def test_bad_requests_do_not_kill_the_server(server, data: bytes) -> None:
 @given(
     path=st.lists(
         st.one_of(
-            st.sampled_from(["..", ".", "", "viewer", "features.13", "grid-4", "icons", "%2e%2e", "%2f", "%5c", "%00",
-                             "secret.txt", "leak.js", "0_0.png", "index.html", "%252e", "..%2f", "~", "%c0%ae"]),
+            st.sampled_from(
+                [
+                    "..",
+                    ".",
+                    "",
+                    "viewer",
+                    "features.13",
+                    "grid-4",
+                    "icons",
+                    "%2e%2e",
+                    "%2f",
+                    "%5c",
+                    "%00",
+                    "secret.txt",
+                    "leak.js",
+                    "0_0.png",
+                    "index.html",
+                    "%252e",
+                    "..%2f",
+                    "~",
+                    "%c0%ae",
+                ]
+            ),
             st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=8),
         ),
         max_size=6,
@@ -386,7 +417,9 @@ def test_bad_requests_do_not_kill_the_server(server, data: bytes) -> None:
 def test_fuzz_url_path(server, fake_run: Path, path: list[str], method: bytes) -> None:
     """Any request target gets an HTTP answer, never the secret, and 200 only for servable files."""
     target = ("/" + "/".join(path)).encode("latin-1", "replace").replace(b" ", b"%20")
-    answer = raw_request(port_of(server), method + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answer = raw_request(
+        port_of(server), method + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
     status = status_of(answer)
     assert status in (200, 302, 400, 403, 404, 414), (target, status)
     assert SECRET not in answer
@@ -499,10 +532,15 @@ def test_build_viewer_links_cells_to_their_patch_experiments(tmp_path: Path) -> 
     viewer = build_viewer(run).parent
     data = json.loads((viewer / "data.json").read_text())
     (experiment,) = data["patches"]
-    assert experiment["title"] == "snorkel \u2192 red fox" and experiment["report"] == "../patches/snorkel-to-red-fox/report.md"
+    assert (
+        experiment["title"] == "snorkel \u2192 red fox"
+        and experiment["report"] == "../patches/snorkel-to-red-fox/report.md"
+    )
     assert experiment["figure"] == "../patches/snorkel-to-red-fox/bars.png"  # no single-photo figure: the rates
-    assert all(is_servable(str(PurePosixPath("patches") / PurePosixPath(f).relative_to("../patches")))
-               for f in experiment["figures"] + [experiment["report"]])
+    assert all(
+        is_servable(str(PurePosixPath("patches") / PurePosixPath(f).relative_to("../patches")))
+        for f in experiment["figures"] + [experiment["report"]]
+    )
     (fox,) = [e for e in data["extras"] if e["id"] == "features.13/class-red-fox"]
     linked = {(c["i"], c["j"]): c["patches"] for c in fox["grids"][0]["cells"] if "patches" in c}
     assert set(linked) == set(tested)

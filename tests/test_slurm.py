@@ -39,7 +39,9 @@ OVERRIDES = {
 
 
 def _which(name: str) -> str | None:
-    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None)
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
 
 
 def _free_port() -> int:
@@ -78,37 +80,63 @@ class Cluster:
             key.write_bytes(os.urandom(128))
         key.chmod(0o600)
         sock = b / "munge" / "munge.socket"
-        subprocess.run([_which("munged"), f"--socket={sock}", f"--key-file={key}", f"--pid-file={b}/munge/munged.pid",
-                        f"--log-file={b}/log/munged.log", f"--seed-file={b}/munge/munged.seed"],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [
+                _which("munged"),
+                f"--socket={sock}",
+                f"--key-file={key}",
+                f"--pid-file={b}/munge/munged.pid",
+                f"--log-file={b}/log/munged.log",
+                f"--seed-file={b}/munge/munged.seed",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self.pids.append(_pid(b / "munge" / "munged.pid"))
 
         host = socket.gethostname().split(".")[0]
         mem = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20)
         cpus = os.cpu_count() or 1
         conf = b / "slurm.conf"
-        conf.write_text("\n".join([
-            "ClusterName=actlastest",
-            f"SlurmctldHost={host}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
-            "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={sock}",
-            "SlurmUser=root", "SlurmdUser=root",
-            f"StateSaveLocation={b}/state", f"SlurmdSpoolDir={b}/spool",
-            f"SlurmctldPidFile={b}/slurmctld.pid", f"SlurmdPidFile={b}/slurmd.pid",
-            f"SlurmctldLogFile={b}/log/slurmctld.log", f"SlurmdLogFile={b}/log/slurmd.log",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/none", "SchedulerType=sched/backfill",
-            "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
-            "ReturnToService=2", "MpiDefault=none", "MailProg=/bin/true",
-            # The profile asks for cluster-sized memory (64 GB for layout); memory is not enforced
-            # here (no cgroups), so the node declares what the profile needs instead of what it has.
-            "SlurmdParameters=config_overrides",
-            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={max(mem, 128000)} State=UNKNOWN",
-            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
-            "",
-        ]))
+        conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=actlastest",
+                    f"SlurmctldHost={host}(127.0.0.1)",
+                    f"SlurmctldPort={_free_port()}",
+                    f"SlurmdPort={_free_port()}",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={sock}",
+                    "SlurmUser=root",
+                    "SlurmdUser=root",
+                    f"StateSaveLocation={b}/state",
+                    f"SlurmdSpoolDir={b}/spool",
+                    f"SlurmctldPidFile={b}/slurmctld.pid",
+                    f"SlurmdPidFile={b}/slurmd.pid",
+                    f"SlurmctldLogFile={b}/log/slurmctld.log",
+                    f"SlurmdLogFile={b}/log/slurmd.log",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    "AccountingStorageType=accounting_storage/none",
+                    "JobCompType=jobcomp/none",
+                    "SchedulerType=sched/backfill",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core_Memory",
+                    "ReturnToService=2",
+                    "MpiDefault=none",
+                    "MailProg=/bin/true",
+                    # The profile asks for cluster-sized memory (64 GB for layout); memory is not enforced
+                    # here (no cgroups), so the node declares what the profile needs instead of what it has.
+                    "SlurmdParameters=config_overrides",
+                    f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={max(mem, 128000)} State=UNKNOWN",
+                    f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
         # Inside a cluster job the plugin runs the rule with `srun`, after deleting every SLURM_*
         # variable from its environment (SLURM_CONF too), so srun would look for /etc/slurm/slurm.conf.
         # A wrapper first on PATH (which jobs inherit) puts this cluster's config back.
@@ -134,7 +162,9 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((self.base / "log").glob("*.log")))
 
     def queue(self) -> list[str]:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], env=self.env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["squeue", "-h", "-o", "%i %j %T"], env=self.env, capture_output=True, text=True, check=True
+        )
         return out.stdout.split("\n")[:-1]
 
     def cancel_all(self, timeout: float = 60) -> None:
@@ -179,15 +209,39 @@ def cluster():
 
 
 def _cmd(work: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT),
-            "--configfile", str(work / "config.yaml"), *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(ROOT),
+        "--configfile",
+        str(work / "config.yaml"),
+        *args,
+    ]
 
 
 def _slurm_args(work: Path) -> list[str]:
     """The profile as a user runs it, plus what this test cluster needs (no account, quick polling)."""
-    return ["--profile", str(ROOT / "profiles" / "slurm"), "--jobs", "4", "--slurm-no-account",
-            "--slurm-init-seconds-before-status-checks", "2", "--slurm-logdir", str(work / "slurm-logs"),
-            "--slurm-keep-successful-logs", "--latency-wait", "5", "--retries", "0", "--keep-going"]
+    return [
+        "--profile",
+        str(ROOT / "profiles" / "slurm"),
+        "--jobs",
+        "4",
+        "--slurm-no-account",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-logdir",
+        str(work / "slurm-logs"),
+        "--slurm-keep-successful-logs",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
+        "--keep-going",
+    ]
 
 
 def _run(cmd: list[str], env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -212,7 +266,10 @@ def images(card) -> Path:
 def local_run(tmp_path_factory, images) -> Path:
     """The reference: the same config run by local Snakemake."""
     work = _work(tmp_path_factory, "local", images)
-    _run(_cmd(work, "--cores", "2"), {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
+    _run(
+        _cmd(work, "--cores", "2"),
+        {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+    )
     return work / "run"
 
 
@@ -223,8 +280,14 @@ def _outputs(run: Path) -> dict:
     out: dict = {}
     for store in sorted((run / "collect").glob("shard-*.zarr")):
         g = zarr.open_group(str(store), mode="r")
-        for name in ("features.13/activation", "features.13/image", "features.13/position", "features.13/attr_class",
-                     "images/label", "images/pred"):
+        for name in (
+            "features.13/activation",
+            "features.13/image",
+            "features.13/position",
+            "features.13/attr_class",
+            "images/label",
+            "images/pred",
+        ):
             out[f"{store.name}/{name}"] = g[name][: g.attrs["committed"][name]].tobytes()
     grid = run / "features.13" / "grid-3"
     with np.load(grid / "cells.npz") as f:
@@ -273,8 +336,9 @@ def test_slurm_run_equals_local_run(cluster, tmp_path_factory, images, local_run
     merged = store.read_dask(stores, "features.13/activation").compute()
     assert len(stores) == 2 and len(merged) == N_PHOTOS * OVERRIDES["collect"]["positions"]
     np.testing.assert_array_equal(merged, np.concatenate([store.read([s], "features.13/activation") for s in stores]))
-    np.testing.assert_array_equal(merged, store.read(sorted((local_run / "collect").glob("shard-*.zarr")),
-                                                     "features.13/activation"))
+    np.testing.assert_array_equal(
+        merged, store.read(sorted((local_run / "collect").glob("shard-*.zarr")), "features.13/activation")
+    )
     jobs = _cluster_jobs(work)
     render_batches = len(list((work / "run" / "features.13" / "grid-3" / "render").glob("batch-*.npz")))
     assert jobs.get("rule_collect") == 2, jobs

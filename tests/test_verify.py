@@ -54,8 +54,11 @@ def test_every_chunk_has_a_crc32c_and_zero_chunks_are_written(tmp_path):
 def test_missing_chunk_is_an_error_naming_store_array_and_chunk(tmp_path):
     path = _store(tmp_path)
     (path / "a" / "i" / "c" / "1").unlink()
-    for read in (lambda: store.read([path], "a/i"), lambda: store.read_dask([path], "a/i").compute(),
-                 lambda: store.committed_of(path, "a/i")):
+    for read in (
+        lambda: store.read([path], "a/i"),
+        lambda: store.read_dask([path], "a/i").compute(),
+        lambda: store.committed_of(path, "a/i"),
+    ):
         with pytest.raises(store.StoreError, match=r"s\.zarr: array a/i chunk c/1 is missing; delete the store"):
             read()
     np.testing.assert_array_equal(store.read([path], "a/x")[:2], [[0, 1, 2], [3, 4, 5]])  # other arrays read
@@ -95,7 +98,8 @@ def test_store_of_the_old_format_is_refused(tmp_path):
 def test_no_space_message_is_one_line_naming_the_path():
     err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/viewer/tiles/0_0.jpeg")
     assert store.no_space_message(err) == (
-        "no space left on device writing /runs/x/viewer/tiles/0_0.jpeg: free space or move run_dir")
+        "no space left on device writing /runs/x/viewer/tiles/0_0.jpeg: free space or move run_dir"
+    )
     try:
         try:
             raise err
@@ -104,7 +108,8 @@ def test_no_space_message_is_one_line_naming_the_path():
     except RuntimeError as outer:
         assert store.no_space_message(outer).startswith("no space left on device writing /runs/x/viewer")
     assert store.no_space_message(OSError(errno.EDQUOT, "Disk quota exceeded")) == (
-        "disk quota exceeded: free space or move run_dir")
+        "disk quota exceeded: free space or move run_dir"
+    )
     assert store.no_space_message(OSError(errno.EACCES, "Permission denied")) is None
 
 
@@ -117,8 +122,10 @@ def test_verify_names_a_missing_chunk_and_layout_refuses_it(run):
     chunk.unlink()
     problems = verify_run(run)
     assert problems and all(isinstance(p, Problem) for p in problems)
-    assert str(problems[0]) == (f"{run}/collect/shard-00001.zarr: array {LAYER}/activation chunk c/0/0 is missing; "
-                                "delete the store and run collect again (the workflow then re-collects that shard)")
+    assert str(problems[0]) == (
+        f"{run}/collect/shard-00001.zarr: array {LAYER}/activation chunk c/0/0 is missing; "
+        "delete the store and run collect again (the workflow then re-collects that shard)"
+    )
     with pytest.raises(store.StoreError, match="chunk c/0/0 is missing"):
         layout_stage(run, LAYER, n_neighbors=5)
 
@@ -149,7 +156,8 @@ def test_seal_finds_a_flipped_bit_that_leaves_the_time(run):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert verify_run(run, use_seal=False) == []
     assert [(Path(p.path).name, p.reason) for p in verify_run(run)] == [
-        ("coords.npy", "damaged: its crc32 differs from when the run finished (same size and time)")]
+        ("coords.npy", "damaged: its crc32 differs from when the run finished (same size and time)")
+    ]
     path.write_bytes(bytes(data))  # rewritten now (a later run): not compared
     assert verify_run(run) == []
 

@@ -25,14 +25,20 @@ from actlas.stages.viewer import viewer as build_viewer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium: apt-get install -y chromium"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium: apt-get install -y chromium"
+    ),
 ]
 
 
@@ -193,8 +199,11 @@ def test_viewer_on_small_run(small_run: Path, page: Any, tmp_path: Path) -> None
 def fake_run_40(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated run: two layers, each one 40 x 40 atlas of 64 px icons (2560 px square)."""
     run = make_fake_run(
-        tmp_path_factory.mktemp("run40") / "run", layers=("features.13", "features.16"),
-        grids=(40,), icon_size=64, examples_per_cell=1,
+        tmp_path_factory.mktemp("run40") / "run",
+        layers=("features.13", "features.16"),
+        grids=(40,),
+        icon_size=64,
+        examples_per_cell=1,
     )
     build_viewer(run)
     return run
@@ -205,7 +214,9 @@ def test_viewer_load_time_40x40(fake_run_40: Path, page: Any) -> None:
     with start_server(fake_run_40) as server:
         t0 = time.perf_counter()
         page.goto(server.url)
-        wait_until(page, "document.body.dataset.ready === '1' && document.querySelectorAll('.cells .cell').length === 1600")
+        wait_until(
+            page, "document.body.dataset.ready === '1' && document.querySelectorAll('.cells .cell').length === 1600"
+        )
         seconds = time.perf_counter() - t0
         in_page_ms = page.evaluate("window.actlasLoadMs")
         print(f"\nviewer load time, 40x40 atlas (2560 px): {seconds:.2f} s from goto (in page: {in_page_ms:.0f} ms)")
@@ -221,8 +232,11 @@ def test_layer_switch(fake_run_40: Path, page: Any) -> None:
         wait_until(page, "document.body.dataset.ready === '1'")
         assert page.is_visible("#layer")
         page.select_option("#layer", label="features.16")
-        wait_until(page, "window.actlas.layer === 1 && window.actlas.viewer.world.getItemCount() === 1 "
-                         "&& window.actlas.viewer.world.getItemAt(0).getFullyLoaded()")
+        wait_until(
+            page,
+            "window.actlas.layer === 1 && window.actlas.viewer.world.getItemCount() === 1 "
+            "&& window.actlas.viewer.world.getItemAt(0).getFullyLoaded()",
+        )
         assert page.evaluate("window.actlas.maps[window.actlas.layer].layer") == "features.16"
         assert page.locator(".cells .cell").count() == 1600
         assert not page.problems, page.problems
@@ -232,6 +246,7 @@ def test_exported_site_on_plain_file_server(fake_run_40: Path, page: Any, tmp_pa
     """`export` output works from the standard library's plain static file server."""
     out = tmp_path / "site"
     export(fake_run_40, out)
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
@@ -247,7 +262,9 @@ def test_exported_site_on_plain_file_server(fake_run_40: Path, page: Any, tmp_pa
         cell = cell_near_centre(page)
         assert cell, "no occupied cell on screen"
         page.mouse.click(cell["x"], cell["y"])
-        wait_until(page, "[...document.querySelectorAll('#example-list img')].some(i => i.complete && i.naturalWidth > 0)")
+        wait_until(
+            page, "[...document.querySelectorAll('#example-list img')].some(i => i.complete && i.naturalWidth > 0)"
+        )
         assert not page.problems, page.problems
     finally:
         httpd.shutdown()
@@ -271,13 +288,18 @@ def test_class_atlas_and_comparison_pages(page: Any, tmp_path: Path) -> None:
         cell = cell_near_centre(page)
         assert cell, "no occupied cell of the class atlas on screen"
         page.mouse.click(cell["x"], cell["y"])
-        wait_until(page, "[...document.querySelectorAll('#example-list img')].some(i => i.complete && i.naturalWidth > 0)")
+        wait_until(
+            page, "[...document.querySelectorAll('#example-list img')].some(i => i.complete && i.naturalWidth > 0)"
+        )
         icon = page.get_attribute("#cell-icon", "src")
         assert icon == f"../features.13/class-red-fox/icons/{cell['i']}_{cell['j']}.png"
 
         page.select_option("#layer", label="compare: snorkel vs scuba diver")
-        wait_until(page, "window.actlas.viewer.world.getItemCount() === 1 && window.actlas.viewer.world.getItemAt(0).getFullyLoaded()"
-                         " && document.querySelectorAll('.cells .cell').length === 36")
+        wait_until(
+            page,
+            "window.actlas.viewer.world.getItemCount() === 1 && window.actlas.viewer.world.getItemAt(0).getFullyLoaded()"
+            " && document.querySelectorAll('.cells .cell').length === 36",
+        )
         assert page.evaluate("window.location.hash") == "#features.13/compare-snorkel-scuba-diver"
         assert page.is_visible("#axis")
         assert page.text_content("#axis-left") == "← more scuba diver"
@@ -285,7 +307,10 @@ def test_class_atlas_and_comparison_pages(page: Any, tmp_path: Path) -> None:
         assert "attribution to snorkel minus attribution to scuba diver" in page.text_content("#about")
 
         page.select_option("#layer", label="features.13")
-        wait_until(page, "window.actlas.viewer.world.getItemCount() === 2 && document.querySelectorAll('.cells .cell').length === 16")
+        wait_until(
+            page,
+            "window.actlas.viewer.world.getItemCount() === 2 && document.querySelectorAll('.cells .cell').length === 16",
+        )
         assert page.is_hidden("#axis") and page.is_hidden("#about")
         ARTIFACTS.mkdir(exist_ok=True)
         page.select_option("#layer", label="compare: snorkel vs scuba diver")
@@ -318,8 +343,10 @@ def test_pinned_cell_links_its_patch_experiments(page: Any, tmp_path: Path) -> N
         assert "source_correct: static 42.9% [39.2, 46.6] of 700 (best control 5.0%)" in item
         assert "interval above both controls: static yes, dynamic yes" in item
         hrefs = page.eval_on_selector_all("#patch-list a", "els => els.map(e => e.getAttribute('href'))")
-        assert hrefs == ["../patches/snorkel-to-red-fox/report.md",
-                         f"../patches/snorkel-to-red-fox/examples-class-red-fox-{cell['i']}-{cell['j']}.png"]
+        assert hrefs == [
+            "../patches/snorkel-to-red-fox/report.md",
+            f"../patches/snorkel-to-red-fox/examples-class-red-fox-{cell['i']}-{cell['j']}.png",
+        ]
         for href in hrefs:  # both served from the run
             assert page.request.get(server.url + "viewer/" + href).ok
         with page.expect_popup() as popup:

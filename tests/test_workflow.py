@@ -42,7 +42,9 @@ def test_pipeline_outputs(small_run):
         assert cell["label"] and cell["count"] >= 2 and -1 <= cell["faithfulness"] <= 1
         assert (small_run / "features.13" / f"grid-{n}" / cell["icon"]).exists()
         assert cell["examples"] and (small_run / "features.13" / f"grid-{n}" / cell["examples"][0]["src"]).exists()
-        icons = np.stack([np.asarray(Image.open(small_run / "features.13" / f"grid-{n}" / c["icon"])) for c in meta["cells"]])
+        icons = np.stack(
+            [np.asarray(Image.open(small_run / "features.13" / f"grid-{n}" / c["icon"])) for c in meta["cells"]]
+        )
         assert icons.std() > 10  # not grey, not blank
     info = json.loads(snakemake_info(small_run))
     assert info["images"] == 24 and info["skipped"] == 0
@@ -54,8 +56,9 @@ def snakemake_info(run_dir) -> str:
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "actlas", "info", str(run_dir)], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "actlas", "info", str(run_dir)], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_rerun_plans_only_what_changed(small_run):
@@ -129,7 +132,11 @@ def test_class_atlases_comparisons_and_patches_as_rules(small_run, tmp_path):
     planned = _planned(snakemake(work, "-n", *both))
     # exactly the new jobs and the viewer; the manifest (it records the config) may follow
     assert {k: v for k, v in planned.items() if k not in ("manifest", "all")} == {
-        "class_atlas": 1, "compare": 1, "patch": 1, "viewer": 1}, planned
+        "class_atlas": 1,
+        "compare": 1,
+        "patch": 1,
+        "viewer": 1,
+    }, planned
     snakemake(work, *both)
     slug_a = slug(a)
     meta = json.loads((run / "features.13" / f"class-{slug_a}" / "atlas.json").read_text())
@@ -166,8 +173,9 @@ def test_a_class_atlas_at_another_layer_collects_that_layer_too(tmp_path):
     images = _photo_folder(12)
     synset = sorted(p.name for p in images.iterdir())[0]  # a class whose photo the run holds
     work, run = tmp_path / "work", tmp_path / "work" / "run"
-    _tiny_config(work, images, run, class_atlases=[{"class": synset, "layer": "features.16", "filter": "top",
-                                                    "grid": 3}])
+    _tiny_config(
+        work, images, run, class_atlases=[{"class": synset, "layer": "features.16", "filter": "top", "grid": 3}]
+    )
     ran = _ran(snakemake(work))
     assert ran.get("layout") == 1 and ran.get("whitening") == 2 and ran.get("class_atlas") == 1, ran
     store = zarr.open_group(str(next((run / "collect").glob("*.zarr"))), mode="r")
@@ -204,10 +212,12 @@ def _ran(out) -> dict[str, int]:
 
 
 # The tiny workflow's settings (12 photos, one 3 x 3 grid); tests override sections of it.
-TINY = {"collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
-        "grid": {"sizes": [3], "min_count": 2},
-        "render": {"size": 32, "min_positions": 0, "steps": 6, "batch_size": 4, "cells_per_job": 4},
-        "atlas": {"n_examples": 1}}
+TINY = {
+    "collect": {"shard_size": 6, "positions": 4, "batch_size": 8, "chunk": 8},
+    "grid": {"sizes": [3], "min_count": 2},
+    "render": {"size": 32, "min_positions": 0, "steps": 6, "batch_size": 4, "cells_per_job": 4},
+    "atlas": {"n_examples": 1},
+}
 
 
 def _diverged(run, other) -> list[str]:
@@ -220,20 +230,29 @@ def _diverged(run, other) -> list[str]:
     differ = []
     for store in sorted((run / "collect").glob("*.zarr")):
         a, b = zarr.open_group(str(store), mode="r"), zarr.open_group(str(other / "collect" / store.name), mode="r")
-        differ += [f"{store.name}/{k}" for k in ("features.13/activation", "features.13/attr_value", "images/prob")
-                   if not np.array_equal(a[k][:], b[k][:])]
-    for path in sorted(run.glob("*/*.npy")) + sorted(run.glob("*/grid-*/cells.npz")) + \
-            sorted(run.glob("*/grid-*/render/*.npz")):
+        differ += [
+            f"{store.name}/{k}"
+            for k in ("features.13/activation", "features.13/attr_value", "images/prob")
+            if not np.array_equal(a[k][:], b[k][:])
+        ]
+    for path in (
+        sorted(run.glob("*/*.npy")) + sorted(run.glob("*/grid-*/cells.npz")) + sorted(run.glob("*/grid-*/render/*.npz"))
+    ):
         twin = other / path.relative_to(run)
         if not twin.exists():
             differ.append(f"{path.relative_to(run)} (only in one run)")
             continue
         a, b = np.load(path), np.load(twin)
-        pairs = {"": (a, b)} if path.suffix == ".npy" else {k: (a[k], b[k]) for k in a.files
-                                                            if k not in ("seconds", "rendered")}
+        pairs = (
+            {"": (a, b)}
+            if path.suffix == ".npy"
+            else {k: (a[k], b[k]) for k in a.files if k not in ("seconds", "rendered")}
+        )
         differ += [f"{path.relative_to(run)}:{k}" for k, (x, y) in pairs.items() if not np.array_equal(x, y)]
         if "rendered" in getattr(a, "files", ()) and not np.array_equal(a["icon"], b["icon"]):
-            differ.append(f"{path.relative_to(run)}: {int(a['rendered'])} and {int(b['rendered'])} icons not from the cache")
+            differ.append(
+                f"{path.relative_to(run)}: {int(a['rendered'])} and {int(b['rendered'])} icons not from the cache"
+            )
     return differ
 
 
@@ -254,9 +273,18 @@ def test_incremental_run_equals_a_run_from_scratch(tmp_path):
     images = _photo_folder(12)
     work, run = tmp_path / "inc", tmp_path / "inc" / "run"
     edits = [
-        ("render cells_per_job and layout n_neighbors", {"render": {"cells_per_job": 2}, "layout": {"n_neighbors": 8}},
-         {"render", "atlas"}, {"collect", "whitening"}),
-        ("grid min_count", {"grid": {"sizes": [3], "min_count": 1}}, {"grid", "render", "atlas"}, {"collect", "layout"}),
+        (
+            "render cells_per_job and layout n_neighbors",
+            {"render": {"cells_per_job": 2}, "layout": {"n_neighbors": 8}},
+            {"render", "atlas"},
+            {"collect", "whitening"},
+        ),
+        (
+            "grid min_count",
+            {"grid": {"sizes": [3], "min_count": 1}},
+            {"grid", "render", "atlas"},
+            {"collect", "layout"},
+        ),
         ("an image removed", "drop-image", {"collect", "layout", "grid", "atlas"}, set()),
     ]
     _tiny_config(work, images, run)
@@ -285,12 +313,15 @@ def test_incremental_run_equals_a_run_from_scratch(tmp_path):
         shutil.rmtree(fresh_work)
 
 
-@pytest.mark.parametrize("artifact, rebuilt, kept", [
-    ("features.13/coords.npy", {"layout", "grid", "atlas"}, {"collect", "shard_list"}),
-    ("features.13/grid-3/cells.npz", {"grid": 1, "atlas": 1}, {"layout", "collect"}),
-    ("features.13/grid-5/render/batch-00000.npz", {"render": 1, "atlas": 1}, {"grid", "layout", "collect"}),
-    ("shards/shard-00001.txt", {"shard_list": 1, "collect": 1}, {"shard_index"}),
-])
+@pytest.mark.parametrize(
+    "artifact, rebuilt, kept",
+    [
+        ("features.13/coords.npy", {"layout", "grid", "atlas"}, {"collect", "shard_list"}),
+        ("features.13/grid-3/cells.npz", {"grid": 1, "atlas": 1}, {"layout", "collect"}),
+        ("features.13/grid-5/render/batch-00000.npz", {"render": 1, "atlas": 1}, {"grid", "layout", "collect"}),
+        ("shards/shard-00001.txt", {"shard_list": 1, "collect": 1}, {"shard_index"}),
+    ],
+)
 def test_deleting_an_intermediate_rebuilds_it_and_what_follows(small_run, tmp_path, artifact, rebuilt, kept):
     import shutil
 
@@ -365,10 +396,20 @@ def test_second_workflow_on_a_run_dir_is_refused_in_one_line(tmp_path):
     images = _photo_folder(4)
     run = tmp_path / "run"
     _tiny_config(tmp_path / "w", images, run)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from actlas import lock; lock.acquire(sys.argv[1], 'another checkout'); "
-        "print('held', flush=True); time.sleep(60)"), str(run)], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from actlas import lock; lock.acquire(sys.argv[1], 'another checkout'); "
+                "print('held', flush=True); time.sleep(60)"
+            ),
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         out = snakemake(tmp_path / "w", check=False)

@@ -20,9 +20,14 @@ imported on first use, so ``import actlas`` stays cheap and no stage's code dige
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ModelSpec": "actlas.models", "load_model": "actlas.models", "capture": "actlas.layers",
-    "get_layer": "actlas.layers", "list_layers": "actlas.layers", "info": "actlas.stages.manifest",
-    "export": "actlas.serve", "show": "actlas.serve",
+    "ModelSpec": "actlas.models",
+    "load_model": "actlas.models",
+    "capture": "actlas.layers",
+    "get_layer": "actlas.layers",
+    "list_layers": "actlas.layers",
+    "info": "actlas.stages.manifest",
+    "export": "actlas.serve",
+    "show": "actlas.serve",
 }
 
 __all__ = sorted(_LAZY)

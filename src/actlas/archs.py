@@ -105,8 +105,16 @@ class ViT(nn.Module):
     patch tokens in row-major order.
     """
 
-    def __init__(self, image_size: int = 32, patch: int = 4, dim: int = 96, depth: int = 4, heads: int = 4,
-                 mlp_ratio: float = 2.0, num_classes: int = 10):
+    def __init__(
+        self,
+        image_size: int = 32,
+        patch: int = 4,
+        dim: int = 96,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        num_classes: int = 10,
+    ):
         super().__init__()
         self.patch = patch
         self.grid = image_size // patch

@@ -35,7 +35,12 @@ def enlarge(icon: np.ndarray, factor: int) -> np.ndarray:
 
 
 def compose(
-    icons: np.ndarray, ij: np.ndarray, n: int, *, scale: np.ndarray | None = None, background: int = 255,
+    icons: np.ndarray,
+    ij: np.ndarray,
+    n: int,
+    *,
+    scale: np.ndarray | None = None,
+    background: int = 255,
     factor: int = 1,
 ) -> np.ndarray:
     """Tile icons (K, S, S, 3) uint8 at cells ij (K, 2) (column, row) of an n x n grid of S*factor px cells.

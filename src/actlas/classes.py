@@ -62,7 +62,12 @@ def dedupe(rows: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
 
 
 def select_samples(
-    attr_class: np.ndarray, attr_value: np.ndarray, c: int, *, filter: str = "winner", top: int = 2000,
+    attr_class: np.ndarray,
+    attr_value: np.ndarray,
+    c: int,
+    *,
+    filter: str = "winner",
+    top: int = 2000,
     keys: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rows of the samples a class atlas keeps, sorted, without duplicates.
@@ -87,8 +92,9 @@ def select_samples(
     return dedupe(np.concatenate(parts), keys)
 
 
-def embed(x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: int = 0,
-          perplexity: float = 30.0) -> np.ndarray:
+def embed(
+    x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: int = 0, perplexity: float = 30.0
+) -> np.ndarray:
     """Lay out rows of x (n, C) -> (n, n_components) in [0, 1] per axis (t-SNE or UMAP).
 
     t-SNE runs on the first 50 principal components, with perplexity capped at (n - 1) / 3. A 1-D
@@ -102,8 +108,10 @@ def embed(x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: i
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     if n < 1:
-        raise ValueError("a class atlas or comparison needs at least 1 sample to lay out, got 0: try --filter top "
-                         "or a larger --top, or collect more images or positions (collect.positions)")
+        raise ValueError(
+            "a class atlas or comparison needs at least 1 sample to lay out, got 0: try --filter top "
+            "or a larger --top, or collect more images or positions (collect.positions)"
+        )
     if n < 4:
         return np.repeat(np.linspace(0, 1, max(n, 1))[:n, None], n_components, 1).astype(np.float32)
     if method == "tsne":
@@ -112,8 +120,13 @@ def embed(x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: i
 
         if x.shape[1] > 50 and n > 50:
             x = PCA(50, random_state=seed).fit_transform(x)
-        xy = TSNE(max(n_components, 2), perplexity=float(min(perplexity, (n - 1) / 3)), init="pca",
-                  random_state=seed, metric="cosine").fit_transform(x)
+        xy = TSNE(
+            max(n_components, 2),
+            perplexity=float(min(perplexity, (n - 1) / 3)),
+            init="pca",
+            random_state=seed,
+            metric="cosine",
+        ).fit_transform(x)
         if n_components == 1:
             xy = PCA(1, random_state=seed).fit_transform(xy)
     else:
@@ -122,8 +135,13 @@ def embed(x: np.ndarray, n_components: int = 2, *, method: str = "tsne", seed: i
         numba_cache_dir()
         import umap as umap_learn
 
-        xy = umap_learn.UMAP(n_components=n_components, n_neighbors=int(min(15, n - 1)), min_dist=0.05,
-                             metric="cosine", random_state=seed).fit_transform(x)
+        xy = umap_learn.UMAP(
+            n_components=n_components,
+            n_neighbors=int(min(15, n - 1)),
+            min_dist=0.05,
+            metric="cosine",
+            random_state=seed,
+        ).fit_transform(x)
     return normalize_coords(np.asarray(xy, dtype=np.float64), clip=0.0)
 
 

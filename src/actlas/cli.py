@@ -77,8 +77,9 @@ def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False, aliases:
             elif isinstance(value, tuple):
                 kind = type(value[0]) if value else str
                 spellings = (flag, aliases[name]) if name in aliases else (flag,)
-                f = click.option(*spellings, name, multiple=True, type=kind, default=None if unset else value,
-                                 show_default=not unset)(f)
+                f = click.option(
+                    *spellings, name, multiple=True, type=kind, default=None if unset else value, show_default=not unset
+                )(f)
             else:
                 kind = type(value) if value is not None else str
                 f = click.option(flag, name, type=kind, default=default, show_default=not unset)(f)
@@ -152,16 +153,30 @@ def shards(images, run_dir, shard_size, limit, seed, **kw) -> None:
 @seed_option
 @device_option
 @threads_option
-def collect(shard, out, layers, positions, attr_top, batch_size, chunk, workers, amp, seed, device, threads,
-            **kw) -> None:
+def collect(
+    shard, out, layers, positions, attr_top, batch_size, chunk, workers, amp, seed, device, threads, **kw
+) -> None:
     """Collect activations and attributions for one shard list into a Zarr store.
 
     Example: actlas collect runs/x/shards/shard-00000.txt runs/x/collect/shard-00000.zarr -m card.json -l features.13
     """
     from .stages.collect import collect as stage
 
-    summary = stage(shard, out, model_block_from(kw), list(layers), positions=positions, attr_top=attr_top, batch_size=batch_size,
-                    chunk=chunk, seed=seed, workers=workers, device=device, threads=threads, amp=amp)
+    summary = stage(
+        shard,
+        out,
+        model_block_from(kw),
+        list(layers),
+        positions=positions,
+        attr_top=attr_top,
+        batch_size=batch_size,
+        chunk=chunk,
+        seed=seed,
+        workers=workers,
+        device=device,
+        threads=threads,
+        amp=amp,
+    )
     click.echo(json.dumps(summary))
 
 
@@ -183,8 +198,12 @@ def layout(run_dir, layer, seed, **options) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
 @layer_option
-@click.option("--whitening-eps", default=settings.Layout.whitening_eps, show_default=True,
-              help="Ridge of the render whitening (a fraction of the mean variance).")
+@click.option(
+    "--whitening-eps",
+    default=settings.Layout.whitening_eps,
+    show_default=True,
+    help="Ridge of the render whitening (a fraction of the mean variance).",
+)
 def whitening(run_dir, layer, whitening_eps) -> None:
     """Compute the whitening that render and class atlases apply to a layer's directions.
 
@@ -199,8 +218,9 @@ def whitening(run_dir, layer, whitening_eps) -> None:
 @click.argument("run_dir", type=click.Path(exists=True))
 @layer_option
 @click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
-@click.option("--min-count", default=settings.Grid.min_count, show_default=True,
-              help="Cells with fewer samples stay empty.")
+@click.option(
+    "--min-count", default=settings.Grid.min_count, show_default=True, help="Cells with fewer samples stay empty."
+)
 def grid(run_dir, layer, n, min_count) -> None:
     """Bin a layer's layout into an N x N grid of cells.
 
@@ -217,8 +237,9 @@ def grid(run_dir, layer, n, min_count) -> None:
 @click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
 @model_flags
 @click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
-@click.option("--cells-per-job", default=settings.Render.cells_per_job, show_default=True,
-              help="Cells per batch (0 = all).")
+@click.option(
+    "--cells-per-job", default=settings.Render.cells_per_job, show_default=True, help="Cells per batch (0 = all)."
+)
 @options_of(settings.RenderParams)
 @device_option
 @threads_option
@@ -230,8 +251,21 @@ def render(run_dir, layer, n, batch, cells_per_job, device, threads, **params) -
     from .stages.render import render as stage
 
     model = model_block_from(params)
-    click.echo(str(stage(run_dir, layer, n, model, batch=batch, cells_per_job=cells_per_job,
-                         params=_render_params(params), device=device, threads=threads)))
+    click.echo(
+        str(
+            stage(
+                run_dir,
+                layer,
+                n,
+                model,
+                batch=batch,
+                cells_per_job=cells_per_job,
+                params=_render_params(params),
+                device=device,
+                threads=threads,
+            )
+        )
+    )
 
 
 @main.command()
@@ -239,8 +273,12 @@ def render(run_dir, layer, n, batch, cells_per_job, device, threads, **params) -
 @layer_option
 @click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
 @model_flags
-@click.option("--cells-per-job", default=settings.Render.cells_per_job, show_default=True,
-              help="Cells per render batch (as rendered).")
+@click.option(
+    "--cells-per-job",
+    default=settings.Render.cells_per_job,
+    show_default=True,
+    help="Cells per render batch (as rendered).",
+)
 @options_of(settings.Atlas)
 def atlas(run_dir, layer, n, cells_per_job, **options) -> None:
     """Compose a grid's icons into the atlas PNGs, icons, examples and atlas.json.
@@ -255,14 +293,21 @@ def atlas(run_dir, layer, n, cells_per_job, **options) -> None:
 
 def _class_options(cls):
     def decorate(f):
-        for option in reversed([
-            click.argument("run_dir", type=click.Path(exists=True)),
-            layer_option, model_flags, options_of(cls, skip=("cls", "classes", "layer")),
-            options_of(settings.RenderParams, skip=("seed",)), seed_option, device_option,
-            click.option("--threads", type=int, default=settings.Render.threads, show_default=True,
-                         help="Torch CPU threads."),
-            click.option("--out", type=click.Path(), default=None, help="Output folder (default under RUN/LAYER)."),
-        ]):
+        for option in reversed(
+            [
+                click.argument("run_dir", type=click.Path(exists=True)),
+                layer_option,
+                model_flags,
+                options_of(cls, skip=("cls", "classes", "layer")),
+                options_of(settings.RenderParams, skip=("seed",)),
+                seed_option,
+                device_option,
+                click.option(
+                    "--threads", type=int, default=settings.Render.threads, show_default=True, help="Torch CPU threads."
+                ),
+                click.option("--out", type=click.Path(), default=None, help="Output folder (default under RUN/LAYER)."),
+            ]
+        ):
             f = option(f)
         return f
 
@@ -272,8 +317,9 @@ def _class_options(cls):
 @main.command("class-atlas")
 @click.option("--class", "cls", required=True, help="Class name, synset id or index.")
 @_class_options(settings.ClassAtlas)
-def class_atlas(cls, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads,
-                out, **params) -> None:
+def class_atlas(
+    cls, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads, out, **params
+) -> None:
     """Build the class activation atlas of one class of a run.
 
     Example: actlas class-atlas runs/demo -l features.13 -m card.json --class "great white shark" --filter top
@@ -281,17 +327,33 @@ def class_atlas(cls, run_dir, layer, filter, top, grid, method, min_count, n_exa
     from .stages.class_atlas import class_atlas as stage
 
     model = model_block_from(params)
-    path = stage(run_dir, layer, cls, model, filter=filter, top=top, grid=grid, method=method, min_count=min_count,
-                 n_examples=n_examples, seed=seed, params=_render_params({**params, "seed": seed}), device=device,
-                 threads=threads, progress=True, out=out)
+    path = stage(
+        run_dir,
+        layer,
+        cls,
+        model,
+        filter=filter,
+        top=top,
+        grid=grid,
+        method=method,
+        min_count=min_count,
+        n_examples=n_examples,
+        seed=seed,
+        params=_render_params({**params, "seed": seed}),
+        device=device,
+        threads=threads,
+        progress=True,
+        out=out,
+    )
     click.echo(str(path.with_name("atlas.png")))
 
 
 @main.command()
 @click.option("--classes", nargs=2, required=True, help="Classes A and B (x = attribution to A minus B).")
 @_class_options(settings.Comparison)
-def compare(classes, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads,
-            out, **params) -> None:
+def compare(
+    classes, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads, out, **params
+) -> None:
     """Compare two classes of a run: x = attribution to A minus B, y = a 1-D layout.
 
     Example: actlas compare runs/demo -l features.13 -m card.json --classes snorkel "scuba diver"
@@ -299,10 +361,24 @@ def compare(classes, run_dir, layer, filter, top, grid, method, min_count, n_exa
     from .stages.compare import compare as stage
 
     model = model_block_from(params)
-    path = stage(run_dir, layer, tuple(classes), model, filter=filter, top=top, grid=grid, method=method,
-                 min_count=min_count, n_examples=n_examples, seed=seed,
-                 params=_render_params({**params, "seed": seed}), device=device, threads=threads, progress=True,
-                 out=out)
+    path = stage(
+        run_dir,
+        layer,
+        tuple(classes),
+        model,
+        filter=filter,
+        top=top,
+        grid=grid,
+        method=method,
+        min_count=min_count,
+        n_examples=n_examples,
+        seed=seed,
+        params=_render_params({**params, "seed": seed}),
+        device=device,
+        threads=threads,
+        progress=True,
+        out=out,
+    )
     click.echo(str(path.with_name("compare.png")))
 
 
@@ -315,8 +391,13 @@ def compare(classes, run_dir, layer, filter, top, grid, method, min_count, n_exa
 @device_option
 @threads_option
 @click.option("--out", type=click.Path(), default=None, help="Output folder (default RUN/patches/NAME).")
-@click.option("--icons", "icons_run", default=None, type=click.Path(exists=True),
-              help="Run whose LAYER folder holds the icons (default: RUN_DIR).")
+@click.option(
+    "--icons",
+    "icons_run",
+    default=None,
+    type=click.Path(exists=True),
+    help="Run whose LAYER folder holds the icons (default: RUN_DIR).",
+)
 def patch(run_dir, target, **options) -> None:
     """Paste a patch into photos and measure flips to a target class, against controls.
 
@@ -335,11 +416,21 @@ def patch(run_dir, target, **options) -> None:
 @click.argument("run_dir", type=click.Path(exists=True))
 @click.option("--openseadragon", type=click.Path(), default=None, help="OpenSeadragon build folder (node_modules).")
 @click.option("--layer", "-l", "layers", multiple=True, help="Layers to show, in order (default: all).")
-@click.option("--atlas", "atlases", multiple=True, type=click.Path(),
-              help="atlas.json files to show (default: every one in the run).")
-@click.option("--patches", "patches", multiple=True, type=click.Path(),
-              help="Patch experiments' report.json files linked from the cells they tested "
-                   "(default: every RUN/patches/*/report.json).")
+@click.option(
+    "--atlas",
+    "atlases",
+    multiple=True,
+    type=click.Path(),
+    help="atlas.json files to show (default: every one in the run).",
+)
+@click.option(
+    "--patches",
+    "patches",
+    multiple=True,
+    type=click.Path(),
+    help="Patch experiments' report.json files linked from the cells they tested "
+    "(default: every RUN/patches/*/report.json).",
+)
 @click.option("--no-patches", is_flag=True, help="Link no patch experiment.")
 def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None:
     """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
@@ -375,8 +466,13 @@ def manifest(run_dir, config) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--seal/--no-seal", "use_seal", default=True, show_default=True,
-              help="Compare files with the seal the finished workflow left (.actlas-seal.json).")
+@click.option(
+    "--seal/--no-seal",
+    "use_seal",
+    default=True,
+    show_default=True,
+    help="Compare files with the seal the finished workflow left (.actlas-seal.json).",
+)
 def verify(run_dir, use_seal) -> None:
     """Check every shard store (each chunk's checksum, row counts) and artifact of a run; one line per problem.
 
@@ -406,7 +502,9 @@ def info(run_dir) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; any but loopback exposes the run.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind; any but loopback exposes the run."
+)
 @click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def serve(run_dir: Path, host: str, port: int, verbose: bool) -> None:

@@ -100,7 +100,12 @@ def relaxed_max_pool(model: nn.Module) -> Iterator[None]:
 
 
 def attribute(
-    model: nn.Module, spec: ModelSpec, x: torch.Tensor, layers: list[str], attr_top: int, amp: bool = False,
+    model: nn.Module,
+    spec: ModelSpec,
+    x: torch.Tensor,
+    layers: list[str],
+    attr_top: int,
+    amp: bool = False,
     kinds: dict[str, LayerKind] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """One forward and ``attr_top`` batched backward passes.
@@ -283,14 +288,18 @@ def collect(
     if group.attrs.get("complete"):
         return dict(group.attrs["summary"])
     for name in layers:
-        group[name].attrs.update({"spatial": list(shapes[name][1:]), "channels": shapes[name][0],
-                                  "kind": kinds[name].to_json()})
+        group[name].attrs.update(
+            {"spatial": list(shapes[name][1:]), "channels": shapes[name][0], "kind": kinds[name].to_json()}
+        )
     done = store.committed(group, "images/ok")
     skipped_path = Path(str(out) + ".skipped.tsv")
     _keep_skipped(skipped_path, {path for path, _ in rows[:done]})
     loader = torch.utils.data.DataLoader(
-        ShardImages(rows[done:], spec), batch_size=batch_size, num_workers=workers,
-        collate_fn=_collate, pin_memory=dev.type == "cuda",
+        ShardImages(rows[done:], spec),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=dev.type == "cuda",
     )
     n_classes = None
     pending: dict[str, list[np.ndarray]] = {c.name: [] for c in columns}
@@ -321,7 +330,8 @@ def collect(
             for name in layers:
                 pos = [
                     sample_positions(shapes[name][1:], positions, seed, image_key(rows[offset + i][0]))
-                    if ok[i] else np.zeros((0, 2), dtype=np.int64)
+                    if ok[i]
+                    else np.zeros((0, 2), dtype=np.int64)
                     for i in range(b)
                 ]
                 a, v, owner = gather_rows(acts[name], attrs[name], pos)

@@ -69,8 +69,9 @@ def direct_imports(module: str) -> frozenset[str]:
     A package's lazy ``__getattr__`` is not followed: it runs only when an attribute is asked for.
     """
     tree = ast.parse(module_file(module).read_text(), filename=str(module_file(module)))
-    lazy = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "__getattr__"
-            for n in ast.walk(f)}
+    lazy = {
+        id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "__getattr__" for n in ast.walk(f)
+    }
     found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in lazy:

@@ -35,27 +35,34 @@ Image.init()
 REFUSED = {
     "EPS": "PostScript would be run by Ghostscript",
     "MPEG": "Pillow only identifies MPEG, it has no decoder",
-    "BUFR": "Pillow has no BUFR decoder", "GRIB": "Pillow has no GRIB decoder",
-    "HDF5": "Pillow has no HDF5 decoder", "WMF": "Pillow cannot draw WMF/EMF on this platform",
+    "BUFR": "Pillow has no BUFR decoder",
+    "GRIB": "Pillow has no GRIB decoder",
+    "HDF5": "Pillow has no HDF5 decoder",
+    "WMF": "Pillow cannot draw WMF/EMF on this platform",
 }
 # Every format Pillow can open here (its own decoders and registered plugins), less the refused ones;
 # Pillow tries them in this order, so the common photo formats (each known by its magic bytes) come
 # first: with JPEG in its alphabetical place, opening a 32 x 32 JPEG took 93 us instead of 55.
 _COMMON = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
-FORMATS = tuple([f for f in _COMMON if f in Image.OPEN and f not in REFUSED]
-                + sorted(f for f in Image.OPEN if f not in REFUSED and f not in _COMMON))
+FORMATS = tuple(
+    [f for f in _COMMON if f in Image.OPEN and f not in REFUSED]
+    + sorted(f for f in Image.OPEN if f not in REFUSED and f not in _COMMON)
+)
 # Extension -> format for every format Pillow knows; images are listed by these extensions.
 _KNOWN = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
 EXTENSIONS = tuple(sorted(ext for ext, fmt in _KNOWN.items() if fmt in FORMATS))
 # Image formats people meet that need a plugin or library this installation may lack.
 _PLUGIN = {
     ".avif": ("AVIF", "it needs Pillow built with libavif, or pip install pillow-avif-plugin"),
-    ".heic": ("HEIC", "pip install pillow-heif"), ".heif": ("HEIF", "pip install pillow-heif"),
+    ".heic": ("HEIC", "pip install pillow-heif"),
+    ".heif": ("HEIF", "pip install pillow-heif"),
     ".jxl": ("JPEG XL", "pip install pillow-jxl-plugin"),
     ".jp2": ("JPEG 2000", "it needs Pillow built with OpenJPEG"),
     ".j2k": ("JPEG 2000", "it needs Pillow built with OpenJPEG"),
-    ".cr2": ("camera raw", "no raw decoder"), ".nef": ("camera raw", "no raw decoder"),
-    ".dng": ("camera raw", "no raw decoder"), ".arw": ("camera raw", "no raw decoder"),
+    ".cr2": ("camera raw", "no raw decoder"),
+    ".nef": ("camera raw", "no raw decoder"),
+    ".dng": ("camera raw", "no raw decoder"),
+    ".arw": ("camera raw", "no raw decoder"),
 }
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
 
@@ -89,7 +96,9 @@ def _label_of(folder: str, synsets: tuple[str, ...], categories: tuple[str, ...]
 
 
 def list_images(
-    source: str | Path, synsets: tuple[str, ...] = (), categories: tuple[str, ...] = (),
+    source: str | Path,
+    synsets: tuple[str, ...] = (),
+    categories: tuple[str, ...] = (),
     skipped: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, int]]:
     """All images under a folder (or in a list file), sorted by path, with labels (-1 if unknown).
@@ -213,6 +222,7 @@ def format_skipped(rows: list[tuple[str, str]]) -> str:
 
     Undecodable bytes of a name are shown as ``\\xNN``. ``read_skipped`` reverses it.
     """
+
     def esc(text: str) -> str:
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _lone(text) else text
         return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
@@ -254,7 +264,10 @@ def unwritable_reason(path: str) -> str:
 
 
 def write_shards(
-    images: list[tuple[str, int]], n_shards: int, out_dir: str | Path, skipped: list[tuple[str, str]] = (),
+    images: list[tuple[str, int]],
+    n_shards: int,
+    out_dir: str | Path,
+    skipped: list[tuple[str, str]] = (),
 ) -> list[Path]:
     """Write ``out_dir/shard-NNNNN.txt`` files, touching only those whose content changed.
 
@@ -447,8 +460,12 @@ def _plain_jpeg(data: bytes) -> bool:
                 return False
             precision, components = data[i + 4], data[i + 9]
             h, w = (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
-            return (precision == 8 and components in (1, 3) and 0 < w * h <= MAX_PIXELS
-                    and max(w, h) <= MAX_ASPECT * min(w, h))
+            return (
+                precision == 8
+                and components in (1, 3)
+                and 0 < w * h <= MAX_PIXELS
+                and max(w, h) <= MAX_ASPECT * min(w, h)
+            )
         if marker == 0xDA or length < 2:  # scan data before any frame header
             return False
         i += 2 + length

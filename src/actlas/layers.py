@@ -63,8 +63,9 @@ def as_kind(value: "LayerKind | str | Mapping | None") -> LayerKind | None:
     kind = value.get("kind")
     if kind not in KINDS or extra:
         bad = f"key {sorted(extra)[0]!r}" if extra else f"kind {kind!r}"
-        raise LayerError(f"unknown layer {bad}: declare a layer as one of {', '.join(KINDS)}, "
-                         "optionally {kind: tokens, prefix: N}")
+        raise LayerError(
+            f"unknown layer {bad}: declare a layer as one of {', '.join(KINDS)}, optionally {{kind: tokens, prefix: N}}"
+        )
     prefix = value.get("prefix")
     return LayerKind(kind, None if prefix is None else int(prefix))
 
@@ -123,8 +124,12 @@ def detect_kind(shape, input_hw: tuple[int, int], declared=None, layer: str = "?
         for p in prefixes:
             if 0 <= p < t and token_grid(t - p, input_hw):
                 return LayerKind("tokens", p)
-        raise _unusable(layer, shape, f"whose {t} tokens leave no patch grid of the input's aspect "
-                        f"{input_hw[0]}x{input_hw[1]} after {'a prefix of ' + str(kind.prefix) if kind.prefix is not None else 'up to ' + str(MAX_PREFIX) + ' leading tokens'}")
+        raise _unusable(
+            layer,
+            shape,
+            f"whose {t} tokens leave no patch grid of the input's aspect "
+            f"{input_hw[0]}x{input_hw[1]} after {'a prefix of ' + str(kind.prefix) if kind.prefix is not None else 'up to ' + str(MAX_PREFIX) + ' leading tokens'}",
+        )
     return kind
 
 
@@ -150,8 +155,13 @@ def layer_view(output, kind: LayerKind, input_hw: tuple[int, int]) -> torch.Tens
     return x[:, p:].reshape(x.shape[0], *grid, x.shape[2]).permute(0, 3, 1, 2)
 
 
-def layer_kinds(model: nn.Module, layers: list[str], input_hw: tuple[int, int], declared: Mapping | None = None,
-                device: torch.device | str = "cpu") -> dict[str, tuple[LayerKind, int, tuple[int, int]]]:
+def layer_kinds(
+    model: nn.Module,
+    layers: list[str],
+    input_hw: tuple[int, int],
+    declared: Mapping | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, tuple[LayerKind, int, tuple[int, int]]]:
     """layer -> (kind, channels, grid (H, W)) from one forward pass on zeros of ``input_hw``.
 
     Fails in one line (``LayerError``) naming the first layer that cannot be used.
@@ -163,16 +173,19 @@ def layer_kinds(model: nn.Module, layers: list[str], input_hw: tuple[int, int], 
     for name in layers:
         out = _output_tensor(outs.get(name))
         if not isinstance(out, torch.Tensor):
-            raise LayerError(f"layer {name!r} returns {type(out).__name__}, not a tensor; choose another layer "
-                             "(see `actlas layers MODEL`)")
+            raise LayerError(
+                f"layer {name!r} returns {type(out).__name__}, not a tensor; choose another layer "
+                "(see `actlas layers MODEL`)"
+            )
         kind = detect_kind(out.shape[1:], input_hw, declared.get(name), name)
         view = layer_view(out, kind, input_hw)
         found[name] = (kind, int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])))
     return found
 
 
-def memory_format_for(model: nn.Module, spec, layer: str | None, size: int | tuple[int, int],
-                      device: str | torch.device = "cpu") -> torch.memory_format:
+def memory_format_for(
+    model: nn.Module, spec, layer: str | None, size: int | tuple[int, int], device: str | torch.device = "cpu"
+) -> torch.memory_format:
     """The memory format to run ``model`` in (render, collect): channels_last when it runs in it, else contiguous.
 
     Converts ``model``'s 4-D weights to channels_last and runs one (1, 3, H, W) forward (``size``: a
@@ -206,8 +219,14 @@ def memory_format_of(model: nn.Module) -> torch.memory_format:
     return getattr(model, "_actlas_memory_format", torch.contiguous_format)
 
 
-def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[int, int],
-                   device: str | torch.device = "cpu", logits: bool = True) -> int:
+def fold_batchnorm(
+    model: nn.Module,
+    spec,
+    layers: list[str],
+    size: int | tuple[int, int],
+    device: str | torch.device = "cpu",
+    logits: bool = True,
+) -> int:
     """Fold every eval-mode BatchNorm2d that directly follows a Conv2d into it, in place (render, collect).
 
     The network computes the same function with one operation fewer per block, forward and
@@ -224,8 +243,11 @@ def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[
     x = spec.normalize(torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device))
     named = dict(model.named_modules())
     convs = {n: m for n, m in named.items() if isinstance(m, nn.Conv2d)}
-    norms = {n: m for n, m in named.items() if type(m) is nn.BatchNorm2d and not m.training
-             and m.running_mean is not None and m.running_var is not None}
+    norms = {
+        n: m
+        for n, m in named.items()
+        if type(m) is nn.BatchNorm2d and not m.training and m.running_mean is not None and m.running_var is not None
+    }
     if not convs or not norms or model.training:
         return 0
 
@@ -238,6 +260,7 @@ def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[
             def hook(_m, _inp, out):
                 calls[name] = calls.get(name, 0) + 1
                 produced[id(out)] = (name, out)
+
             return hook
 
         def on_norm(name):
@@ -246,6 +269,7 @@ def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[
                 src = produced.get(id(inp[0]))
                 if src is not None and src[1] is inp[0]:
                     fed[name] = src[0]
+
             return hook
 
         handles = []
@@ -265,8 +289,11 @@ def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[
 
     before, calls, fed = probe(hooks=True)
     protected = set(layers)
-    pairs = [(c, n) for n, c in fed.items()
-             if calls.get(c) == 1 and calls.get(n) == 1 and c not in protected and n not in protected]
+    pairs = [
+        (c, n)
+        for n, c in fed.items()
+        if calls.get(c) == 1 and calls.get(n) == 1 and c not in protected and n not in protected
+    ]
     if not pairs:
         return 0
     undo = []
@@ -279,8 +306,9 @@ def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[
         bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
         old = (conv.weight, conv.bias)
         with torch.no_grad():
-            conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype),
-                                       requires_grad=old[0].requires_grad)
+            conv.weight = nn.Parameter(
+                conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype), requires_grad=old[0].requires_grad
+            )
             conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), requires_grad=old[0].requires_grad)
         slots = [(parent, key) for parent in named.values() for key, child in parent._modules.items() if child is norm]
         for parent, key in slots:
@@ -289,7 +317,8 @@ def fold_batchnorm(model: nn.Module, spec, layers: list[str], size: int | tuple[
     after, _, _ = probe()
     same = len(after) == len(before) and all(
         a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4 * float(b.abs().max()) + 1e-6)
-        for a, b in zip(after, before))
+        for a, b in zip(after, before)
+    )
     if not same:
         for conv, (weight, bias), norm, slots in undo:
             conv.weight, conv.bias = weight, bias
@@ -315,8 +344,13 @@ class PointwiseConv2d(nn.Conv2d):
     @staticmethod
     def runs_as_matmul(x: torch.Tensor) -> bool:
         """Whether ``forward`` takes ``x`` as a matmul: (B < 16, C, H, W) channels-last on CPU, one thread."""
-        return (x.dim() == 4 and x.shape[0] < 16 and x.device.type == "cpu" and torch.get_num_threads() == 1
-                and x.is_contiguous(memory_format=torch.channels_last))
+        return (
+            x.dim() == 4
+            and x.shape[0] < 16
+            and x.device.type == "cpu"
+            and torch.get_num_threads() == 1
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.runs_as_matmul(x):
@@ -329,15 +363,26 @@ def pointwise_as_matmul(model: nn.Module) -> int:
     ``PointwiseConv2d``, in place (render, patch). Returns how many."""
     n = 0
     for module in model.modules():
-        if (type(module) is nn.Conv2d and module.kernel_size == (1, 1) and module.stride == (1, 1)
-                and module.groups == 1 and module.padding in ((0, 0), "valid")):
+        if (
+            type(module) is nn.Conv2d
+            and module.kernel_size == (1, 1)
+            and module.stride == (1, 1)
+            and module.groups == 1
+            and module.padding in ((0, 0), "valid")
+        ):
             module.__class__ = PointwiseConv2d
             n += 1
     return n
 
 
-def fast_paths(model: nn.Module, spec, keep: list[str], size: int | tuple[int, int], device: str | torch.device = "cpu",
-               stop_at: str | None = None) -> tuple[int, torch.memory_format, int]:
+def fast_paths(
+    model: nn.Module,
+    spec,
+    keep: list[str],
+    size: int | tuple[int, int],
+    device: str | torch.device = "cpu",
+    stop_at: str | None = None,
+) -> tuple[int, torch.memory_format, int]:
     """Put ``model`` in the form render and the patch scores run it in, in place: BatchNorm folded
     (``fold_batchnorm``; ``keep``: the layers whose own outputs are read), the memory format it runs
     fastest in (``memory_format_for``) and a small CPU batch's 1x1 convolutions as matmuls
@@ -422,7 +467,9 @@ def run_until(model: nn.Module, x: torch.Tensor, outputs: dict) -> dict[str, tor
     return dict(outputs)
 
 
-def list_layers(model: nn.Module, input_size: tuple[int, int] = (224, 224), declared: Mapping | None = None) -> list[dict]:
+def list_layers(
+    model: nn.Module, input_size: tuple[int, int] = (224, 224), declared: Mapping | None = None
+) -> list[dict]:
     """One dict per module: ``layer``, ``type``, ``shape`` (output shape for one input), ``channels``,
     ``kind`` (see ``layer_view``), ``grid`` (positions (H, W)) and ``prefix`` (leading tokens).
 
@@ -451,8 +498,15 @@ def list_layers(model: nn.Module, input_size: tuple[int, int] = (224, 224), decl
         if not name:
             continue
         shape = shapes.get(name)
-        row = {"layer": name, "type": type(module).__name__, "shape": list(shape) if shape else None,
-               "channels": None, "kind": None, "grid": None, "prefix": None}
+        row = {
+            "layer": name,
+            "type": type(module).__name__,
+            "shape": list(shape) if shape else None,
+            "channels": None,
+            "kind": None,
+            "grid": None,
+            "prefix": None,
+        }
         if shape:
             try:
                 kind = detect_kind(shape, input_size, declared.get(name), name)
@@ -460,7 +514,11 @@ def list_layers(model: nn.Module, input_size: tuple[int, int] = (224, 224), decl
                 kind = None
             if kind is not None:
                 view = layer_view(torch.zeros(1, *shape), kind, input_size)
-                row.update(channels=int(view.shape[1]), kind=kind.kind, grid=[int(view.shape[2]), int(view.shape[3])],
-                           prefix=kind.prefix)
+                row.update(
+                    channels=int(view.shape[1]),
+                    kind=kind.kind,
+                    grid=[int(view.shape[2]), int(view.shape[3])],
+                    prefix=kind.prefix,
+                )
         rows.append(row)
     return rows

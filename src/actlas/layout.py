@@ -88,7 +88,9 @@ EXACT_KNN_MAX_WORK = 1e12
 EXACT_KNN_METRICS = ("cosine", "euclidean")
 
 
-def exact_knn(x: np.ndarray, k: int, metric: str = "cosine", block_floats: int = 2**26) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(
+    x: np.ndarray, k: int, metric: str = "cosine", block_floats: int = 2**26
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of every row of x (n, d) among the rows, self first.
 
     Returns (indices (n, k) int64, distances (n, k) float32), the format of umap-learn's
@@ -168,7 +170,11 @@ def umap(
             knn = (*exact_knn(x, n_neighbors, metric), None)
             knn_info = {"knn": "exact", "knn_seconds": round(time.perf_counter() - knn_start, 2)}
         model = umap_learn.UMAP(
-            n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, random_state=seed, n_components=2,
+            n_neighbors=n_neighbors,
+            min_dist=min_dist,
+            metric=metric,
+            random_state=seed,
+            n_components=2,
             precomputed_knn=knn,
         )
         with warnings.catch_warnings():  # "no search index: transform() unavailable" (never used here)
@@ -237,6 +243,8 @@ def layout(
         data = (np.asarray(data, dtype=np.float32) - mean.astype(np.float32)) @ zca.astype(np.float32)
     if pca_components and pca_components < data.shape[1]:
         data = pca(data, pca_components, seed)
-    xy, umap_info = umap(np.asarray(data), n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, seed=seed, backend=backend)
+    xy, umap_info = umap(
+        np.asarray(data), n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, seed=seed, backend=backend
+    )
     info.update(umap_info)
     return normalize_coords(xy, clip), info

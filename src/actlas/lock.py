@@ -89,8 +89,7 @@ def _refuse_if_held(held: dict, run_dir: Path, path: Path) -> None:
         )
     if _alive(int(held.get("pid", 0)), held.get("started")):
         raise LockError(
-            f"{run_dir} is in use by another workflow: {_describe(held)}; wait for it to finish or "
-            "use another run_dir"
+            f"{run_dir} is in use by another workflow: {_describe(held)}; wait for it to finish or use another run_dir"
         )
 
 

@@ -37,9 +37,14 @@ def model_flags(command: Callable) -> Callable:
     ``--output``, ``--padding``, ``--layer-kinds``, ``--trust-code``, ``--allow-pickle``; each
     defaults to None (not given), so the card's or source's value stands."""
     command = model_field_flags(command)
-    return click.option("--model", "-m", "model_source", required=True,
-                        help="card .json, torchvision:NAME[:WEIGHTS], timm:NAME, export:PATH.pt2, pkg.mod:fn, "
-                             "or a JSON model block (docs/models.md)")(command)
+    return click.option(
+        "--model",
+        "-m",
+        "model_source",
+        required=True,
+        help="card .json, torchvision:NAME[:WEIGHTS], timm:NAME, export:PATH.pt2, pkg.mod:fn, "
+        "or a JSON model block (docs/models.md)",
+    )(command)
 
 
 def model_block_from(params: dict) -> dict:

@@ -269,20 +269,30 @@ class ModelField:
 
 
 MODEL_FIELDS: tuple[ModelField, ...] = (
-    ModelField("source", "string", None, "card.json, torchvision:NAME[:WEIGHTS], timm:NAME, export:PATH.pt2 or pkg.mod:fn"),
+    ModelField(
+        "source", "string", None, "card.json, torchvision:NAME[:WEIGHTS], timm:NAME, export:PATH.pt2 or pkg.mod:fn"
+    ),
     ModelField("kwargs", "object", {}, "keyword arguments for the builder or factory"),
     ModelField("weights", "string", None, "weights file (safetensors or a state dict); torchvision: a weights name"),
-    ModelField("input_size", "int_pair", None, "(height, width) the network is fed (default: the source's, else 224 x 224)"),
+    ModelField(
+        "input_size", "int_pair", None, "(height, width) the network is fed (default: the source's, else 224 x 224)"
+    ),
     ModelField("resize", "int", None, "short side images are resized to before the centre crop (0: no resize)"),
     ModelField("crop", "int", None, "centre crop side; sets input_size when that is not given"),
     ModelField("mean", "float_triple", None, "normalisation mean of RGB in [0, 1] (default ImageNet's)"),
     ModelField("std", "float_triple", None, "normalisation std (default ImageNet's)"),
     ModelField("labels", "string", None, "class names, one a line in index order (or a list)"),
     ModelField("synsets", "string", None, "folder names -> class index, one a line in index order (or a list)"),
-    ModelField("output", "string_or_int", None, "key or index of the logits when forward returns a dict, tuple or ModelOutput"),
+    ModelField(
+        "output", "string_or_int", None, "key or index of the logits when forward returns a dict, tuple or ModelOutput"
+    ),
     ModelField("padding", "string", None, "default or tf_same (TensorFlow SAME padding)"),
-    ModelField("layer_kinds", "object", {}, "layer -> map, channels_last, tokens, cls or pooled, or {kind: tokens, prefix: N}"),
-    ModelField("trust_code", "bool", False, "allow a pkg.mod:fn source or a card architecture that is not a known builder"),
+    ModelField(
+        "layer_kinds", "object", {}, "layer -> map, channels_last, tokens, cls or pooled, or {kind: tokens, prefix: N}"
+    ),
+    ModelField(
+        "trust_code", "bool", False, "allow a pkg.mod:fn source or a card architecture that is not a known builder"
+    ),
     ModelField("allow_pickle", "bool", False, "allow weights pickles that run code when loaded"),
 )
 FIELD_NAMES = tuple(f.name for f in MODEL_FIELDS)
@@ -317,7 +327,9 @@ def model_block(model: str | Mapping | None = None, **overrides) -> dict:
     elif isinstance(model, Mapping):
         block = dict(model)
     else:
-        raise ModelError(f"a model is a source string or a mapping of {', '.join(FIELD_NAMES)}; got {type(model).__name__}")
+        raise ModelError(
+            f"a model is a source string or a mapping of {', '.join(FIELD_NAMES)}; got {type(model).__name__}"
+        )
     for key in block:
         if key not in FIELD_NAMES:
             raise ModelError(f"unknown model key {key!r}{_closest(key, FIELD_NAMES)} (valid: {', '.join(FIELD_NAMES)})")
@@ -326,8 +338,10 @@ def model_block(model: str | Mapping | None = None, **overrides) -> dict:
         if key not in FIELD_NAMES:
             raise ModelError(f"unknown model option {key!r}{_closest(key, FIELD_NAMES)}")
     if not block.get("source"):
-        raise ModelError("the model block needs a source: card.json, torchvision:NAME, timm:NAME, export:PATH.pt2 "
-                         "or pkg.mod:fn (model.source, --model)")
+        raise ModelError(
+            "the model block needs a source: card.json, torchvision:NAME, timm:NAME, export:PATH.pt2 "
+            "or pkg.mod:fn (model.source, --model)"
+        )
     return block
 
 
@@ -428,7 +442,7 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[
         loose = [k for k in state if k not in want]
         best = None
         for prefix in WRAPPER_PREFIXES:
-            stripped = {k[len(prefix):] if k in loose and k.startswith(prefix) else k: v for k, v in state.items()}
+            stripped = {k[len(prefix) :] if k in loose and k.startswith(prefix) else k: v for k, v in state.items()}
             gain = len(want & set(stripped)) - fit
             if gain > 0 or (loose and gain == 0 and all(k.startswith(prefix) for k in loose)):
                 best = stripped  # more keys fit, or every loose key sheds a wrapper layer
@@ -458,9 +472,13 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) 
             parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
         if shaped:
             k = shaped[0]
-            parts.append(f"{len(shaped)} of another shape (first {k!r}: {list(state[k].shape)} for {list(own[k].shape)})")
-        raise ModelError(f"weights {where} do not fit the model: keys {', '.join(parts)}; check the architecture "
-                         "and its kwargs (num_classes, ...)")
+            parts.append(
+                f"{len(shaped)} of another shape (first {k!r}: {list(state[k].shape)} for {list(own[k].shape)})"
+            )
+        raise ModelError(
+            f"weights {where} do not fit the model: keys {', '.join(parts)}; check the architecture "
+            "and its kwargs (num_classes, ...)"
+        )
 
 
 # --------------------------------------------------------------------------- builders
@@ -480,10 +498,16 @@ def _known_builder(name: str) -> tuple[str, str] | None:
     Accepts ``torchvision.models.NAME``, ``torchvision:NAME``, ``timm:NAME``, ``timm.models.NAME``,
     ``actlas:NAME`` and ``actlas.archs.NAME``. Nothing is imported but torchvision, timm and actlas.
     """
-    for prefix, lib in (("torchvision.models.", "torchvision"), ("torchvision:", "torchvision"), ("timm:", "timm"),
-                        ("timm.models.", "timm"), ("actlas:", "actlas"), ("actlas.archs.", "actlas")):
+    for prefix, lib in (
+        ("torchvision.models.", "torchvision"),
+        ("torchvision:", "torchvision"),
+        ("timm:", "timm"),
+        ("timm.models.", "timm"),
+        ("actlas:", "actlas"),
+        ("actlas.archs.", "actlas"),
+    ):
         if name.startswith(prefix):
-            builder = name[len(prefix):]
+            builder = name[len(prefix) :]
             if lib == "torchvision":
                 import torchvision
 
@@ -560,11 +584,15 @@ def _read_card(path: Path) -> dict:
     valid = (set(FIELD_NAMES) - {"source", "trust_code", "allow_pickle"}) | CARD_KEYS
     for key in card:
         if key in ("trust_code", "allow_pickle"):
-            raise ModelError(f"model card {path} sets {key!r}, which only the person running actlas can grant "
-                             f"(model.{key}: true, --{key.replace('_', '-')}); remove it from the card")
+            raise ModelError(
+                f"model card {path} sets {key!r}, which only the person running actlas can grant "
+                f"(model.{key}: true, --{key.replace('_', '-')}); remove it from the card"
+            )
         if key not in valid and key not in CARD_DOC_KEYS and not key.endswith(("_note", "_notes", "_format")):
-            raise ModelError(f"model card {path} has unknown key {key!r}{_closest(key, valid)} "
-                             "(documentation keys may end in _note or _format)")
+            raise ModelError(
+                f"model card {path} has unknown key {key!r}{_closest(key, valid)} "
+                "(documentation keys may end in _note or _format)"
+            )
     for alias, key in CARD_ALIASES.items():
         if alias in card:
             if key in card:
@@ -582,8 +610,9 @@ def _from_card(path: Path, block: dict) -> tuple[_Found, dict]:
     merged.update({k: v for k, v in block.items() if k != "source"})
     if "kwargs" in block and "kwargs" in card:
         merged["kwargs"] = {**card["kwargs"], **block["kwargs"]}
-    model = _build(card["architecture"], merged.get("kwargs", {}), _trusted(block.get("trust_code")),
-                   f"model card {path}")
+    model = _build(
+        card["architecture"], merged.get("kwargs", {}), _trusted(block.get("trust_code")), f"model card {path}"
+    )
     if "weights" in card and "weights" not in block:
         merged["weights"] = os.path.normpath(path.parent / card["weights"])
     for key in ("labels", "synsets"):  # card paths are relative to the card
@@ -610,8 +639,13 @@ def _from_torchvision(name: str, weights: str | None, kwargs: dict) -> _Found:
         enum = torchvision.models.get_model_weights(name)
         w = enum.DEFAULT if enum_name == "DEFAULT" else enum[enum_name]
         t = w.transforms()
-        found.values = {"input_size": [t.crop_size[0], t.crop_size[0]], "resize": t.resize_size[0],
-                        "mean": list(t.mean), "std": list(t.std), "labels": list(w.meta.get("categories", ()))}
+        found.values = {
+            "input_size": [t.crop_size[0], t.crop_size[0]],
+            "resize": t.resize_size[0],
+            "mean": list(t.mean),
+            "std": list(t.std),
+            "labels": list(w.meta.get("categories", ())),
+        }
     return found
 
 
@@ -623,8 +657,12 @@ def _from_timm(name: str, kwargs: dict) -> _Found:
         raise ModelError(f"timm cannot create {name!r}: {err}; see timm.list_models()") from err
     cfg = timm.data.resolve_model_data_config(model)
     h, w = cfg["input_size"][1:]
-    values = {"input_size": [h, w], "resize": int(math.floor(min(h, w) / cfg.get("crop_pct", 1.0))),
-              "mean": list(cfg["mean"]), "std": list(cfg["std"])}
+    values = {
+        "input_size": [h, w],
+        "resize": int(math.floor(min(h, w) / cfg.get("crop_pct", 1.0))),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+    }
     try:
         subset = timm.data.infer_imagenet_subset(model)
         if subset:
@@ -679,16 +717,19 @@ def select_logits(out, output: str | int | None = None) -> torch.Tensor:
             return select_logits(out[output])
         if isinstance(output, int) and -len(keys) <= output < len(keys):
             return select_logits(out[keys[output]])
-        raise ModelError(f"the model's forward returns {type(out).__name__} without {output!r}; its keys: "
-                         f"{', '.join(map(str, keys))}; set model.output to the key of the logits")
+        raise ModelError(
+            f"the model's forward returns {type(out).__name__} without {output!r}; its keys: "
+            f"{', '.join(map(str, keys))}; set model.output to the key of the logits"
+        )
     if isinstance(out, (tuple, list)) and isinstance(output, int):
         if -len(out) <= output < len(out):
             return select_logits(out[output])
         raise ModelError(f"the model's forward returns {len(out)} values; model.output {output} is out of range")
     if isinstance(out, torch.Tensor):
         raise ModelError(f"the model's forward returns a tensor; remove model.output ({output!r})")
-    raise ModelError(f"the model's forward returns {type(out).__name__}; set model.output to the key or index "
-                     "of the logits")
+    raise ModelError(
+        f"the model's forward returns {type(out).__name__}; set model.output to the key or index of the logits"
+    )
 
 
 def _is_model_output(out) -> bool:
@@ -722,8 +763,10 @@ def _describe_source(source: str, block: dict) -> tuple[_Found, dict]:
         raise ModelError(TORCHSCRIPT_REFUSED)
     if ":" in source and not source.startswith(("/", ".")):
         if not _trusted(block.get("trust_code")):
-            raise ModelError(f"the source {source!r} runs Python code (a factory); actlas runs it only with "
-                             "trust_code: true (--trust-code) when you trust the config's author")
+            raise ModelError(
+                f"the source {source!r} runs Python code (a factory); actlas runs it only with "
+                "trust_code: true (--trust-code) when you trust the config's author"
+            )
         model = _import(source)(**kwargs)
         if not isinstance(model, nn.Module):
             raise ModelError(f"{source} returned {type(model).__name__}, not a torch.nn.Module")
@@ -803,28 +846,53 @@ def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelS
         raise ModelError(f"unknown padding {padding!r}: use 'default' or 'tf_same'")
     if assumed:
         keys = ", ".join(f"model.{k}" for key, _ in assumed for k in ((key,) if isinstance(key, str) else key))
-        warnings.warn(f"model {source}: assumed {', '.join(v for _, v in assumed)}; set {keys} to declare them",
-                      ModelDefaultWarning, stacklevel=3)
+        warnings.warn(
+            f"model {source}: assumed {', '.join(v for _, v in assumed)}; set {keys} to declare them",
+            ModelDefaultWarning,
+            stacklevel=3,
+        )
     defaulted = tuple(k for key, _ in assumed for k in ((key,) if isinstance(key, str) else key))
     options = {f.name: fields.get(f.name, f.default) for f in MODEL_FIELDS}
-    options.update(source=source, input_size=list(size), resize=resize, crop=values.get("crop"), mean=list(mean),
-                   std=list(std), padding=padding, trust_code=_trusted(fields.get("trust_code")),
-                   allow_pickle=bool(options["allow_pickle"]))
+    options.update(
+        source=source,
+        input_size=list(size),
+        resize=resize,
+        crop=values.get("crop"),
+        mean=list(mean),
+        std=list(std),
+        padding=padding,
+        trust_code=_trusted(fields.get("trust_code")),
+        allow_pickle=bool(options["allow_pickle"]),
+    )
     for key in ("labels", "synsets"):
         if isinstance(options[key], (list, tuple)) and len(options[key]) > 20:
             options[key] = f"{len(options[key])} names from the source"
     if options["labels"] is None and categories:
         options["labels"] = f"{len(categories)} names from the source"
     return ModelSpec(
-        name=name, source=source, input_size=size, resize=resize, mean=mean, std=std, categories=categories,
-        synsets=synsets, padding=padding, options=options, defaulted=defaulted,
+        name=name,
+        source=source,
+        input_size=size,
+        resize=resize,
+        mean=mean,
+        std=std,
+        categories=categories,
+        synsets=synsets,
+        padding=padding,
+        options=options,
+        defaulted=defaulted,
         layer_kinds=dict(values.get("layer_kinds") or {}),
     )
 
 
 def load_model(
-    model: str | Mapping, *, weights: str | None = None, allow_pickle: bool | None = None, padding: str | None = None,
-    trust_code: bool | None = None, **fields,
+    model: str | Mapping,
+    *,
+    weights: str | None = None,
+    allow_pickle: bool | None = None,
+    padding: str | None = None,
+    trust_code: bool | None = None,
+    **fields,
 ) -> tuple[nn.Module, ModelSpec]:
     """Load a model in eval mode, weights loaded, with its ``ModelSpec``.
 
@@ -841,8 +909,12 @@ def load_model(
     The forward of the returned model always gives a logits tensor (``output`` selects it from a
     dict, tuple or ModelOutput). Raises ``ModelError`` in one line that says how to fix the problem.
     """
-    return _load(model_block(model, weights=weights, allow_pickle=allow_pickle, padding=padding, trust_code=trust_code,
-                             **fields), with_weights=True)
+    return _load(
+        model_block(
+            model, weights=weights, allow_pickle=allow_pickle, padding=padding, trust_code=trust_code, **fields
+        ),
+        with_weights=True,
+    )
 
 
 def load_spec(model: str | Mapping, **fields) -> ModelSpec:

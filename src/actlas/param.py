@@ -10,9 +10,7 @@ import numpy as np
 import torch
 
 # Square root of ImageNet's colour correlation (Lucid's ``color_correlation_svd_sqrt``).
-COLOR_CORRELATION_SVD_SQRT = np.array(
-    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32
-)
+COLOR_CORRELATION_SVD_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
 COLOR_MEAN = (0.48, 0.46, 0.41)
 
 
@@ -55,7 +53,12 @@ def to_valid_rgb(image_fn, decorrelate: bool = True):
 
 
 def image(
-    batch: int, size: int, *, seeds: list[int] | None = None, sd: float = 0.01, decay_power: float = 1.0,
+    batch: int,
+    size: int,
+    *,
+    seeds: list[int] | None = None,
+    sd: float = 0.01,
+    decay_power: float = 1.0,
     device: torch.device | str = "cpu",
 ):
     """FFT-parameterised, colour-decorrelated images: (params, image_fn) with image_fn() (B, 3, S, S).
@@ -70,7 +73,11 @@ def image(
 
 
 def maco_image(
-    batch: int, size: int, *, seeds: list[int] | None = None, decay_power: float = 1.0,
+    batch: int,
+    size: int,
+    *,
+    seeds: list[int] | None = None,
+    decay_power: float = 1.0,
     device: torch.device | str = "cpu",
 ):
     """MaCo-style images (Fel et al. 2023): only the Fourier phase is optimised; the magnitude stays
@@ -87,9 +94,9 @@ def maco_image(
     mag_t = torch.tensor(magnitude, dtype=torch.float32, device=device)[None, None]
     seeds = seeds if seeds is not None else list(range(batch))
     shape = (3, size, size // 2 + 1)
-    init = torch.stack([
-        (torch.rand(shape, generator=torch.Generator().manual_seed(int(s))) * 2 - 1) * np.pi for s in seeds
-    ])
+    init = torch.stack(
+        [(torch.rand(shape, generator=torch.Generator().manual_seed(int(s))) * 2 - 1) * np.pi for s in seeds]
+    )
     phase = init.to(device).requires_grad_(True)
     matrix = COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
 

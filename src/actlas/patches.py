@@ -110,8 +110,14 @@ def variants(images: torch.Tensor, patch: torch.Tensor, corners=CORNERS, sizes=D
 
 
 @torch.no_grad()
-def class_probs(model: nn.Module, spec: ModelSpec, x: torch.Tensor, classes: list[int], batch_size: int = 64,
-                device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def class_probs(
+    model: nn.Module,
+    spec: ModelSpec,
+    x: torch.Tensor,
+    classes: list[int],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities of ``classes`` (n, len(classes)) and the top-1 class (n,) for images (n, 3, H, W) in [0, 1]."""
     probs, top = [], []
     memory_format = memory_format_of(model)  # the caller's choice (``actlas.layers.memory_format_for``)
@@ -123,8 +129,14 @@ def class_probs(model: nn.Module, spec: ModelSpec, x: torch.Tensor, classes: lis
     return torch.cat(probs).numpy(), torch.cat(top).numpy()
 
 
-def predict(model: nn.Module, spec: ModelSpec, x: torch.Tensor, target: int, batch_size: int = 64,
-            device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module,
+    spec: ModelSpec,
+    x: torch.Tensor,
+    target: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probability of ``target`` (n,) and the top-1 class (n,) for images (n, 3, H, W) in [0, 1]."""
     probs, top = class_probs(model, spec, x, [target], batch_size, device)
     return probs[:, 0], top
@@ -140,8 +152,18 @@ class Trial:
     sizes: tuple[float, ...] = DEFAULT_SIZES
 
 
-def run_trial(model: nn.Module, spec: ModelSpec, images: torch.Tensor, patch: torch.Tensor, target: int, *,
-              corners=CORNERS, sizes=DEFAULT_SIZES, batch_size: int = 64, device="cpu") -> Trial:
+def run_trial(
+    model: nn.Module,
+    spec: ModelSpec,
+    images: torch.Tensor,
+    patch: torch.Tensor,
+    target: int,
+    *,
+    corners=CORNERS,
+    sizes=DEFAULT_SIZES,
+    batch_size: int = 64,
+    device="cpu",
+) -> Trial:
     """Paste ``patch`` ((3, h, w) or (N, 3, h, w)) at every corner x size of images (N, 3, H, W), batched."""
     n, nc, ns = len(images), len(corners), len(sizes)
     per = max(1, batch_size // (nc * ns))
@@ -152,8 +174,12 @@ def run_trial(model: nn.Module, spec: ModelSpec, images: torch.Tensor, patch: to
         pr, tp = predict(model, spec, x, target, batch_size, device)
         probs.append(pr.reshape(-1, nc, ns))
         tops.append(tp.reshape(-1, nc, ns))
-    return Trial(np.concatenate(probs) if probs else np.zeros((0, nc, ns)),
-                 np.concatenate(tops) if tops else np.zeros((0, nc, ns), dtype=np.int64), tuple(corners), tuple(sizes))
+    return Trial(
+        np.concatenate(probs) if probs else np.zeros((0, nc, ns)),
+        np.concatenate(tops) if tops else np.zeros((0, nc, ns), dtype=np.int64),
+        tuple(corners),
+        tuple(sizes),
+    )
 
 
 def rate(success: np.ndarray) -> dict:
@@ -163,8 +189,9 @@ def rate(success: np.ndarray) -> dict:
     return {"k": k, "n": n, "rate": round(k / n, 4) if n else None, "ci": [round(lo, 4), round(hi, 4)]}
 
 
-def summarise(trial: Trial, target: int, before: np.ndarray, keep: np.ndarray,
-              static: tuple[str, float] = STATIC) -> dict:
+def summarise(
+    trial: Trial, target: int, before: np.ndarray, keep: np.ndarray, static: tuple[str, float] = STATIC
+) -> dict:
     """Rates and probabilities of one trial over the images selected by ``keep`` (N,) bool.
 
     ``before`` (N,) is the clean target probability. Static: the (corner, size) ``static`` for all
@@ -181,8 +208,11 @@ def summarise(trial: Trial, target: int, before: np.ndarray, keep: np.ndarray,
         "prob_before": round(float(before[keep].mean()), 4) if keep.any() else None,
         "prob_after_static": round(float(prob[:, ci, si].mean()), 4) if keep.any() else None,
         "prob_after_dynamic": round(float(prob.max((1, 2)).mean()), 4) if keep.any() else None,
-        "best_variant_counts": {f"{trial.corners[c]}@{trial.sizes[s]}": int(hit[:, c, s].sum())
-                                for c in range(len(trial.corners)) for s in range(len(trial.sizes))},
+        "best_variant_counts": {
+            f"{trial.corners[c]}@{trial.sizes[s]}": int(hit[:, c, s].sum())
+            for c in range(len(trial.corners))
+            for s in range(len(trial.sizes))
+        },
     }
 
 
@@ -256,8 +286,9 @@ def load_photos(rows: list[tuple[str, int]], spec: ModelSpec) -> tuple[torch.Ten
     return x, paths, np.array(labels, dtype=np.int64)
 
 
-def choose_photos(rows: list[tuple[str, int]], source: int | None, target: int, max_images: int, seed: int,
-                  n_pool: int = 32) -> tuple[list, list, list]:
+def choose_photos(
+    rows: list[tuple[str, int]], source: int | None, target: int, max_images: int, seed: int, n_pool: int = 32
+) -> tuple[list, list, list]:
     """Split a run's photos (path, label) into source-class rows, a seeded sample of ``max_images``
     rows whose label is not the target (source-class rows excluded: they are reported on their own),
     and ``n_pool`` other rows for the random-crop control. Returns (source_rows, sample_rows, pool_rows)."""
@@ -269,10 +300,25 @@ def choose_photos(rows: list[tuple[str, int]], source: int | None, target: int, 
     return src, sample, pool
 
 
-def evaluate_patch(model, spec, photos: Photos, name: str, patch: torch.Tensor, target: int, *,
-                   clean_prob: np.ndarray, clean_top: np.ndarray, corners=CORNERS, sizes=DEFAULT_SIZES,
-                   static=STATIC, seed: int = 0, batch_size: int = 64, device="cpu", subset: np.ndarray | None = None,
-                   trials: dict | None = None) -> dict:
+def evaluate_patch(
+    model,
+    spec,
+    photos: Photos,
+    name: str,
+    patch: torch.Tensor,
+    target: int,
+    *,
+    clean_prob: np.ndarray,
+    clean_top: np.ndarray,
+    corners=CORNERS,
+    sizes=DEFAULT_SIZES,
+    static=STATIC,
+    seed: int = 0,
+    batch_size: int = 64,
+    device="cpu",
+    subset: np.ndarray | None = None,
+    trials: dict | None = None,
+) -> dict:
     """One patch and its two controls on the same photos and protocol -> report entry.
 
     Populations: ``source_correct`` (source-class photos classified as the source), ``not_target``
@@ -290,12 +336,14 @@ def evaluate_patch(model, spec, photos: Photos, name: str, patch: torch.Tensor, 
     src_top = photos.label[idx]
     eligible = clean_top[idx] != target
     source_ok = photos.source[idx] & (clean_top[idx] == src_top) & eligible
-    populations = (("source_correct", source_ok), ("not_target", eligible & ~photos.mask("extra")[idx]),
-                   ("near_target", eligible & photos.mask("near")[idx]))
+    populations = (
+        ("source_correct", source_ok),
+        ("not_target", eligible & ~photos.mask("extra")[idx]),
+        ("near_target", eligible & photos.mask("near")[idx]),
+    )
     entry: dict = {"name": name, "populations": {}}
     for kind, p in patches.items():
-        trial = run_trial(model, spec, x, p, target, corners=corners, sizes=sizes, batch_size=batch_size,
-                          device=device)
+        trial = run_trial(model, spec, x, p, target, corners=corners, sizes=sizes, batch_size=batch_size, device=device)
         if trials is not None:
             trials[(name, kind)] = (idx, trial)
         for pop, keep in populations:
@@ -303,8 +351,17 @@ def evaluate_patch(model, spec, photos: Photos, name: str, patch: torch.Tensor, 
     return entry
 
 
-def score_candidates(model, spec, x: torch.Tensor, candidates: list[tuple[str, torch.Tensor]], target: int, *,
-                     sizes=DEFAULT_SIZES, batch_size: int = 64, device="cpu") -> tuple[int, list[dict]]:
+def score_candidates(
+    model,
+    spec,
+    x: torch.Tensor,
+    candidates: list[tuple[str, torch.Tensor]],
+    target: int,
+    *,
+    sizes=DEFAULT_SIZES,
+    batch_size: int = 64,
+    device="cpu",
+) -> tuple[int, list[dict]]:
     """Score candidate patches on search photos x (n, 3, H, W) with the dynamic protocol at the largest
     size, every corner -> (best candidate index, scores): the flip rate to ``target``, ties broken
     by the mean best p(target)."""
@@ -312,15 +369,30 @@ def score_candidates(model, spec, x: torch.Tensor, candidates: list[tuple[str, t
     for name, patch in candidates:
         trial = run_trial(model, spec, x, patch, target, sizes=(max(sizes),), batch_size=batch_size, device=device)
         hit = (trial.top == target).any((1, 2))
-        scores.append({"name": name, "search_rate": round(float(hit.mean()), 4) if len(hit) else 0.0,
-                       "search_prob": round(float(trial.prob.max((1, 2)).mean()), 4) if len(hit) else 0.0})
+        scores.append(
+            {
+                "name": name,
+                "search_rate": round(float(hit.mean()), 4) if len(hit) else 0.0,
+                "search_prob": round(float(trial.prob.max((1, 2)).mean()), 4) if len(hit) else 0.0,
+            }
+        )
     best = max(range(len(scores)), key=lambda i: (scores[i]["search_rate"], scores[i]["search_prob"]))
     return best, scores
 
 
-def discover(model, spec, photos: Photos, candidates: list[tuple[str, torch.Tensor]], target: int, *,
-             clean_top: np.ndarray, sizes=DEFAULT_SIZES, seed: int = 0, batch_size: int = 64,
-             device="cpu") -> tuple[int, list[dict], np.ndarray, np.ndarray]:
+def discover(
+    model,
+    spec,
+    photos: Photos,
+    candidates: list[tuple[str, torch.Tensor]],
+    target: int,
+    *,
+    clean_top: np.ndarray,
+    sizes=DEFAULT_SIZES,
+    seed: int = 0,
+    batch_size: int = 64,
+    device="cpu",
+) -> tuple[int, list[dict], np.ndarray, np.ndarray]:
     """Score candidates on a search half of the photos (``score_candidates``)
     -> (best candidate index, scores, search indices, held-out indices).
 
@@ -330,8 +402,9 @@ def discover(model, spec, photos: Photos, candidates: list[tuple[str, torch.Tens
     search, held = split_halves(len(others), seed)
     search, held = others[search], np.sort(np.concatenate([others[held], np.flatnonzero(photos.source)]))
     search = search[clean_top[search] != target]
-    best, scores = score_candidates(model, spec, photos.x[search], candidates, target, sizes=sizes,
-                                    batch_size=batch_size, device=device)
+    best, scores = score_candidates(
+        model, spec, photos.x[search], candidates, target, sizes=sizes, batch_size=batch_size, device=device
+    )
     return best, scores, search, held
 
 
@@ -348,8 +421,19 @@ def vs_controls(entry: dict, population: str = "not_target") -> dict:
     return out
 
 
-def single_photo(model, spec, photo: torch.Tensor, candidates: list[tuple[str, torch.Tensor]], source: int,
-                 target: int, *, corners=CORNERS, sizes=DEFAULT_SIZES, batch_size: int = 64, device="cpu") -> dict:
+def single_photo(
+    model,
+    spec,
+    photo: torch.Tensor,
+    candidates: list[tuple[str, torch.Tensor]],
+    source: int,
+    target: int,
+    *,
+    corners=CORNERS,
+    sizes=DEFAULT_SIZES,
+    batch_size: int = 64,
+    device="cpu",
+) -> dict:
     """The article's single-photo demonstration: every candidate patch on one photo (3, H, W) at
     every corner x size, each at its best variant (highest p(target)).
 
@@ -363,8 +447,16 @@ def single_photo(model, spec, photo: torch.Tensor, candidates: list[tuple[str, t
     for name, patch in candidates:
         p, top = class_probs(model, spec, variants(photo[None], patch, corners, sizes), pair, batch_size, device)
         b = int(np.argmax(p[:, 1]))
-        rows.append({"name": name, "corner": corners[b // len(sizes)], "size": sizes[b % len(sizes)],
-                     "p_source": round(float(p[b, 0]), 4), "p_target": round(float(p[b, 1]), 4), "top": int(top[b])})
+        rows.append(
+            {
+                "name": name,
+                "corner": corners[b // len(sizes)],
+                "size": sizes[b % len(sizes)],
+                "p_source": round(float(p[b, 0]), 4),
+                "p_target": round(float(p[b, 1]), 4),
+                "top": int(top[b]),
+            }
+        )
     rows.sort(key=lambda r: -r["p_target"])
     return {"before": before, "candidates": rows}
 
@@ -391,72 +483,114 @@ def _fmt(r: dict) -> str:
 
 def report_markdown(report: dict) -> str:
     """The report as Markdown: one table per patch and population."""
-    lines = [f"# Patch experiment: {report['source'] or 'any photo'} -> {report['target']}", "",
-             f"Model `{report['model'].get('source') if isinstance(report['model'], dict) else report['model']}`, layer `{report['layer']}`. Static protocol: {report['static'][0]} at "
-             f"{report['static'][1]} of the input side; dynamic: best of corners {', '.join(report['corners'])} x "
-             f"sizes {report['sizes']} per image. Rates are top-1 flips to the target with 95% Wilson intervals; "
-             f"controls (uniform noise, a crop of a random photo) use the same photos and protocol.", ""]
+    lines = [
+        f"# Patch experiment: {report['source'] or 'any photo'} -> {report['target']}",
+        "",
+        f"Model `{report['model'].get('source') if isinstance(report['model'], dict) else report['model']}`, layer `{report['layer']}`. Static protocol: {report['static'][0]} at "
+        f"{report['static'][1]} of the input side; dynamic: best of corners {', '.join(report['corners'])} x "
+        f"sizes {report['sizes']} per image. Rates are top-1 flips to the target with 95% Wilson intervals; "
+        f"controls (uniform noise, a crop of a random photo) use the same photos and protocol.",
+        "",
+    ]
     held = report["images"].get("evaluate")
     if held:
-        lines += [f"Held-out photos: {held['evaluated']} of the {held['source_class']} {report['source']} photos in "
-                  f"{', '.join(held['folders'])} ({held['classified_correctly']} classified correctly; a seeded "
-                  f"choice of at most {held['max_evaluate']}). Every rate below is on them; discovery never saw "
-                  f"them: it searched {report['images']['searched']} {report['source']} photos of the run.", ""]
+        lines += [
+            f"Held-out photos: {held['evaluated']} of the {held['source_class']} {report['source']} photos in "
+            f"{', '.join(held['folders'])} ({held['classified_correctly']} classified correctly; a seeded "
+            f"choice of at most {held['max_evaluate']}). Every rate below is on them; discovery never saw "
+            f"them: it searched {report['images']['searched']} {report['source']} photos of the run.",
+            "",
+        ]
     else:
-        lines += [f"Photos: {report['images']['source_class']} of the source class, "
-                  f"{report['images']['sampled_not_target']} "
-                  f"sampled (seed {report['seed']}) from the {report['images']['run_total']} photos of the run whose "
-                  f"label is neither source nor target, and {report['images'].get('near_target', 0)} (of "
-                  f"{report['images'].get('near_target_in_run', 0)} in the run) whose top-5 at collection holds the "
-                  "target but not as top-1.", ""]
-    titles = {"source_correct": "source-class photos classified correctly",
-              "not_target": "source photos and the random sample, not already classified as the target",
-              "near_target": "photos with the target in their top-5, not top-1"}
+        lines += [
+            f"Photos: {report['images']['source_class']} of the source class, "
+            f"{report['images']['sampled_not_target']} "
+            f"sampled (seed {report['seed']}) from the {report['images']['run_total']} photos of the run whose "
+            f"label is neither source nor target, and {report['images'].get('near_target', 0)} (of "
+            f"{report['images'].get('near_target_in_run', 0)} in the run) whose top-5 at collection holds the "
+            "target but not as top-1.",
+            "",
+        ]
+    titles = {
+        "source_correct": "source-class photos classified correctly",
+        "not_target": "source photos and the random sample, not already classified as the target",
+        "near_target": "photos with the target in their top-5, not top-1",
+    }
     for e in report["patches"]:
-        lines += [f"## {e['name']}" + (" (discovered)" if e.get("discovered") else ""), "",
-                  f"![patch]({e['patch_png']})", ""]
+        lines += [
+            f"## {e['name']}" + (" (discovered)" if e.get("discovered") else ""),
+            "",
+            f"![patch]({e['patch_png']})",
+            "",
+        ]
         # populations with photos; held-out photos are all of the source class, so not_target repeats source_correct
-        shown = [pop for pop in titles if e["populations"].get(pop, {}).get("patch", {}).get("n")
-                 and not (pop == "not_target" and held)]
+        shown = [
+            pop
+            for pop in titles
+            if e["populations"].get(pop, {}).get("patch", {}).get("n") and not (pop == "not_target" and held)
+        ]
         for pop in shown:
             title = titles[pop]
             d = e["populations"][pop]
-            lines += [f"**{title}** (n = {d['patch']['n']})", "",
-                      "| patch | static | dynamic | p(target) before | after static | after dynamic |",
-                      "| --- | --- | --- | --- | --- | --- |"]
+            lines += [
+                f"**{title}** (n = {d['patch']['n']})",
+                "",
+                "| patch | static | dynamic | p(target) before | after static | after dynamic |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
             for kind in ("patch", "noise", "random_image"):
                 r = d[kind]
-                lines.append(f"| {kind} | {_fmt(r['static'])} | {_fmt(r['dynamic'])} | {r['prob_before']} | "
-                             f"{r['prob_after_static']} | {r['prob_after_dynamic']} |")
+                lines.append(
+                    f"| {kind} | {_fmt(r['static'])} | {_fmt(r['dynamic'])} | {r['prob_before']} | "
+                    f"{r['prob_after_static']} | {r['prob_after_dynamic']} |"
+                )
             lines.append("")
         for pop in (pop for pop in shown if pop in e["beats_controls"]):
             b = e["beats_controls"][pop]
             ratios = e.get("vs_controls", {}).get(pop, {})
-            said = [f"{proto} {'yes' if b[proto] else 'no'}"
-                    + (f" ({ratios[proto]['ratio']}x the {ratios[proto]['best_control']} control)"
-                       if ratios.get(proto, {}).get("ratio") is not None else "") for proto in ("static", "dynamic")]
+            said = [
+                f"{proto} {'yes' if b[proto] else 'no'}"
+                + (
+                    f" ({ratios[proto]['ratio']}x the {ratios[proto]['best_control']} control)"
+                    if ratios.get(proto, {}).get("ratio") is not None
+                    else ""
+                )
+                for proto in ("static", "dynamic")
+            ]
             lines += [f"Interval wholly above both controls' intervals ({pop}): {', '.join(said)}.", ""]
     if report.get("discovery"):
         d = report["discovery"]
-        lines += ["## Discovery", "", f"Searched {len(d['candidates'])} candidates on {d['search_images']} photos "
-                  f"({d['search_protocol']}); best `{d['best']}`, reported above on {d['held_out_images']} "
-                  "held-out photos.",
-                  "", "| candidate | search rate | mean best p(target) |", "| --- | --- | --- |"]
+        lines += [
+            "## Discovery",
+            "",
+            f"Searched {len(d['candidates'])} candidates on {d['search_images']} photos "
+            f"({d['search_protocol']}); best `{d['best']}`, reported above on {d['held_out_images']} "
+            "held-out photos.",
+            "",
+            "| candidate | search rate | mean best p(target) |",
+            "| --- | --- | --- |",
+        ]
         lines += [f"| `{c['spec']}` | {c['search_rate']} | {c['search_prob']} |" for c in d["candidates"]]
         lines.append("")
     single = report.get("single_photo")
     if single:
         b = single["before"]
-        lines += ["## Single photo", "", f"`{single['photo']}` (the article's demonstration: every candidate on this "
-                  "one photo at every corner and size, each at its best; chosen on this photo, not held out). "
-                  f"Before: p({report['source']}) = {b['p_source']:.3f}, p({report['target']}) = {b['p_target']:.3f}, "
-                  f"top-1 {single['names'][str(b['top'])]}.", "",
-                  f"| patch | corner @ size | p({report['source']}) after | p({report['target']}) after | top-1 after |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| `{c['spec']}` | {c['corner']} @ {c['size']} | {c['p_source']:.3f} | {c['p_target']:.3f} | "
-                  f"{single['names'][str(c['top'])]} |" for c in single["candidates"][:10]]
+        lines += [
+            "## Single photo",
+            "",
+            f"`{single['photo']}` (the article's demonstration: every candidate on this "
+            "one photo at every corner and size, each at its best; chosen on this photo, not held out). "
+            f"Before: p({report['source']}) = {b['p_source']:.3f}, p({report['target']}) = {b['p_target']:.3f}, "
+            f"top-1 {single['names'][str(b['top'])]}.",
+            "",
+            f"| patch | corner @ size | p({report['source']}) after | p({report['target']}) after | top-1 after |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| `{c['spec']}` | {c['corner']} @ {c['size']} | {c['p_source']:.3f} | {c['p_target']:.3f} | "
+            f"{single['names'][str(c['top'])]} |"
+            for c in single["candidates"][:10]
+        ]
         lines.append("")
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in report.get("figures", [])]
     return "\n".join(lines) + "\n"
-
-

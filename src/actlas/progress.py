@@ -23,8 +23,11 @@ class _Bar:
         if self.total >= 0 and (now - self.last >= 10 or self.done >= self.total):
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
-            print(f"{self.description}: {self.done}/{self.total} ({now - self.start:.0f} s, {rate:.1f}/s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{self.description}: {self.done}/{self.total} ({now - self.start:.0f} s, {rate:.1f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 @contextmanager
@@ -37,10 +40,22 @@ def progress_bar(description: str, total: int, completed: int = 0, enabled: bool
         yield _Bar(description, total, completed)
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True)) as progress:
         task = progress.add_task(description, total=total, completed=completed)
         yield _Bar(description, total, completed, progress, task)

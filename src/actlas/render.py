@@ -74,8 +74,9 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
     decay = params.decay_power * math.log(0.707 * params.size) / math.log(max(0.707 * side, 2.0))
     # a jitter of 1 px let ResNet-20 layer2's icons fill with pixel-sized grain (BENCHMARKS.md): 2 px at least
     jitter = max(int(round(params.jitter * ratio)), min(params.jitter, MIN_JITTER))
-    return dataclasses.replace(params, size=side, pad=int(round(params.pad * ratio)), jitter=jitter,
-                               decay_power=round(decay, 3))
+    return dataclasses.replace(
+        params, size=side, pad=int(round(params.pad * ratio)), jitter=jitter, decay_power=round(decay, 3)
+    )
 
 
 SCHEDULES = ("constant", "cosine")
@@ -98,8 +99,14 @@ def lr_schedule(p: RenderParams) -> list[float]:
 
 
 def _optimise(
-    model: nn.Module, spec: ModelSpec, layer: str, targets: torch.Tensor, seeds: list[int], p: RenderParams,
-    device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
+    model: nn.Module,
+    spec: ModelSpec,
+    layer: str,
+    targets: torch.Tensor,
+    seeds: list[int],
+    p: RenderParams,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,)).
 
@@ -240,8 +247,17 @@ def render(
 # Settings added after icons were first cached -> the behaviour they had before: an icon rendered
 # that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate,
 # the last image, no coarse steps, Lucid's scales and angles).
-ADDED_SETTINGS = {"amp": False, "param": "fft", "warmup": 0, "schedule": "constant", "lr_end": 0.0, "check_every": 0,
-                  "coarse": 0, "scale": 0.1, "rotate": 10}
+ADDED_SETTINGS = {
+    "amp": False,
+    "param": "fft",
+    "warmup": 0,
+    "schedule": "constant",
+    "lr_end": 0.0,
+    "check_every": 0,
+    "coarse": 0,
+    "scale": 0.1,
+    "rotate": 10,
+}
 
 
 def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:

@@ -46,8 +46,16 @@ CONTENT_TYPES: dict[str, str] = {
 RUN_FILE_PATTERNS = tuple(
     f"*/{folder}/{name}"
     for folder in ATLAS_FOLDERS
-    for name in ("atlas.json", "atlas.png", "atlas-labelled.png", "compare.png", "icons/*.png",
-                 "examples/*.jpg", "examples/*.jpeg", "examples/*.png")
+    for name in (
+        "atlas.json",
+        "atlas.png",
+        "atlas-labelled.png",
+        "compare.png",
+        "icons/*.png",
+        "examples/*.jpg",
+        "examples/*.jpeg",
+        "examples/*.png",
+    )
 ) + ("patches/*/report.md", "patches/*/*.png")
 
 
@@ -68,7 +76,9 @@ def is_servable(rel: str) -> bool:
         return False
     if path.parts[0] == VIEWER_DIR:
         return len(path.parts) > 1
-    return any(path.match(pattern) and len(path.parts) == len(PurePosixPath(pattern).parts) for pattern in RUN_FILE_PATTERNS)
+    return any(
+        path.match(pattern) and len(path.parts) == len(PurePosixPath(pattern).parts) for pattern in RUN_FILE_PATTERNS
+    )
 
 
 def servable_files(run_dir: Path) -> Iterable[Path]:
@@ -269,9 +279,7 @@ class ViewerServer:
         self.close()
 
 
-def start_server(
-    run_dir: Path | str, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
-) -> ViewerServer:
+def start_server(run_dir: Path | str, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> ViewerServer:
     """Serve the run's viewer from a background thread; ``port=0`` picks a free port.
 
     Builds the viewer first when the run has none. Binding a host other than loopback
@@ -292,7 +300,9 @@ def start_server(
     try:
         httpd = server_class((host, port), make_handler(run_dir, loopback_only=loopback))
     except OSError as err:
-        raise OSError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port or 0 for any free one") from err
+        raise OSError(
+            f"cannot listen on {host}:{port} ({err.strerror}); pick another --port or 0 for any free one"
+        ) from err
     httpd.verbose = verbose
     thread = threading.Thread(target=httpd.serve_forever, name="actlas-viewer", daemon=True)
     thread.start()

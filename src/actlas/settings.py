@@ -18,8 +18,19 @@ from typing import Any
 
 
 __all__ = [
-    "Atlas", "ClassAtlas", "Collect", "Comparison", "Grid", "Layout", "Patch", "Render", "RenderParams", "Run",
-    "SECTIONS", "fill", "from_mapping",
+    "Atlas",
+    "ClassAtlas",
+    "Collect",
+    "Comparison",
+    "Grid",
+    "Layout",
+    "Patch",
+    "Render",
+    "RenderParams",
+    "Run",
+    "SECTIONS",
+    "fill",
+    "from_mapping",
 ]
 
 
@@ -67,12 +78,20 @@ class RenderParams:
     size: int = 96  # icon side in pixels (at least min_positions of the layer's positions; never over the input)
     min_positions: int = 4  # an icon spans at least this many layer positions a side (0 = off; BENCHMARKS.md)
     steps: int = 128  # optimisation steps
-    lr: float = 0.025  # Adam learning rate (0.05 until decay 1.5: the lowest frequency moves about as then; BENCHMARKS.md)
+    lr: float = (
+        0.025  # Adam learning rate (0.05 until decay 1.5: the lowest frequency moves about as then; BENCHMARKS.md)
+    )
     warmup: int = 0  # steps over which the learning rate ramps linearly up to lr (0 = none)
-    schedule: str = "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
+    schedule: str = (
+        "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
+    )
     lr_end: float = 0.0  # cosine: the learning rate it falls to, one step after the last
-    coarse: int = 0  # first steps that move only the low frequencies (4 cycles an icon), then all (0 = none; BENCHMARKS.md)
-    check_every: int = 16  # score each icon every N steps and at the end, keep its best image (0 = the last; BENCHMARKS.md)
+    coarse: int = (
+        0  # first steps that move only the low frequencies (4 cycles an icon), then all (0 = none; BENCHMARKS.md)
+    )
+    check_every: int = (
+        16  # score each icon every N steps and at the end, keep its best image (0 = the last; BENCHMARKS.md)
+    )
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by objective (each try's best-scoring image, check_every)
     batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
@@ -80,7 +99,9 @@ class RenderParams:
     jitter: int = 4  # jitter of the robustness transforms, pixels (8 until check_every; BENCHMARKS.md)
     scale: float = 0.1  # random scale of the robustness transforms: within 1 - scale .. 1 + scale
     rotate: int = 10  # random rotation of the robustness transforms: within +- rotate degrees
-    decay_power: float = 1.5  # spectrum decay of the FFT parameterisation (1.25 until 2026-12-04: noisier; fit_to_input steepens it)
+    decay_power: float = (
+        1.5  # spectrum decay of the FFT parameterisation (1.25 until 2026-12-04: noisier; fit_to_input steepens it)
+    )
     param: str = "fft"  # parameterisation: fft (optimise the spectrum) or maco (only its phase)
     seed: int = 0  # render seed (the workflow passes the run's seed)
     amp: bool = False  # bf16 autocast while optimising icons (scores stay float32)
@@ -147,11 +168,15 @@ class Patch:
     name: str | None = None  # folder name under RUN/patches (default SOURCE-to-TARGET)
     source: str | int | None = None  # source class, reported on its own
     layer: str | None = None  # layer whose icons are pasted (default: the run's first)
-    patches: tuple[str, ...] = ()  # cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, image:PATH[:X0,Y0,X1,Y1], direction:PATH.npy
+    patches: tuple[
+        str, ...
+    ] = ()  # cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, image:PATH[:X0,Y0,X1,Y1], direction:PATH.npy
     discover: bool = False  # search the target's icons on half the photos, report on the other half
     candidates: int = 12  # icons searched by discover
     crops: int = 1  # per searched cell, its nearest dataset-patch crops added to discover's candidates
-    search: tuple[str, ...] = ()  # atlas folders under RUN/LAYER that discover searches (default: class-TARGET, grid-*, compare-*)
+    search: tuple[
+        str, ...
+    ] = ()  # atlas folders under RUN/LAYER that discover searches (default: class-TARGET, grid-*, compare-*)
     sizes: tuple[float, ...] = (0.3, 0.45)  # patch sides, fractions of the input side
     static: str = "bottom-right"  # the corner of the static protocol
     max_images: int = 96  # photos sampled from those not of the target (with evaluate: run photos searched)
@@ -234,4 +259,3 @@ def defaults() -> dict:
 def replace(obj, **changes):
     """``dataclasses.replace`` ignoring ``None`` values (CLI options left unset)."""
     return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
-

@@ -25,8 +25,10 @@ def check_run_dir(run_dir: str, checkout: str | Path) -> str:
     path = Path(os.path.abspath(Path(checkout) / text))
     home = Path(checkout).resolve()
     if path == Path(path.anchor) or path == home or home.is_relative_to(path):
-        raise ValueError(f"run_dir {run_dir!r} is {path}, which would mix a run with the actlas checkout or the "
-                         "file system root: set run_dir to a folder of its own, e.g. runs/my_model")
+        raise ValueError(
+            f"run_dir {run_dir!r} is {path}, which would mix a run with the actlas checkout or the "
+            "file system root: set run_dir to a folder of its own, e.g. runs/my_model"
+        )
     if path.exists() and not path.is_dir():
         raise ValueError(f"run_dir {run_dir!r} is a file, not a folder: choose another run_dir")
     return text.rstrip("/") or text
@@ -75,8 +77,9 @@ def model_files(model) -> list[str]:
         except (OSError, ValueError):
             card = {}
         base = Path(source).parent
-        found += [base / str(card[k]) for k in ("weights", "labels", "categories", "synsets")
-                  if isinstance(card.get(k), str)]
+        found += [
+            base / str(card[k]) for k in ("weights", "labels", "categories", "synsets") if isinstance(card.get(k), str)
+        ]
     elif source.split(":", 1)[0] in ("export", "torchscript"):
         found.append(Path(source.split(":", 1)[1]))
     found += [Path(str(block[k])) for k in ("weights", "labels", "synsets") if isinstance(block.get(k), str)]

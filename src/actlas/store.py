@@ -108,8 +108,12 @@ def open_shard(path: str | Path, columns: list[Column], params: dict) -> zarr.Gr
         if col.name not in group:
             rows = max(CHUNK_ROWS // max(int(np.prod(col.tail)), 1), 256)
             group.create_array(
-                col.name, shape=(0, *col.tail), chunks=(rows, *col.tail), dtype=col.dtype,
-                compressors=[ZstdCodec(level=0), Crc32cCodec()], config=_WRITE,
+                col.name,
+                shape=(0, *col.tail),
+                chunks=(rows, *col.tail),
+                dtype=col.dtype,
+                compressors=[ZstdCodec(level=0), Crc32cCodec()],
+                config=_WRITE,
             )
         array = group[col.name].with_config(_WRITE)
         n = committed.get(col.name, 0)
@@ -144,7 +148,9 @@ def append(group: zarr.Group, rows: dict[str, np.ndarray]) -> None:
     except ValueError as err:
         if "checksum" not in str(err).lower():
             raise
-        raise _damaged(getattr(group.store, "root", group.store), f"a chunk of {name} is damaged (crc32c mismatch)") from err
+        raise _damaged(
+            getattr(group.store, "root", group.store), f"a chunk of {name} is damaged (crc32c mismatch)"
+        ) from err
     except OSError as err:
         raise StoreError(
             f"cannot write to the store {group.store}: {err.strerror or err}. The rows committed before "
@@ -180,8 +186,9 @@ def _write_rows(group: zarr.Group, rows: dict[str, np.ndarray], counts: dict[str
                 await array.setitem(slice(start, start + len(values)), values)
         except ValueError as err:
             if "checksum" in str(err).lower():  # name the array here: the caller cannot tell which failed
-                raise _damaged(getattr(group.store, "root", group.store),
-                               f"a chunk of {name} is damaged (crc32c mismatch)") from err
+                raise _damaged(
+                    getattr(group.store, "root", group.store), f"a chunk of {name} is damaged (crc32c mismatch)"
+                ) from err
             raise
 
     async def every() -> None:
@@ -370,8 +377,15 @@ def read_dask(paths: list[str | Path], name: str):
         if missing:
             raise _damaged(path, f"array {name} chunk {missing[0]} is missing")
         checked = _Checked(path, name, array, n)
-        parts.append(da.from_array(checked, chunks=(array.chunks[0], *array.shape[1:]), asarray=True,
-                                   meta=np.empty((0,) * checked.ndim, dtype=array.dtype), name=False))
+        parts.append(
+            da.from_array(
+                checked,
+                chunks=(array.chunks[0], *array.shape[1:]),
+                asarray=True,
+                meta=np.empty((0,) * checked.ndim, dtype=array.dtype),
+                name=False,
+            )
+        )
     return da.concatenate(parts)
 
 

@@ -24,8 +24,9 @@ def angles(rotate: int = 10) -> list[int]:
     return list(range(-rotate, rotate + 1)) + 5 * [0]
 
 
-def draw(seeds: list[int], steps: int, jitter: int = 8, jitter2: int = 4, scale: float = 0.1,
-         rotate: int = 10) -> np.ndarray:
+def draw(
+    seeds: list[int], steps: int, jitter: int = 8, jitter2: int = 4, scale: float = 0.1, rotate: int = 10
+) -> np.ndarray:
     """Random transform parameters, shape (B, steps, 5): dx, dy (pixels), scale (within 1 +- ``scale``),
     angle (degrees, within +- ``rotate``), unused."""
     out = np.zeros((len(seeds), steps, 5), dtype=np.float32)
@@ -48,9 +49,9 @@ def affine(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     b, _, h, w = x.shape
     dx, dy, scale, angle = params[:, 0], params[:, 1], params[:, 2], params[:, 3] * (math.pi / 180)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, 2 * dx / w], 1), torch.stack([sin, cos, 2 * dy / h], 1)], 1
-    ).to(x.dtype)
+    theta = torch.stack([torch.stack([cos, -sin, 2 * dx / w], 1), torch.stack([sin, cos, 2 * dy / h], 1)], 1).to(
+        x.dtype
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

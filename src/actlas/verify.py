@@ -64,7 +64,7 @@ def _one(text: object, limit: int = 300) -> str:
 def _strip(path: Path, reason: str) -> str:
     """A StoreError message without its leading path (Problem carries it)."""
     prefix = f"{path}: "
-    return reason[len(prefix):] if reason.startswith(prefix) else reason
+    return reason[len(prefix) :] if reason.startswith(prefix) else reason
 
 
 # --------------------------------------------------------------------------- stores
@@ -147,8 +147,10 @@ def verify_store(path: str | Path, shard_rows: int | None = None) -> list[Proble
         if params.get("images") != n_images:
             bad(f"{n_images} images committed, but collect was given {params.get('images')!r}; {store.RECOLLECT}")
         if shard_rows is not None and shard_rows != n_images:
-            bad(f"{n_images} images committed, but its shard list has {shard_rows}: the list changed since; "
-                "run the workflow again (collect reruns this shard)")
+            bad(
+                f"{n_images} images committed, but its shard list has {shard_rows}: the list changed since; "
+                "run the workflow again (collect reruns this shard)"
+            )
     if n_images is not None:
         for layer in params["layers"]:
             owner = data.get(f"{layer}/image")
@@ -173,8 +175,9 @@ def _same_params(stores: list[Path]) -> list[Problem]:
             first = (st, key)
         elif key != first[1]:
             diff = sorted(k for k in key.keys() | first[1].keys() if key.get(k) != first[1].get(k))
-            out.append(Problem(str(st), f"collected with different {', '.join(diff)} than {first[0].name}: "
-                                        f"{store.RECOLLECT}"))
+            out.append(
+                Problem(str(st), f"collected with different {', '.join(diff)} than {first[0].name}: {store.RECOLLECT}")
+            )
     return out
 
 
@@ -201,8 +204,15 @@ def _check_npz(path: Path) -> str:
     with np.load(path, allow_pickle=False) as f:
         keys = set(f.files)
         values = {k: f[k] for k in keys}  # reads every member: its zip CRC is checked
-    want = (NPZ_KEYS["cells.npz"] if path.name == "cells.npz" else NPZ_KEYS["batch-"]
-            if path.name.startswith("batch-") else NPZ_KEYS["cache"] if "cache" in path.parts else set())
+    want = (
+        NPZ_KEYS["cells.npz"]
+        if path.name == "cells.npz"
+        else NPZ_KEYS["batch-"]
+        if path.name.startswith("batch-")
+        else NPZ_KEYS["cache"]
+        if "cache" in path.parts
+        else set()
+    )
     missing = want - keys
     if missing:
         return f"lacks {', '.join(sorted(missing))}"
@@ -286,8 +296,12 @@ def _check_seal(run_dir: Path) -> list[Problem]:
         files = json.loads(path.read_text())["files"]
         assert isinstance(files, dict)
     except Exception as err:  # noqa: BLE001
-        return [Problem(str(path), f"the seal is damaged ({_one(err, 80)}): delete it (the next finished "
-                                   "workflow writes a new one)")]
+        return [
+            Problem(
+                str(path),
+                f"the seal is damaged ({_one(err, 80)}): delete it (the next finished workflow writes a new one)",
+            )
+        ]
     out = []
     for rel, entry in files.items():
         p = run_dir / rel
@@ -329,14 +343,22 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
         try:
             list_rows[stem] = len(imgs.read_shard(p))
         except Exception as err:  # noqa: BLE001
-            problems.append(Problem(str(p), f"damaged shard list ({_one(err, 160)}): run the workflow again "
-                                            "(it rewrites the shard lists)"))
+            problems.append(
+                Problem(
+                    str(p),
+                    f"damaged shard list ({_one(err, 160)}): run the workflow again (it rewrites the shard lists)",
+                )
+            )
     stores = sorted((run_dir / "collect").glob("shard-*.zarr"))
     samples: dict[str, int] = {}
     for st in stores:
         if st.stem not in lists:
-            problems.append(Problem(str(run_dir / "shards" / f"{st.stem}.txt"), "missing (its store "
-                                    f"{st.name} needs it): run the workflow again (it rewrites the shard lists)"))
+            problems.append(
+                Problem(
+                    str(run_dir / "shards" / f"{st.stem}.txt"),
+                    f"missing (its store {st.name} needs it): run the workflow again (it rewrites the shard lists)",
+                )
+            )
         found = verify_store(st, list_rows.get(st.stem))
         problems += found
         try:

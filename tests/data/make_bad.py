@@ -114,8 +114,9 @@ def make(out: str | Path, n_photos: int = 6) -> dict[str, Case]:
     (out / "text.jpg").write_text("this is not a JPEG, just text with the wrong name\n")
     cases["text.jpg"] = Case("skipped", "text file named .jpg", "not an image")
     (out / "._photo.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
-    cases["._photo.jpg"] = Case("skipped", "macOS AppleDouble metadata file (common in copied datasets)",
-                                "not an image")
+    cases["._photo.jpg"] = Case(
+        "skipped", "macOS AppleDouble metadata file (common in copied datasets)", "not an image"
+    )
     (out / "postscript.jpg").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
     cases["postscript.jpg"] = Case("skipped", "EPS named .jpg: never handed to Ghostscript", "not an image")
 
@@ -133,62 +134,111 @@ def make(out: str | Path, n_photos: int = 6) -> dict[str, Case]:
     (out / "sliver.png").write_bytes(_png(20_000, 2, 8, 0, [bytes(20_000)] * 2))
     cases["sliver.png"] = Case("skipped", "20000x2 image", "extreme aspect ratio")
     Image.new("RGB", (1, 1), (200, 30, 60)).save(out / "one-pixel.png")
-    cases["one-pixel.png"] = Case("decoded", "1x1 image", size=(1, 1), pixels=[((0, 0), (200, 30, 60))],
-                                  tolerance=0)
+    cases["one-pixel.png"] = Case("decoded", "1x1 image", size=(1, 1), pixels=[((0, 0), (200, 30, 60))], tolerance=0)
     _halves((4000, 20), red, blue).save(out / "wide.png")
-    cases["wide.png"] = Case("decoded", "4000x20 image", size=(4000, 20),
-                             pixels=[((10, 10), red), ((3990, 10), blue)], tolerance=0)
+    cases["wide.png"] = Case(
+        "decoded", "4000x20 image", size=(4000, 20), pixels=[((10, 10), red), ((3990, 10), blue)], tolerance=0
+    )
 
     # --- colour modes
     _save(_halves((48, 32), (255, 0, 0, 0), (0, 0, 255, 0), "CMYK"), out / "cmyk.jpg", "JPEG", quality=95)
-    cases["cmyk.jpg"] = Case("decoded", "CMYK JPEG: cyan | yellow", size=(48, 32),
-                             pixels=[((5, 16), (0, 255, 255)), ((43, 16), (255, 255, 0))], tolerance=12)
+    cases["cmyk.jpg"] = Case(
+        "decoded",
+        "CMYK JPEG: cyan | yellow",
+        size=(48, 32),
+        pixels=[((5, 16), (0, 255, 255)), ((43, 16), (255, 255, 0))],
+        tolerance=12,
+    )
     _halves((48, 32), 40, 220, "L").save(out / "grey.jpg", quality=95)
-    cases["grey.jpg"] = Case("decoded", "greyscale JPEG", size=(48, 32),
-                             pixels=[((5, 16), (40, 40, 40)), ((43, 16), (220, 220, 220))])
+    cases["grey.jpg"] = Case(
+        "decoded", "greyscale JPEG", size=(48, 32), pixels=[((5, 16), (40, 40, 40)), ((43, 16), (220, 220, 220))]
+    )
     rows16 = np.zeros((16, 48), dtype=np.uint16)
     rows16[:, :16], rows16[:, 16:32], rows16[:, 32:] = 65535, 32768, 200
     Image.fromarray(rows16).save(out / "grey16.png")
-    cases["grey16.png"] = Case("decoded", "16-bit greyscale PNG: 65535 | 32768 | 200", size=(48, 16),
-                               pixels=[((5, 8), (255,) * 3), ((24, 8), (128,) * 3), ((40, 8), (1,) * 3)],
-                               tolerance=1)
+    cases["grey16.png"] = Case(
+        "decoded",
+        "16-bit greyscale PNG: 65535 | 32768 | 200",
+        size=(48, 16),
+        pixels=[((5, 8), (255,) * 3), ((24, 8), (128,) * 3), ((40, 8), (1,) * 3)],
+        tolerance=1,
+    )
     Image.fromarray(np.full((16, 16), 200, dtype=np.uint16)).save(out / "grey16-dark.png")
-    cases["grey16-dark.png"] = Case("decoded", "16-bit PNG, every pixel 200 of 65535 (nearly black)",
-                                    size=(16, 16), pixels=[((8, 8), (1, 1, 1))], tolerance=1)
+    cases["grey16-dark.png"] = Case(
+        "decoded",
+        "16-bit PNG, every pixel 200 of 65535 (nearly black)",
+        size=(16, 16),
+        pixels=[((8, 8), (1, 1, 1))],
+        tolerance=1,
+    )
     rgb16 = []
     for _ in range(8):
         rgb16.append(struct.pack(">HHH", 65535, 0, 0) * 8 + struct.pack(">HHH", 0, 0, 32768) * 8)
     (out / "rgb16.png").write_bytes(_png(16, 8, 16, 2, rgb16))
-    cases["rgb16.png"] = Case("decoded", "48-bit RGB PNG: red | half blue", size=(16, 8),
-                              pixels=[((2, 4), red), ((12, 4), (0, 0, 128))], tolerance=1)
+    cases["rgb16.png"] = Case(
+        "decoded",
+        "48-bit RGB PNG: red | half blue",
+        size=(16, 8),
+        pixels=[((2, 4), red), ((12, 4), (0, 0, 128))],
+        tolerance=1,
+    )
     Image.fromarray(np.concatenate([np.ones((8, 8)), np.full((8, 8), 0.5)], axis=1).astype(np.float32)).save(
-        out / "float.tif")
-    cases["float.tif"] = Case("decoded", "32-bit float TIFF in [0, 1]: 1.0 | 0.5", size=(16, 8),
-                              pixels=[((2, 4), (255,) * 3), ((12, 4), (128,) * 3)], tolerance=1)
+        out / "float.tif"
+    )
+    cases["float.tif"] = Case(
+        "decoded",
+        "32-bit float TIFF in [0, 1]: 1.0 | 0.5",
+        size=(16, 8),
+        pixels=[((2, 4), (255,) * 3), ((12, 4), (128,) * 3)],
+        tolerance=1,
+    )
     _halves((16, 8), 1, 0, "1").save(out / "bilevel.png")
-    cases["bilevel.png"] = Case("decoded", "1-bit PNG", size=(16, 8),
-                                pixels=[((2, 4), (255,) * 3), ((12, 4), (0,) * 3)], tolerance=0)
+    cases["bilevel.png"] = Case(
+        "decoded", "1-bit PNG", size=(16, 8), pixels=[((2, 4), (255,) * 3), ((12, 4), (0,) * 3)], tolerance=0
+    )
     _halves((32, 16), (*red, 255), (*green, 0), "RGBA").save(out / "rgba.png")
-    cases["rgba.png"] = Case("decoded", "RGBA PNG: opaque red | transparent green", size=(32, 16),
-                             pixels=[((4, 8), red), ((28, 8), GREY)], tolerance=0)
+    cases["rgba.png"] = Case(
+        "decoded",
+        "RGBA PNG: opaque red | transparent green",
+        size=(32, 16),
+        pixels=[((4, 8), red), ((28, 8), GREY)],
+        tolerance=0,
+    )
     _halves((32, 16), (60, 255), (250, 0), "LA").save(out / "grey-alpha.png")
-    cases["grey-alpha.png"] = Case("decoded", "grey + alpha PNG: opaque 60 | transparent", size=(32, 16),
-                                   pixels=[((4, 8), (60,) * 3), ((28, 8), GREY)], tolerance=0)
+    cases["grey-alpha.png"] = Case(
+        "decoded",
+        "grey + alpha PNG: opaque 60 | transparent",
+        size=(32, 16),
+        pixels=[((4, 8), (60,) * 3), ((28, 8), GREY)],
+        tolerance=0,
+    )
     pal = _halves((32, 16), 0, 1, "P")
     pal.putpalette([*red, *blue] + [0] * 762)
     pal.save(out / "palette.png", transparency=1)
-    cases["palette.png"] = Case("decoded", "palette PNG, index 1 (blue) transparent", size=(32, 16),
-                                pixels=[((4, 8), red), ((28, 8), GREY)], tolerance=0)
+    cases["palette.png"] = Case(
+        "decoded",
+        "palette PNG, index 1 (blue) transparent",
+        size=(32, 16),
+        pixels=[((4, 8), red), ((28, 8), GREY)],
+        tolerance=0,
+    )
     frames = [Image.new("RGB", (16, 16), red), Image.new("RGB", (16, 16), blue)]
     frames[0].save(out / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    cases["animated.gif"] = Case("decoded", "two-frame GIF: the first frame (red) is used", size=(16, 16),
-                                 pixels=[((8, 8), red)], tolerance=0)
+    cases["animated.gif"] = Case(
+        "decoded", "two-frame GIF: the first frame (red) is used", size=(16, 16), pixels=[((8, 8), red)], tolerance=0
+    )
     _save(_halves((32, 16), red, blue), out / "jpeg-named.png", "JPEG", quality=95)
-    cases["jpeg-named.png"] = Case("decoded", "a JPEG named .png: judged by content", size=(32, 16),
-                                   pixels=[((4, 8), red), ((28, 8), blue)], tolerance=12)
+    cases["jpeg-named.png"] = Case(
+        "decoded",
+        "a JPEG named .png: judged by content",
+        size=(32, 16),
+        pixels=[((4, 8), red), ((28, 8), blue)],
+        tolerance=12,
+    )
     _halves((32, 16), red, blue).save(out / "photo.webp", lossless=True)
-    cases["photo.webp"] = Case("decoded", "lossless WebP", size=(32, 16),
-                               pixels=[((4, 8), red), ((28, 8), blue)], tolerance=0)
+    cases["photo.webp"] = Case(
+        "decoded", "lossless WebP", size=(32, 16), pixels=[((4, 8), red), ((28, 8), blue)], tolerance=0
+    )
     _photo().save(out / "progressive.jpg", progressive=True, quality=90)
     cases["progressive.jpg"] = Case("decoded", "progressive JPEG", size=(64, 48))
 
@@ -197,11 +247,17 @@ def make(out: str | Path, n_photos: int = 6) -> dict[str, Case]:
     exif = Image.Exif()
     exif[0x0112] = 6
     _halves((60, 40), red, blue).save(out / "rotated.jpg", quality=95, exif=exif.tobytes())
-    cases["rotated.jpg"] = Case("decoded", "EXIF orientation 6", size=(40, 60),
-                                pixels=[((20, 5), red), ((20, 55), blue)], tolerance=12)
+    cases["rotated.jpg"] = Case(
+        "decoded", "EXIF orientation 6", size=(40, 60), pixels=[((20, 5), red), ((20, 55), blue)], tolerance=12
+    )
     _halves((60, 40), red, blue).save(out / "bad-exif.jpg", quality=95, exif=b"Exif\x00\x00" + b"\xff" * 40)
-    cases["bad-exif.jpg"] = Case("decoded", "JPEG with a garbage EXIF block: kept as stored", size=(60, 40),
-                                 pixels=[((5, 20), red), ((55, 20), blue)], tolerance=12)
+    cases["bad-exif.jpg"] = Case(
+        "decoded",
+        "JPEG with a garbage EXIF block: kept as stored",
+        size=(60, 40),
+        pixels=[((5, 20), red), ((55, 20), blue)],
+        tolerance=12,
+    )
 
     # --- file-system oddities
     (out / "self-loop.jpg").symlink_to("self-loop.jpg")
@@ -211,12 +267,18 @@ def make(out: str | Path, n_photos: int = 6) -> dict[str, Case]:
     os.mkfifo(out / "pipe.jpg")
     cases["pipe.jpg"] = Case("skipped", "named pipe (opening it would block forever)", "not a regular file")
     (out / "folder.jpg").mkdir()
-    cases["folder.jpg"] = Case("skipped", "a folder named .jpg (walked, never listed)", "not a regular file",
-                               listed=False)
+    cases["folder.jpg"] = Case(
+        "skipped", "a folder named .jpg (walked, never listed)", "not a regular file", listed=False
+    )
     (out / "nested").mkdir()
     _halves((32, 16), green, blue).save(out / "nested" / "inner.png")
-    cases["nested/inner.png"] = Case("decoded", "image in a sub-folder that links back to its parent",
-                                     size=(32, 16), pixels=[((4, 8), green), ((28, 8), blue)], tolerance=0)
+    cases["nested/inner.png"] = Case(
+        "decoded",
+        "image in a sub-folder that links back to its parent",
+        size=(32, 16),
+        pixels=[((4, 8), green), ((28, 8), blue)],
+        tolerance=0,
+    )
     (out / "nested" / "up").symlink_to("..")
     cases["nested/up"] = Case("unlisted", "folder link to its parent (a loop): not entered", listed=False)
     (out / "notes.txt").write_text("not an image extension: never listed\n")
@@ -224,8 +286,13 @@ def make(out: str | Path, n_photos: int = 6) -> dict[str, Case]:
     _halves((32, 16), red, blue).save(out / "unreadable.png")
     os.chmod(out / "unreadable.png", 0)
     if os.access(out / "unreadable.png", os.R_OK):  # root ignores permission bits
-        cases["unreadable.png"] = Case("decoded", "chmod 000 file, readable anyway because we run as root",
-                                       size=(32, 16), pixels=[((4, 8), red), ((28, 8), blue)], tolerance=0)
+        cases["unreadable.png"] = Case(
+            "decoded",
+            "chmod 000 file, readable anyway because we run as root",
+            size=(32, 16),
+            pixels=[((4, 8), red), ((28, 8), blue)],
+            tolerance=0,
+        )
     else:
         cases["unreadable.png"] = Case("skipped", "chmod 000 file", "permission denied")
 

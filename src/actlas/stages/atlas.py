@@ -28,9 +28,18 @@ def label_agreement(cells: dict, samples: Samples) -> float:
 
 
 def atlas_folder(
-    folder: str | Path, run_dir: str | Path, layer: str, model, *, cells_per_job: int = Render.cells_per_job,
-    density: bool = Atlas.density, n_examples: int = Atlas.n_examples, example_extent: float = Atlas.example_extent,
-    min_cell: int = Atlas.min_cell, samples: Samples | None = None, extra: dict | None = None,
+    folder: str | Path,
+    run_dir: str | Path,
+    layer: str,
+    model,
+    *,
+    cells_per_job: int = Render.cells_per_job,
+    density: bool = Atlas.density,
+    n_examples: int = Atlas.n_examples,
+    example_extent: float = Atlas.example_extent,
+    min_cell: int = Atlas.min_cell,
+    samples: Samples | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Compose the icons of an atlas folder (``grid-N``, ``class-*``, ``compare-*``) into its atlas files.
 
@@ -76,39 +85,77 @@ def atlas_folder(
             decoded, _ = imgs.decode(samples.paths[img_i])
             if decoded is None:
                 continue
-            box = spec.source_box((decoded.height, decoded.width), tuple(samples.position[row]), samples.spatial,
-                                  example_extent)
+            box = spec.source_box(
+                (decoded.height, decoded.width), tuple(samples.position[row]), samples.spatial, example_extent
+            )
             crop = decoded.crop(box).resize((96, 96), Image.Resampling.LANCZOS)
             name = f"examples/{i}_{j}_{e}.jpg"
             paths.save_image(folder / name, crop, quality=88)
             label = int(samples.label[img_i])
-            examples.append({
-                "src": name, "label": spec.short_name(label) if label >= 0 else None,
-                "pred": spec.short_name(int(samples.pred[img_i, 0])), "prob": round(float(samples.prob[img_i, 0]), 4),
-                "similarity": round(float(s), 4),
-            })
-        records.append({
-            "i": i, "j": j, "count": int(cells["count"][c]), "label": names[c], "label_index": int(cells["label"][c]),
-            "top": [[spec.short_name(t), v] for t, v in top],
-            "attribution": {str(int(t)): round(float(att[t]), 5) for t in nonzero},
-            "faithfulness": round(float(faith[c]), 4), "icon": f"icons/{i}_{j}.png", "examples": examples,
-        })
+            examples.append(
+                {
+                    "src": name,
+                    "label": spec.short_name(label) if label >= 0 else None,
+                    "pred": spec.short_name(int(samples.pred[img_i, 0])),
+                    "prob": round(float(samples.prob[img_i, 0]), 4),
+                    "similarity": round(float(s), 4),
+                }
+            )
+        records.append(
+            {
+                "i": i,
+                "j": j,
+                "count": int(cells["count"][c]),
+                "label": names[c],
+                "label_index": int(cells["label"][c]),
+                "top": [[spec.short_name(t), v] for t, v in top],
+                "attribution": {str(int(t)): round(float(att[t]), 5) for t in nonzero},
+                "faithfulness": round(float(faith[c]), 4),
+                "icon": f"icons/{i}_{j}.png",
+                "examples": examples,
+            }
+        )
     meta = {
         "label_agreement": round(label_agreement(cells, samples), 4),
-        "layer": layer, "grid": n, "icon_size": size * factor, "render_size": size, "display_factor": factor,
-        "image": "atlas.png", "labelled": "atlas-labelled.png", "size_px": [n * size * factor, n * size * factor], "classes": [spec.short_name(c) for c in range(len(spec.categories))],
-        "faithfulness_median": round(float(np.median(faith)), 4), "cells": records, **(extra or {}),
+        "layer": layer,
+        "grid": n,
+        "icon_size": size * factor,
+        "render_size": size,
+        "display_factor": factor,
+        "image": "atlas.png",
+        "labelled": "atlas-labelled.png",
+        "size_px": [n * size * factor, n * size * factor],
+        "classes": [spec.short_name(c) for c in range(len(spec.categories))],
+        "faithfulness_median": round(float(np.median(faith)), 4),
+        "cells": records,
+        **(extra or {}),
     }
     paths.write_json(folder / "atlas.json", meta)
     return folder / "atlas.json"
 
 
 def atlas(
-    run_dir: str | Path, layer: str, n: int, model, *, cells_per_job: int = Render.cells_per_job,
-    density: bool = Atlas.density, n_examples: int = Atlas.n_examples, example_extent: float = Atlas.example_extent,
+    run_dir: str | Path,
+    layer: str,
+    n: int,
+    model,
+    *,
+    cells_per_job: int = Render.cells_per_job,
+    density: bool = Atlas.density,
+    n_examples: int = Atlas.n_examples,
+    example_extent: float = Atlas.example_extent,
     min_cell: int = Atlas.min_cell,
 ) -> Path:
     """Compose a grid's icons into ``LAYER/grid-N/atlas.png``, atlas-labelled.png, icons/, examples/, atlas.json."""
-    atlas_folder(paths.grid_dir(run_dir, layer, n), run_dir, layer, model, cells_per_job=cells_per_job,
-                 density=density, n_examples=n_examples, example_extent=example_extent, min_cell=min_cell)
+    atlas_folder(
+        paths.grid_dir(run_dir, layer, n),
+        run_dir,
+        layer,
+        model,
+        cells_per_job=cells_per_job,
+        density=density,
+        n_examples=n_examples,
+        example_extent=example_extent,
+        min_cell=min_cell,
+    )
     return paths.grid_dir(run_dir, layer, n) / "atlas.png"

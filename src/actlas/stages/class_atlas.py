@@ -26,29 +26,71 @@ def sample_keys(samples: Samples) -> np.ndarray:
 
 
 def build_folder(
-    out: Path, run_dir: str | Path, layer: str, model, samples: Samples, rows: np.ndarray, coords: np.ndarray,
-    n: int, *, n_classes: int, min_count: int, params: RenderParams | None, device: str, threads: int | None,
-    n_examples: int, extra: dict, progress: bool,
+    out: Path,
+    run_dir: str | Path,
+    layer: str,
+    model,
+    samples: Samples,
+    rows: np.ndarray,
+    coords: np.ndarray,
+    n: int,
+    *,
+    n_classes: int,
+    min_count: int,
+    params: RenderParams | None,
+    device: str,
+    threads: int | None,
+    n_examples: int,
+    extra: dict,
+    progress: bool,
 ) -> Path:
     """Grid the kept ``rows`` at ``coords`` (M, 2), render and compose them into ``out`` like the main atlas."""
-    cells = grid_core.grid(coords, samples.activation[rows], samples.attr_class[rows], samples.attr_value[rows], n,
-                           min_count=min_count, n_classes=n_classes)
+    cells = grid_core.grid(
+        coords,
+        samples.activation[rows],
+        samples.attr_class[rows],
+        samples.attr_value[rows],
+        n,
+        min_count=min_count,
+        n_classes=n_classes,
+    )
     cells["order"] = rows[cells["order"]]  # rows of the whole layer, as the main atlas's cells hold
     paths.save_npz(paths.cells(out), **cells, n=np.int64(n), min_count=np.int64(min_count))
     paths.save_npy(out / "rows.npy", rows)
     paths.save_npy(out / "coords.npy", coords)
-    render_folder(out, run_dir, layer, model, cells_per_job=0, params=params, device=device, threads=threads,
-                  progress=progress)
-    return atlas_folder(out, run_dir, layer, model, cells_per_job=0, n_examples=n_examples, samples=samples,
-                        extra={**extra, "samples": int(len(rows))})
+    render_folder(
+        out, run_dir, layer, model, cells_per_job=0, params=params, device=device, threads=threads, progress=progress
+    )
+    return atlas_folder(
+        out,
+        run_dir,
+        layer,
+        model,
+        cells_per_job=0,
+        n_examples=n_examples,
+        samples=samples,
+        extra={**extra, "samples": int(len(rows))},
+    )
 
 
 def class_atlas(
-    run_dir: str | Path, layer: str, cls: str | int, model, *, filter: str = ClassAtlas.filter,
-    top: int = ClassAtlas.top, grid: int = ClassAtlas.grid, method: str = ClassAtlas.method,
-    min_count: int = ClassAtlas.min_count, n_examples: int = ClassAtlas.n_examples, seed: int = Run.seed,
-    params: RenderParams | None = None, device: str = Run.device, threads: int | None = Render.threads,
-    progress: bool = False, out: str | Path | None = None,
+    run_dir: str | Path,
+    layer: str,
+    cls: str | int,
+    model,
+    *,
+    filter: str = ClassAtlas.filter,
+    top: int = ClassAtlas.top,
+    grid: int = ClassAtlas.grid,
+    method: str = ClassAtlas.method,
+    min_count: int = ClassAtlas.min_count,
+    n_examples: int = ClassAtlas.n_examples,
+    seed: int = Run.seed,
+    params: RenderParams | None = None,
+    device: str = Run.device,
+    threads: int | None = Render.threads,
+    progress: bool = False,
+    out: str | Path | None = None,
 ) -> Path:
     """Class atlas of ``cls`` -> ``LAYER/class-<slug>/atlas.json`` (+ atlas.png, labelled, icons, examples)."""
     from ..models import load_model
@@ -57,16 +99,41 @@ def class_atlas(
     c = classes_core.class_index(spec, str(cls))
     name = spec.short_name(c)
     samples = load_samples(run_dir, layer)
-    rows = classes_core.select_samples(samples.attr_class, samples.attr_value, c, filter=filter, top=top,
-                                       keys=sample_keys(samples))
+    rows = classes_core.select_samples(
+        samples.attr_class, samples.attr_value, c, filter=filter, top=top, keys=sample_keys(samples)
+    )
     if len(rows) < 2:
-        raise ValueError(f"only {len(rows)} samples support {name!r} with filter {filter!r}: try filter top, or "
-                         "collect more images or positions (collect.positions)")
+        raise ValueError(
+            f"only {len(rows)} samples support {name!r} with filter {filter!r}: try filter top, or "
+            "collect more images or positions (collect.positions)"
+        )
     coords = classes_core.embed(samples.activation[rows], 2, method=method, seed=seed)
-    extra = {"kind": "class", "class": name, "class_index": c, "filter": filter, "top": top, "method": method,
-             "images": int(len(np.unique(samples.image[rows])))}
+    extra = {
+        "kind": "class",
+        "class": name,
+        "class_index": c,
+        "filter": filter,
+        "top": top,
+        "method": method,
+        "images": int(len(np.unique(samples.image[rows]))),
+    }
     folder = Path(out) if out else paths.class_dir(run_dir, layer, paths.slug(name))
     n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
-    return build_folder(folder, run_dir, layer, model, samples, rows, coords, grid, n_classes=n_classes,
-                        min_count=min_count, params=params, device=device, threads=threads, n_examples=n_examples,
-                        extra=extra, progress=progress)
+    return build_folder(
+        folder,
+        run_dir,
+        layer,
+        model,
+        samples,
+        rows,
+        coords,
+        grid,
+        n_classes=n_classes,
+        min_count=min_count,
+        params=params,
+        device=device,
+        threads=threads,
+        n_examples=n_examples,
+        extra=extra,
+        progress=progress,
+    )

@@ -14,11 +14,23 @@ from .samples import load_samples
 
 
 def compare(
-    run_dir: str | Path, layer: str, classes: tuple[str | int, str | int], model, *, filter: str = Comparison.filter,
-    top: int = Comparison.top, grid: int = Comparison.grid, method: str = Comparison.method,
-    min_count: int = Comparison.min_count, n_examples: int = Comparison.n_examples, seed: int = Run.seed,
-    params: RenderParams | None = None, device: str = Run.device, threads: int | None = Render.threads,
-    progress: bool = False, out: str | Path | None = None,
+    run_dir: str | Path,
+    layer: str,
+    classes: tuple[str | int, str | int],
+    model,
+    *,
+    filter: str = Comparison.filter,
+    top: int = Comparison.top,
+    grid: int = Comparison.grid,
+    method: str = Comparison.method,
+    min_count: int = Comparison.min_count,
+    n_examples: int = Comparison.n_examples,
+    seed: int = Run.seed,
+    params: RenderParams | None = None,
+    device: str = Run.device,
+    threads: int | None = Render.threads,
+    progress: bool = False,
+    out: str | Path | None = None,
 ) -> Path:
     """Comparison of classes A and B -> ``LAYER/compare-<a>-<b>/atlas.json`` (+ compare.png with its axis).
 
@@ -36,25 +48,56 @@ def compare(
         raise ValueError(f"compare needs two different classes, got {a!r} twice")
     na, nb = spec.short_name(ca), spec.short_name(cb)
     samples = load_samples(run_dir, layer)
-    rows = classes_core.dedupe(np.concatenate([
-        classes_core.select_samples(samples.attr_class, samples.attr_value, c, filter=filter, top=top)
-        for c in (ca, cb)]), sample_keys(samples))
+    rows = classes_core.dedupe(
+        np.concatenate(
+            [
+                classes_core.select_samples(samples.attr_class, samples.attr_value, c, filter=filter, top=top)
+                for c in (ca, cb)
+            ]
+        ),
+        sample_keys(samples),
+    )
     if len(rows) < 2:
-        raise ValueError(f"only {len(rows)} samples support {na!r} or {nb!r}: try filter top, or collect more "
-                         "images or positions (collect.positions)")
+        raise ValueError(
+            f"only {len(rows)} samples support {na!r} or {nb!r}: try filter top, or collect more "
+            "images or positions (collect.positions)"
+        )
     va, _ = classes_core.class_attribution(samples.attr_class[rows], samples.attr_value[rows], ca)
     vb, _ = classes_core.class_attribution(samples.attr_class[rows], samples.attr_value[rows], cb)
     y = classes_core.embed(samples.activation[rows], 1, method=method, seed=seed)[:, 0]
     coords = classes_core.comparison_coords(va, vb, y)
     folder = Path(out) if out else paths.compare_dir(run_dir, layer, f"{paths.slug(na)}-{paths.slug(nb)}")
     # "pair", not "classes": atlas.json's "classes" stays the model's class list, as in every atlas
-    extra = {"kind": "compare", "pair": [na, nb], "pair_indices": [ca, cb], "filter": filter, "top": top,
-             "method": method, "x_axis": f"attribution to {na} minus attribution to {nb} ({nb} left, {na} right)",
-             "y_axis": f"1-D {method} of the activations", "images": int(len(np.unique(samples.image[rows])))}
+    extra = {
+        "kind": "compare",
+        "pair": [na, nb],
+        "pair_indices": [ca, cb],
+        "filter": filter,
+        "top": top,
+        "method": method,
+        "x_axis": f"attribution to {na} minus attribution to {nb} ({nb} left, {na} right)",
+        "y_axis": f"1-D {method} of the activations",
+        "images": int(len(np.unique(samples.image[rows]))),
+    }
     n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
-    path = build_folder(folder, run_dir, layer, model, samples, rows, coords, grid, n_classes=n_classes,
-                        min_count=min_count, params=params, device=device, threads=threads, n_examples=n_examples,
-                        extra=extra, progress=progress)
+    path = build_folder(
+        folder,
+        run_dir,
+        layer,
+        model,
+        samples,
+        rows,
+        coords,
+        grid,
+        n_classes=n_classes,
+        min_count=min_count,
+        params=params,
+        device=device,
+        threads=threads,
+        n_examples=n_examples,
+        extra=extra,
+        progress=progress,
+    )
     axes_png(folder / "atlas-labelled.png", folder / "compare.png", left=nb, right=na)
     return path
 

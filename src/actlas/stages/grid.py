@@ -27,7 +27,12 @@ def grid(run_dir: str | Path, layer: str, n: int, *, min_count: int = Grid.min_c
         )
     n_classes = int(max(samples.attr_class.max() + 1, samples.pred.max() + 1))
     cells = grid_core.grid(
-        coords, samples.activation, samples.attr_class, samples.attr_value, n, min_count=min_count,
+        coords,
+        samples.activation,
+        samples.attr_class,
+        samples.attr_value,
+        n,
+        min_count=min_count,
         n_classes=n_classes,
     )
     path = paths.cells(paths.grid_dir(run_dir, layer, n))

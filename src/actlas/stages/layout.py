@@ -18,9 +18,16 @@ from .samples import check_stores
 
 
 def layout(
-    run_dir: str | Path, layer: str, *, n_neighbors: int = Layout.n_neighbors, min_dist: float = Layout.min_dist,
-    metric: str = Layout.metric, pca: int = Layout.pca, whiten: bool = Layout.whiten,
-    seed: int = Run.seed, backend: str = Layout.backend,
+    run_dir: str | Path,
+    layer: str,
+    *,
+    n_neighbors: int = Layout.n_neighbors,
+    min_dist: float = Layout.min_dist,
+    metric: str = Layout.metric,
+    pca: int = Layout.pca,
+    whiten: bool = Layout.whiten,
+    seed: int = Run.seed,
+    backend: str = Layout.backend,
 ) -> Path:
     """Lay out one layer's activations on the plane (cuML on a GPU, else umap-learn).
 
@@ -32,13 +39,27 @@ def layout(
     check_stores(stores, layer)
     x = np.asarray(store.read_dask(stores, f"{layer}/activation").compute(), dtype=np.float32)
     coords, info = layout_core.layout(
-        x, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, pca_components=pca, whiten=whiten,
-        seed=seed, backend=backend, layer=layer,
+        x,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        metric=metric,
+        pca_components=pca,
+        whiten=whiten,
+        seed=seed,
+        backend=backend,
+        layer=layer,
     )
     paths.save_npy(paths.coords(run_dir, layer), coords)
     info.update(
-        samples=len(x), channels=x.shape[1], n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, pca=pca,
-        whiten=whiten, seed=seed, total_seconds=round(time.perf_counter() - start, 2),
+        samples=len(x),
+        channels=x.shape[1],
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        metric=metric,
+        pca=pca,
+        whiten=whiten,
+        seed=seed,
+        total_seconds=round(time.perf_counter() - start, 2),
     )
     paths.write_json(paths.layout_info(run_dir, layer), info)
     return paths.coords(run_dir, layer)

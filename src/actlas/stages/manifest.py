@@ -59,10 +59,13 @@ def manifest(run_dir: str | Path, config: dict) -> Path:
                 render_seconds += float(part["seconds"])
                 rendered += int(part["rendered"])
             grids[str(n)] = {
-                "cells": len(meta["cells"]), "icons_rendered": rendered, "render_seconds": round(render_seconds, 1),
+                "cells": len(meta["cells"]),
+                "icons_rendered": rendered,
+                "render_seconds": round(render_seconds, 1),
                 "faithfulness": _percentiles([c["faithfulness"] for c in meta["cells"]]),
                 "label_agreement": meta.get("label_agreement"),
-                "atlas": str(gdir / "atlas.png"), "labelled": str(gdir / "atlas-labelled.png"),
+                "atlas": str(gdir / "atlas.png"),
+                "labelled": str(gdir / "atlas-labelled.png"),
             }
         entry["grids"] = grids
         layers[layer] = entry

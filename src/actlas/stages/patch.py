@@ -23,7 +23,15 @@ from ..classes import class_index
 from ..layers import fast_paths, layer_kinds, layer_names
 from ..models import ModelSpec
 from ..patches import (
-    CORNERS, Photos, beats_controls, choose_photos, evaluate_patch, image_tensor, load_photos, paste, predict,
+    CORNERS,
+    Photos,
+    beats_controls,
+    choose_photos,
+    evaluate_patch,
+    image_tensor,
+    load_photos,
+    paste,
+    predict,
     report_markdown,
 )
 from ..settings import Patch, Run
@@ -54,8 +62,16 @@ def default_model(run_dir: str | Path) -> str:
     raise ValueError(f"{run_dir} has no manifest.json naming its model: pass --model")
 
 
-def load_patch(spec_text: str, run_dir: str | Path, layer: str, *, model: nn.Module | None = None,
-               spec: ModelSpec | None = None, params=None, device="cpu") -> tuple[str, torch.Tensor]:
+def load_patch(
+    spec_text: str,
+    run_dir: str | Path,
+    layer: str,
+    *,
+    model: nn.Module | None = None,
+    spec: ModelSpec | None = None,
+    params=None,
+    device="cpu",
+) -> tuple[str, torch.Tensor]:
     """Parse a patch specification -> (name, patch (3, h, w) in [0, 1]).
 
     - ``cell:I,J`` an icon of the run's main atlas (largest grid of ``layer``);
@@ -117,19 +133,30 @@ def load_patch(spec_text: str, run_dir: str | Path, layer: str, *, model: nn.Mod
             raise ValueError("a direction patch needs the model: pass model= and spec=")
         direction = np.load(rest).astype(np.float32).reshape(1, -1)
         whitening = np.load(ldir / "whiten.npy") if (ldir / "whiten.npy").exists() else None
-        (_, _, grid), = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
+        ((_, _, grid),) = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
         params = fit_to_layer(params or RenderParams(), spec.input_size, grid)  # as the layer's atlas icons
         # One direction: a batch of its tries alone, not padded to a full render batch.
         params = dataclasses.replace(params, batch_size=params.tries)
-        out = render_icons(model, spec, layer, direction, whitening=whitening, params=params, device=device,
-                           progress=False)
+        out = render_icons(
+            model, spec, layer, direction, whitening=whitening, params=params, device=device, progress=False
+        )
         return f"direction:{Path(rest).name}", torch.from_numpy(out["icon"][0]).permute(2, 0, 1).float() / 255.0
-    raise ValueError(f"unknown patch {spec_text!r}: use cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, "
-                     "image:PATH[:X0,Y0,X1,Y1] or direction:PATH.npy")
+    raise ValueError(
+        f"unknown patch {spec_text!r}: use cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, "
+        "image:PATH[:X0,Y0,X1,Y1] or direction:PATH.npy"
+    )
 
 
-def candidate_icons(run_dir: str | Path, layer: str, target: int, target_name: str, *, limit: int = 12,
-                    folders: tuple[str, ...] = (), crops: int = 0) -> list[str]:
+def candidate_icons(
+    run_dir: str | Path,
+    layer: str,
+    target: int,
+    target_name: str,
+    *,
+    limit: int = 12,
+    folders: tuple[str, ...] = (),
+    crops: int = 0,
+) -> list[str]:
     """Patch specs worth trying for a target, best first by the cell's mean attribution to the target:
     every icon of its class atlas, and icons labelled with the target in the main atlases and in
     comparisons (``folders`` under ``RUN/LAYER``; default ``class-<target>``, ``grid-*``, ``compare-*``).
@@ -140,7 +167,9 @@ def candidate_icons(run_dir: str | Path, layer: str, target: int, target_name: s
     if folders:
         found = [ldir / f for f in folders]
     else:
-        found = [ldir / f"class-{paths.slug(target_name)}"] + sorted(ldir.glob("grid-*")) + sorted(ldir.glob("compare-*"))
+        found = (
+            [ldir / f"class-{paths.slug(target_name)}"] + sorted(ldir.glob("grid-*")) + sorted(ldir.glob("compare-*"))
+        )
     for folder in found:
         meta = folder / "atlas.json"
         if not meta.exists():
@@ -148,8 +177,10 @@ def candidate_icons(run_dir: str | Path, layer: str, target: int, target_name: s
         for cell in json.loads(meta.read_text())["cells"]:
             value = float(cell["attribution"].get(str(target), 0.0))
             if folder.name.startswith("class-") or cell["label_index"] == target:
-                examples = [f"example:{folder.name}:{cell['i']},{cell['j']},{Path(ex['src']).stem.split('_')[-1]}"
-                            for ex in cell.get("examples", [])[:crops]]
+                examples = [
+                    f"example:{folder.name}:{cell['i']},{cell['j']},{Path(ex['src']).stem.split('_')[-1]}"
+                    for ex in cell.get("examples", [])[:crops]
+                ]
                 scored.append((value, f"cell:{folder.name}:{cell['i']},{cell['j']}", examples))
     scored.sort(key=lambda t: -t[0])
     best = scored[:limit]
@@ -173,14 +204,31 @@ def near_target_mask(run_dir: str | Path, n_rows: int, target: int) -> np.ndarra
 
 
 def patch(
-    run_dir: str | Path, target: str | int, model, *, source: str | int | None = Patch.source,
-    layer: str | None = Patch.layer, patches: tuple[str, ...] = Patch.patches, discover: bool = Patch.discover,
-    candidates: int = Patch.candidates, sizes: tuple[float, ...] = Patch.sizes, static: str = Patch.static,
-    crops: int = Patch.crops, max_images: int = Patch.max_images, evaluate: tuple[str, ...] = Patch.evaluate,
-    max_evaluate: int = Patch.max_evaluate, photo: str | None = Patch.photo, batch_size: int = Patch.batch_size,
+    run_dir: str | Path,
+    target: str | int,
+    model,
+    *,
+    source: str | int | None = Patch.source,
+    layer: str | None = Patch.layer,
+    patches: tuple[str, ...] = Patch.patches,
+    discover: bool = Patch.discover,
+    candidates: int = Patch.candidates,
+    sizes: tuple[float, ...] = Patch.sizes,
+    static: str = Patch.static,
+    crops: int = Patch.crops,
+    max_images: int = Patch.max_images,
+    evaluate: tuple[str, ...] = Patch.evaluate,
+    max_evaluate: int = Patch.max_evaluate,
+    photo: str | None = Patch.photo,
+    batch_size: int = Patch.batch_size,
     search: tuple[str, ...] = Patch.search,
-    name: str | None = Patch.name, seed: int = Run.seed, device: str = Run.device, threads: int | None = None,
-    out: str | Path | None = None, icons_run: str | Path | None = None, corners: tuple[str, ...] = CORNERS,
+    name: str | None = Patch.name,
+    seed: int = Run.seed,
+    device: str = Run.device,
+    threads: int | None = None,
+    out: str | Path | None = None,
+    icons_run: str | Path | None = None,
+    corners: tuple[str, ...] = CORNERS,
 ) -> Path:
     """Patch experiments on a run's photos -> ``RUN/patches/NAME/report.json`` (+ report.md, figures).
 
@@ -230,9 +278,11 @@ def patch(
         if s is None:
             raise ValueError("evaluate (held-out photos) measures a source class: give --source")
         photos, held_info, (clean_prob, clean_top) = held_out_photos(
-            evaluate, net, mspec, s, t, max_evaluate=max_evaluate, seed=seed, batch_size=batch_size, device=dev)
-        search_x = run_source_photos(rows, net, mspec, s, t, max_images=max_images, seed=seed,
-                                     batch_size=batch_size, device=dev)
+            evaluate, net, mspec, s, t, max_evaluate=max_evaluate, seed=seed, batch_size=batch_size, device=dev
+        )
+        search_x = run_source_photos(
+            rows, net, mspec, s, t, max_images=max_images, seed=seed, batch_size=batch_size, device=dev
+        )
         sample_rows, near_paths = [], set()
     else:
         src_rows, sample_rows, pool_rows = choose_photos(rows, s, t, max_images, seed)
@@ -240,20 +290,35 @@ def patch(
         near_paths = {r[0] for r, m in zip(rows, near_mask) if m and r[1] != t}
         chosen = {r[0] for r in src_rows + sample_rows}
         extra_rows = [r for r in rows if r[0] in near_paths and r[0] not in chosen]
-        extra_rows = [extra_rows[i] for i in
-                      sorted(np.random.default_rng(seed + 2).permutation(len(extra_rows))[:max_images])]
+        extra_rows = [
+            extra_rows[i] for i in sorted(np.random.default_rng(seed + 2).permutation(len(extra_rows))[:max_images])
+        ]
         x, photo_paths, labels = load_photos(src_rows + sample_rows + extra_rows, mspec)
         pool, _, _ = load_photos(pool_rows, mspec)
         extra_paths = {r[0] for r in extra_rows}
-        photos = Photos(x, photo_paths, labels, labels == (s if s is not None else -2), pool,
-                        near=np.array([p in near_paths for p in photo_paths], bool),
-                        extra=np.array([p in extra_paths for p in photo_paths], bool))
+        photos = Photos(
+            x,
+            photo_paths,
+            labels,
+            labels == (s if s is not None else -2),
+            pool,
+            near=np.array([p in near_paths for p in photo_paths], bool),
+            extra=np.array([p in extra_paths for p in photo_paths], bool),
+        )
         clean_prob, clean_top = predict(net, mspec, photos.x, t, batch_size, dev)
     name = name or f"{paths.slug(mspec.short_name(s)) if s is not None else 'any'}-to-{paths.slug(mspec.short_name(t))}"
     out = Path(out) if out else paths.patch_dir(run_dir, name)
     out.mkdir(parents=True, exist_ok=True)
-    kw = dict(clean_prob=clean_prob, clean_top=clean_top, corners=tuple(corners), sizes=sizes, static=static,
-              seed=seed, batch_size=batch_size, device=dev)
+    kw = dict(
+        clean_prob=clean_prob,
+        clean_top=clean_top,
+        corners=tuple(corners),
+        sizes=sizes,
+        static=static,
+        seed=seed,
+        batch_size=batch_size,
+        device=dev,
+    )
     entries, trials, tried = [], {}, []
     for text in patches:
         pname, patch = load_patch(text, icons_run, layer, model=net, spec=mspec, device=dev)
@@ -265,24 +330,37 @@ def patch(
         entries.append(e)
     discovery = None
     if discover:
-        specs = candidate_icons(icons_run, layer, t, mspec.short_name(t), limit=candidates, folders=search,
-                                crops=crops)
+        specs = candidate_icons(icons_run, layer, t, mspec.short_name(t), limit=candidates, folders=search, crops=crops)
         if not specs:
-            raise FileNotFoundError(f"no icons to search for {mspec.short_name(t)!r}: run actlas class-atlas "
-                                    f"{run_dir} --class {mspec.short_name(t)!r} (or the workflow's atlases) first")
+            raise FileNotFoundError(
+                f"no icons to search for {mspec.short_name(t)!r}: run actlas class-atlas "
+                f"{run_dir} --class {mspec.short_name(t)!r} (or the workflow's atlases) first"
+            )
         cands = [load_patch(sp, icons_run, layer) for sp in specs]
         tried += [(sp, name, patch) for sp, (name, patch) in zip(specs, cands)]
         if search_x is not None:
             if not len(search_x):
-                raise ValueError(f"no {mspec.short_name(s)!r} photos of the run that the model classifies correctly "
-                                 "to search on: discovery with evaluate searches the run's source-class photos")
-            best, scores = patches_core.score_candidates(net, mspec, search_x, cands, t, sizes=sizes,
-                                                         batch_size=batch_size, device=dev)
+                raise ValueError(
+                    f"no {mspec.short_name(s)!r} photos of the run that the model classifies correctly "
+                    "to search on: discovery with evaluate searches the run's source-class photos"
+                )
+            best, scores = patches_core.score_candidates(
+                net, mspec, search_x, cands, t, sizes=sizes, batch_size=batch_size, device=dev
+            )
             n_search, held = len(search_x), None
         else:
-            best, scores, searched, held = patches_core.discover(net, mspec, photos, cands, t, clean_top=clean_top,
-                                                                 sizes=sizes, seed=seed, batch_size=batch_size,
-                                                                 device=dev)
+            best, scores, searched, held = patches_core.discover(
+                net,
+                mspec,
+                photos,
+                cands,
+                t,
+                clean_top=clean_top,
+                sizes=sizes,
+                seed=seed,
+                batch_size=batch_size,
+                device=dev,
+            )
             n_search = len(searched)
         for sc, sp in zip(scores, specs):
             sc["spec"] = sp
@@ -291,31 +369,63 @@ def patch(
         e["patch_png"] = f"patch-{paths.slug(cands[best][0])}.png"
         _save_patch_png(cands[best][1], out / e["patch_png"])
         entries.append(e)
-        discovery = {"search_images": int(n_search), "held_out_images": int(len(photos.x) if held is None else len(held)),
-                     "candidates": scores, "best": specs[best],
-                     "search_protocol": f"dynamic, every corner at size {max(sizes)}",
-                     "search_photos": ("the run's source-class photos classified correctly" if held is None else
-                                       "a seeded half of the photos not of the source class")}
+        discovery = {
+            "search_images": int(n_search),
+            "held_out_images": int(len(photos.x) if held is None else len(held)),
+            "candidates": scores,
+            "best": specs[best],
+            "search_protocol": f"dynamic, every corner at size {max(sizes)}",
+            "search_photos": (
+                "the run's source-class photos classified correctly"
+                if held is None
+                else "a seeded half of the photos not of the source class"
+            ),
+        }
     pops = ("source_correct", "not_target", "near_target")
     for e in entries:
         e["beats_controls"] = {pop: beats_controls(e, pop) for pop in pops}
         e["vs_controls"] = {pop: patches_core.vs_controls(e, pop) for pop in pops}
     report = {
-        "source": mspec.short_name(s) if s is not None else None, "target": mspec.short_name(t), "target_index": t,
-        "model": model, "layer": layer, "icons_run": str(icons_run), "photos_run": str(run_dir),
-        "corners": list(corners), "sizes": list(sizes), "static": list(static),
-        "seed": seed, "images": {"source_class": int(photos.source.sum()), "sampled_not_target": len(sample_rows),
-                                 "near_target": int(photos.mask("near").sum()),
-                                 "near_target_in_run": int(len(near_paths)),
-                                 "evaluated": len(photos.x), "run_total": len(rows),
-                                 **({"evaluate": held_info, "searched": int(len(search_x))} if held_info else {})},
+        "source": mspec.short_name(s) if s is not None else None,
+        "target": mspec.short_name(t),
+        "target_index": t,
+        "model": model,
+        "layer": layer,
+        "icons_run": str(icons_run),
+        "photos_run": str(run_dir),
+        "corners": list(corners),
+        "sizes": list(sizes),
+        "static": list(static),
+        "seed": seed,
+        "images": {
+            "source_class": int(photos.source.sum()),
+            "sampled_not_target": len(sample_rows),
+            "near_target": int(photos.mask("near").sum()),
+            "near_target_in_run": int(len(near_paths)),
+            "evaluated": len(photos.x),
+            "run_total": len(rows),
+            **({"evaluate": held_info, "searched": int(len(search_x))} if held_info else {}),
+        },
         "clean_top1_is_target": int((clean_top == t).sum()),
-        "patches": entries, "discovery": discovery, "seconds": round(time.perf_counter() - start, 1),
+        "patches": entries,
+        "discovery": discovery,
+        "seconds": round(time.perf_counter() - start, 1),
     }
     figures = write_figures(report, photos, trials, clean_prob, clean_top, mspec, out)
     if photo:
-        report["single_photo"], figure = single_photo_demo(photo, tried, net, mspec, s, t, corners=tuple(corners),
-                                                           sizes=sizes, batch_size=batch_size, device=dev, out=out)
+        report["single_photo"], figure = single_photo_demo(
+            photo,
+            tried,
+            net,
+            mspec,
+            s,
+            t,
+            corners=tuple(corners),
+            sizes=sizes,
+            batch_size=batch_size,
+            device=dev,
+            out=out,
+        )
         figures.append(figure)
     report["figures"] = figures
     paths.write_json(out / "report.json", report)
@@ -323,9 +433,19 @@ def patch(
     return out / "report.json"
 
 
-def held_out_photos(folders: tuple[str, ...], net, spec: ModelSpec, source: int, target: int, *, max_evaluate: int,
-                    seed: int, batch_size: int, device, n_pool: int = 32
-                    ) -> tuple[Photos, dict, tuple[np.ndarray, np.ndarray]]:
+def held_out_photos(
+    folders: tuple[str, ...],
+    net,
+    spec: ModelSpec,
+    source: int,
+    target: int,
+    *,
+    max_evaluate: int,
+    seed: int,
+    batch_size: int,
+    device,
+    n_pool: int = 32,
+) -> tuple[Photos, dict, tuple[np.ndarray, np.ndarray]]:
     """The held-out population: the source-class photos of ``folders`` (labelled by folder name, as a
     run's images are) that the model classifies correctly, a seeded choice of at most ``max_evaluate``;
     and ``n_pool`` photos of the folders of neither class for the random-crop control.
@@ -335,26 +455,47 @@ def held_out_photos(folders: tuple[str, ...], net, spec: ModelSpec, source: int,
     rows = sorted({r for f in folders for r in imgs.list_images(f, spec.synsets, spec.categories)})
     src = [r for r in rows if r[1] == source]
     if not src:
-        raise ValueError(f"no {spec.short_name(source)!r} photos in {', '.join(map(str, folders))}: evaluate folders "
-                         "hold one subfolder per class, named by its synset or class name, as a run's images do")
+        raise ValueError(
+            f"no {spec.short_name(source)!r} photos in {', '.join(map(str, folders))}: evaluate folders "
+            "hold one subfolder per class, named by its synset or class name, as a run's images do"
+        )
     x, photo_paths, labels = load_photos(src, spec)
     if not len(x):
-        raise ValueError(f"none of the {len(src)} {spec.short_name(source)!r} photos in {', '.join(map(str, folders))} "
-                         "could be decoded: `actlas shards FOLDER RUN` writes each file's reason to RUN/shards/skipped.tsv")
+        raise ValueError(
+            f"none of the {len(src)} {spec.short_name(source)!r} photos in {', '.join(map(str, folders))} "
+            "could be decoded: `actlas shards FOLDER RUN` writes each file's reason to RUN/shards/skipped.tsv"
+        )
     prob, top = predict(net, spec, x, target, batch_size, device)
     correct = np.flatnonzero(top == source)
     keep = np.sort(np.random.default_rng(seed + 3).permutation(correct)[:max_evaluate])
     others = [r for r in rows if r[1] not in (source, target)]
-    pool, _, _ = load_photos([others[i] for i in np.random.default_rng(seed + 4).permutation(len(others))[:n_pool]],
-                             spec)
+    pool, _, _ = load_photos(
+        [others[i] for i in np.random.default_rng(seed + 4).permutation(len(others))[:n_pool]], spec
+    )
     photos = Photos(x[keep], [photo_paths[i] for i in keep], labels[keep], np.ones(len(keep), bool), pool)
-    info = {"folders": [str(f) for f in folders], "source_class": len(src), "decoded": len(photo_paths),
-            "classified_correctly": int(len(correct)), "evaluated": int(len(keep)), "max_evaluate": max_evaluate}
+    info = {
+        "folders": [str(f) for f in folders],
+        "source_class": len(src),
+        "decoded": len(photo_paths),
+        "classified_correctly": int(len(correct)),
+        "evaluated": int(len(keep)),
+        "max_evaluate": max_evaluate,
+    }
     return photos, info, (prob[keep], top[keep])
 
 
-def run_source_photos(rows: list[tuple[str, int]], net, spec: ModelSpec, source: int, target: int, *,
-                      max_images: int, seed: int, batch_size: int, device) -> torch.Tensor:
+def run_source_photos(
+    rows: list[tuple[str, int]],
+    net,
+    spec: ModelSpec,
+    source: int,
+    target: int,
+    *,
+    max_images: int,
+    seed: int,
+    batch_size: int,
+    device,
+) -> torch.Tensor:
     """(n, 3, H, W): at most ``max_images`` (seeded) of the run's source-class photos, those the model
     classifies correctly: what discovery searches when the rates come from held-out photos."""
     src = [r for r in rows if r[1] == source]
@@ -366,8 +507,21 @@ def run_source_photos(rows: list[tuple[str, int]], net, spec: ModelSpec, source:
     return x[torch.from_numpy(top == source)]
 
 
-def single_photo_demo(photo: str, tried: list[tuple[str, str, torch.Tensor]], net, spec: ModelSpec, source: int,
-                      target: int, *, corners, sizes, batch_size: int, device, out: Path, shown: int = 3) -> tuple[dict, str]:
+def single_photo_demo(
+    photo: str,
+    tried: list[tuple[str, str, torch.Tensor]],
+    net,
+    spec: ModelSpec,
+    source: int,
+    target: int,
+    *,
+    corners,
+    sizes,
+    batch_size: int,
+    device,
+    out: Path,
+    shown: int = 3,
+) -> tuple[dict, str]:
     """Every tried patch (spec, name, (3, h, w)) on one photo -> (report section, ``single-photo.png``:
     the photo, then for the ``shown`` best patches the patch and the photo with it, each titled with
     p(source), p(target) and the top-1 class)."""
@@ -382,8 +536,18 @@ def single_photo_demo(photo: str, tried: list[tuple[str, str, torch.Tensor]], ne
 
         raise FileNotFoundError(f"photo {photo}: {imgs.decode(photo)[1]}")
     by_name = {name: (sp, patch) for sp, name, patch in tried}
-    result = patches_core.single_photo(net, spec, x[0], [(name, patch) for _, name, patch in tried], source, target,
-                                       corners=corners, sizes=sizes, batch_size=batch_size, device=device)
+    result = patches_core.single_photo(
+        net,
+        spec,
+        x[0],
+        [(name, patch) for _, name, patch in tried],
+        source,
+        target,
+        corners=corners,
+        sizes=sizes,
+        batch_size=batch_size,
+        device=device,
+    )
     for row in result["candidates"]:
         row["spec"] = by_name[row["name"]][0]
     tops = {result["before"]["top"], *(r["top"] for r in result["candidates"])}
@@ -398,8 +562,11 @@ def single_photo_demo(photo: str, tried: list[tuple[str, str, torch.Tensor]], ne
     for row, r in enumerate(best):
         patch = by_name[r["name"]][1]
         after = paste(x[:1], patch, r["corner"], r["size"])[0]
-        panels = ((x[0], "before\n" + title(result["before"])), (patch, f"{r['name']}\n{r['corner']} @ {r['size']}"),
-                  (after, "after\n" + title(r)))
+        panels = (
+            (x[0], "before\n" + title(result["before"])),
+            (patch, f"{r['name']}\n{r['corner']} @ {r['size']}"),
+            (after, "after\n" + title(r)),
+        )
         for ax, (img, text) in zip(axes[row], panels):
             ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             ax.set_title(text, fontsize=7)
@@ -417,8 +584,15 @@ def _save_patch_png(patch: torch.Tensor, path: Path) -> None:
     paths.save_image(path, Image.fromarray((patch.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)))
 
 
-def write_figures(report: dict, photos: Photos, trials: dict, clean_prob: np.ndarray, clean_top: np.ndarray,
-                  spec: ModelSpec, out: Path) -> list[str]:
+def write_figures(
+    report: dict,
+    photos: Photos,
+    trials: dict,
+    clean_prob: np.ndarray,
+    clean_top: np.ndarray,
+    spec: ModelSpec,
+    out: Path,
+) -> list[str]:
     """bars.png (patch vs controls, static and dynamic, with intervals; one row per population with
     photos: not_target, near_target) and one examples-*.png per
     patch (photos before and after at the static setting, with target probabilities)."""
@@ -430,11 +604,19 @@ def write_figures(report: dict, photos: Photos, trials: dict, clean_prob: np.nda
     names = []
     entries = report["patches"]
     held = bool(report["images"].get("evaluate"))  # held-out photos: all of the source class, one population
-    pops = ["source_correct"] if held else [pop for pop in ("not_target", "near_target")
-                                            if any(e["populations"].get(pop, {}).get("patch", {}).get("n")
-                                                   for e in entries)] or ["not_target"]
-    fig, grid = plt.subplots(len(pops), 2, figsize=(max(6, 2.2 * len(entries) + 3), 3.6 * len(pops)), sharey=True,
-                             squeeze=False)
+    pops = (
+        ["source_correct"]
+        if held
+        else [
+            pop
+            for pop in ("not_target", "near_target")
+            if any(e["populations"].get(pop, {}).get("patch", {}).get("n") for e in entries)
+        ]
+        or ["not_target"]
+    )
+    fig, grid = plt.subplots(
+        len(pops), 2, figsize=(max(6, 2.2 * len(entries) + 3), 3.6 * len(pops)), sharey=True, squeeze=False
+    )
     kinds = (("patch", "tab:red"), ("noise", "tab:gray"), ("random_image", "tab:blue"))
     for pop, axes in zip(pops, grid):
         for ax, proto in zip(axes, ("static", "dynamic")):
@@ -450,12 +632,15 @@ def write_figures(report: dict, photos: Photos, trials: dict, clean_prob: np.nda
                     err[1].append(r["ci"][1] - r["rate"])
                 ax.bar(xs, ys, 0.27, yerr=err, color=color, label=kind, capsize=3)
             ax.set_xticks(range(len(entries)))
-            ax.set_xticklabels([e["name"] + ("*" if e.get("discovered") else "") for e in entries], rotation=20,
-                               fontsize=7, ha="right")
+            ax.set_xticklabels(
+                [e["name"] + ("*" if e.get("discovered") else "") for e in entries], rotation=20, fontsize=7, ha="right"
+            )
             ns = sorted({e["populations"][pop]["patch"][proto]["n"] for e in entries})
-            ax.set_title(f"{pop}, {proto} (n = {', '.join(map(str, ns))}"
-                         f"{'; held-out photos' if held else '; * held-out half' if any(e.get('discovered') for e in entries) else ''})",
-                         fontsize=8)
+            ax.set_title(
+                f"{pop}, {proto} (n = {', '.join(map(str, ns))}"
+                f"{'; held-out photos' if held else '; * held-out half' if any(e.get('discovered') for e in entries) else ''})",
+                fontsize=8,
+            )
             ax.set_ylim(0, 1)
         axes[0].set_ylabel(f"top-1 -> {report['target']}")
     grid[0, 0].legend(fontsize=7)
@@ -484,16 +669,19 @@ def write_figures(report: dict, photos: Photos, trials: dict, clean_prob: np.nda
             before = photos.x[i]
             after = paste(before[None], patch_t, *static)[0]
             label = spec.short_name(int(photos.label[i])) if photos.label[i] >= 0 else "?"
-            for row, (img, title) in enumerate((
-                (before, f"{label}\ntop: {spec.short_name(int(clean_top[i]))}\np={clean_prob[i]:.3f}"),
-                (after, f"top: {spec.short_name(int(trial.top[r, ci, si]))}\np={trial.prob[r, ci, si]:.3f}"),
-            )):
+            for row, (img, title) in enumerate(
+                (
+                    (before, f"{label}\ntop: {spec.short_name(int(clean_top[i]))}\np={clean_prob[i]:.3f}"),
+                    (after, f"top: {spec.short_name(int(trial.top[r, ci, si]))}\np={trial.prob[r, ci, si]:.3f}"),
+                )
+            ):
                 ax = axes[row, col]
                 ax.imshow(img.permute(1, 2, 0).numpy())
                 ax.set_title(title, fontsize=7)
                 ax.axis("off")
-        fig.suptitle(f"{e['name']}: p({report['target']}) before (top) and after, {static[0]} at {static[1]}",
-                     fontsize=8)
+        fig.suptitle(
+            f"{e['name']}: p({report['target']}) before (top) and after, {static[0]} at {static[1]}", fontsize=8
+        )
         fig.tight_layout()
         fname = f"examples-{paths.slug(e['name'])}.png"
         fig.savefig(out / fname, dpi=100, metadata={"Software": None})

@@ -66,7 +66,11 @@ class Plan:
 
 
 def plan(
-    images: str | list[str], model, *, shard_size: int = Collect.shard_size, limit: int | None = Run.limit,
+    images: str | list[str],
+    model,
+    *,
+    shard_size: int = Collect.shard_size,
+    limit: int | None = Run.limit,
     seed: int = Run.seed,
 ) -> Plan:
     """List, select and split an image set. Reads only; writes nothing."""
@@ -113,8 +117,13 @@ def write_index(path: str | Path, names: list[str], skipped: list[tuple[str, str
 
 
 def shards(
-    images: str | list[str], run_dir: str | Path, model, *, shard_size: int = Collect.shard_size,
-    limit: int | None = Run.limit, seed: int = Run.seed,
+    images: str | list[str],
+    run_dir: str | Path,
+    model,
+    *,
+    shard_size: int = Collect.shard_size,
+    limit: int | None = Run.limit,
+    seed: int = Run.seed,
 ) -> list[Path]:
     """List, select and split the images -> ``RUN/shards/shard-NNNNN.txt`` and ``index.json``."""
     planned = plan(images, model, shard_size=shard_size, limit=limit, seed=seed)

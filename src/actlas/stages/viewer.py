@@ -88,8 +88,11 @@ def read_atlases(run_dir: Path, layers: list[str] | None = None, atlases: list[P
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist; pass the run_dir of your config")
     refs = []
-    found = [Path(p) for p in atlases] if atlases else sorted(
-        p for folder in ATLAS_FOLDERS for p in run_dir.glob(f"*/{folder}/atlas.json"))
+    found = (
+        [Path(p) for p in atlases]
+        if atlases
+        else sorted(p for folder in ATLAS_FOLDERS for p in run_dir.glob(f"*/{folder}/atlas.json"))
+    )
     for path in found:
         atlas = json.loads(path.read_text())
         missing = [k for k in REQUIRED_KEYS if k not in atlas]
@@ -107,8 +110,16 @@ def read_atlases(run_dir: Path, layers: list[str] | None = None, atlases: list[P
         )
     order = _layer_order(run_dir, {r.layer for r in refs}, layers)
     kinds = ("atlas", "class", "compare")
-    return sorted(refs, key=lambda r: (r.kind != "atlas", order.index(r.layer),
-                                       kinds.index(r.kind) if r.kind in kinds else 3, r.grid, r.view))
+    return sorted(
+        refs,
+        key=lambda r: (
+            r.kind != "atlas",
+            order.index(r.layer),
+            kinds.index(r.kind) if r.kind in kinds else 3,
+            r.grid,
+            r.view,
+        ),
+    )
 
 
 def _layer_order(run_dir: Path, layers: set[str], given: list[str] | None = None) -> list[str]:
@@ -202,8 +213,10 @@ def extra_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
         axis = {"left": f"more {second}", "right": f"more {first}"}
     else:
         title = f"class: {a.get('class', ref.view)}"
-        about = (f"Samples whose attribution supports {a.get('class', 'the class')} "
-                 f"(filter {a.get('filter', '?')}, at most {a.get('top', '?')}), laid out with {a.get('method', '?')}.")
+        about = (
+            f"Samples whose attribution supports {a.get('class', 'the class')} "
+            f"(filter {a.get('filter', '?')}, at most {a.get('top', '?')}), laid out with {a.get('method', '?')}."
+        )
         axis = None
     counts = [f"{a[k]} {k}" for k in ("samples", "images") if a.get(k) is not None]
     return {
@@ -243,9 +256,16 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
         title = f"{report.get('source') or 'any photo'} \u2192 {report.get('target')}"
         figures = list(report.get("figures", []))
         main = "single-photo.png" if "single-photo.png" in figures else (figures[0] if figures else None)
-        experiments.append({"name": name, "title": title, "layer": report.get("layer"),
-                            "report": base + "report.md", "figure": base + main if main else None,
-                            "figures": [base + f for f in figures]})
+        experiments.append(
+            {
+                "name": name,
+                "title": title,
+                "layer": report.get("layer"),
+                "report": base + "report.md",
+                "figure": base + main if main else None,
+                "figures": [base + f for f in figures],
+            }
+        )
         for e in report.get("patches", []):
             m = PATCH_CELL.fullmatch(str(e.get("spec", "")))
             if not m:
@@ -258,9 +278,14 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
             control = e.get("vs_controls", {}).get(pop, {})
             examples = f"examples-{slug(e.get('name', ''))}.png"  # write_figures' name for the patch's photos
             link = {
-                "experiment": name, "title": title, "patch": e.get("name"), "spec": e.get("spec"),
+                "experiment": name,
+                "title": title,
+                "patch": e.get("name"),
+                "spec": e.get("spec"),
                 "kind": "dataset patch" if str(e["spec"]).startswith("example:") else "icon",
-                "discovered": bool(e.get("discovered")), "population": pop, "report": base + "report.md",
+                "discovered": bool(e.get("discovered")),
+                "population": pop,
+                "report": base + "report.md",
                 "figure": base + examples if examples in figures else None,
                 **{proto: _rate(d["patch"][proto]) for proto in ("static", "dynamic")},
                 "best_control": {proto: control.get(proto, {}).get("control_rate") for proto in ("static", "dynamic")},
@@ -271,8 +296,9 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
     return experiments, cells
 
 
-def data_index(refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str,
-               reports: list[Path] = ()) -> dict[str, Any]:
+def data_index(
+    refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str, reports: list[Path] = ()
+) -> dict[str, Any]:
     """The viewer's ``data.json``: classes; layers in order, each with its main grids coarse to fine;
     extras: class atlases and comparisons, one grid each; patches: the patch experiments
     (``patch_links``), each cell listing those that tested its icon or dataset patch.
@@ -370,8 +396,11 @@ def _copy_static(dest: Path, osd: Path) -> None:
 
 
 def viewer(
-    run_dir: Path | str, openseadragon: Path | str | None = None, layers: list[str] | None = None,
-    atlases: list[Path | str] | None = None, patches: list[Path | str] | None = None,
+    run_dir: Path | str,
+    openseadragon: Path | str | None = None,
+    layers: list[str] | None = None,
+    atlases: list[Path | str] | None = None,
+    patches: list[Path | str] | None = None,
 ) -> Path:
     """Build ``RUN/viewer/`` from every atlas of the run; returns the path of its index.html.
 
