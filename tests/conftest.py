@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "card" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None:
             raise pytest.UsageError(f"{item.nodeid} uses the shared MobileNetV2: mark it @pytest.mark.slow")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for folder in _TEMPORARY:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -77,8 +84,15 @@ def photos(card, tmp_path_factory) -> Path:
     return _photo_folder(24, tmp_path_factory.mktemp("photos"))
 
 
-def _photo_folder(n: int, base: Path) -> Path:
-    """``base`` holding ``n`` real photos (symlinks into the shared set), one class folder each."""
+_TEMPORARY: list[Path] = []  # folders _photo_folder made: removed when the session ends
+
+
+def _photo_folder(n: int, base: Path | None = None) -> Path:
+    """``base`` (default: a new temporary folder, removed when the session ends) holding ``n`` real
+    photos (symlinks into the shared set), one class folder each."""
+    if base is None:
+        base = Path(tempfile.mkdtemp(prefix="actlas-photos-"))
+        _TEMPORARY.append(base)
     base.mkdir(parents=True, exist_ok=True)
     classes = sorted(VAL.iterdir())
     step = max(1, len(classes) // n)

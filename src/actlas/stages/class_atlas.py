@@ -20,6 +20,7 @@ from ..errors import DataError
 from ..formats.atomic import save_npy
 from ..formats.cells import write_cells
 from ..models.load import load_spec
+from ..models.spec import ModelSpec
 from ..settings import ClassAtlas, Render, RenderParams, Run
 from ..text import slug
 from .atlas import atlas_folder
@@ -36,12 +37,12 @@ def build_folder(
     run_dir: str | Path,
     layer: str,
     model,
+    spec: ModelSpec,
     samples: Samples,
     rows: np.ndarray,
     coords: np.ndarray,
     n: int,
     *,
-    n_classes: int,
     min_count: int,
     params: RenderParams | None,
     device: str,
@@ -50,7 +51,10 @@ def build_folder(
     extra: dict,
     progress: bool,
 ) -> Path:
-    """Grid the kept ``rows`` at ``coords`` (M, 2), render and compose them into ``out`` like the main atlas."""
+    """Grid the kept ``rows`` at ``coords`` (M, 2), render and compose them into ``out`` like the main atlas;
+    atlas.json gets ``extra`` and the counts of the images and samples kept."""
+    n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
+    extra = {**extra, "images": int(len(np.unique(samples.image[rows]))), "samples": int(len(rows))}
     cells = grid_core.grid(
         coords,
         samples.activation[rows],
@@ -75,7 +79,7 @@ def build_folder(
         cells_per_job=0,
         n_examples=n_examples,
         samples=samples,
-        extra={**extra, "samples": int(len(rows))},
+        extra=extra,
     )
 
 
@@ -119,20 +123,18 @@ def class_atlas(
         "filter": filter,
         "top": top,
         "method": method,
-        "images": int(len(np.unique(samples.image[rows]))),
     }
     folder = Path(out) if out else paths.class_dir(run_dir, layer, slug(name))
-    n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
     return build_folder(
         folder,
         run_dir,
         layer,
         model,
+        spec,
         samples,
         rows,
         coords,
         grid,
-        n_classes=n_classes,
         min_count=min_count,
         params=params,
         device=device,

@@ -80,19 +80,17 @@ def compare(
         "method": method,
         "x_axis": f"attribution to {na} minus attribution to {nb} ({nb} left, {na} right)",
         "y_axis": f"1-D {method} of the activations",
-        "images": int(len(np.unique(samples.image[rows]))),
     }
-    n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
     path = build_folder(
         folder,
         run_dir,
         layer,
         model,
+        spec,
         samples,
         rows,
         coords,
         grid,
-        n_classes=n_classes,
         min_count=min_count,
         params=params,
         device=device,
