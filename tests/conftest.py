@@ -20,7 +20,6 @@ VAL = ASSETS / "images" / "imagenet-val"
 SAMPLE = ASSETS / "images" / "imagenet-sample"
 
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(2)
 # The tests' own factories (tiny_models:tiny_net) run code: a test that loads one asks for the
 # ``trust_code`` fixture (or passes trust_code); nothing else is trusted.
 TINY = {"source": "tiny_models:tiny_net", "trust_code": True}
@@ -31,6 +30,13 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "card" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None:
             raise pytest.UsageError(f"{item.nodeid} uses the shared MobileNetV2: mark it @pytest.mark.slow")
+
+
+@pytest.fixture(autouse=True)
+def torch_threads(request):
+    """One torch thread for the fast tests (their tiny models run fastest on one; a second thread only
+    waits on the other core), two for the slow ones (the shared MobileNetV2), as the demo's jobs use."""
+    torch.set_num_threads(2 if request.node.get_closest_marker("slow") else 1)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -93,12 +93,12 @@ def test_collect_tiny_shard(tiny_dataset, tmp_path):
     assert np.array_equal(np.bincount(image), np.full(16, 3))
 
 
-def _collect_cmd(shard, out):
-    """``actlas collect`` on the tiny model, pausing 0.3 s after each commit (``slow_actlas``)."""
+def _collect_cmd(shard, out, pause: float = 0.0):
+    """``actlas collect`` on the tiny model; with ``pause``, that many seconds after each commit (``slow_actlas``)."""
+    command = [str(Path(__file__).parent / "slow_actlas.py"), str(pause)] if pause else ["-m", "actlas"]
     return [
         sys.executable,
-        str(Path(__file__).parent / "slow_actlas.py"),
-        "0.3",
+        *command,
         "collect",
         str(shard),
         str(out),
@@ -133,7 +133,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dataset, tmp_path, kill_a
     }
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     subprocess.run(_collect_cmd(shard, ref), env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(_collect_cmd(shard, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = _collect_cmd(shard, out, pause=0.3)  # a kill lands between two commits
+    proc = subprocess.Popen(killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         try:
