@@ -12,7 +12,7 @@ rows and write the Zarr store. The bare loop runs the same model on the same ima
 decoded and preprocessed into memory, with the same forward and the same ``attr_top`` gradients
 of the top logits with respect to the layer's output, and keeps nothing. The loader-only row
 decodes and preprocesses with the same DataLoader settings and runs no model. A second bare loop
-runs the model as collect runs it (BatchNorm folded into the convolutions, ``actlas.layers.fold_batchnorm``,
+runs the model as collect runs it (BatchNorm folded into the convolutions, ``actlas.nn.fastpaths.fold_batchnorm``,
 and in ``actlas.nn.fastpaths.memory_format_for``'s format: channels_last where the model runs in it, 1.3 to
 1.6 times as fast on CPU), so the overhead it
 prints beside the ratio is collect's own, without that gain.

@@ -2,15 +2,15 @@
 
 ``--path`` picks the fast path:
 
-- ``fold`` (default): BatchNorm folded into the convolutions (``actlas.layers.fold_batchnorm``)
+- ``fold`` (default): BatchNorm folded into the convolutions (``actlas.nn.fastpaths.fold_batchnorm``)
   vs the model as loaded;
 - ``pointwise``: 1x1 convolutions of small CPU batches run as matmuls
-  (``actlas.layers.pointwise_as_matmul``) vs the folded model.
+  (``actlas.nn.fastpaths.pointwise_as_matmul``) vs the folded model.
 
 Both models run as the stages run them (channels_last where the model runs in it, parameters
 frozen), each on its own copy of the same loaded model, timed alternately in the same run:
 
-- render rows: ``actlas.render.render`` of the same real cell directions (directions are centre
+- render rows: ``actlas.viz.render.render`` of the same real cell directions (directions are centre
   activations of the shared photos, as ``bench_render.py``), at the icon size the render stage
   gives the layer (``fit_to_layer``), a full batch per call; icons/s, and the largest difference
   in faithfulness and in icon pixels between the two models;

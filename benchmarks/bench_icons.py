@@ -21,7 +21,7 @@ cropped around their position with the side the icon covers in network input pix
 (icon size / input side), resized to the icon size. A contact sheet per row
 (``OUT/sheet-MODEL-LAYER.png``): one column per direction, one row of icons per setting, then the
 patches. Settings: ``default`` (today's RenderParams, fitted to the layer and the input by
-``actlas.render.fit_to_layer``: a stride-32 layer renders 128 px icons whatever ``--size``), and
+``actlas.viz.render.fit_to_layer``: a stride-32 layer renders 128 px icons whatever ``--size``), and
 the variants in ``SETTINGS``. A variant may also set ``whitening_eps``: the row's render whitening
 is then recomputed from its samples' covariance with that ridge (None: no whitening).
 

@@ -3,7 +3,7 @@
 Each measurement is a fresh process (the allocator's settings are per process), run as the demo's
 render and collect jobs run: one torch thread, the model as the stages put it (``fast_paths``):
 
-- render rows: ``actlas.render.render`` of ``--batch`` real directions (centre activations of
+- render rows: ``actlas.viz.render.render`` of ``--batch`` real directions (centre activations of
   shared photos, as ``bench_fold.py``), at the size the render stage gives the layer, 96 steps,
   one batch of ``--batch``; icons/s, and whether the icons are the same bytes both ways;
 - collect row: ``actlas.collect.attribute`` of 100 shared photos in batches of 50; images/s.

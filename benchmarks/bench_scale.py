@@ -7,8 +7,8 @@ Snakemake's cost per job.
     python benchmarks/bench_scale.py --only overhead --jobs 200
 
 1. stats: writes a synthetic [N, C] float16 activation store to /tmp as ``--shards`` shard stores
-   (actlas.store, exactly as collect writes them, one chunk at a time), then, in a child process,
-   reads them as one Dask array (actlas.store.read_dask) and computes mean, covariance
+   (actlas.data.store, exactly as collect writes them, one chunk at a time), then, in a child process,
+   reads them as one Dask array (actlas.data.store.read_dask) and computes mean, covariance
    (actlas.layout.moments) and a PCA projection (actlas.layout.pca). Prints the child's peak RSS
    (ru_maxrss) and seconds; the limit asked for is 4 GB at 1M x 512.
 2. collect: the same real photos collected by Snakemake's collect rule as 1, 2 and 4 shards,

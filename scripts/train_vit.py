@@ -3,7 +3,7 @@
     PYTHONPATH=src python scripts/train_vit.py --minutes 8 --threads 2
 
 Reads ``../shared/assets/images/cifar10-train`` (decoded once into ``~/.cache/actlas/cifar10-*.npz``),
-trains ``actlas.archs.vit`` (patch 4 on 32 px: an 8 x 8 grid of patch tokens after one CLS
+trains ``actlas.models.archs.vit`` (patch 4 on 32 px: an 8 x 8 grid of patch tokens after one CLS
 token) with AdamW, a warm-up + cosine learning rate over a fixed wall-time budget, random crops
 and flips,
 then reports top-1 on all 10,000 photos of ``cifar10-test`` and writes the weights as safetensors

@@ -3,7 +3,7 @@
     python tests/data/make_bad.py [OUT]        # default: tests/data/bad/ (git-ignored)
 
 ``make(out)`` writes the corpus and returns ``{name: Case}``: for every entry (a path relative
-to ``out``) what ``actlas.images.decode`` must do with it, either decode it (to ``size``, with
+to ``out``) what ``actlas.data.decode.decode`` must do with it, either decode it (to ``size``, with
 ``pixels`` checked) or skip it with a reason starting with ``reason``. The good photos are
 symbolic links into ``../shared/assets/images/imagenet-val`` (in their class folders).
 
