@@ -11,6 +11,11 @@ torchvision and timm models are therefore saved once to a safetensors file and l
 their real sources (``torchvision:NAME`` or ``timm:NAME`` with ``weights: FILE``); Hugging Face
 models, for which actlas has no source yet, are built by the factories below (``zoo_models:hf_*``,
 which need ``trust_code``).
+
+Two things make a freshly initialised network unlike a trained one in ways that break an atlas, and
+are undone here: BatchNorm's running statistics (mean 0, variance 1) let a deep network's
+activations vanish in eval mode (``calibrate_batchnorm``), and torchvision zero-initialises a ViT's
+classifier (every logit 0, every attribution 0).
 """
 
 from __future__ import annotations
