@@ -492,7 +492,8 @@ def fixed_run(request, photos, weights_dir, tmp_path_factory):
     reason="render optimises icons of render.size (96 px) on networks that take only their larger input size; nothing "
     "reads the size from the model, and the network fails deep inside render (torchvision ViT: AssertionError 'Wrong "
     "image height! Expected 224 but got 96!'; timm: AssertionError 'Input height (96) doesn't match model (224).'; "
-    "Hugging Face: ValueError 'Input image size (96*96) doesn't match model (128*128).')",
+    "Hugging Face: ValueError 'Input image size (96*96) doesn't match model (128*128).'); after the issue-28 refactor "
+    "each is a 50-72-line traceback ending 'Error: this is a bug in actlas, not something you did'",
 )
 @pytest.mark.parametrize("fixed_run", FIXED, ids=lambda e: e.id, indirect=True)
 def test_fixed_size_networks_get_icons_of_their_input_size(fixed_run):
@@ -569,8 +570,8 @@ def test_an_export_program_gets_icons_of_its_input_size(photos, tmp_path):
     strict=True,
     raises=Today,
     reason="timm's kwargs {img_size: N} build an N px network, but actlas takes the input size from the pretrained "
-    "config (518 here): `actlas layers` dies with a 57-line traceback, AssertionError 'Input height (518) doesn't "
-    "match model (98).'",
+    "config (518 here): `actlas layers` dies in a traceback (57 lines before the issue-28 refactor, 49 after, then "
+    "'Error: this is a bug in actlas'), AssertionError 'Input height (518) doesn't match model (98).'",
 )
 def test_timm_img_size_kwarg_sets_the_input_size():
     block = {
@@ -605,8 +606,8 @@ def test_an_encoder_without_logits_lists_its_layers():
 @pytest.mark.xfail(
     strict=True,
     raises=USER_ERRORS,
-    reason="no model key 'head' yet: 'unknown model key 'head'; did you mean 'mean'?'; today an encoder's only route "
-    "is output: pooler_output, whose features collect attributes to as if they were classes",
+    reason="no model key 'head' yet: 'Error: unknown model key 'head' (valid: source, kwargs, ...)'; today an "
+    "encoder's only route is output: pooler_output, whose features collect attributes to as if they were classes",
 )
 @pytest.mark.parametrize(
     "head",
