@@ -47,6 +47,7 @@ DEMO = Path(os.environ.get("ACTLAS_DEMO_RUN", "/work/main/runs/demo"))
 CIFAR = ROOT / "runs" / "cifar10-10k"
 DEFAULT = {"method": "topk", "size": 512, "k": 16}  # the chosen default (see the module docstring of train)
 REF_REPS = 20
+SAVE: Path | None = None  # --save: every dictionary measured, as safetensors
 TARGETS = {"r2": 0.8, "l0": 16, "dead": 0.05, "stability": 0.8, "seconds": 60}
 
 
@@ -84,10 +85,14 @@ def measure(x: np.ndarray, method: str, size: int, k: int, epochs: int | None, t
         dicts.append(concepts.learn(train, method=method, size=size, k=k, seed=seed, epochs=epochs, threads=threads))
         seconds.append(time.perf_counter() - start)
     stab = concepts.stability(dicts[0], dicts[1])
+    if SAVE:
+        for seed, d in enumerate(dicts):
+            dm.save(d, SAVE / f"{d.info['method']}-{size}-{k}-seed{seed}.safetensors")
     rows = []
     for encoding in ("encoder", "omp") if dicts[0].encoder is not None else ("omp",):
         with dm.torch_threads(threads):
             ev = concepts.evaluate(dicts[0], held, encoding=encoding)
+        weighted = concepts.stability(dicts[0], dicts[1], weights=np.asarray(ev["frequency"]))
         rows.append(
             {
                 "method": method,
@@ -98,6 +103,7 @@ def measure(x: np.ndarray, method: str, size: int, k: int, epochs: int | None, t
                 "l0": ev["l0"],
                 "dead": ev["dead"],
                 "stability": stab,
+                "stability_weighted": weighted,
                 "seconds": seconds[0],
                 "epochs": dicts[0].info["epochs"],
                 "rows": dicts[0].info["rows"],
@@ -153,7 +159,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="features.13 only, 512 atoms, topk and dl")
     ap.add_argument("--json", type=Path, default=None, help="also write every row here")
+    ap.add_argument("--save", type=Path, default=None, help="save every dictionary in this folder")
     args = ap.parse_args()
+    global SAVE
+    SAVE = args.save
     if args.quick:
         args.layers, args.methods, args.sizes = "features.13", "topk,dl", "512"
     print(machine(), flush=True)

@@ -62,11 +62,19 @@ def test_nmf_recovers_a_planted_nonnegative_dictionary_and_refuses_signed_rows()
         learn.learn(dm.array_chunks(x - 0.5), method="nmf", size=4, k=2)
 
 
+def test_auto_picks_nmf_for_nonnegative_rows_and_the_default_for_signed_ones():
+    x, _ = planted(n=600, channels=16, size=12, active=2, nonneg=True)
+    assert learn.learn(dm.array_chunks(x), size=16, k=2, epochs=1, threads=1).method == learn.AUTO["nonnegative"]
+    y, _ = planted(n=600)
+    assert learn.learn(dm.array_chunks(y - 3), size=32, k=3, epochs=1, threads=1).method == learn.AUTO["signed"]
+    assert learn.AUTO["nonnegative"] == "nmf" and learn.AUTO["signed"] != "nmf"
+
+
 def test_learning_is_deterministic_for_a_seed_and_varies_with_it():
     x, _ = planted(n=1500)
 
     def run(seed):
-        return learn.learn(dm.array_chunks(x, 300), size=32, k=3, seed=seed, epochs=4, threads=1)
+        return learn.learn(dm.array_chunks(x, 300), method="topk", size=32, k=3, seed=seed, epochs=4, threads=1)
 
     a, b, c = run(0), run(0), run(1)
     np.testing.assert_array_equal(a.atoms, b.atoms)
@@ -78,7 +86,14 @@ def test_learning_streams_in_bounded_blocks_as_well_as_in_one():
     """A memory budget smaller than the rows streams block by block each epoch, and learns as well."""
     x, atoms = planted(n=3000)
     small = learn.learn(
-        dm.array_chunks(x, 128), size=48, k=3, epochs=40, batch_size=256, memory_bytes=700 * 24 * 4, threads=1
+        dm.array_chunks(x, 128),
+        method="topk",
+        size=48,
+        k=3,
+        epochs=40,
+        batch_size=256,
+        memory_bytes=700 * 24 * 4,
+        threads=1,
     )
     assert small.info["rows"] == 3000
     assert metrics.match_atoms(atoms, small.atoms)[2].mean() >= 0.9
@@ -125,7 +140,7 @@ def test_omp_finds_the_atoms_of_a_sparse_nonnegative_combination():
 
 def test_encoder_codes_are_nonnegative_topk_and_reconstruct():
     x, _ = planted(n=800)
-    d = learn.learn(dm.array_chunks(x), size=32, k=3, epochs=5, threads=1)
+    d = learn.learn(dm.array_chunks(x), method="topk", size=32, k=3, epochs=5, threads=1)
     for encoding in ("encoder", "omp"):
         idx, val = d.encode_sparse(x, encoding=encoding)
         codes = d.encode(x, encoding=encoding)
@@ -273,6 +288,11 @@ def test_evaluate_and_stability_on_known_dictionaries():
     np.testing.assert_array_equal(perm[cols], rows)
     assert metrics.stability(atoms, atoms[perm]) == pytest.approx(1.0)
     assert metrics.stability(atoms, -atoms) < 0.5  # opposite directions are other concepts
+    # weighted by frequency: only the atoms that fire count
+    half = atoms.copy()
+    half[16:] = -half[16:]
+    assert metrics.stability(atoms, half) < 0.9
+    assert metrics.stability(atoms, half, weights=np.r_[np.ones(16), np.zeros(16)]) == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- summaries

@@ -63,8 +63,16 @@ def match_atoms(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return rows, cols, cos[rows, cols]
 
 
-def stability(a: Dictionary | np.ndarray, b: Dictionary | np.ndarray) -> float:
-    """Mean matched cosine between the atoms of two dictionaries (1: the same atoms; see :func:`match_atoms`)."""
+def stability(a: Dictionary | np.ndarray, b: Dictionary | np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean matched cosine between the atoms of two dictionaries (1: the same atoms; see :func:`match_atoms`).
+
+    ``weights`` (K,) weighs each atom of ``a`` (its frequency, say: how stable the concepts that fire
+    often are); default: every atom alike.
+    """
     a = a.atoms if isinstance(a, Dictionary) else a
     b = b.atoms if isinstance(b, Dictionary) else b
-    return float(match_atoms(a, b)[2].mean())
+    rows, _, cos = match_atoms(a, b)
+    if weights is None:
+        return float(cos.mean())
+    w = np.asarray(weights, np.float64)[rows]
+    return float((w * cos).sum() / w.sum()) if w.sum() > 0 else 0.0

@@ -45,13 +45,15 @@ import torch
 
 from .dictionary import Chunks, Dictionary, DictionaryError, row_hash, torch_threads
 
-METHODS = ("topk", "batchtopk", "archetypal", "dl", "nmf")
+METHODS = ("auto", "topk", "batchtopk", "archetypal", "dl", "nmf")
+#: What ``method="auto"`` learns, by the sign of the layer's activations (chosen by bench_concepts.py).
+AUTO = {"signed": "archetypal", "nonnegative": "nmf"}
 
 
 def learn(
     chunks: Chunks,
     *,
-    method: str = "topk",
+    method: str = "auto",
     size: int = 512,
     k: int = 16,
     seed: int = 0,
@@ -74,7 +76,9 @@ def learn(
     ----------
     chunks : the training rows, a re-iterable stream of (n_i, C) float16/float32 chunks (split held-out
         rows off first with :func:`actlas.concepts.dictionary.split`)
-    method : ``"topk"``, ``"batchtopk"``, ``"archetypal"``, ``"dl"`` or ``"nmf"``
+    method : ``"topk"``, ``"batchtopk"``, ``"archetypal"``, ``"dl"``, ``"nmf"``, or ``"auto"``: :data:`AUTO`'s
+        choice for the layer, NMF when no activation is negative (post-ReLU), else an archetypal TopK
+        autoencoder
     size : K, the number of atoms (typically 256 to 1,024)
     k : active atoms per sample (TopK, OMP), or on average (BatchTopK)
     seed : initialisation and shuffling
@@ -100,6 +104,8 @@ def learn(
         stats = _first_pass(chunks, sample_rows)
         if stats.n < 2:
             raise DictionaryError(f"a dictionary needs at least 2 training rows, the stream holds {stats.n}")
+        if method == "auto":
+            method = AUTO["nonnegative" if stats.minimum >= 0 else "signed"]
         if epochs is None:
             epochs = int(min(50, max(2, math.ceil(samples / stats.n))))
         blocks = _Blocks(chunks, stats, memory_bytes, center=method != "nmf")
@@ -194,50 +200,50 @@ def _prune(xs: list[np.ndarray], hs: list[np.ndarray], m: int):
 
 
 class _Blocks:
-    """Epochs over the training rows as shuffled float32 torch blocks of at most ``memory_bytes``."""
+    """Epochs over the training rows in float32 blocks of at most ``memory_bytes`` (one buffer, reused).
+
+    Rows are centred and scaled as they are copied in (``offset``, ``div``); each block comes with a
+    random order of its rows, and minibatches gather rows in that order.
+    """
 
     def __init__(self, chunks: Chunks, stats: _Stats, memory_bytes: int, center: bool):
         self.chunks, self.stats = chunks, stats
         self.channels = len(stats.mean)
-        self.cap = max(1024, int(memory_bytes // (4 * max(self.channels, 1))))
+        self.cap = min(stats.n, max(1024, int(memory_bytes // (4 * max(self.channels, 1)))))
         self.offset = stats.mean if center else np.zeros_like(stats.mean)
         self.div = stats.scale if center else stats.raw_scale
-        self._cached: torch.Tensor | None = None
+        self._buffer: np.ndarray | None = None
+        self._whole = False  # the buffer holds every row: read once, kept for every epoch
 
     def sizes(self) -> list[int]:
         """Rows of each block of an epoch."""
-        n = self.stats.n
-        full, rest = divmod(n, self.cap) if n > self.cap else (0, n)
+        full, rest = divmod(self.stats.n, self.cap)
         return [self.cap] * full + ([rest] if rest else [])
 
-    def _prep(self, parts: list[np.ndarray]) -> torch.Tensor:
-        x = np.concatenate(parts).astype(np.float32)
-        x -= self.offset
-        x /= self.div
-        return torch.from_numpy(x)
-
-    def epoch(self, g: torch.Generator) -> Iterator[torch.Tensor]:
-        """The blocks of one epoch, each with its rows in a random order (from ``g``)."""
-        if self.stats.n <= self.cap:
-            if self._cached is None:
-                self._cached = self._prep([np.asarray(c) for c in self.chunks() if len(c)])
-            yield self._cached[torch.randperm(len(self._cached), generator=g)]
+    def epoch(self, g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The blocks of one epoch as (rows (n_b, C) float32, a random order of them (n_b,) from ``g``)."""
+        if self._buffer is None:
+            self._buffer = np.empty((self.cap, self.channels), np.float32)
+        if self._whole:
+            yield torch.from_numpy(self._buffer), torch.randperm(self.cap, generator=g)
             return
-        parts, held = [], 0
+        held = 0
         for c in self.chunks():
             c = np.asarray(c)
             while len(c):
                 take = min(len(c), self.cap - held)
-                parts.append(c[:take])
+                part = self._buffer[held : held + take]
+                part[:] = c[:take]
+                part -= self.offset
+                part /= self.div
                 held += take
                 c = c[take:]
                 if held == self.cap:
-                    block = self._prep(parts)
-                    parts, held = [], 0
-                    yield block[torch.randperm(len(block), generator=g)]
+                    self._whole = self.cap == self.stats.n
+                    yield torch.from_numpy(self._buffer), torch.randperm(held, generator=g)
+                    held = 0
         if held:
-            block = self._prep(parts)
-            yield block[torch.randperm(len(block), generator=g)]
+            yield torch.from_numpy(self._buffer[:held]), torch.randperm(held, generator=g)
 
 
 # --------------------------------------------------------------------------- sparse autoencoders
@@ -376,9 +382,9 @@ def _learn_sae(
     thr_sum, thr_n = 0.0, 0
     step, loss_sum, loss_n = 0, 0.0, 0
     for epoch in range(epochs):
-        for block in blocks.epoch(g):
+        for block, order in blocks.epoch(g):
             for s in range(0, len(block), batch_size):
-                x = block[s : s + batch_size]
+                x = block[order[s : s + batch_size]]
                 pre = model.pre(x)
                 z = model.codes(pre)
                 atoms = model.atoms()
@@ -495,9 +501,9 @@ def _learn_dl(
     dead_after = min(dead_after, stats.n)
     step, restarts, loss_sum, loss_n = 0, 0, 0.0, 0
     for epoch in range(epochs):
-        for block in blocks.epoch(g):
+        for block, order in blocks.epoch(g):
             for s in range(0, len(block), batch_size):
-                x = block[s : s + batch_size]
+                x = block[order[s : s + batch_size]]
                 with torch.no_grad():
                     idx, val = omp(x - b, D, k)
                     z = torch.zeros(len(x), size).scatter_(1, idx, val)
