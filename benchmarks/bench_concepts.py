@@ -9,10 +9,10 @@ measured on the 10%. Stability: the mean cosine of the atoms of seed 0 and seed 
 (Hungarian). Each dictionary is measured with its own encoding and, for the autoencoders, with OMP on
 its atoms too (same atoms, other codes).
 
-Timing: ``actlas.concepts.learn`` of a 512-atom dictionary of the chosen default on all 36,800
-``features.13`` rows with ``--threads`` torch threads, beside a reference measured in the same run
-with the same threads (``REF_REPS`` float32 products (36,800 x 96) @ (96 x 512)); the ratio of the two
-travels between machines better than either.
+Timing: ``actlas.concepts.learn`` of a 512-atom dictionary of the default (and of ``--time-methods``)
+on all 36,800 ``features.13`` rows with ``--threads`` torch threads, each between two runs of a
+reference with the same threads (``REF_REPS`` float32 products (36,800 x 96) @ (96 x 512)); the ratio
+to the reference travels between machines better than the seconds. ``--layers ''`` times only.
 
 Cells: the grid-16 atlas cells of ``features.13`` (their mean activation) decomposed into 5 concepts
 three ways, each with exact non-negative least squares on the chosen atoms: OMP on the atoms (what
@@ -21,7 +21,8 @@ with the largest mean code over the cell's samples. Reported: the median and 10t
 share of each cell's centred direction they explain.
 
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/bench_concepts.py [--demo RUN] [--cifar RUN] [--quick]
-       [--methods topk,dl] [--sizes 256,512] [--layers features.13] [--json out.json]
+       [--methods topk,dl] [--sizes 256,512] [--layers features.13] [--time-methods topk] [--threads 2]
+       [--json out.json] [--save DIR]
 Last line: ``seconds: X``, the 512-atom default on features.13 (issue 27: at most 60 on 2 cores).
 """
 
@@ -45,7 +46,7 @@ from actlas.concepts import dictionary as dm
 
 DEMO = Path(os.environ.get("ACTLAS_DEMO_RUN", "/work/main/runs/demo"))
 CIFAR = ROOT / "runs" / "cifar10-10k"
-DEFAULT = {"method": "topk", "size": 512, "k": 16}  # the chosen default (see the module docstring of train)
+DEFAULT = {"method": "archetypal", "size": 512, "k": 16}  # the default for signed layers (train.AUTO)
 REF_REPS = 20
 SAVE: Path | None = None  # --save: every dictionary measured, as safetensors
 TARGETS = {"r2": 0.8, "l0": 16, "dead": 0.05, "stability": 0.8, "seconds": 60}
@@ -160,6 +161,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="features.13 only, 512 atoms, topk and dl")
     ap.add_argument("--json", type=Path, default=None, help="also write every row here")
     ap.add_argument("--save", type=Path, default=None, help="save every dictionary in this folder")
+    ap.add_argument("--time-methods", default="topk", help="also time these methods (comma-separated)")
     args = ap.parse_args()
     global SAVE
     SAVE = args.save
@@ -168,7 +170,7 @@ def main() -> None:
     print(machine(), flush=True)
     runs = {"features.13": args.demo, "features.16": args.demo, "layer3": args.cifar}
     rows, kept = [], {}
-    for layer in args.layers.split(","):
+    for layer in filter(None, args.layers.split(",")):
         x = read_layer(runs[layer], layer)
         nonneg = float(x.min()) >= 0
         print(f"{layer}: {x.shape[0]} rows x {x.shape[1]} channels, min {float(x.min()):.3g}", flush=True)
@@ -221,24 +223,27 @@ def main() -> None:
         print("cells of features.13 grid-16, share of the centred direction explained by 5 concepts (median, p10):")
         for name, (med, p10) in dec.items():
             print(f"  {name}: {med:.3f}, {p10:.3f}")
-    # the timing target: the default on all of features.13's rows
+    # the timing target: the default (and --time-methods) on all of features.13's rows, between references
     x = read_layer(args.demo, "features.13")
-    ref = reference_seconds(args.threads)
-    start = time.perf_counter()
-    concepts.learn(dm.array_chunks(x), **DEFAULT, seed=0, epochs=args.epochs, threads=args.threads)
-    seconds = time.perf_counter() - start
-    ref2 = reference_seconds(args.threads)
-    print(
-        f"learn {DEFAULT} on {len(x)} features.13 rows, {args.threads} threads: {seconds:.1f} s; reference "
-        f"({REF_REPS} x (36800x96)@(96x512)) {ref:.2f} s before, {ref2:.2f} s after: ratio "
-        f"{seconds / ((ref + ref2) / 2):.1f}",
-        flush=True,
-    )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"machine": machine(), "rows": rows, "seconds": seconds, "reference": [ref, ref2]}, indent=1)
+    timings = {}
+    for method in dict.fromkeys([DEFAULT["method"], *filter(None, args.time_methods.split(","))]):
+        ref = reference_seconds(args.threads)
+        start = time.perf_counter()
+        concepts.learn(
+            dm.array_chunks(x), **{**DEFAULT, "method": method}, seed=0, epochs=args.epochs, threads=args.threads
         )
-    print(f"seconds: {seconds:.1f}")
+        seconds = time.perf_counter() - start
+        ref2 = reference_seconds(args.threads)
+        timings[method] = {"seconds": seconds, "reference": [ref, ref2], "ratio": seconds / ((ref + ref2) / 2)}
+        print(
+            f"learn {method} K={DEFAULT['size']} k={DEFAULT['k']} on {len(x)} features.13 rows, {args.threads} "
+            f"threads: {seconds:.1f} s; reference ({REF_REPS} x (36800x96)@(96x512)) {ref:.2f} s before, "
+            f"{ref2:.2f} s after: ratio {timings[method]['ratio']:.1f}",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "rows": rows, "timings": timings}, indent=1))
+    print(f"seconds: {timings[DEFAULT['method']]['seconds']:.1f}")
 
 
 if __name__ == "__main__":

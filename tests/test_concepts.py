@@ -293,6 +293,10 @@ def test_evaluate_and_stability_on_known_dictionaries():
     half[16:] = -half[16:]
     assert metrics.stability(atoms, half) < 0.9
     assert metrics.stability(atoms, half, weights=np.r_[np.ones(16), np.zeros(16)]) == pytest.approx(1.0)
+    per_atom = metrics.atom_stability(atoms, half[perm])
+    np.testing.assert_allclose(per_atom[:16], 1.0, atol=1e-5)
+    assert (per_atom[16:] < 0.9).all()
+    assert metrics.atom_stability(atoms, atoms[:20])[20:].tolist() == [0.0] * 12  # unmatched
 
 
 # --------------------------------------------------------------------------- summaries

@@ -63,6 +63,17 @@ def match_atoms(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return rows, cols, cos[rows, cols]
 
 
+def atom_stability(a: Dictionary | np.ndarray, b: Dictionary | np.ndarray) -> np.ndarray:
+    """Each atom of ``a``'s cosine with its match in ``b`` (K,) float32 (:func:`match_atoms`; 0 for an atom
+    left unmatched when ``b`` has fewer atoms): a per-concept trust score from a second seed."""
+    a = a.atoms if isinstance(a, Dictionary) else a
+    b = b.atoms if isinstance(b, Dictionary) else b
+    rows, _, cos = match_atoms(a, b)
+    out = np.zeros(len(a), np.float32)
+    out[rows] = cos
+    return out
+
+
 def stability(a: Dictionary | np.ndarray, b: Dictionary | np.ndarray, weights: np.ndarray | None = None) -> float:
     """Mean matched cosine between the atoms of two dictionaries (1: the same atoms; see :func:`match_atoms`).
 
