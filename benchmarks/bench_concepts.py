@@ -186,7 +186,7 @@ def main() -> None:
                     rows += out
                     if (method, size, k) == (DEFAULT["method"], DEFAULT["size"], DEFAULT["k"]):
                         kept[layer] = d
-    header = ["layer", "method", "K", "k", "encoding", "R2", "L0", "dead", "stability", "s/learn", "epochs"]
+    header = ["layer", "method", "K", "k", "encoding", "R2", "L0", "dead", "stability", "weighted", "s/learn", "epochs"]
     print(
         table(
             header,
@@ -201,6 +201,7 @@ def main() -> None:
                     r["l0"],
                     r["dead"],
                     r["stability"],
+                    r["stability_weighted"],
                     r["seconds"],
                     r["epochs"],
                 ]

@@ -336,11 +336,14 @@ def _candidates(stats: _Stats, n: int) -> torch.Tensor:
     sample), not of the training seed: the seed varies the initial atoms and the order of the rows.
     """
     from sklearn.cluster import MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
 
     x = (stats.sample - stats.mean) / stats.scale
     n = min(n, len(x))
     km = MiniBatchKMeans(n_clusters=n, random_state=0, batch_size=4096, n_init=1, max_iter=20)
-    km.fit(x)
+    # scikit-learn's OpenMP threads: as many as torch's, not every core (the job asked for its threads)
+    with threadpool_limits(limits=torch.get_num_threads()):
+        km.fit(x)
     return torch.from_numpy(km.cluster_centers_.astype(np.float32))
 
 
@@ -364,7 +367,9 @@ def _learn_sae(
     channels = len(stats.mean)
     cand = None
     if method == "archetypal":
+        start = time.perf_counter()
         cand = _candidates(stats, candidates or 2 * size)
+        kmeans_seconds = time.perf_counter() - start
         if len(cand) < size:
             raise DictionaryError(
                 f"archetypal needs at least {size} candidate rows, the sample holds {len(cand)}; lower concepts.size"
@@ -434,7 +439,7 @@ def _learn_sae(
         "dead_in_training": int((since > dead_after).sum()),
     }
     if method == "archetypal":
-        info.update(candidates=len(cand), delta=delta)
+        info.update(candidates=len(cand), delta=delta, kmeans_seconds=round(kmeans_seconds, 3))
     # back to activation units: x ~= mean + s * (z @ atoms + b_dec); codes in activation units are s * z
     return Dictionary(
         atoms=atoms,
