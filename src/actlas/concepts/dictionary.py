@@ -343,25 +343,6 @@ def save(d: Dictionary, path: str | Path) -> None:
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(path), metadata=meta)
 
 
-# Key layouts of dictionaries other tools write, tried in order; "decoder" is (K, C) unless noted.
-LAYOUTS = {
-    "saev/SAELens": {"decoder": "W_dec", "encoder": "W_enc (C, K)", "encoder_bias": "b_enc", "center": "b_dec"},
-    "OpenAI": {
-        "decoder": "decoder.weight (C, K)",
-        "encoder": "encoder.weight",
-        "encoder_bias": "latent_bias",
-        "center": "pre_bias",
-    },
-    "Overcomplete": {
-        "decoder": "dictionary._weights",
-        "encoder": "encoder.final_block.0.weight",
-        "encoder_bias": "encoder.final_block.0.bias",
-    },
-    "Overcomplete archetypal": {"decoder": "dictionary.W @ dictionary.C + dictionary.Relax"},
-    "plain": {"decoder": "dictionary, decoder or atoms"},
-}
-
-
 def load(
     path: str | Path,
     *,

@@ -380,7 +380,6 @@ def _learn_sae(
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     steps_per_epoch = sum(math.ceil(s / batch_size) for s in blocks.sizes())
     total = epochs * steps_per_epoch
-    warmup = max(1, min(100, total // 50))
     decay_from = int(0.8 * total)
     k_aux = max(1, min(size // 2, channels // 2))
     since = torch.zeros(size)  # rows since each latent last fired
@@ -409,9 +408,7 @@ def _learn_sae(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 model.remove_parallel_grad()
-                scale = min(1.0, (step + 1) / warmup)
-                if step >= decay_from:
-                    scale *= max(0.0, (total - step) / max(1, total - decay_from))
+                scale = _lr_scale(step, total)
                 for group in opt.param_groups:
                     group["lr"] = lr * scale
                 opt.step()
