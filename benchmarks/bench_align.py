@@ -22,9 +22,12 @@ the ViT's model (config/models/cifar10_vit.json) with layers [blocks.2, blocks.3
 Every map is also laid out alone (``actlas.layout.umap``, the main atlas' settings) as the reference:
 trustworthiness (sklearn, 2,000 samples, 10 neighbours, cosine) of each aligned map minus the reference's.
 
-Usage: .venv/bin/python benchmarks/bench_align.py --case demo --method mapped --alignment 0 0.01 0.1 1 [--plots DIR]
-Last line: ``ratio: X`` = the largest matched / shuffled median distance over the pairs and alignments run
-(lower is better; 1 is chance).
+Usage: .venv/bin/python benchmarks/bench_align.py [--quick] [--case demo --method mapped --alignment 0 0.01 0.1 1]
+       [--pull overlap|equal] [--photos N] [--plots DIR] [--json FILE]
+       .venv/bin/python benchmarks/bench_align.py --case demo --overlaps        (the matchings' neighbourhood overlap)
+       .venv/bin/python benchmarks/bench_align.py --regions STORE     (every position of two layers: see regions())
+Last line: ``ratio: X`` = matched / shuffled median distance at the last alignment given (lower is better;
+1 is chance).
 """
 
 from __future__ import annotations
@@ -45,11 +48,39 @@ DEMO = Path(os.environ.get("ACTLAS_DEMO_RUN", "/work/main/runs/demo"))
 CIFAR_RESNET = Path(os.environ.get("ACTLAS_C10_RESNET", ROOT / "runs" / "c10-resnet"))
 CIFAR_VIT = Path(os.environ.get("ACTLAS_C10_VIT", ROOT / "runs" / "c10-vit"))
 CACHE = Path(os.environ.get("ACTLAS_BENCH_SCRATCH", "/tmp/actlas-bench-align"))
+EVERY = Path(os.environ.get("ACTLAS_C10_EVERY", ROOT / "runs" / "c10-all"))  # stores of every position
+DEMO_EVERY = Path(os.environ.get("ACTLAS_DEMO_EVERY", ROOT / "runs" / "mnv2-all" / "all.zarr"))
 CASES = {
     "demo": [(DEMO, "features.13"), (DEMO, "features.16")],
     "layers": [(CIFAR_RESNET, "layer2"), (CIFAR_RESNET, "layer3")],
     "vit": [(CIFAR_RESNET, "layer3"), (CIFAR_VIT, "blocks.3")],
+    # photo means over every position (stores of ``actlas collect --positions 0`` over a run's shard list)
+    "demo-every": [(DEMO_EVERY, "features.13"), (DEMO_EVERY, "features.16")],
+    "layers-every": [(EVERY / "resnet.zarr", "layer2"), (EVERY / "resnet.zarr", "layer3")],
+    "vit-every": [(EVERY / "resnet.zarr", "layer3"), (EVERY / "vit.zarr", "blocks.3")],
 }
+
+
+def load_store(path: Path, layer: str) -> dict:
+    """One layer of a single shard store (every position), as :func:`load_map`; the shard list beside it, or the
+    c10-resnet run's, names the photos."""
+    import zarr
+
+    from actlas import images as imgs
+    from actlas import store as st
+
+    listing = path.parent / "shard-00000.txt"
+    if not listing.exists():
+        listing = CIFAR_RESNET / "shards" / "shard-00000.txt"
+    image = st.read([path], f"{layer}/image").astype(np.int64)
+    return {
+        "activation": np.asarray(st.read([path], f"{layer}/activation"), np.float32),
+        "image": image,
+        "position": st.read([path], f"{layer}/position").astype(np.int64),
+        "spatial": tuple(zarr.open_group(str(path), mode="r")[layer].attrs["spatial"]),
+        "paths": [p for p, _ in imgs.read_shard(listing)],
+        "pred": st.read([path], "images/pred")[image, 0].astype(np.int64),
+    }
 
 
 def load_map(run_dir: Path, layer: str) -> dict:
@@ -70,14 +101,21 @@ def load_map(run_dir: Path, layer: str) -> dict:
     }
 
 
-def prepare(case: str, method: str, seed: int) -> tuple[list[dict], list]:
-    """The case's maps (photo ids shared by path) and their consecutive matchings."""
+def prepare(case: str, method: str, seed: int, photos: int = 0) -> tuple[list[dict], list]:
+    """The case's maps (photo ids shared by path; the first ``photos`` photos, 0: all) and their consecutive
+    matchings."""
     from actlas import align
 
-    maps = [load_map(run, layer) | {"name": f"{run.name}/{layer}"} for run, layer in CASES[case]]
+    maps = [
+        (load_store(run, layer) if run.suffix == ".zarr" else load_map(run, layer)) | {"name": f"{run.stem}/{layer}"}
+        for run, layer in CASES[case]
+    ]
     ids = align.photo_ids(*[m["paths"] for m in maps])
-    for m, table_ in zip(maps, ids):
+    for i, (m, table_) in enumerate(zip(maps, ids)):
         m["photo"] = table_[m["image"]]
+        if photos:
+            keep = m["photo"] < photos
+            maps[i] = m = {k: v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v for k, v in m.items()}
     if method == "mean":
         for m in maps:
             means, photos = align.photo_means(m["activation"], m["photo"])
@@ -109,7 +147,7 @@ def alone(m: dict, key: str, seed: int) -> np.ndarray:
     """The map laid out on its own with the main atlas' settings (cached under CACHE by ``key``)."""
     from actlas.layout import normalize_coords, umap
 
-    path = CACHE / f"{key}-{len(m['activation'])}-{seed}.npy"
+    path = CACHE / f"{key}-{len(m['activation'])}-{seed}.npy"  # the first photos: sizes tell the subsets apart
     if path.exists():
         return np.load(path)
     xy, _ = umap(m["activation"], seed=seed, backend="umap-learn")
@@ -152,6 +190,92 @@ def plot(path: Path, maps: list[dict], rows: list[tuple[str, list[np.ndarray]]],
     plt.close(fig)
 
 
+def overlaps(case: str, seed: int) -> None:
+    """How much matched samples' neighbourhoods agree under each matching (umap-learn's pull weights, mean over
+    the pairs), against partners shuffled across photos: no layout, only the neighbour graphs."""
+    from actlas import align
+
+    rows = []
+    for method in ("mapped", "photo", "mean"):
+        maps, matchings = prepare(case, method, seed)
+        graphs = [align._graph(m["activation"], 20, "cosine", seed)[0] for m in maps]
+        m = matchings[0]
+        shuffled = align.Matching(m.a, m.b[np.random.default_rng(seed).permutation(len(m.b))], m.offset)
+        row = [method, len(m.a)]
+        for pairs in (m, shuffled):
+            rel = align.relations([pairs], [len(x["activation"]) for x in maps], 1)
+            weights = align.overlap_weights(graphs, rel)
+            row.append(round(float(weights[0][rel[0] >= 0].mean()), 4))
+        rows.append(row)
+    print(table(["matching", "pairs", "overlap", "overlap, partners shuffled"], rows))
+
+
+def regions(store: Path, seed: int, positions: int = 16) -> None:
+    """What "matched" can mean across grids, from a store of every position of features.13 (14 x 14) and
+    features.16 (7 x 7) of the same photos (``actlas collect ... --positions 0``): the neighbourhood overlap
+    of partners when each layer draws its positions on its own (as collect does) and pairs are mapped
+    through the grids, when the finer layer takes the cell under each position of the coarser one (the
+    same image region), and for photo means over every position or over the drawn ones."""
+    from actlas import align
+    from actlas import store as st
+    from actlas.collect import image_key, sample_positions
+
+    def read(layer):
+        return {k: st.read([store], f"{layer}/{k}") for k in ("activation", "image", "position")}
+
+    fine, coarse = read("features.13"), read("features.16")
+    photos = np.unique(fine["image"])
+    index = {}
+    for name, m in (("fine", fine), ("coarse", coarse)):
+        index[name] = {(int(i), int(y), int(x)): r for r, (i, (y, x)) in enumerate(zip(m["image"], m["position"]))}
+    paths = [line for line in (store.parent / "shard-00000.txt").read_text().splitlines() if line.strip()]
+    keys = [image_key(json.loads(line)["path"]) for line in paths]
+
+    def rows(name, picks):
+        return np.array([index[name][(int(i), int(y), int(x))] for i, (y, x) in picks])
+
+    own_f, own_c, nested_f = [], [], []
+    for p in photos:
+        for y, x in sample_positions((14, 14), positions, seed, keys[p]):
+            own_f.append((p, (y, x)))
+        for y, x in sample_positions((7, 7), positions, seed, keys[p]):
+            own_c.append((p, (y, x)))
+            nested_f.append((p, (2 * y + 1, 2 * x + 1)))
+    cases = {}
+    rf, rc, rn = rows("fine", own_f), rows("coarse", own_c), rows("fine", nested_f)
+    m = align.match(
+        fine["image"][rf], fine["position"][rf], (14, 14), coarse["image"][rc], coarse["position"][rc], (7, 7)
+    )
+    cases["drawn apart, mapped"] = (fine["activation"][rf], coarse["activation"][rc], m)
+    offset = np.linalg.norm(
+        align.cell_centres(fine["position"][rn], (14, 14)) - align.cell_centres(coarse["position"][rc], (7, 7)), axis=1
+    )
+    m = align.Matching(np.arange(len(rn)), np.arange(len(rc)), offset.astype(np.float32))
+    cases["nested (same region)"] = (fine["activation"][rn], coarse["activation"][rc], m)
+    for label, (f_rows, c_rows) in {
+        "photo means, every position": (None, None),
+        "photo means, drawn": (rf, rc),
+    }.items():
+        fa = fine["activation"] if f_rows is None else fine["activation"][f_rows]
+        fi = fine["image"] if f_rows is None else fine["image"][f_rows]
+        ca = coarse["activation"] if c_rows is None else coarse["activation"][c_rows]
+        ci = coarse["image"] if c_rows is None else coarse["image"][c_rows]
+        (mf, pf), (mc, pc) = align.photo_means(fa.astype(np.float32), fi), align.photo_means(ca.astype(np.float32), ci)
+        zeros = np.zeros((len(pf), 2), np.int64)
+        cases[label] = (mf, mc, align.match(pf, zeros, (1, 1), pc, zeros, (1, 1)))
+    out = []
+    for label, (xa, xb, m) in cases.items():
+        graphs = [align._graph(np.asarray(x, np.float32), 20, "cosine", seed)[0] for x in (xa, xb)]
+        shuffled = align.Matching(m.a, m.b[np.random.default_rng(seed).permutation(len(m.b))], m.offset)
+        row = [label, len(m.a), round(float(np.median(m.offset)), 3)]
+        for pairs in (m, shuffled):
+            rel = align.relations([pairs], [len(xa), len(xb)], 1)
+            weights = align.overlap_weights(graphs, rel)
+            row.append(round(float(weights[0][rel[0] >= 0].mean()), 4))
+        out.append(row)
+    print(table(["matching", "pairs", "median offset", "overlap", "overlap, shuffled"], out))
+
+
 def main() -> None:
     from actlas import align
 
@@ -161,14 +285,26 @@ def main() -> None:
     ap.add_argument("--alignment", type=float, nargs="+", default=[align.ALIGNMENT])
     ap.add_argument("--pull", choices=list(align.PULLS), default="overlap")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--photos", type=int, default=0, help="only the first N photos (0: all)")
+    ap.add_argument("--quick", action="store_true", help="layers case, 1,500 photos, the default alignment")
     ap.add_argument("--grid", type=int, default=10, help="cells a side for the cell agreement")
     ap.add_argument("--plots", type=Path, help="folder for the side-by-side scatter plots")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--overlaps", action="store_true", help="only the neighbourhood overlap of each matching")
+    ap.add_argument("--regions", type=Path, help="a store of every position of features.13 and features.16")
     args = ap.parse_args()
+    if args.quick:
+        args.case, args.photos, args.alignment = "layers", 1500, [align.ALIGNMENT]
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "actlas" / "numba"))
 
+    if args.regions:
+        print(f"# bench_align: what matched can mean across grids ({machine()})")
+        return regions(args.regions, args.seed)
+    if args.overlaps:
+        print(f"# bench_align: {args.case}, neighbourhood overlap of each matching ({machine()})")
+        return overlaps(args.case, args.seed)
     print(f"# bench_align: {args.case}, {args.method} matching, {args.pull} pull ({machine()})")
-    maps, matchings = prepare(args.case, args.method, args.seed)
+    maps, matchings = prepare(args.case, args.method, args.seed, args.photos)
     pairs = {(0, 1): matchings[0]}
     for m in maps:
         print(
@@ -202,7 +338,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         trust = [align.trustworthiness(m["activation"], c, seed=args.seed) for m, c in zip(maps, coords)]
         meas = align.measures(coords, pairs, args.grid, seed=args.seed)[0]
-        worst = max(worst, meas["distance"]["ratio"])
+        worst = meas["distance"]["ratio"]  # the last alignment's
         delta = [round(t - r, 4) for t, r in zip(trust, ref_trust)]
         rows.append(
             [

@@ -204,8 +204,8 @@ def relations(matchings: Sequence[Matching], sizes: Sequence[int], window: int =
 
 @functools.lru_cache(maxsize=1)
 def _epoch_function():
-    """umap-learn's aligned epoch, compiled once per machine: ``optimize_layout_aligned_euclidean`` compiles it
-    anew on every call (about 15 s on 2 cores), and in parallel mode though it has no parallel loop."""
+    """umap-learn's aligned epoch, compiled once per machine (numba's cache): ``optimize_layout_aligned_euclidean``
+    compiles it anew on every call (about 15 s on 2 cores), in parallel mode though it has no parallel loop."""
     import numba
     from umap import layouts
 
@@ -214,10 +214,12 @@ def _epoch_function():
 
 def _optimise(embeddings, heads, tails, n_epochs, epochs_per_sample, weights, rel, rng_state, a, b, alignment):
     """The loop of umap-learn's ``optimize_layout_aligned_euclidean`` (gamma 1, negative sample rate 5, moving
-    both ends of an edge) around the cached epoch; moves ``embeddings`` in place and returns them."""
+    both ends of an edge) around its epoch, compiled once (:func:`_epoch_function`); moves ``embeddings``
+    in place and returns them."""
     import numba
 
     epoch = _epoch_function()
+
     per_negative = numba.typed.List.empty_list(numba.types.float32[::1])
     next_negative = numba.typed.List.empty_list(numba.types.float32[::1])
     next_sample = numba.typed.List.empty_list(numba.types.float32[::1])
@@ -225,7 +227,6 @@ def _optimise(embeddings, heads, tails, n_epochs, epochs_per_sample, weights, re
         per_negative.append(eps.astype(np.float32) / 5.0)
         next_negative.append(eps.astype(np.float32) / 5.0)
         next_sample.append(eps.astype(np.float32))
-    dim = embeddings[0].shape[1]
     alpha = 1.0
     for n in range(n_epochs):
         epoch(
@@ -241,7 +242,7 @@ def _optimise(embeddings, heads, tails, n_epochs, epochs_per_sample, weights, re
             rng_state,
             1.0,
             alignment,
-            dim,
+            2,
             True,
             alpha,
             per_negative,
