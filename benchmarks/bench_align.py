@@ -11,6 +11,9 @@ Cases (each a pair of maps; the runs must exist, see below):
 - ``vit``: ResNet-20 ``layer3`` (8 x 8) with the CIFAR-10 ViT's ``blocks.3`` tokens (8 x 8): shared grid,
   exact position matches (collect draws the same positions for a grid, a count, a seed and a photo).
 
+Rows: each map laid out alone (``alone``), the same moved onto the first map through the matched pairs
+(``alone, moved``: a similarity transform, ``actlas.align.rigid_align``), then the aligned layouts.
+
 The CIFAR runs (same photos for both models: same images, limit and seed give the same shard plan)::
 
     snakemake runs/c10-resnet/collect/shard-00000.zarr runs/c10-resnet/shards/index.json --cores 1 \\
@@ -329,7 +332,25 @@ def main() -> None:
             "-",
         ]
     )
-    layouts = [("laid out alone", ref)]
+    from actlas.layout import normalize_coords
+
+    moved = align.rigid_align(ref, matchings)
+    moved = np.split(normalize_coords(np.concatenate(moved)), np.cumsum([len(c) for c in ref])[:-1])
+    rigid_trust = [align.trustworthiness(m["activation"], c, seed=args.seed) for m, c in zip(maps, moved)]
+    rigid_measure = align.measures(moved, pairs, args.grid, seed=args.seed)[0]
+    rows.append(
+        [
+            "alone, moved",
+            "-",
+            rigid_measure["distance"]["ratio"],
+            rigid_measure["cells"]["overall"],
+            rigid_measure["cells"]["shuffled"],
+            *[round(t, 4) for t in rigid_trust],
+            "-",
+            "-",
+        ]
+    )
+    layouts = [("laid out alone", ref), ("alone, moved onto the first", moved)]
     for lam in args.alignment:
         start = time.perf_counter()
         coords, info = align.aligned_layout(

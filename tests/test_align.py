@@ -160,6 +160,18 @@ def test_overlap_weights_are_jaccard_of_matched_neighbourhoods():
     assert not weights[:, [0, 2, 4]].any()
 
 
+def test_rigid_align_undoes_a_move_turn_mirror_and_scale():
+    rng = np.random.default_rng(1)
+    first = rng.normal(size=(50, 2))
+    turn = np.array([[0.6, -0.8], [0.8, 0.6]]) @ np.diag([1, -1])  # a rotation and a mirror
+    second = np.vstack([first[10:] @ turn * 3 + [5, -2], rng.normal(size=(7, 2))])  # 40 matched, 7 others
+    m = align.Matching(np.arange(10, 50), np.arange(40), np.zeros(40, np.float32))
+    moved = align.rigid_align([first, second], [m])
+    np.testing.assert_allclose(moved[0], first)
+    np.testing.assert_allclose(moved[1][:40], first[10:], atol=1e-9)
+    assert align.pair_distances(moved[0], moved[1], m)["matched"] < 1e-6
+
+
 def test_measures_on_known_layouts():
     rng = np.random.default_rng(0)
     xy = rng.random((400, 2))

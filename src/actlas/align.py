@@ -307,6 +307,28 @@ def overlap_weights(graphs: Sequence, rel: np.ndarray) -> np.ndarray:
     return out
 
 
+def rigid_align(embeddings: Sequence[np.ndarray], matchings: Sequence[Matching]) -> list[np.ndarray]:
+    """Move, turn (or mirror) and scale each embedding (n_i, 2) onto the one before it through its matched pairs.
+
+    Least squares over the pairs of ``matchings[i - 1]`` (a similarity transform: each map's own
+    layout is unchanged); the first map stays. Aligned UMAP's pull keeps partners together only as
+    far as it is strong: weakly pulled maps drift apart in place and scale, and one shared
+    normalisation would then put them in different parts of the square.
+    """
+    out = [np.asarray(embeddings[0], np.float64)]
+    for e, m in zip(embeddings[1:], matchings):
+        e = np.asarray(e, np.float64)
+        if len(m.a) < 3:
+            out.append(e)
+            continue
+        source, target = e[m.b], out[-1][m.a]
+        mu_s, mu_t = source.mean(0), target.mean(0)
+        u, sigma, vt = np.linalg.svd((source - mu_s).T @ (target - mu_t))
+        scale = sigma.sum() / max(float(((source - mu_s) ** 2).sum()), 1e-12)
+        out.append((e - mu_s) @ (u @ vt) * scale + mu_t)
+    return out
+
+
 def aligned_layout(
     xs: Sequence[np.ndarray],
     matchings: Sequence[Matching],
@@ -330,9 +352,9 @@ def aligned_layout(
     the Jaccard overlap of the two samples' neighbourhoods mapped through the matching, so partners
     whose neighbours differ are hardly pulled; ``equal`` pulls every pair alike. The preprocessing is
     actlas' layout's: PCA to ``pca_components`` (0 = off), the neighbour graph on ``metric`` (exact kNN
-    where faster), UMAP's epochs (500 up to 10,000 samples, else 200). All maps share one normalisation
-    to the unit square (the outer ``clip`` percent of their union clipped), so equal coords mean the
-    same place in every map.
+    where faster), UMAP's epochs (500 up to 10,000 samples, else 200). Each map is then moved onto the
+    one before it (:func:`rigid_align`) and all share one normalisation to the unit square (the outer
+    ``clip`` percent of their union clipped), so equal coords mean the same place in every map.
     Deterministic for a seed.
     """
     import numba
@@ -407,6 +429,7 @@ def aligned_layout(
         cut = (np.asarray(g.sum(axis=1)).ravel() == 0) | ~np.isfinite(e).all(1)
         lonely += int(cut.sum())
         e[cut] = np.median(e[~cut], axis=0) if (~cut).any() else 0.0
+    xy = rigid_align(xy, matchings)
     joint = normalize_coords(np.concatenate(xy), clip)
     coords = np.split(joint, np.cumsum(sizes)[:-1])
     info = {
