@@ -146,18 +146,23 @@ def prepare(case: str, method: str, seed: int, photos: int = 0) -> tuple[list[di
     return maps, matchings
 
 
-def alone(m: dict, key: str, seed: int) -> np.ndarray:
-    """The map laid out on its own with the main atlas' settings (cached under CACHE by ``key``)."""
+def alone(m: dict, key: str, seed: int) -> tuple[np.ndarray, float | None]:
+    """The map laid out on its own with the main atlas' settings, and the seconds it took (cached under CACHE by
+    ``key``, with the seconds of the run that made it)."""
     from actlas.layout import normalize_coords, umap
 
     path = CACHE / f"{key}-{len(m['activation'])}-{seed}.npy"  # the first photos: sizes tell the subsets apart
     if path.exists():
-        return np.load(path)
+        seconds = path.with_suffix(".json")
+        return np.load(path), json.loads(seconds.read_text())["seconds"] if seconds.exists() else None
+    start = time.perf_counter()
     xy, _ = umap(m["activation"], seed=seed, backend="umap-learn")
     coords = normalize_coords(xy)
+    seconds = time.perf_counter() - start
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(path, coords)
-    return coords
+    path.with_suffix(".json").write_text(json.dumps({"seconds": round(seconds, 1)}))
+    return coords, seconds
 
 
 def plot(path: Path, maps: list[dict], rows: list[tuple[str, list[np.ndarray]]], classes: int) -> None:
@@ -316,7 +321,8 @@ def main() -> None:
         )
     print(f"- matched pairs: {len(matchings[0].a)}, median centre offset {float(np.median(matchings[0].offset)):.3f}")
     points = "means" if args.method == "mean" else "samples"
-    ref = [alone(m, f"{args.case}-{points}-{m['name'].replace('/', '-')}", args.seed) for m in maps]
+    ref, ref_seconds = zip(*[alone(m, f"{args.case}-{points}-{m['name'].replace('/', '-')}", args.seed) for m in maps])
+    ref = list(ref)
     ref_trust = [align.trustworthiness(m["activation"], c, seed=args.seed) for m, c in zip(maps, ref)]
     ref_measure = align.measures(ref, pairs, args.grid, seed=args.seed)[0]
     rows, results, worst = [], [], 0.0
@@ -329,7 +335,7 @@ def main() -> None:
             ref_measure["cells"]["shuffled"],
             *[round(t, 4) for t in ref_trust],
             "-",
-            "-",
+            " + ".join("?" if t is None else f"{t:.1f}" for t in ref_seconds) + " alone",
         ]
     )
     from actlas.layout import normalize_coords
@@ -382,6 +388,7 @@ def main() -> None:
                 "trust_delta": delta,
                 "info": info,
                 "seconds": round(seconds, 1),
+                "seconds_alone": [None if t is None else round(t, 1) for t in ref_seconds],
             }
         )
         layouts.append((f"aligned {lam:g}", coords))
