@@ -310,10 +310,12 @@ def overlap_weights(graphs: Sequence, rel: np.ndarray) -> np.ndarray:
 def rigid_align(embeddings: Sequence[np.ndarray], matchings: Sequence[Matching]) -> list[np.ndarray]:
     """Move, turn (or mirror) and scale each embedding (n_i, 2) onto the one before it through its matched pairs.
 
-    Least squares over the pairs of ``matchings[i - 1]`` (a similarity transform: each map's own
-    layout is unchanged); the first map stays. Aligned UMAP's pull keeps partners together only as
-    far as it is strong: weakly pulled maps drift apart in place and scale, and one shared
-    normalisation would then put them in different parts of the square.
+    Over the pairs of ``matchings[i - 1]``: the centroids meet, the turn is the least-squares one
+    (Procrustes) and the scale makes the pairs' spread equal, a similarity transform that leaves
+    each map's own layout unchanged; the first map stays. Aligned UMAP's pull keeps partners
+    together only as far as it is strong: weakly pulled maps drift apart in place and scale, and
+    one shared normalisation would put them in different parts of the square. (The least-squares
+    scale would shrink a map the more its pairs disagree.)
     """
     out = [np.asarray(embeddings[0], np.float64)]
     for e, m in zip(embeddings[1:], matchings):
@@ -323,8 +325,8 @@ def rigid_align(embeddings: Sequence[np.ndarray], matchings: Sequence[Matching])
             continue
         source, target = e[m.b], out[-1][m.a]
         mu_s, mu_t = source.mean(0), target.mean(0)
-        u, sigma, vt = np.linalg.svd((source - mu_s).T @ (target - mu_t))
-        scale = sigma.sum() / max(float(((source - mu_s) ** 2).sum()), 1e-12)
+        u, _, vt = np.linalg.svd((source - mu_s).T @ (target - mu_t))
+        scale = np.sqrt(((target - mu_t) ** 2).sum() / max(float(((source - mu_s) ** 2).sum()), 1e-24))
         out.append((e - mu_s) @ (u @ vt) * scale + mu_t)
     return out
 
