@@ -198,6 +198,30 @@ def plot(path: Path, maps: list[dict], rows: list[tuple[str, list[np.ndarray]]],
     plt.close(fig)
 
 
+def library(maps: list[dict], matchings: list, alignment: float, seed: int) -> tuple[list[np.ndarray], dict]:
+    """umap-learn's own ``AlignedUMAP`` (the main atlas' n_neighbors, min_dist, metric; its neighbour search and
+    window) with ``alignment`` as its ``alignment_regularisation``, then moved and normalised as actlas does."""
+    import warnings
+
+    import umap
+
+    from actlas import align
+    from actlas.layout import normalize_coords
+
+    relations = [dict(zip(m.a.tolist(), m.b.tolist())) for m in matchings]
+    model = umap.AlignedUMAP(
+        n_neighbors=20, min_dist=0.01, metric="cosine", alignment_regularisation=alignment, random_state=seed
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        model.fit([m["activation"] for m in maps], relations=relations)
+    xy = [np.nan_to_num(np.asarray(e, np.float64)) for e in model.embeddings_]
+    moved = align.rigid_align(xy, matchings)
+    joint = normalize_coords(np.concatenate(moved))
+    coords = np.split(joint, np.cumsum([len(e) for e in xy])[:-1])
+    return coords, {"backend": "umap.AlignedUMAP", "neighbourhood_overlap": [None]}
+
+
 def overlaps(case: str, seed: int) -> None:
     """How much matched samples' neighbourhoods agree under each matching (umap-learn's pull weights, mean over
     the pairs), against partners shuffled across photos: no layout, only the neighbour graphs."""
@@ -293,6 +317,7 @@ def main() -> None:
     ap.add_argument("--alignment", type=float, nargs="+", default=[align.ALIGNMENT])
     ap.add_argument("--pull", choices=list(align.PULLS), default="overlap")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--library", action="store_true", help="umap-learn's AlignedUMAP class instead of actlas.align")
     ap.add_argument("--photos", type=int, default=0, help="only the first N photos (0: all)")
     ap.add_argument("--quick", action="store_true", help="layers case, 1,500 photos, the default alignment")
     ap.add_argument("--grid", type=int, default=10, help="cells a side for the cell agreement")
@@ -311,7 +336,10 @@ def main() -> None:
     if args.overlaps:
         print(f"# bench_align: {args.case}, neighbourhood overlap of each matching ({machine()})")
         return overlaps(args.case, args.seed)
-    print(f"# bench_align: {args.case}, {args.method} matching, {args.pull} pull ({machine()})")
+    print(
+        f"# bench_align: {args.case}, {args.method} matching, "
+        f"{'umap.AlignedUMAP' if args.library else args.pull + ' pull'} ({machine()})"
+    )
     maps, matchings = prepare(args.case, args.method, args.seed, args.photos)
     pairs = {(0, 1): matchings[0]}
     for m in maps:
@@ -359,9 +387,12 @@ def main() -> None:
     layouts = [("laid out alone", ref), ("alone, moved onto the first", moved)]
     for lam in args.alignment:
         start = time.perf_counter()
-        coords, info = align.aligned_layout(
-            [m["activation"] for m in maps], matchings, alignment=lam, pull=args.pull, seed=args.seed
-        )
+        if args.library:
+            coords, info = library(maps, matchings, lam, args.seed)
+        else:
+            coords, info = align.aligned_layout(
+                [m["activation"] for m in maps], matchings, alignment=lam, pull=args.pull, seed=args.seed
+            )
         seconds = time.perf_counter() - start
         trust = [align.trustworthiness(m["activation"], c, seed=args.seed) for m, c in zip(maps, coords)]
         meas = align.measures(coords, pairs, args.grid, seed=args.seed)[0]
@@ -370,7 +401,7 @@ def main() -> None:
         rows.append(
             [
                 f"aligned {lam:g}",
-                round(info["neighbourhood_overlap"][0], 3),
+                "-" if info["neighbourhood_overlap"][0] is None else round(info["neighbourhood_overlap"][0], 3),
                 meas["distance"]["ratio"],
                 meas["cells"]["overall"],
                 meas["cells"]["shuffled"],
@@ -411,7 +442,7 @@ def main() -> None:
     )
     if args.plots:
         classes = 10 if args.case != "demo" else 1000
-        out = args.plots / f"align-{args.case}-{args.method}-{args.pull}.png"
+        out = args.plots / f"align-{args.case}-{args.method}-{'library' if args.library else args.pull}.png"
         plot(out, maps, layouts, classes)
         print(f"plots: {out}")
     if args.json:
