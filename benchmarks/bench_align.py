@@ -3,13 +3,17 @@ each map's own layout (trustworthiness against the same layer laid out alone).
 
 Cases (each a pair of maps; the runs must exist, see below):
 
-- ``demo``: MobileNetV2 ``features.13`` (14 x 14, 16 positions a photo) with ``features.16`` (7 x 7) of
-  /work/main/runs/demo (read only). The grids differ: ``--method mapped`` (positions mapped through the grids,
+- ``demo``: MobileNetV2 ``features.13`` (14 x 14, 16 positions a photo) with ``features.16`` (7 x 7) of the
+  demo run (``make demo``: runs/demo, or ACTLAS_DEMO_RUN; read only). The grids differ: ``--method mapped`` (positions mapped through the grids,
   one to one per photo), ``photo`` (the same photos' samples paired at random: the control that says what the
   positions add), ``mean`` (one point per photo per map, its mean activation).
 - ``layers``: ResNet-20 ``layer2`` (16 x 16) with ``layer3`` (8 x 8) on 5,000 cifar10-train photos, one position each.
 - ``vit``: ResNet-20 ``layer3`` (8 x 8) with the CIFAR-10 ViT's ``blocks.3`` tokens (8 x 8): shared grid,
   exact position matches (collect draws the same positions for a grid, a count, a seed and a photo).
+- ``layers-every``, ``vit-every`` (``--method mean``): the same pairs as photo means over every position, from
+  ``actlas collect SHARD OUT --positions 0`` stores of the c10-resnet run's shard list (runs/c10-all/resnet.zarr
+  with layer2 and layer3, runs/c10-all/vit.zarr with blocks.3); ``demo-every``: the demo's first 400 photos
+  (runs/mnv2-all/all.zarr, its shard list beside it).
 
 Rows: each map laid out alone (``alone``), the same moved onto the first map through the matched pairs
 (``alone, moved``: a similarity transform, ``actlas.align.rigid_align``), then the aligned layouts.
@@ -47,7 +51,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import ROOT, machine, table
 
-DEMO = Path(os.environ.get("ACTLAS_DEMO_RUN", "/work/main/runs/demo"))
+DEMO = Path(os.environ.get("ACTLAS_DEMO_RUN", ROOT / "runs" / "demo"))  # make demo
 CIFAR_RESNET = Path(os.environ.get("ACTLAS_C10_RESNET", ROOT / "runs" / "c10-resnet"))
 CIFAR_VIT = Path(os.environ.get("ACTLAS_C10_VIT", ROOT / "runs" / "c10-vit"))
 CACHE = Path(os.environ.get("ACTLAS_BENCH_SCRATCH", "/tmp/actlas-bench-align"))
