@@ -5,8 +5,9 @@ Cases (each a pair of maps; the runs must exist, see below):
 
 - ``demo``: MobileNetV2 ``features.13`` (14 x 14, 16 positions a photo) with ``features.16`` (7 x 7) of the
   demo run (``make demo``: runs/demo, or ACTLAS_DEMO_RUN; read only). The grids differ: ``--method mapped``
-  (positions mapped through the grids, one to one per photo), ``photo`` (the same photos' samples paired at random: the control that says what the
-  positions add), ``mean`` (one point per photo per map, its mean activation).
+  (positions mapped through the grids, one to one per photo), ``photo`` (the same photos' samples paired at
+  random: the control that says what the positions add), ``mean`` (one point per photo per map, its mean
+  activation over its samples).
 - ``layers``: ResNet-20 ``layer2`` (16 x 16) with ``layer3`` (8 x 8) on 5,000 cifar10-train photos, one position each.
 - ``vit``: ResNet-20 ``layer3`` (8 x 8) with the CIFAR-10 ViT's ``blocks.3`` tokens (8 x 8): shared grid,
   exact position matches (collect draws the same positions for a grid, a count, a seed and a photo).
