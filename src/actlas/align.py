@@ -9,7 +9,10 @@ all arrays in and arrays out:
   photo and position. Otherwise a sample's position is mapped to the centre of its cell in input
   coordinates and paired, photo by photo, one to one, with the nearest sampled position of the other
   layer (an optimal assignment: AlignedUMAP's relations are one to one). Photo means
-  (:func:`photo_means`: one point per photo per map, on a 1 x 1 grid) match by photo alone.
+  (:func:`photo_means`: one point per photo per map, on a 1 x 1 grid) match by photo alone. Measured
+  (benchmarks/bench_align.py, BENCHMARKS.md): photo means align best in every pair tried, at the
+  least cost to each map's own layout, including two layers of one grid matched exactly; means over
+  every position of a layer beat means over the drawn ones.
 - **layout** (:func:`aligned_layout`): umap-learn's aligned UMAP, assembled from umap-learn's own
   pieces (fuzzy graph, spectral start, Procrustes, the aligned optimiser) so that it takes actlas'
   neighbour search (exact where faster, ``actlas.layout.exact_knn``) and ``min_dist``, which
@@ -34,7 +37,9 @@ import numpy as np
 
 log = logging.getLogger("actlas.align")
 
-# Strength of the pull between matched samples (umap-learn's alignment_regularisation; its default is 0.01).
+# Strength of the pull between matched samples (umap-learn's alignment_regularisation; its default is 0.01):
+# 0.1 keeps every aligned map within 0.01 of its layout alone (trustworthiness) on the demo and CIFAR pairs,
+# matched photos at 0.22-0.41 of the shuffled distance; 0.3 takes the demo to -0.017 (BENCHMARKS.md)
 ALIGNMENT = 0.1
 WINDOW = 3  # each map is pulled towards the maps up to this many steps away in the list (AlignedUMAP's default)
 METHODS = ("auto", "position", "mapped")
