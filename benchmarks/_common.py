@@ -6,8 +6,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("ACTLAS_ASSETS", ROOT.parent / "shared" / "assets"))
@@ -18,22 +18,22 @@ LAYER = "features.13"
 
 def photos(limit: int | None = None, seed: int = 0) -> list[tuple[str, int]]:
     """(path, label) rows of the shared photos, a deterministic selection of ``limit`` of them."""
-    from actlas import images as imgs
-    from actlas.models import load_model
+    from actlas.data import images
+    from actlas.models.load import load_model
 
     _, spec = load_model(MODEL)
     rows: list[tuple[str, int]] = []
     for folder in IMAGES:
-        rows += imgs.list_images(str(folder), spec.synsets, spec.categories)
-    return imgs.select(sorted(set(rows)), limit, seed)
+        rows += images.list_images(str(folder), spec.synsets, spec.categories)
+    return images.select(sorted(set(rows)), limit, seed)
 
 
 def write_shard(rows: list[tuple[str, int]], path: Path) -> Path:
     """A shard list file of ``rows``."""
-    from actlas import images as imgs
+    from actlas.formats import shards as shard_files
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(imgs.format_shard(rows))
+    path.write_text(shard_files.format_shard(rows))
     return path
 
 
@@ -63,7 +63,7 @@ def machine() -> str:
     import torch
 
     try:
-        load = ", load average %.1f" % os.getloadavg()[0]
+        load = f", load average {os.getloadavg()[0]:.1f}"
     except OSError:
         load = ""
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -77,7 +77,10 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     """A plain Markdown table."""
     cells = [[str(c) for c in header]] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+
     return "\n".join(
         [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]]
     )

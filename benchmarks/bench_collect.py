@@ -13,7 +13,7 @@ decoded and preprocessed into memory, with the same forward and the same ``attr_
 of the top logits with respect to the layer's output, and keeps nothing. The loader-only row
 decodes and preprocesses with the same DataLoader settings and runs no model. A second bare loop
 runs the model as collect runs it (BatchNorm folded into the convolutions, ``actlas.layers.fold_batchnorm``,
-and in ``actlas.layers.memory_format_for``'s format: channels_last where the model runs in it, 1.3 to
+and in ``actlas.nn.fastpaths.memory_format_for``'s format: channels_last where the model runs in it, 1.3 to
 1.6 times as fast on CPU), so the overhead it
 prints beside the ratio is collect's own, without that gain.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import ASSETS, LAYER, MODEL, ROOT, interleave, machine, median, photos, table, write_shard  # noqa: E402
+from _common import ASSETS, LAYER, MODEL, ROOT, interleave, machine, median, photos, table, write_shard
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,12 @@ ROWS = {
 
 def cifar_photos(limit: int, seed: int = 0) -> list[tuple[str, int]]:
     """(path, label) rows of ``cifar10-test``, a deterministic selection of ``limit`` of them."""
-    from actlas import images as imgs
-    from actlas.models import load_model
+    from actlas.data import images
+    from actlas.models.load import load_model
 
     _, spec = load_model(ROWS["resnet20"].model)
-    rows = imgs.list_images(str(ASSETS / "images" / "cifar10-test"), spec.synsets, spec.categories)
-    return imgs.select(sorted(set(rows)), limit, seed)
+    rows = images.list_images(str(ASSETS / "images" / "cifar10-test"), spec.synsets, spec.categories)
+    return images.select(sorted(set(rows)), limit, seed)
 
 
 def main() -> None:
@@ -119,11 +119,12 @@ def bench_row(row: Row, a) -> float:
     cuda = a.device.startswith("cuda")
     model, layer_name = row.model, row.layer
 
-    from actlas import images as imgs
-    from actlas.collect import ShardImages, _collate
-    from actlas.collect import collect as collect_shard
-    from actlas.layers import get_layer
-    from actlas.models import load_model
+    from actlas.data import decode as dec
+    from actlas.models.load import load_model
+    from actlas.nn.layers import get_layer
+    from actlas.stages.collect import ShardImages
+    from actlas.stages.collect import collate as _collate
+    from actlas.stages.collect import collect as collect_shard
 
     tmp = Path(tempfile.mkdtemp(prefix="actlas-bench-collect-"))
     rows = cifar_photos(n) if row.name == "resnet20" else photos(n)
@@ -139,9 +140,9 @@ def bench_row(row: Row, a) -> float:
     # only the overhead.
     import copy
 
-    from actlas.layers import fold_batchnorm, memory_format_for
+    from actlas.nn.fastpaths import fold_batchnorm, memory_format_for
 
-    x_all = torch.stack([spec.transform(imgs.decode(p)[0]) for p, _ in rows])
+    x_all = torch.stack([spec.transform(dec.decode(p)[0]) for p, _ in rows])
     fast = copy.deepcopy(net)
     fold_batchnorm(fast, spec, [layer_name], tuple(spec.input_size), device)
     fmt = memory_format_for(fast, spec, None, tuple(spec.input_size), device)
@@ -236,8 +237,9 @@ def bench_row(row: Row, a) -> float:
     times = interleave(cases, a.reps)
     base = median(times["bare forward+backward (in memory)"])
     print(
-        f"\n## {row.name}: {Path(model).name}, {n} photos, layer {layer_name}, batch {batch_size}, workers {workers}, "
-        f"positions {positions}, chunk {row.chunk}, attr_top {a.attr_top}, device {a.device}, {a.reps} interleaved reps (medians)"
+        f"\n## {row.name}: {Path(model).name}, {n} photos, layer {layer_name}, batch {batch_size}, "
+        f"workers {workers}, positions {positions}, chunk {row.chunk}, attr_top {a.attr_top}, device {a.device}, "
+        f"{a.reps} interleaved reps (medians)"
     )
     print(
         table(

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ASSETS, MODEL, interleave, machine, median, table  # noqa: E402
-from bench_icons import prepare  # noqa: E402
+from _common import ASSETS, MODEL, interleave, machine, median, table
+from bench_icons import prepare
 
 ISSUE = {"pad": 12, "jitter": 8, "lr": 0.05, "decay_power": 1.0, "check_every": 0}
 ISSUE_WHITENING_EPS = 1.0
@@ -52,11 +52,11 @@ def main() -> None:
     torch.set_num_threads(a.threads)
 
     from actlas import layout as layout_core
-    from actlas.layers import fast_paths
-    from actlas.models import load_model
-    from actlas.render import RenderParams, fit_to_layer
-    from actlas.render import render as render_icons
-    from actlas.settings import Layout
+    from actlas.models.load import load_model
+    from actlas.nn.fastpaths import fast_paths
+    from actlas.settings import Layout, RenderParams
+    from actlas.viz.render import fit_to_layer
+    from actlas.viz.render import render as render_icons
 
     net, spec = load_model(MODEL)
     net.eval()
@@ -76,18 +76,26 @@ def main() -> None:
             positions=4,
         )[a.layer]
     today = fit_to_layer(RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size, d["grid"])
-    fast_paths(today_net, spec, [a.layer], today.size, "cpu", stop_at=a.layer)
+    fast = fast_paths(today_net, spec, [a.layer], today.size, "cpu", stop_at=a.layer)
     issue = dataclasses.replace(today, **ISSUE)
     cases = {
         "issue": (issue_net, issue, layout_core.whitening(d["cov"], ISSUE_WHITENING_EPS)),
         "today": (today_net, today, layout_core.whitening(d["cov"], Layout.whitening_eps)),
     }
+    formats = {"issue": torch.contiguous_format, "today": fast.memory_format}  # as each model was put
     results: dict[str, dict] = {}
 
     def run(name: str) -> None:
         model, params, whitening = cases[name]
         results[name] = render_icons(
-            model, spec, a.layer, d["direction"], whitening=whitening, params=params, progress=False
+            model,
+            spec,
+            a.layer,
+            d["direction"],
+            whitening=whitening,
+            params=params,
+            memory_format=formats[name],
+            progress=False,
         )
 
     times = interleave({name: (lambda name=name: run(name)) for name in cases}, reps)

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import ROOT, machine, table  # noqa: E402
+from _common import ROOT, machine, table
 
 
 def snakemake(config: Path, cores: int) -> tuple[float, list[str], str]:
@@ -111,8 +111,9 @@ def main() -> None:
 
     print(f"# bench_e2e: {machine()}, snakemake --cores {a.cores}")
     print(
-        f"# config/demo.yaml{' scaled down (--quick: 200 photos, grid 8, 16 steps, no class atlases)' if a.quick else ''}, "
-        f"run dir {run}"
+        "# config/demo.yaml"
+        + (" scaled down (--quick: 200 photos, grid 8, 16 steps, no class atlases)" if a.quick else "")
+        + f", run dir {run}"
     )
     rows = [[rule, rec["jobs"], round(rec["s"], 1), round(rec["max_rss"])] for rule, rec in stages.items()]
     print(table(["stage (Snakemake benchmark files)", "jobs", "seconds (sum)", "peak RSS MB"], rows))
@@ -123,7 +124,10 @@ def main() -> None:
         f"shards), layout {lay.get('layout', {}).get('total_seconds')} s ({lay.get('layout', {}).get('backend')}), "
         + ", ".join(f"grid {g}: {v['cells']} icons rendered in {v['render_seconds']} s" for g, v in grids.items())
     )
-    counts = lambda r: ", ".join(f"{k} x{v}" for k, v in sorted(Counter(r).items())) or "nothing"  # noqa: E731
+
+    def counts(r) -> str:
+        return ", ".join(f"{k} x{v}" for k, v in sorted(Counter(r).items())) or "nothing"
+
     print(
         table(
             ["run", "wall s", "jobs that ran"],

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ASSETS, MODEL, ROOT, interleave, machine, median, photos, table  # noqa: E402
+from _common import ASSETS, MODEL, ROOT, interleave, machine, median, photos, table
 
 RESNET = str(ROOT / "config" / "models" / "cifar10_resnet20.json")
 # (row, card, layer, icon size before fit_to_layer, steps); collect rows have size None
@@ -63,12 +63,14 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    from actlas import images as imgs
     from actlas.collect import attribute
-    from actlas.layers import fold_batchnorm, layer_kinds, memory_format_for, pointwise_as_matmul
-    from actlas.models import load_model
-    from actlas.render import RenderParams, centre_activations, fit_to_layer
-    from actlas.render import render as render_icons
+    from actlas.data import decode as dec
+    from actlas.models.load import load_model
+    from actlas.nn.fastpaths import fold_batchnorm, memory_format_for, pointwise_as_matmul
+    from actlas.nn.layers import layer_kinds
+    from actlas.settings import RenderParams
+    from actlas.viz.render import centre_activations, fit_to_layer
+    from actlas.viz.render import render as render_icons
 
     print(machine())
     out_rows, ratios = [], []
@@ -83,13 +85,15 @@ def main() -> None:
             n_changed = fold_batchnorm(fast, spec, [layer], tuple(spec.input_size), logits=size is None)
         else:
             n_changed = pointwise_as_matmul(fast)
-        for net in (base, fast):
-            memory_format_for(net, spec, layer if size else None, tuple(spec.input_size))
+        formats = {
+            m: memory_format_for(net, spec, layer if size else None, tuple(spec.input_size))
+            for m, net in (("base", base), ("fast", fast))
+        }
         if card == RESNET:  # 32 px photos: enough of them that a collect call is not timer noise
             paths = cifar_rows(16 if a.quick else 100 if size else 1000)
         else:
             paths = [p for p, _ in photos(16 if a.quick else 100)]
-        x = torch.stack([spec.transform(imgs.decode(p)[0]) for p in paths])
+        x = torch.stack([spec.transform(dec.decode(p)[0]) for p in paths])
         if size is None:
             batches = [x[i : i + 50] for i in range(0, len(x), 50)]
             cases = {
@@ -109,7 +113,9 @@ def main() -> None:
             results = {}
 
             def run(net, m):
-                results[m] = render_icons(net, spec, layer, directions, params=params, progress=False)
+                results[m] = render_icons(
+                    net, spec, layer, directions, params=params, memory_format=formats[m], progress=False
+                )
 
             cases = {m: (lambda net=net, m=m: run(net, m)) for m, net in (("base", base), ("fast", fast))}
             times = interleave(cases, a.reps)

@@ -47,7 +47,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ASSETS, MODEL, ROOT, machine, table  # noqa: E402
+from _common import ASSETS, MODEL, ROOT, machine, table
 
 RESNET = str(ROOT / "config" / "models" / "cifar10_resnet20.json")
 # issue 11's targets on every row: median and p10 faithfulness at least, HF ratio at most, saturation ratio at least
@@ -133,7 +133,8 @@ SETTINGS = {
     "whiten30": {"whitening_eps": 30.0},
     "scale0.2 rotate20": {"scale": 0.2, "rotate": 20},
     "scale0.2 cosine": {"scale": 0.2, "schedule": "cosine"},
-    # a steeper decay with the rate cut by (80 px) ** (decay - 1.25): the lowest frequency moves as at 1.25, the highest less
+    # a steeper decay with the rate cut by (80 px) ** (decay - 1.25): the lowest frequency moves as at 1.25,
+    # the highest less
     "decay1.5 lr0.0167": {"decay_power": 1.5, "lr": 0.0167},
     "decay1.75 lr0.0056": {"decay_power": 1.75, "lr": 0.0056},
     "decay1.5 lr0.025": {"decay_power": 1.5, "lr": 0.025},
@@ -182,26 +183,29 @@ def prepare(
     """Collect ``n_photos`` photos at ``layers`` in one temporary run, lay out and grid each layer;
     per layer: directions (k, C), whitening, and each cell's dataset patches (k, P, size, size, 3)."""
     from actlas import atlas as atlas_core
-    from actlas import grid as grid_core
-    from actlas import images as imgs
     from actlas import layout as layout_core
     from actlas import paths
-    from actlas.collect import collect
-    from actlas.models import load_model
-    from actlas.render import RenderParams, fit_to_layer
+    from actlas.data import decode as dec
+    from actlas.data import images
+    from actlas.data.samples import load_samples
+    from actlas.formats.cells import read_cells
+    from actlas.models.load import load_model
+    from actlas.settings import RenderParams
+    from actlas.stages.collect import collect
     from actlas.stages.grid import grid as grid_stage
     from actlas.stages.layout import layout as layout_stage
-    from actlas.stages.samples import load_samples
+    from actlas.stages.shards import split_rows, write_plan
     from actlas.stages.whitening import whitening as whitening_stage
+    from actlas.viz.render import fit_to_layer
 
     _, spec = load_model(model)
     rows = []
     for f in folders:
-        rows += imgs.list_images(str(f), spec.synsets, spec.categories)
-    rows = imgs.select(sorted(set(rows)), n_photos, 0)
+        rows += images.list_images(str(f), spec.synsets, spec.categories)
+    rows = images.select(sorted(set(rows)), n_photos, 0)
     run = work / name
     t0 = time.perf_counter()
-    (lst,) = imgs.write_shards(rows, 1, run / "shards")
+    (lst,) = write_plan(run, split_rows(rows, 1))
     collect(
         lst,
         run / "collect" / f"{lst.stem}.zarr",
@@ -220,18 +224,18 @@ def prepare(
         layout_stage(run, layer, backend="umap-learn")
         whitening_stage(run, layer)
         grid_stage(run, layer, grid_n, min_count=3)
-        cells = paths.load_npz(paths.cells(paths.grid_dir(run, layer, grid_n)))
-        pick = np.argsort(-cells["count"], kind="stable")[:k]
+        cells = read_cells(paths.cells(paths.grid_dir(run, layer, grid_n)))
+        pick = np.argsort(-cells.count, kind="stable")[:k]
         samples = load_samples(run, layer)
         grid = tuple(int(v) for v in samples.spatial)
         side = fit_to_layer(RenderParams(size=size), spec.input_size, grid).size  # the icon's side at the defaults
         extent = side / min(spec.input_size)
         patches = np.zeros((len(pick), n_patches, side, side, 3), np.uint8)
         for r, c in enumerate(pick):
-            members = grid_core.members(cells, int(c))
-            near, _ = atlas_core.nearest_members(cells["direction"][c], samples.activation[members], n_patches)
+            members = cells.members(int(c))
+            near, _ = atlas_core.nearest_members(cells.direction[c], samples.activation[members], n_patches)
             for p, row in enumerate(members[near]):
-                decoded, _ = imgs.decode(samples.paths[int(samples.image[row])])
+                decoded, _ = dec.decode(samples.paths[int(samples.image[row])])
                 box = spec.source_box(
                     (decoded.height, decoded.width), tuple(samples.position[row]), samples.spatial, extent
                 )
@@ -239,11 +243,11 @@ def prepare(
                     decoded.convert("RGB").crop(box).resize((side, side), Image.Resampling.LANCZOS)
                 )
         out[layer] = {
-            "direction": cells["direction"][pick],
+            "direction": cells.direction[pick],
             "whitening": np.load(paths.whiten(run, layer)),
             "cov": layout_core.moments(samples.activation)[1],
             "patches": patches,
-            "count": cells["count"][pick],
+            "count": cells.count[pick],
             "grid": grid,
         }
     print(
@@ -307,7 +311,8 @@ def main() -> None:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="8 directions, 64 steps, 240 photos, settings QUICK_SETTINGS (over 25 min under load 7-11 on 2 CPUs; unmeasured quiet)",
+        help="8 directions, 64 steps, 240 photos, settings QUICK_SETTINGS "
+        "(over 25 min under load 7-11 on 2 CPUs; unmeasured quiet)",
     )
     ap.add_argument("--directions", type=int, default=None, help="directions per row (32; --quick 8)")
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps (128; --quick 64)")
@@ -331,15 +336,16 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from actlas import layout as layout_core
-    from actlas.layers import fast_paths
-    from actlas.models import load_model
-    from actlas.render import RenderParams, fit_to_layer
-    from actlas.render import render as render_icons
+    from actlas.models.load import load_model
+    from actlas.nn.fastpaths import fast_paths
+    from actlas.settings import RenderParams
+    from actlas.viz.render import fit_to_layer
+    from actlas.viz.render import render as render_icons
 
     table_rows, speedups = [], []
     with tempfile.TemporaryDirectory(prefix="actlas-bench-icons-") as tmp:
         for name, (model, folders, layers) in ROWS.items():
-            layers = [l for l in layers if wanted is None or f"{name}:{l}" in wanted]
+            layers = [layer for layer in layers if wanted is None or f"{name}:{layer}" in wanted]
             if not layers:
                 continue
             if model is None:
@@ -348,13 +354,22 @@ def main() -> None:
                 model = card()
             net, spec = load_model(model)
             net.eval()
-            fast_paths(net, spec, layers, tuple(spec.input_size))  # as the render stage does
+            fmt = fast_paths(net, spec, layers, tuple(spec.input_size)).memory_format  # as the render stage does
             data = prepare(name, model, folders, layers, n_photos, a.grid, k, a.patches, a.size, Path(tmp), positions=4)
             for layer in layers:
                 d = data[layer]
                 icons, faith, ips = {}, {}, {}
                 warm = fit_to_layer(RenderParams(size=a.size, steps=2, batch_size=k), spec.input_size, d["grid"])
-                render_icons(net, spec, layer, d["direction"], whitening=d["whitening"], params=warm, progress=False)
+                render_icons(
+                    net,
+                    spec,
+                    layer,
+                    d["direction"],
+                    whitening=d["whitening"],
+                    params=warm,
+                    memory_format=fmt,
+                    progress=False,
+                )
                 for s in settings:
                     base = fit_to_layer(
                         RenderParams(size=a.size, steps=steps, batch_size=k), spec.input_size, d["grid"]
@@ -366,7 +381,14 @@ def main() -> None:
                         whitening = None if eps is None else layout_core.whitening(d["cov"], eps)
                     params = dataclasses.replace(base, **changes)
                     out = render_icons(
-                        net, spec, layer, d["direction"], whitening=whitening, params=params, progress=False
+                        net,
+                        spec,
+                        layer,
+                        d["direction"],
+                        whitening=whitening,
+                        params=params,
+                        memory_format=fmt,
+                        progress=False,
                     )
                     icons[s], faith[s] = out["icon"], out["faithfulness"]
                     ips[s] = len(out["icon"]) / float(out["seconds"])

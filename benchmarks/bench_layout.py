@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import LAYER, MODEL, machine, photos, table, write_shard  # noqa: E402
+from _common import LAYER, MODEL, machine, photos, table, write_shard
 
 SCRATCH = Path(os.environ.get("ACTLAS_BENCH_SCRATCH", "/tmp/actlas-bench-layout"))
 
@@ -63,8 +63,8 @@ def activations(n_max: int) -> Path:
         if int(have.stem.split("-")[1]) >= n_max:  # a larger set serves: the child takes its first n rows
             return have
     path = SCRATCH / f"activations-{n_max}.npy"
-    from actlas import store
-    from actlas.collect import collect
+    from actlas.data import store
+    from actlas.stages.collect import collect
 
     per_image = 12 * 12  # features.13 is 14 x 14; collect keeps a 1-position margin
     rows = photos(-(-n_max // per_image))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import MODEL, machine, median, photos, table  # noqa: E402
+from _common import MODEL, machine, median, photos, table
 
 # (row, layer, icon size before fit_to_layer); collect rows have size None
 ROWS = [
@@ -46,16 +46,18 @@ def child(row: str, tuned: bool, batch: int, steps: int) -> dict:
 
         assert keep_freed_memory(), "glibc's mallopt is not available here"
     torch.set_num_threads(1)
-    from actlas import images as imgs
     from actlas.collect import attribute
-    from actlas.layers import fast_paths, layer_kinds
-    from actlas.models import load_model
-    from actlas.render import RenderParams, centre_activations, fit_to_layer, render
+    from actlas.data import decode as dec
+    from actlas.models.load import load_model
+    from actlas.nn.fastpaths import fast_paths
+    from actlas.nn.layers import layer_kinds
+    from actlas.settings import RenderParams
+    from actlas.viz.render import centre_activations, fit_to_layer, render
 
     _, layer, size = next(r for r in ROWS if r[0] == row)
     net, spec = load_model(MODEL)
     paths = [p for p, _ in photos(100 if size is None else batch)]
-    x = torch.stack([spec.transform(imgs.decode(p)[0]) for p in paths])
+    x = torch.stack([spec.transform(dec.decode(p)[0]) for p in paths])
     if size is None:
         fast_paths(net, spec, [layer], tuple(spec.input_size), "cpu")
         start = time.perf_counter()
@@ -69,10 +71,12 @@ def child(row: str, tuned: bool, batch: int, steps: int) -> dict:
         return {"seconds": seconds, "items": len(x), "digest": digest}
     ((_, _, grid),) = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds).values()
     params = fit_to_layer(RenderParams(size=size, steps=steps, batch_size=batch), spec.input_size, grid)
-    fast_paths(net, spec, [layer], params.size, "cpu", stop_at=layer)
+    fmt = fast_paths(net, spec, [layer], params.size, "cpu", stop_at=layer).memory_format
     directions = centre_activations(net, spec, layer, x[:, :, : params.size, : params.size]).numpy()
     start = time.perf_counter()
-    icons = render(net, spec, layer, directions.astype(np.float32), params=params, progress=False)["icon"]
+    icons = render(net, spec, layer, directions.astype(np.float32), params=params, memory_format=fmt, progress=False)[
+        "icon"
+    ]
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "items": len(directions), "digest": hashlib.sha256(icons.tobytes()).hexdigest()[:12]}
 

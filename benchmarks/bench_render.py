@@ -30,18 +30,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _common import LAYER, MODEL, interleave, machine, median, photos, table  # noqa: E402
+from _common import LAYER, MODEL, interleave, machine, median, photos, table
 
 
 def real_directions(net, spec, n: int, device, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n activation vectors of the layer at random positions of the shared photos (n, C), and a whitening (C, C)."""
-    from actlas.layers import capture, run_until
     from actlas.layout import moments, whitening
+    from actlas.nn.layers import capture, run_until
 
     rows = photos(24, seed)
-    from actlas import images as imgs
+    from actlas.data import decode as dec
 
-    x = torch.stack([spec.transform(imgs.decode(p)[0]) for p, _ in rows]).to(device)
+    x = torch.stack([spec.transform(dec.decode(p)[0]) for p, _ in rows]).to(device)
     with torch.no_grad(), capture(net, [LAYER], stop=True) as outs:
         h = run_until(net, spec.normalize(x), outs)[LAYER].float()  # (B, C, H, W)
     flat = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).cpu().numpy()
@@ -111,10 +111,11 @@ def main() -> None:
         print(f"Lucent not importable ({err}); the baseline is actlas at batch 1, one icon per call", file=sys.stderr)
         have_lucent = False
 
-    from actlas.models import load_model
-    from actlas.render import RenderParams, centre_activations
-    from actlas.render import render as render_icons
-    from actlas import objectives
+    from actlas.models.load import load_model
+    from actlas.settings import RenderParams
+    from actlas.viz import objectives
+    from actlas.viz.render import centre_activations
+    from actlas.viz.render import render as render_icons
 
     device = torch.device(a.device)
     net, spec = load_model(MODEL)
@@ -194,7 +195,8 @@ def main() -> None:
     if not have_lucent:
         print("# baseline 'lucent' is actlas at batch 1 (Lucent not installed)")
     print(
-        f"# model {spec.name}, layer {LAYER}, icon {a.size}px (+pad {pad}), {steps} steps, {reps} interleaved reps (medians)"
+        f"# model {spec.name}, layer {LAYER}, icon {a.size}px (+pad {pad}), {steps} steps, "
+        f"{reps} interleaved reps (medians)"
     )
     print(
         table(

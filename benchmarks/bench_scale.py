@@ -43,7 +43,7 @@ ASSETS = ROOT.parent / "shared" / "assets"
 
 def write_store(base: Path, n: int, c: int, shards: int, seed: int = 0) -> list[Path]:
     """``shards`` shard stores holding n x c float16 rows in total, written chunk by chunk."""
-    from actlas import store
+    from actlas.data import store
 
     rng = np.random.default_rng(seed)
     # Correlated channels with a non-zero mean, like post-ReLU activations (not white noise).
@@ -70,7 +70,7 @@ STATS_CHILD = textwrap.dedent(
     import dask
     import importlib
     layout = importlib.import_module("actlas.layout")
-    from actlas import store
+    from actlas.data import store
     paths, k, rows = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     dask.config.set(scheduler="threads", num_workers=2)
     x = store.read_dask(paths, "layer/activation")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ASSETS  # noqa: E402
+from _common import ASSETS
 
 CACHE = Path(os.environ.get("ACTLAS_BENCH_CACHE", Path.home() / ".cache" / "actlas" / "bench"))
 CARD = CACHE / "vit_cifar10.json"
@@ -144,8 +144,8 @@ def card(epochs: int = 6) -> dict:
                     "mean": list(MEAN),
                     "std": list(STD),
                     "labels": CLASSES,
-                    "source": f"benchmarks/vit_cifar.py: trained here, {epochs} epochs on cifar10-train in {seconds:.0f} s; "
-                    f"{acc:.1%} top-1 on cifar10-test",
+                    "source": f"benchmarks/vit_cifar.py: trained here, {epochs} epochs on cifar10-train in "
+                    f"{seconds:.0f} s; {acc:.1%} top-1 on cifar10-test",
                 },
                 indent=1,
             )

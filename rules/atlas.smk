@@ -6,11 +6,11 @@ rule atlas:
         batches=lambda wc: grid_batches(wc.layer, wc.n),
         model=MODEL_FILES,
     output:
-        png=paths.grid_dir(RUN, "{layer}", "{n}") / "atlas.png",
-        labelled=paths.grid_dir(RUN, "{layer}", "{n}") / "atlas-labelled.png",
-        meta=paths.grid_dir(RUN, "{layer}", "{n}") / "atlas.json",
-        icons=directory(paths.grid_dir(RUN, "{layer}", "{n}") / "icons"),
-        examples=directory(paths.grid_dir(RUN, "{layer}", "{n}") / "examples"),
+        png=paths.atlas_png(paths.grid_dir(RUN, "{layer}", "{n}")),
+        labelled=paths.atlas_labelled(paths.grid_dir(RUN, "{layer}", "{n}")),
+        meta=paths.atlas_json(paths.grid_dir(RUN, "{layer}", "{n}")),
+        icons=directory(paths.icons_dir(paths.grid_dir(RUN, "{layer}", "{n}"))),
+        examples=directory(paths.examples_dir(paths.grid_dir(RUN, "{layer}", "{n}"))),
     params:
         run=run_of(2),
         args=cli_args(model=MODEL, cells_per_job=RENDER.cells_per_job, **config["atlas"]),

@@ -45,7 +45,7 @@ rule compare:
         model=MODEL_FILES,
     output:
         **_class_rule_outputs("compare"),
-        compare=paths.layer_dir(RUN, "{layer}") / "compare-{name}" / "compare.png",
+        compare=paths.compare_png(paths.compare_dir(RUN, "{layer}", "{name}")),
     params:
         run=run_of(2),
         a=lambda wc: COMPARISONS[(wc.layer, wc.name)]["classes"][0],

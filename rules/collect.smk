@@ -3,11 +3,11 @@ rule shard_list:
     output:
         paths.shard_list(RUN, "{shard}"),
     params:
-        digest=lambda wc: shards_stage.digest(PLAN.shards[wc.shard]),
+        digest=lambda wc: shard_files.shard_digest(PLAN.shards[wc.shard]),
     log:
         paths.log(RUN, "shards", "{shard}"),
     run:
-        shards_stage.write_list(output[0], PLAN.shards[wildcards.shard])
+        shard_files.write_shard(output[0], PLAN.shards[wildcards.shard])
 
 
 rule shard_index:
@@ -17,11 +17,11 @@ rule shard_index:
         skipped=paths.shard_skipped(RUN),
     params:
         shards=SHARDS,
-        skipped=shards_stage.skipped_digest(PLAN.skipped),
+        skipped=shard_files.skipped_digest(PLAN.skipped),
     log:
         paths.log(RUN, "shards", "index"),
     run:
-        shards_stage.write_index(output.index, params.shards, PLAN.skipped)
+        shard_files.write_index(Path(output.index).parent.parent, params.shards, PLAN.skipped)
 
 
 rule collect:
@@ -31,7 +31,7 @@ rule collect:
         model=MODEL_FILES,
     output:
         store=directory(paths.shard_store(RUN, "{shard}")),
-        skipped=f"{paths.shard_store(RUN, '{shard}')}.skipped.tsv",
+        skipped=paths.store_skipped(paths.shard_store(RUN, "{shard}")),
     params:
         args=cli_args(model=MODEL, layer=COLLECTED, seed=SEED, device=DEVICE,
                       **{k: v for k, v in config["collect"].items() if k not in ("shard_size", "threads")}),

@@ -5,12 +5,15 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from actlas import paths, settings
 from actlas.digest import code_digest
-from actlas.smk import check_run_dir, cli_args, model_arg, model_files
+from actlas.formats import shards as shard_files
+from actlas.formats.cells import read_directions
+from actlas.models.sources import model_files
+from actlas.patches.spec import default_name, default_search, parse_patch, with_grid
+from actlas.smk import check_run_dir, cli_args, model_arg
 from actlas.stages import shards as shards_stage
+from actlas.text import slug
 
 config.update(settings.fill(config))
 RUN = check_run_dir(config["run_dir"], workflow.basedir)
@@ -59,14 +62,13 @@ def render_args():
 def grid_batches(layer, n):
     """Every render batch of a grid, known once the grid checkpoint has run."""
     cells = checkpoints.grid.get(layer=layer, n=n).output[0]
-    with np.load(cells) as f:
-        count = paths.n_batches(len(f["count"]), RENDER.cells_per_job)
+    count = paths.n_batches(len(read_directions(cells)), RENDER.cells_per_job)
     return [paths.render_batch(paths.grid_dir(RUN, layer, n), b) for b in range(count)]
 
 
 def atlas_outputs():
     """Every atlas.json of the run (one per layer and grid size)."""
-    return [paths.grid_dir(RUN, layer, n) / "atlas.json" for layer in LAYERS for n in SIZES]
+    return [paths.atlas_json(paths.grid_dir(RUN, layer, n)) for layer in LAYERS for n in SIZES]
 
 
 def run_lock(action):
@@ -106,8 +108,8 @@ def intermediates(wildcards):
         out += [paths.coords(RUN, layer), paths.layout_info(RUN, layer)]
         for n in SIZES:
             gdir = paths.grid_dir(RUN, layer, n)
-            out += [paths.cells(gdir), *grid_batches(layer, n), gdir / "icons", gdir / "examples",
-                    gdir / "atlas.png", gdir / "atlas-labelled.png"]
+            out += [paths.cells(gdir), *grid_batches(layer, n), paths.icons_dir(gdir), paths.examples_dir(gdir),
+                    paths.atlas_png(gdir), paths.atlas_labelled(gdir)]
     return out + class_intermediates()
 
 def _layer(entry):
@@ -128,15 +130,14 @@ def _by_layer(kind, entries, name):
         out[key] = e
     return out
 
-CLASS_ATLASES = _by_layer("class_atlases", config["class_atlases"], lambda e: paths.slug(e["class"]))
+CLASS_ATLASES = _by_layer("class_atlases", config["class_atlases"], lambda e: slug(e["class"]))
 
 COMPARISONS = _by_layer("comparisons", config["comparisons"],
-                        lambda e: f"{paths.slug(e['classes'][0])}-{paths.slug(e['classes'][1])}")
+                        lambda e: f"{slug(e['classes'][0])}-{slug(e['classes'][1])}")
 
-PATCHES = {e["name"] or f"{paths.slug(e['source'] or 'any')}-to-{paths.slug(e['target'])}": e
-           for e in config["patches"]}
+PATCHES = {e["name"] or default_name(e["source"], e["target"]): e for e in config["patches"]}
 
-CLASS_FILES = ["cells.npz", "rows.npy", "coords.npy", "render/batch-00000.npz", *paths.ATLAS_FILES]
+CLASS_FILES = [*paths.CLASS_FILES, *paths.ATLAS_FILES]
 
 def class_folder(kind, key):
     layer, name = key
@@ -147,40 +148,39 @@ def class_args(entry, *, drop):
     return f"{cli_args(model=MODEL, layer=_layer(entry), device=DEVICE, **options)} {render_args()}"
 
 def _class_rule_outputs(kind):
-    base = paths.layer_dir(RUN, "{layer}") / f"{kind}-{{name}}"
+    base = class_folder(kind, ("{layer}", "{name}"))
     out = {re.sub(r"\W", "_", f): base / f for f in CLASS_FILES}
-    return {**out, "icons": directory(base / "icons"), "examples": directory(base / "examples")}
+    return {**out, "icons": directory(paths.icons_dir(base)), "examples": directory(paths.examples_dir(base))}
 
 def _patch_specs(e):
     """The entry's patches, ``cell:I,J`` resolved to the largest main grid of its layer."""
-    return [f"cell:grid-{max(SIZES)}:{p[5:]}" if p.startswith("cell:") and p.count(":") == 1 else p
-            for p in e["patches"]]
+    return [with_grid(p, max(SIZES)) for p in e["patches"]]
 
 def _patch_folders(e):
     """Atlas folders (under RUN/LAYER) a patch experiment reads: those its patches name, and for
-    discovery those of its ``search`` (default the target's class atlas, the main grids and the
-    comparisons of its layer)."""
+    discovery those of its ``search`` (default: ``actlas.patches.spec.default_search``)."""
     layer = _layer(e)
-    named = [p.split(":")[1] for p in _patch_specs(e) if p.startswith(("cell:", "example:"))]
+    named = [s.folder for s in map(parse_patch, _patch_specs(e)) if s.kind in ("cell", "example")]
     search = list(e["search"]) if e["discover"] else []
     if e["discover"] and not search:
-        target = paths.slug(e["target"])
-        search = [f"class-{target}"] if (layer, target) in CLASS_ATLASES else []
-        search += [f"grid-{n}" for n in SIZES]
-        search += [f"compare-{name}" for at, name in COMPARISONS if at == layer]
+        classes = [f"class-{name}" for at, name in CLASS_ATLASES if at == layer]
+        search = default_search(e["target"], classes, [f"grid-{n}" for n in SIZES],
+                                [f"compare-{name}" for at, name in COMPARISONS if at == layer])
     return list(dict.fromkeys(named + search)), search
 
 def patch_inputs(wildcards):
-    """Photos (the plan's lists and stores), the atlases whose icons it pastes or searches, patch images."""
+    """Photos (the plan's lists and stores), the atlases whose icons it pastes or searches, patch images
+    and directions."""
     e = PATCHES[wildcards.name]
     inputs = run_inputs()
     needs = [inputs["index"], *inputs["lists"], *inputs["stores"], *MODEL_FILES]
     folders, _ = _patch_folders(e)
+    specs = [parse_patch(p) for p in e["patches"]]
     for folder in folders:
         base = paths.layer_dir(RUN, _layer(e)) / folder
-        needs += [base / "atlas.json", base / "icons"] + ([base / "examples"] if e["crops"] or any(
-            p.startswith(f"example:{folder}:") for p in e["patches"]) else [])
-    needs += [p.split(":")[1] for p in e["patches"] if p.startswith("image:")]
+        examples = e["crops"] or any(s.kind == "example" and s.folder == folder for s in specs)
+        needs += [paths.atlas_json(base), paths.icons_dir(base)] + ([paths.examples_dir(base)] if examples else [])
+    needs += [s.path for s in specs if s.kind in ("image", "direction")]
     return needs + list(e["evaluate"]) + ([e["photo"]] if e["photo"] else [])
 
 def patch_args(e):
@@ -191,8 +191,8 @@ def patch_args(e):
 
 def class_atlas_outputs():
     """Every class atlas and comparison atlas.json the config asks for (the viewer shows them too)."""
-    out = [class_folder("class", k) / "atlas.json" for k in CLASS_ATLASES]
-    return out + [class_folder("compare", k) / "atlas.json" for k in COMPARISONS]
+    out = [paths.atlas_json(class_folder("class", k)) for k in CLASS_ATLASES]
+    return out + [paths.atlas_json(class_folder("compare", k)) for k in COMPARISONS]
 
 def patch_outputs():
     """Every patch experiment's folder the config asks for."""
@@ -208,14 +208,14 @@ def class_intermediates():
     for kind, names in (("class", CLASS_ATLASES), ("compare", COMPARISONS)):
         for k in names:
             folder = class_folder(kind, k)
-            out += [folder / f for f in CLASS_FILES] + [folder / "icons", folder / "examples"]
+            out += [folder / f for f in CLASS_FILES] + [paths.icons_dir(folder), paths.examples_dir(folder)]
             if kind == "compare":
-                out.append(folder / "compare.png")
+                out.append(paths.compare_png(folder))
     return out
 
 def viewer_inputs(wildcards):
     """Each atlas the viewer shows: its atlas.json and PNG, and the icons and examples it links."""
     out = []
     for meta in atlas_outputs() + class_atlas_outputs():
-        out += [meta, meta.parent / "atlas.png", meta.parent / "icons", meta.parent / "examples"]
+        out += [meta, paths.atlas_png(meta.parent), paths.icons_dir(meta.parent), paths.examples_dir(meta.parent)]
     return out + patch_outputs()

@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from actlas.archs import vit
+    from actlas.models.archs import vit
 
     xtr, ytr = load_split("train")
     xte, yte = load_split("test")

@@ -43,7 +43,7 @@ def _class_field(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
 def _icon(rng: np.random.Generator, colour: np.ndarray, size: int) -> np.ndarray:
     """A size x size RGB uint8 icon: a colour with stripes and noise."""
     yy, xx = np.mgrid[0:size, 0:size]
-    stripes = 0.5 + 0.5 * np.sin((xx * rng.uniform(0.2, 0.6) + yy * rng.uniform(0.2, 0.6)))
+    stripes = 0.5 + 0.5 * np.sin(xx * rng.uniform(0.2, 0.6) + yy * rng.uniform(0.2, 0.6))
     img = colour[None, None, :] * (0.55 + 0.45 * stripes[..., None]) + rng.normal(0, 10, (size, size, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -194,11 +194,11 @@ def make_fake_run(
 
 def write_patch_report(run: Path, name: str, layer: str, folder: str, cells: list[tuple[int, int]]) -> dict:
     """RUN/patches/NAME/report.json testing the icons of ``cells`` of LAYER/FOLDER (the stage's format,
-    numbers from actlas.patches.rate), with its two figures."""
+    numbers from actlas.patches.stats.rate), with its two figures."""
     import numpy as np
     from PIL import Image
 
-    from actlas.patches import beats_controls, rate, vs_controls
+    from actlas.patches.stats import beats_controls, rate, vs_controls
 
     def pop(k: int, n: int) -> dict:
         hits = np.arange(n) < k

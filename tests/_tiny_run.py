@@ -15,7 +15,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 
 LAYER = "features.3"
-MODEL = "tiny_models:tiny_net"
+MODEL = {"source": "tiny_models:tiny_net", "trust_code": True}
 
 
 def make_images(folder: Path, n: int = 16) -> Path:
@@ -28,20 +28,21 @@ def make_images(folder: Path, n: int = 16) -> Path:
 
 
 def make_tiny_run(root: Path, *, render: bool = True) -> Path:
-    from actlas import images as imgs
+    from actlas.data.images import list_images
+    from actlas.settings import RenderParams
     from actlas.stages.atlas import atlas as atlas_stage
+    from actlas.stages.collect import collect
     from actlas.stages.grid import grid as grid_stage
     from actlas.stages.layout import layout as layout_stage
-    from actlas.stages.whitening import whitening as whitening_stage
     from actlas.stages.manifest import manifest as manifest_stage
     from actlas.stages.render import render as render_stage
-    from actlas.collect import collect
-    from actlas.settings import RenderParams
+    from actlas.stages.shards import split_rows, write_plan
+    from actlas.stages.whitening import whitening as whitening_stage
 
     images = make_images(root / "images")
     run = root / "run"
-    rows = imgs.list_images(images)
-    lists = imgs.write_shards(rows, 2, run / "shards")
+    rows = list_images(images)
+    lists = write_plan(run, split_rows(rows, 2))
     for lst in lists:
         collect(
             lst,

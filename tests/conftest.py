@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,27 @@ SAMPLE = ASSETS / "images" / "imagenet-sample"
 
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
-# The tests load their tiny models through factories (tiny_models:tiny_net), which run code: trusted here.
-# The refusal tests unset it themselves.
-os.environ.setdefault("ACTLAS_TRUST_CODE", "1")
+# The tests' own factories (tiny_models:tiny_net) run code: a test that loads one asks for the
+# ``trust_code`` fixture (or passes trust_code); nothing else is trusted.
+TINY = {"source": "tiny_models:tiny_net", "trust_code": True}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses the shared MobileNetV2 (the ``card`` fixture and those built on it) is ``slow``."""
+    for item in items:
+        if "card" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses the shared MobileNetV2: mark it @pytest.mark.slow")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for folder in _TEMPORARY:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def trust_code(monkeypatch):
+    """ACTLAS_TRUST_CODE=1 for one test: the tests' own factories (``tiny_models:...``) are code it trusts."""
+    monkeypatch.setenv("ACTLAS_TRUST_CODE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -54,21 +73,27 @@ def card() -> str:
 
 @pytest.fixture(scope="session")
 def mobilenet(card):
-    from actlas.models import load_model
+    from actlas.models.load import load_model
 
     return load_model(card)
 
 
 @pytest.fixture(scope="session")
-def photos(card) -> Path:
+def photos(card, tmp_path_factory) -> Path:
     """A folder of 24 real photos (symlinks into the shared set), in their class folders."""
-    return _photo_folder(24)
+    return _photo_folder(24, tmp_path_factory.mktemp("photos"))
 
 
-def _photo_folder(n: int) -> Path:
-    import tempfile
+_TEMPORARY: list[Path] = []  # folders _photo_folder made: removed when the session ends
 
-    base = Path(tempfile.mkdtemp(prefix="actlas-photos-"))
+
+def _photo_folder(n: int, base: Path | None = None) -> Path:
+    """``base`` (default: a new temporary folder, removed when the session ends) holding ``n`` real
+    photos (symlinks into the shared set), one class folder each."""
+    if base is None:
+        base = Path(tempfile.mkdtemp(prefix="actlas-photos-"))
+        _TEMPORARY.append(base)
+    base.mkdir(parents=True, exist_ok=True)
     classes = sorted(VAL.iterdir())
     step = max(1, len(classes) // n)
     for d in classes[::step][:n]:
@@ -127,7 +152,7 @@ def small_config(run_dir: Path, images: Path, **over) -> str:
 def small_run(card, tmp_path_factory) -> Path:
     """A real pipeline run on 24 real photos with the shared MobileNetV2: two grid sizes of one layer."""
     work = tmp_path_factory.mktemp("small-run")
-    images = _photo_folder(24)
+    images = _photo_folder(24, tmp_path_factory.mktemp("small-run-photos"))
     (work / "config.yaml").write_text(small_config(work / "run", images))
     snakemake(work)
     return work / "run"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from actlas import atlas
-from actlas.render import RenderParams, fit_to_input, fit_to_layer
+from actlas.settings import RenderParams
+from actlas.viz.render import fit_to_input, fit_to_layer
 
 
 def _icons(k, s, seed=0):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 from actlas.classes import (
     class_attribution,
@@ -17,7 +18,8 @@ from actlas.classes import (
     winners,
 )
 from actlas.collect import attribute
-from actlas.models import ModelSpec
+from actlas.formats.cells import read_cells
+from actlas.models.spec import ModelSpec
 
 CLS = np.array([[2, 1, 0], [1, 2, 0], [2, 0, 1], [0, 1, 3], [1, 3, 2], [3, 0, 1]])
 VAL = np.array([[5.0, 1.0, 0.0], [4.0, 3.0, 0.0], [0.5, 2.0, 0.1], [9.0, 1.0, 1.0], [0.1, 0.2, 0.3], [1.0, 0.5, 0.2]])
@@ -103,23 +105,21 @@ def test_embed_in_unit_square(method, dims):
 
 def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     """A tiny real run (TinyNet, 16 photos, every position) -> class atlas and comparison folders."""
-    from actlas import images as imgs
-    from actlas.stages.class_atlas import class_atlas
-    from actlas.stages.compare import compare
-    from actlas.stages.shards import write_index
-    from actlas import paths
-    from actlas.collect import collect
+    from actlas.data import images
+    from actlas.data.samples import load_samples
     from actlas.layout import moments, whitening
-    from actlas.models import load_model
+    from actlas.models.load import load_model
     from actlas.settings import RenderParams
-    from actlas.stages.samples import load_samples
+    from actlas.stages.class_atlas import class_atlas
+    from actlas.stages.collect import collect
+    from actlas.stages.compare import compare
+    from actlas.stages.shards import split_rows, write_plan
 
-    model = "tiny_models:tiny_net"
+    model = TINY
     _, spec = load_model(model)
     run = tmp_path / "run"
-    rows = imgs.list_images(tiny_dataset)
-    imgs.write_shards(rows, 1, run / "shards")
-    write_index(paths.shard_index(run), ["shard-00000"])
+    rows = images.list_images(tiny_dataset)
+    write_plan(run, split_rows(rows, 1))
     collect(
         run / "shards" / "shard-00000.txt",
         run / "collect" / "shard-00000.zarr",
@@ -155,12 +155,12 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
     meta = json.loads(path.read_text())
     assert meta["kind"] == "compare" and meta["pair"] == [str(a), str(b)]
     assert meta["classes"] == list(spec.categories)  # the model's classes, as in every atlas.json
-    cells = np.load(path.parent / "cells.npz")
+    cells = read_cells(path.parent / "cells.npz")
     va, _ = class_attribution(s.attr_class, s.attr_value, a)
     vb, _ = class_attribution(s.attr_class, s.attr_value, b)
     d = va - vb
-    for k, (i, _) in enumerate(cells["ij"]):  # columns follow attribution to A minus B
-        members = cells["order"][cells["offsets"][k] : cells["offsets"][k + 1]]
+    for k, (i, _) in enumerate(cells.ij):  # columns follow attribution to A minus B
+        members = cells.order[cells.offsets[k] : cells.offsets[k + 1]]
         if i == 3:
             assert (d[members] > 0).all()
         if i == 0:
@@ -169,7 +169,8 @@ def test_class_atlas_and_comparison_end_to_end(tiny_dataset, tmp_path):
 
 
 def test_unknown_class_names_the_closest(tmp_path):
-    from actlas.models import ModelError, resolve_class
+    from actlas.errors import ModelError
+    from actlas.models.classes import resolve_class
 
     with pytest.raises(ModelError, match="great white shark"):
         resolve_class("great white shrk", ("tench", "great white shark, white shark", "tiger shark"))

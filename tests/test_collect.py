@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from actlas import images as imgs
-from actlas import store
-from actlas.collect import attribute, collect, relaxed_max_pool, sample_positions
-from actlas.models import ModelSpec
+from actlas.collect import attribute, relaxed_max_pool, sample_positions
+from actlas.data import images, store
+from actlas.formats import shards as shard_files
+from actlas.models.spec import ModelSpec
+from actlas.stages.collect import collect
 
-
-@pytest.fixture(autouse=True)
-def _trust_test_factories(monkeypatch):
-    """The tests' own factories (``tiny_models:...``) are code the tests trust."""
-    monkeypatch.setenv("ACTLAS_TRUST_CODE", "1")
+pytestmark = pytest.mark.usefixtures("trust_code")  # the tests' own factories (tiny_models:...)
 
 
 def test_positions_avoid_edges_and_are_deterministic():
@@ -44,7 +41,7 @@ def test_attribution_matches_autograd_per_sample(tiny_model):
         for j in range(2):
             xb = x[b : b + 1]
             store_ = {}
-            h = tiny_model.features[3].register_forward_hook(lambda m, i, o: store_.setdefault("a", o))
+            h = tiny_model.features[3].register_forward_hook(lambda m, i, o, store_=store_: store_.setdefault("a", o))
             with torch.enable_grad(), relaxed_max_pool(tiny_model):
                 out = tiny_model(xb)
                 a = store_["a"]
@@ -68,9 +65,9 @@ def test_max_pool_gradient_is_relaxed_to_average(tiny_model):
 
 
 def _shard(tiny_dataset, tmp_path) -> Path:
-    rows = imgs.list_images(tiny_dataset)
+    rows = images.list_images(tiny_dataset)
     path = tmp_path / "shard-00000.txt"
-    path.write_text(imgs.format_shard(rows))
+    path.write_text(shard_files.format_shard(rows))
     return path
 
 
@@ -97,15 +94,17 @@ def test_collect_tiny_shard(tiny_dataset, tmp_path):
 
 
 def _collect_cmd(shard, out):
+    """``actlas collect`` on the tiny model, pausing 0.3 s after each commit (``slow_actlas``)."""
     return [
         sys.executable,
-        "-m",
-        "actlas",
+        str(Path(__file__).parent / "slow_actlas.py"),
+        "0.3",
         "collect",
         str(shard),
         str(out),
         "--model",
         "tiny_models:tiny_net",
+        "--trust-code",
         "--layer",
         "features.3",
         "--positions",
@@ -131,7 +130,6 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_dataset, tmp_path, kill_a
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src")]),
-        "ACTLAS_TEST_COMMIT_DELAY": "0.3",
     }
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     subprocess.run(_collect_cmd(shard, ref), env=env, check=True, capture_output=True)
@@ -187,7 +185,7 @@ def test_deterministic_bytes(tiny_dataset, tmp_path):
 
 # --------------------------------------------------------------------------- every layer kind
 
-from actlas.layers import LayerError, LayerKind
+from actlas.errors import LayerError
 
 
 def _block(source: str) -> dict:

@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from actlas.models import ModelDefaultWarning, load_model
+from actlas.models.block import ModelDefaultWarning
+from actlas.models.load import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "models.md"
@@ -47,9 +48,8 @@ def test_example_loads(name, tmp_path, monkeypatch):
         pytest.skip("shared assets not found")
     if name == "timm":
         pytest.importorskip("timm")
-    if name == "vit-card" or name == "factory":
-        if not (ROOT / "config" / "models" / "cifar10_vit.safetensors").exists():
-            pytest.skip("the ViT weights are not trained yet: scripts/train_vit.py")
+    if name in ("vit-card", "factory") and not (ROOT / "config" / "models" / "cifar10_vit.safetensors").exists():
+        pytest.skip("the ViT weights are not trained yet: scripts/train_vit.py")
     if name == "export":  # the doc's export recipe, on the tiny model (the shared MobileNetV2: test_models)
         from tiny_models import TinyNet
 

@@ -19,11 +19,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from torch import nn
 
-from actlas.collect import attribute, collect
-from actlas.models import ModelSpec
-from actlas.render import RenderParams, icon_key, render
+from actlas.collect import attribute
+from actlas.models.spec import ModelSpec
+from actlas.settings import RenderParams
+from actlas.stages.collect import collect
+from actlas.stages.render import icon_key
+from actlas.viz.render import render
 
 SPEC = ModelSpec(
     name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3, std=(0.25,) * 3
@@ -61,15 +65,15 @@ def test_channels_last_gives_the_same_activations(tiny_model):
 
 
 def test_collect_with_amp_stores_close_activations(tiny_model, tiny_dataset, tmp_path):
-    from actlas import images as imgs
-    from actlas import store
+    from actlas.data import images, store
+    from actlas.formats import shards as shard_files
 
-    rows = imgs.list_images(tiny_dataset)
+    rows = images.list_images(tiny_dataset)
     shard = tmp_path / "shard-00000.txt"
-    shard.write_text(imgs.format_shard(rows))
+    shard.write_text(shard_files.format_shard(rows))
     kw = dict(positions=3, attr_top=2, batch_size=8, chunk=8, workers=0, device="cpu", progress=False)
-    collect(shard, tmp_path / "fp32.zarr", "tiny_models:tiny_net", ["features.3"], **kw)
-    collect(shard, tmp_path / "bf16.zarr", "tiny_models:tiny_net", ["features.3"], amp=True, **kw)
+    collect(shard, tmp_path / "fp32.zarr", TINY, ["features.3"], **kw)
+    collect(shard, tmp_path / "bf16.zarr", TINY, ["features.3"], amp=True, **kw)
     a32 = store.read([tmp_path / "fp32.zarr"], "features.3/activation").astype(np.float32)
     a16 = store.read([tmp_path / "bf16.zarr"], "features.3/activation").astype(np.float32)
     assert a32.shape == a16.shape
@@ -84,7 +88,7 @@ def test_collect_with_amp_stores_close_activations(tiny_model, tiny_dataset, tmp
 
 
 def _directions(tiny_model, k=3):
-    from actlas import objectives
+    from actlas.viz import objectives
 
     x = torch.rand(k, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -158,8 +162,8 @@ def test_pixels_then_batch_scaling_equal_the_v2_pipeline_bit_for_bit(resize, cro
     """collect's loader moves uint8 (``spec.pixels``) and scales whole batches (``to_float``): the same floats."""
     from PIL import Image
 
-    from actlas.collect import _collate
-    from actlas.models import to_float
+    from actlas.models.spec import to_float
+    from actlas.stages.collect import collate as _collate
 
     spec = ModelSpec(name="t", source="t", input_size=crop, resize=resize)
     rng = np.random.default_rng(3)
@@ -196,7 +200,7 @@ class _ConvBN(nn.Module):
 
 
 def _outputs(net, layers, x):
-    from actlas.layers import capture
+    from actlas.nn.layers import capture
 
     with torch.no_grad(), capture(net, layers) as outs:
         logits = net(x)
@@ -205,7 +209,7 @@ def _outputs(net, layers, x):
 
 @pytest.mark.parametrize("layer", ["bn1", "conv2"])
 def test_fold_batchnorm_keeps_the_function_and_the_layer(layer):
-    from actlas.layers import fold_batchnorm
+    from actlas.nn.fastpaths import fold_batchnorm
 
     net = _ConvBN().eval()
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
@@ -219,7 +223,7 @@ def test_fold_batchnorm_keeps_the_function_and_the_layer(layer):
 
 
 def test_fold_batchnorm_undoes_a_fold_that_changes_the_output():
-    from actlas.layers import fold_batchnorm
+    from actlas.nn.fastpaths import fold_batchnorm
 
     net = _ConvBN(reuse=True).eval()
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
@@ -230,8 +234,9 @@ def test_fold_batchnorm_undoes_a_fold_that_changes_the_output():
     assert fold_batchnorm(net.train(), SPEC, [], 16) == 0  # training mode: the batch's statistics, nothing folded
 
 
+@pytest.mark.slow
 def test_fold_batchnorm_on_the_real_mobilenet(mobilenet):
-    from actlas.layers import fold_batchnorm
+    from actlas.nn.fastpaths import fold_batchnorm
 
     net, spec = copy.deepcopy(mobilenet[0]), mobilenet[1]  # the session's model stays as loaded
     x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
@@ -252,7 +257,7 @@ def test_same_padding_conv_equals_explicit_padding(size, kernel, stride, dilatio
     # Conv2dSame: the output of F.pad then a plain convolution, for even and uneven splits, in both memory formats.
     import torch.nn.functional as F
 
-    from actlas.models import Conv2dSame, same_padding, use_tf_same_padding
+    from actlas.nn.padding import Conv2dSame, same_padding, use_tf_same_padding
 
     torch.manual_seed(0)
     conv = use_tf_same_padding(nn.Sequential(nn.Conv2d(4, 8, kernel, stride=stride, dilation=dilation, groups=groups)))[
@@ -267,12 +272,14 @@ def test_same_padding_conv_equals_explicit_padding(size, kernel, stride, dilatio
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch, threads", [(1, 1), (8, 1), (20, 1), (8, 2)])
 def test_pointwise_matmul_equals_the_convolution_bit_for_bit(batch, threads, mobilenet):
     # A 1x1 convolution run as a matmul over the channels-last tensor, where torch would run it
     # through im2col (one thread, under 16 images): the very bits of the convolution, values and
     # input gradients, on the real MobileNetV2 to features.13; elsewhere the convolution itself.
-    from actlas.layers import PointwiseConv2d, capture, pointwise_as_matmul, run_until
+    from actlas.nn.fastpaths import PointwiseConv2d, pointwise_as_matmul
+    from actlas.nn.layers import capture, run_until
 
     net, spec = copy.deepcopy(mobilenet[0]), mobilenet[1]
     x = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -306,8 +313,9 @@ from actlas.allocator import keep_freed_memory
 tuned = keep_freed_memory() if sys.argv[1] == "tuned" else False
 torch.set_num_threads(1)
 from tiny_models import TinyNet
-from actlas.models import ModelSpec
-from actlas.render import RenderParams, render
+from actlas.models.spec import ModelSpec
+from actlas.settings import RenderParams
+from actlas.viz.render import render
 spec = ModelSpec(name="tiny", source="tiny_models:tiny_net", input_size=(32, 32), resize=32, mean=(0.5,) * 3,
                  std=(0.25,) * 3)
 directions = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny_run import LAYER, make_tiny_run
 from PIL import Image
 
-from actlas import images as imgs
-from actlas import store
-from actlas import paths
-from actlas.stages.samples import load_samples
+from actlas.data import store
+from actlas.data.samples import load_samples
+from actlas.formats import shards as shard_files
+from actlas.formats.shards import shard_stores
 from actlas.verify import seal, verify_run
-
-from _tiny_run import LAYER, make_tiny_run
 
 TRIALS = 240
 
@@ -51,7 +50,7 @@ def _reads(run: Path) -> dict:
     for field in ("activation", "attr_class", "attr_value", "image", "position", "label", "pred", "prob", "size"):
         out[f"samples.{field}"] = getattr(samples, field)
     out["samples.spatial"], out["samples.paths"] = samples.spatial, samples.paths
-    out["layout.activation"] = np.asarray(store.read_dask(paths.shard_stores(run), f"{LAYER}/activation").compute())
+    out["layout.activation"] = np.asarray(store.read_dask(shard_stores(run), f"{LAYER}/activation").compute())
     for p in sorted(run.rglob("*")):
         if ".zarr" in str(p) or not p.is_file() or p.name.startswith(".actlas"):
             continue
@@ -64,7 +63,7 @@ def _reads(run: Path) -> dict:
         elif p.suffix == ".json":
             out[key] = json.loads(p.read_text())
         elif p.suffix == ".txt":
-            out[key] = imgs.read_shard(p)
+            out[key] = shard_files.read_shard(p)
         elif p.suffix in (".png", ".jpg"):
             with Image.open(p) as im:
                 out[key] = np.asarray(im.convert("RGB"))

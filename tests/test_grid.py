@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actlas.grid import bin_coords, grid, members
+from actlas.grid import bin_coords, grid
 
 
 def test_bin_edges_half_open_and_one_in_last_cell():
@@ -23,12 +23,12 @@ def test_grid_directions_and_labels():
     cls = np.array([[0, 1], [0, 1], [2, 1], [2, 1], [1, 0]])
     val = np.array([[1.0, 0.1], [3.0, 0.1], [2.0, 0.0], [1.0, 0.5], [9.0, 9.0]])
     cells = grid(coords, acts, cls, val, 2, min_count=2, n_classes=3)
-    assert cells["ij"].tolist() == [[0, 0], [1, 1]]
-    assert cells["count"].tolist() == [2, 2]
-    np.testing.assert_allclose(cells["direction"], [[2, 0], [0, 3]])
-    np.testing.assert_allclose(cells["attribution"][0], [2.0, 0.1, 0.0])
-    assert cells["label"].tolist() == [0, 2]
-    assert sorted(members(cells, 1).tolist()) == [2, 3]
+    assert cells.ij.tolist() == [[0, 0], [1, 1]]
+    assert cells.count.tolist() == [2, 2]
+    np.testing.assert_allclose(cells.direction, [[2, 0], [0, 3]])
+    np.testing.assert_allclose(cells.attribution[0], [2.0, 0.1, 0.0])
+    assert cells.label.tolist() == [0, 2]
+    assert sorted(cells.members(1).tolist()) == [2, 3]
 
 
 def test_a_cell_of_negative_attributions_is_labelled_by_a_class_it_recorded():
@@ -39,8 +39,8 @@ def test_a_cell_of_negative_attributions_is_labelled_by_a_class_it_recorded():
     cls = np.array([[3, 5], [5, 3], [1, 2], [2, 1]])
     val = np.array([[-2.0, -0.5], [-0.1, -3.0], [1.0, 2.0], [1.0, 0.5]])
     cells = grid(coords, acts, cls, val, 2, min_count=2, n_classes=6)
-    assert cells["label"].tolist() == [5, 2]  # -0.3 beats -2.5 and the unrecorded zeros; then the best positive
-    assert cells["attribution"][0, 0] == 0.0
+    assert cells.label.tolist() == [5, 2]  # -0.3 beats -2.5 and the unrecorded zeros; then the best positive
+    assert cells.attribution[0, 0] == 0.0
 
 
 def test_grid_too_large_says_so():
@@ -62,6 +62,6 @@ def test_every_sample_in_exactly_one_cell(points, n):
     assert inside.all()
     acts = np.ones((len(coords), 3), dtype=np.float32)
     cells = grid(coords, acts, np.zeros((len(coords), 1), int), np.ones((len(coords), 1)), n, min_count=1)
-    assert cells["count"].sum() == len(coords)
-    assert sorted(cells["order"].tolist()) == list(range(len(coords)))
-    assert len({tuple(x) for x in cells["ij"].tolist()}) == len(cells["ij"])
+    assert cells.count.sum() == len(coords)
+    assert sorted(cells.order.tolist()) == list(range(len(coords)))
+    assert len({tuple(x) for x in cells.ij.tolist()}) == len(cells.ij)

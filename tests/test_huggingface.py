@@ -7,11 +7,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from actlas import store  # noqa: E402
-from actlas.collect import collect  # noqa: E402
-from actlas.layers import list_layers  # noqa: E402
-from actlas.models import load_model  # noqa: E402
-from actlas.render import centre_activations  # noqa: E402
+from actlas.data import store
+from actlas.models.load import load_model
+from actlas.nn.layers import list_layers
+from actlas.stages.collect import collect
+from actlas.viz.render import centre_activations
 
 BLOCK = {
     "source": "tiny_models:hf_vit",
@@ -42,13 +42,14 @@ def test_hugging_face_classifier_gives_logits_labels_and_token_layers():
 
 
 def test_collect_a_hugging_face_block(tiny_dataset, tmp_path):
-    from actlas import images as imgs
+    from actlas.data import images
+    from actlas.formats import shards as shard_files
 
     model, _ = load_model(BLOCK)
     layer = _layer(model)
-    rows = imgs.list_images(tiny_dataset)
+    rows = images.list_images(tiny_dataset)
     shard = tmp_path / "shard-00000.txt"
-    shard.write_text(imgs.format_shard(rows))
+    shard.write_text(shard_files.format_shard(rows))
     summary = collect(
         shard, tmp_path / "hf.zarr", BLOCK, [layer], positions=3, attr_top=2, batch_size=4, workers=0, progress=False
     )

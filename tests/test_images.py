@@ -13,12 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 from PIL import Image
 
-from actlas import images as imgs
+from actlas.data import decode as dec
+from actlas.data import images
+from actlas.errors import DataError
+from actlas.formats import shards as shard_files
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from make_bad import Case, make  # noqa: E402
+from make_bad import Case, make
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +47,9 @@ def test_corpus_entry_decoded_or_skipped_with_reason(corpus, name):
     out, cases = corpus
     case = cases[name]
     if case.expect == "unlisted":
-        assert not any(p == str((out / name).absolute()) for p, _ in imgs.list_images(out))
+        assert not any(p == str((out / name).absolute()) for p, _ in images.list_images(out))
         return
-    image, reason = imgs.decode(out / name)
+    image, reason = dec.decode(out / name)
     if case.expect == "skipped":
         assert image is None, f"{name} ({case.why}) should be skipped"
         assert reason.startswith(case.reason), f"{name}: {reason!r} does not start with {case.reason!r}"
@@ -65,14 +69,14 @@ def test_real_photos_in_corpus(corpus):
     if not photos:
         pytest.skip("shared photos not found")
     for name in photos:
-        image, reason = imgs.decode(out / name)
+        image, reason = dec.decode(out / name)
         assert reason == "" and image.size == cases[name].size
         assert np.asarray(image).std() > 10  # a real photo, not blank
 
 
 def test_listing_ends_on_loops_and_lists_every_file_once(corpus):
     out, cases = corpus
-    rows = imgs.list_images(out)
+    rows = images.list_images(out)
     paths = [p for p, _ in rows]
     assert len(paths) == len(set(paths)), "an image listed twice"
     expected = {str((out / n).absolute()) for n, c in cases.items() if c.listed}
@@ -88,14 +92,14 @@ def test_folder_links_are_followed_once(tmp_path):
     top.mkdir()
     (top / "n01440764").symlink_to(real)
     (top / "z-again").symlink_to(real)  # a second route to the same folder (sorted later): not walked
-    rows = imgs.list_images(top, synsets=("n01440764",))
+    rows = images.list_images(top, synsets=("n01440764",))
     assert rows == [(str(top / "n01440764" / "a.jpg"), 0)]
 
 
 def test_list_file_with_bad_label_names_the_line(tmp_path):
     (tmp_path / "list.txt").write_text("a.jpg\t3\nb.jpg\tcat\n")
     with pytest.raises(ValueError, match=r"list.txt:2: label 'cat'"):
-        imgs.list_images(tmp_path / "list.txt")
+        images.list_images(tmp_path / "list.txt")
 
 
 def test_unreadable_file_is_skipped_as_permission_denied(tmp_path, monkeypatch):
@@ -110,7 +114,7 @@ def test_unreadable_file_is_skipped_as_permission_denied(tmp_path, monkeypatch):
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", denied)
-    assert imgs.decode(path) == (None, "permission denied")
+    assert dec.decode(path) == (None, "permission denied")
 
 
 def test_any_decoder_exception_becomes_a_skip(tmp_path, monkeypatch):
@@ -122,14 +126,14 @@ def test_any_decoder_exception_becomes_a_skip(tmp_path, monkeypatch):
         raise IndexError("plugin bug")
 
     monkeypatch.setattr(Image.Image, "load", boom)
-    image, reason = imgs.decode(path)
+    image, reason = dec.decode(path)
     assert image is None and reason == "corrupt: IndexError: plugin bug"
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "F", "1"])
 def test_to_rgb_gives_8bit_rgb_for_every_mode(mode):
     image = Image.new(mode, (5, 3))
-    out = imgs.to_rgb(image)
+    out = dec.to_rgb(image)
     assert out.mode == "RGB" and out.size == (5, 3)
 
 
@@ -142,16 +146,16 @@ def test_collect_on_corpus_skips_bad_and_keeps_every_good_image(corpus, card, tm
     """
     import torch
 
-    from actlas import store
-    from actlas.collect import collect
-    from actlas.models import load_model
+    from actlas.data import store
+    from actlas.models.load import load_model
+    from actlas.stages.collect import collect
 
     torch.set_num_threads(2)
     out, cases = corpus
     _, spec = load_model(card)
-    rows = imgs.list_images(out, spec.synsets, spec.categories)
+    rows = images.list_images(out, spec.synsets, spec.categories)
     shard = tmp_path / "shard-00000.txt"
-    shard.write_text(imgs.format_shard(rows))
+    shard.write_text(shard_files.format_shard(rows))
     zarr_path = tmp_path / "shard-00000.zarr"
     summary = collect(
         shard,
@@ -212,8 +216,9 @@ ODD_NAMES = [
 
 
 def test_any_file_name_round_trips_and_a_bad_one_costs_no_neighbour(tmp_path):
-    from actlas import store
-    from actlas.collect import collect
+    from actlas.data import store
+    from actlas.stages.collect import collect
+    from actlas.stages.shards import split_rows, write_plan
 
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -221,18 +226,19 @@ def test_any_file_name_round_trips_and_a_bad_one_costs_no_neighbour(tmp_path):
     for name in ODD_NAMES:
         Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / name, format="JPEG")
     bad = os.path.join(os.fsencode(folder), b"latin1-\xe9.jpg")  # not valid UTF-8
-    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(open(bad, "wb"), format="JPEG")
+    with open(bad, "wb") as f:
+        Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(f, format="JPEG")
     skipped: list[tuple[str, str]] = []
-    good = imgs.list_images(folder, skipped=skipped)
+    good = images.list_images(folder, skipped=skipped)
     assert sorted(Path(p).name for p, _ in good) == sorted(ODD_NAMES)
     assert [(Path(p).name, r) for p, r in skipped] == [
         (os.fsdecode(b"latin1-\xe9.jpg"), "file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file")
     ]
-    # a path that is not valid UTF-8 reaching write_shards (from a list file, say) is skipped there
+    # a path that is not valid UTF-8 reaching a shard plan (from a list file, say) is skipped there
     rows = [*good, (os.fsdecode(bad), 0)]
-    lists = imgs.write_shards(rows, 1, tmp_path / "shards", skipped)
-    assert imgs.read_shard(lists[0]) == good  # tabs, newlines, dashes, quotes, Unicode: all round-trip
-    listed = imgs.read_skipped(tmp_path / "shards" / "skipped.tsv")
+    lists = write_plan(tmp_path, split_rows(rows, 1, skipped))
+    assert shard_files.read_shard(lists[0]) == good  # tabs, newlines, dashes, quotes, Unicode: all round-trip
+    listed = shard_files.read_skipped(tmp_path / "shards" / "skipped.tsv")
     assert sorted(r for _, r in listed) == [
         "file name 'latin1-\\xe9.jpg' is not valid UTF-8: rename the file",
         "path is not valid UTF-8: rename the file",
@@ -241,7 +247,7 @@ def test_any_file_name_round_trips_and_a_bad_one_costs_no_neighbour(tmp_path):
     summary = collect(
         lists[0],
         tmp_path / "s.zarr",
-        "tiny_models:tiny_net",
+        TINY,
         ["features.3"],
         positions=1,
         attr_top=1,
@@ -257,14 +263,15 @@ def test_any_file_name_round_trips_and_a_bad_one_costs_no_neighbour(tmp_path):
 
 def test_skipped_list_round_trips_odd_names(tmp_path):
     rows = [(f"/x/{name}", "not an image: reason\twith tab") for name in ODD_NAMES]
-    (tmp_path / "s.tsv").write_text(imgs.format_skipped(rows))
-    assert [p for p, _ in imgs.read_skipped(tmp_path / "s.tsv")] == [p for p, _ in rows]
-    assert all("\t" not in r for _, r in imgs.read_skipped(tmp_path / "s.tsv"))
+    (tmp_path / "s.tsv").write_text(shard_files.format_skipped(rows))
+    assert [p for p, _ in shard_files.read_skipped(tmp_path / "s.tsv")] == [p for p, _ in rows]
+    assert all("\t" not in r for _, r in shard_files.read_skipped(tmp_path / "s.tsv"))
 
 
-def test_old_tab_separated_shard_lists_are_still_read(tmp_path):
-    (tmp_path / "shard-00000.txt").write_text("/a/b.jpg\t3\n/a/c d.jpg\t-1\n")
-    assert imgs.read_shard(tmp_path / "shard-00000.txt") == [("/a/b.jpg", 3), ("/a/c d.jpg", -1)]
+def test_a_damaged_shard_list_line_is_named(tmp_path):
+    (tmp_path / "shard-00000.txt").write_text('{"path": "/a/b.jpg", "label": 3}\n/a/c d.jpg\t-1\n')
+    with pytest.raises(DataError, match=r"shard-00000.txt:2: damaged shard list line"):
+        shard_files.read_shard(tmp_path / "shard-00000.txt")
 
 
 def test_every_pillow_format_decodes_and_the_rest_are_listed_as_skipped(tmp_path):
@@ -290,32 +297,32 @@ def test_every_pillow_format_decodes_and_the_rest_are_listed_as_skipped(tmp_path
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "figure.eps").write_text("%!PS-Adobe-3.0 EPSF-3.0\n")
     skipped: list[tuple[str, str]] = []
-    rows = imgs.list_images(folder, skipped=skipped)
+    rows = images.list_images(folder, skipped=skipped)
     assert sorted(Path(p).name for p, _ in rows) == sorted(written)
     for path, _ in rows:
-        image, reason = imgs.decode(path)
+        image, reason = dec.decode(path)
         assert image is not None and image.size == (20, 12), (path, reason)
         assert max(abs(a - b) for a, b in zip(image.getpixel((10, 6)), (200, 40, 10))) <= 12, path
     reasons = {Path(p).name: r for p, r in skipped}
     assert set(reasons) >= {"notes.txt", "figure.eps"}
     assert reasons["notes.txt"] == "unknown extension .txt: not an image format Pillow reads"
     assert "Ghostscript" in reasons["figure.eps"]
-    if ".heic" not in imgs.EXTENSIONS:
+    if ".heic" not in dec.EXTENSIONS:
         assert reasons["photo.heic"].startswith("format HEIC (.heic): this Pillow cannot decode it")
 
 
 def test_avif_is_named_when_pillow_cannot_decode_it(monkeypatch):
-    monkeypatch.setattr(imgs, "EXTENSIONS", tuple(e for e in imgs.EXTENSIONS if e != ".avif"))
-    assert imgs.unlisted_reason("holiday.AVIF").startswith("format AVIF (.avif): this Pillow cannot decode it")
+    monkeypatch.setattr(dec, "EXTENSIONS", tuple(e for e in dec.EXTENSIONS if e != ".avif"))
+    assert dec.unlisted_reason("holiday.AVIF").startswith("format AVIF (.avif): this Pillow cannot decode it")
 
 
 def test_formats_are_every_decodable_one_with_photo_formats_first():
     """Pillow tries ``FORMATS`` in order: the common photo formats first (JPEG tried after 20 others
     doubled the cost of opening a small JPEG), and no format gained or lost by the order."""
     Image.init()
-    assert set(imgs.FORMATS) == {f for f in Image.OPEN if f not in imgs.REFUSED}
-    assert len(imgs.FORMATS) == len(set(imgs.FORMATS))
-    assert imgs.FORMATS[:2] == ("JPEG", "PNG")
+    assert set(dec.FORMATS) == {f for f in Image.OPEN if f not in dec.REFUSED}
+    assert len(dec.FORMATS) == len(set(dec.FORMATS))
+    assert dec.FORMATS[:2] == ("JPEG", "PNG")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -326,8 +333,8 @@ def test_decode_pixels_agrees_with_decode_on_every_corpus_entry(corpus, name):
     out, cases = corpus
     if cases[name].expect == "unlisted":
         return
-    image, reason = imgs.decode(out / name)
-    pixels, fast_reason = imgs.decode_pixels(out / name)
+    image, reason = dec.decode(out / name)
+    pixels, fast_reason = dec.decode_pixels(out / name)
     assert fast_reason == reason
     if image is None:
         assert pixels is None
@@ -340,7 +347,7 @@ def test_only_plain_jpegs_take_the_fast_path(corpus):
     """The torchvision path takes complete 8-bit JPEGs of 1 or 3 components with no EXIF or Adobe block,
     within the size checks; everything else (a rotation, CMYK, a cut file, a lying header) goes to Pillow."""
     out, cases = corpus
-    plain = {n for n in cases if (out / n).is_file() and imgs._plain_jpeg((out / n).read_bytes())}
+    plain = {n for n in cases if (out / n).is_file() and dec._plain_jpeg((out / n).read_bytes())}
     photos = {n for n in cases if n.endswith(".JPEG")}
     assert {"grey.jpg", "progressive.jpg", "jpeg-named.png"} | photos <= plain
     assert not plain & {

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from actlas.layers import LayerError, capture, get_layer, layer_names, list_layers, run_until
+from actlas.errors import LayerError
+from actlas.nn.layers import capture, get_layer, layer_names, list_layers, run_until
 
 
 def test_names_are_module_paths(tiny_model):
@@ -25,11 +26,10 @@ def test_list_layers_shapes(tiny_model):
 
 def test_capture_removes_hooks_even_on_error(tiny_model):
     layer = get_layer(tiny_model, "features.0")
-    with pytest.raises(RuntimeError):
-        with capture(tiny_model, ["features.0"]) as outs:
-            tiny_model(torch.zeros(1, 3, 32, 32))
-            assert outs["features.0"].shape == (1, 8, 32, 32)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), capture(tiny_model, ["features.0"]) as outs:
+        tiny_model(torch.zeros(1, 3, 32, 32))
+        assert outs["features.0"].shape == (1, 8, 32, 32)
+        raise RuntimeError("boom")
     assert not layer._forward_hooks
 
 
@@ -44,7 +44,8 @@ def test_run_until_stops_early(tiny_model):
 
 # --------------------------------------------------------------------------- layer kinds
 
-from actlas.layers import LayerKind, detect_kind, layer_kinds, layer_view
+from actlas.nn.kinds import LayerKind, detect_kind, layer_view
+from actlas.nn.layers import layer_kinds
 
 
 def _line(err) -> str:

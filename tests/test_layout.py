@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from actlas.layout import moments, normalize_coords, whitening
-from actlas.objectives import whiten_directions
+from actlas.viz.objectives import whiten_directions
 
 
 def test_moments_numpy_and_dask_agree():
@@ -27,7 +27,10 @@ def test_whitening_stable_with_dead_channels():
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1, rtol=1e-5)
     # a larger ridge moves the whitened direction towards the raw one
     raw = np.array([[1, 1, 1, 0, 0, 0, 1, 1]], dtype=np.float32)
-    cos = lambda a, b: float((a @ b.T).item() / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+
+    def cos(a, b) -> float:
+        return float((a @ b.T).item() / np.linalg.norm(a) / np.linalg.norm(b))
+
     assert cos(whiten_directions(raw, whitening(cov, 10.0)), raw) > cos(
         whiten_directions(raw, whitening(cov, 0.01)), raw
     )

@@ -1,20 +1,13 @@
-import pickle
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actlas.models import (
-    Conv2dSame,
-    ModelError,
-    load_model,
-    load_weights,
-    resolve_class,
-    same_padding,
-    use_tf_same_padding,
-)
+from actlas.errors import ModelError
+from actlas.models.classes import resolve_class
+from actlas.models.load import load_model
+from actlas.models.weights import load_weights
+from actlas.nn.padding import Conv2dSame, same_padding, use_tf_same_padding
 
 
 def test_same_padding_stride2_even_input_pads_after_only():
@@ -45,6 +38,7 @@ def test_tf_same_keeps_state_dict_keys(tiny_model):
     assert set(m.state_dict()) == keys
 
 
+@pytest.mark.slow
 def test_card_loads_with_preprocessing(mobilenet):
     model, spec = mobilenet
     assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.5, 0.5, 0.5)
@@ -106,7 +100,8 @@ def test_plain_torch_weights_load_safely(tmp_path, tiny_model):
 @pytest.mark.slow
 def test_tf_same_padding_raises_accuracy_on_real_photos(card):
     """The card's padding matters: TF SAME beats torchvision's symmetric padding on real photos."""
-    from actlas.images import decode, list_images
+    from actlas.data.decode import decode
+    from actlas.data.images import list_images
 
     model_tf, spec = load_model(card)
     model_sym, _ = load_model(card, padding="default")
@@ -129,7 +124,8 @@ import json
 import warnings
 from pathlib import Path
 
-from actlas.models import FIELD_NAMES, MODEL_FIELDS, ModelDefaultWarning, model_block, model_options, select_logits
+from actlas.models.block import FIELD_NAMES, MODEL_FIELDS, ModelDefaultWarning, model_block, model_options
+from actlas.models.logits import select_logits
 
 TINY = {
     "source": "tiny_models:tiny_net",
@@ -139,11 +135,6 @@ TINY = {
     "std": [0.25] * 3,
     "labels": [f"class{i}" for i in range(10)],
 }
-
-
-@pytest.fixture(autouse=True)
-def _untrusted(monkeypatch):
-    monkeypatch.delenv("ACTLAS_TRUST_CODE", raising=False)
 
 
 def _one_line(err) -> str:
@@ -331,7 +322,7 @@ def _export(model: nn.Module, path: Path, size: int = 32) -> Path:
 
 
 def test_export_source_keeps_module_paths(tmp_path, tiny_model):
-    from actlas.layers import capture, layer_names
+    from actlas.nn.layers import capture, layer_names
 
     path = _export(tiny_model, tmp_path / "tiny.pt2")
     model, spec = load_model({"source": f"export:{path}", "input_size": [32, 32]})
@@ -352,7 +343,7 @@ def test_timm_source_takes_preprocessing_and_labels_from_timm():
     assert spec.mean == (0.5,) * 3 and spec.std == (0.5,) * 3
     assert len(spec.categories) == 1000 and spec.short_name(0) == "tench" and spec.synsets[0] == "n01440764"
     assert model(torch.zeros(1, 3, *spec.input_size)).shape == (1, 1000)
-    from actlas.layers import list_layers
+    from actlas.nn.layers import list_layers
 
     block = {r["layer"]: r for r in list_layers(model, spec.input_size)}["blocks.0"]
     assert (block["kind"], block["grid"], block["prefix"]) == ("tokens", [10, 10], 1)
@@ -360,12 +351,12 @@ def test_timm_source_takes_preprocessing_and_labels_from_timm():
 
 def test_card_architecture_may_name_timm():
     pytest.importorskip("timm")
-    from actlas.models import _known_builder
+    from actlas.models.sources import known_builder
 
-    assert _known_builder("timm:test_vit") == ("timm", "test_vit")
-    assert _known_builder("torchvision.models.resnet18") == ("torchvision", "resnet18")
-    assert _known_builder("actlas:cifar10_resnet20") == ("actlas", "cifar10_resnet20")
-    assert _known_builder("torchvision.models.os") is None and _known_builder("subprocess.run") is None
+    assert known_builder("timm:test_vit") == ("timm", "test_vit")
+    assert known_builder("torchvision.models.resnet18") == ("torchvision", "resnet18")
+    assert known_builder("actlas:cifar10_resnet20") == ("actlas", "cifar10_resnet20")
+    assert known_builder("torchvision.models.os") is None and known_builder("subprocess.run") is None
 
 
 # --------------------------------------------------------------------------- real models
@@ -378,7 +369,8 @@ CIFAR_TEST = Path(__file__).resolve().parents[2] / "shared" / "assets" / "images
 def test_cifar10_resnet20_card_is_accurate_on_real_photos():
     if not CIFAR_TEST.exists():
         pytest.skip("shared CIFAR-10 photos not found")
-    from actlas.images import decode, list_images
+    from actlas.data.decode import decode
+    from actlas.data.images import list_images
 
     model, spec = load_model(str(RESNET20))
     assert spec.input_size == (32, 32) and spec.resize == 0 and spec.categories[0] == "airplane"
@@ -393,7 +385,8 @@ def test_cifar10_resnet20_card_is_accurate_on_real_photos():
 
 def test_parse_time_reads_a_cards_inline_labels(tmp_path):
     """The workflow's planner labels CIFAR folders from the built-in card, whose labels are a list, not a file."""
-    from actlas.stages.shards import label_space, plan
+    from actlas.models.sources import label_space
+    from actlas.stages.shards import plan
 
     synsets, categories = label_space(str(RESNET20))
     assert synsets == () and categories[:2] == ("airplane", "automobile") and len(categories) == 10
@@ -406,7 +399,7 @@ def test_parse_time_reads_a_cards_inline_labels(tmp_path):
 
 @pytest.mark.slow
 def test_export_of_the_shared_mobilenet(tmp_path, card):
-    from actlas.layers import list_layers
+    from actlas.nn.layers import list_layers
 
     net, spec = load_model(card)
     path = _export(net, tmp_path / "mobilenet.pt2", 224)
@@ -458,7 +451,8 @@ def test_schema_accepts_a_model_block_and_refuses_a_typo():
 
 
 def test_flags_and_rule_arguments_make_the_same_block(tmp_path, tiny_model):
-    from actlas.models import load_spec, model_from_flags
+    from actlas.models.block import model_from_flags
+    from actlas.models.load import load_spec
     from actlas.smk import model_arg
 
     block = model_from_flags(
@@ -501,8 +495,9 @@ def test_cifar10_vit_card_is_accurate_on_real_photos():
     """The project's own ViT (scripts/train_vit.py): at least 50% on cifar10-test (63% on all 10,000)."""
     if not CIFAR_TEST.exists():
         pytest.skip("shared CIFAR-10 photos not found")
-    from actlas.images import decode, list_images
-    from actlas.layers import list_layers
+    from actlas.data.decode import decode
+    from actlas.data.images import list_images
+    from actlas.nn.layers import list_layers
 
     model, spec = load_model(str(VIT))
     rows = list_images(CIFAR_TEST, spec.synsets, spec.categories)[::25]  # 400 photos, 40 per class
@@ -519,12 +514,12 @@ def test_model_flags_mirror_the_block():
     import click
     from click.testing import CliRunner
 
-    from actlas.model_flags import model_block_from, model_flags
+    from actlas.cli_options import model_block_from, model_flags
 
     seen = {}
 
     @click.command()
-    @model_flags
+    @model_flags()
     def cmd(**params):
         seen["block"] = model_block_from(params)
         seen["rest"] = params
@@ -562,8 +557,8 @@ def test_default_warning_prints_as_one_line(capsys):
     import sys
 
     code = (
-        "from actlas.model_flags import one_line_warnings; one_line_warnings(); "
-        "from actlas.models import load_model; load_model('tiny_models:tiny_net', trust_code=True)"
+        "from actlas.cli_options import one_line_warnings; one_line_warnings(); "
+        "from actlas.models.load import load_model; load_model('tiny_models:tiny_net', trust_code=True)"
     )
     here = Path(__file__).parent
     env = {"PYTHONPATH": f"{here}:{here.parent / 'src'}", "PATH": "/usr/bin:/bin"}
@@ -573,7 +568,7 @@ def test_default_warning_prints_as_one_line(capsys):
 
 
 def test_a_mistyped_layer_kind_fails_at_load_time():
-    from actlas.layers import LayerError
+    from actlas.errors import LayerError
 
     with pytest.raises(LayerError, match="unknown layer kind 'token'") as err:
         load_model({**TINY, "layer_kinds": {"fc": "token"}})

@@ -11,13 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from actlas.models import ModelSpec
-from actlas.patches import (
-    CORNERS,
+from actlas.models.spec import ModelSpec
+from actlas.patches.experiment import (
     Photos,
-    Trial,
-    beats_controls,
-    choose_photos,
     corner_offset,
     evaluate_patch,
     paste,
@@ -26,11 +22,14 @@ from actlas.patches import (
     random_crops,
     run_trial,
     split_halves,
-    summarise,
     variants,
-    wilson,
 )
+from actlas.patches.photos import choose_photos
+from actlas.patches.stats import Trial, beats_controls, summarise, wilson
+from actlas.settings import CORNERS
 from actlas.stages.patch import load_patch
+
+pytestmark = pytest.mark.usefixtures("trust_code")  # the tests' own factories (tiny_models:...)
 
 SPEC = ModelSpec(
     name="tiny",
@@ -170,7 +169,7 @@ def test_controls_use_the_same_photos_and_protocol(tiny_model):
     )
     kinds = {k for (_, k) in trials}
     assert kinds == {"patch", "noise", "random_image"}
-    for (_, kind), (idx, trial) in trials.items():
+    for idx, trial in trials.values():
         assert np.array_equal(idx, subset)  # same photos
         assert trial.prob.shape == (4, 4, 2) and trial.corners == CORNERS  # same protocol
     pops = entry["populations"]["not_target"]
@@ -210,19 +209,18 @@ def test_load_patch_cell_and_image(tmp_path):
 @pytest.mark.slow
 def test_patch_experiment_on_real_photos(card, tmp_path):
     """A few real photos through the whole experiment: report, markdown and figures."""
-    from actlas.images import list_images, write_shards
-    from actlas.models import load_model
-    from actlas import paths
-    from actlas.stages.patch import patch
-    from actlas.stages.shards import write_index
     from conftest import VAL
+
+    from actlas.data.images import list_images
+    from actlas.models.load import load_model
+    from actlas.stages.patch import patch
+    from actlas.stages.shards import split_rows, write_plan
 
     _, spec = load_model(card)
     dirs = [VAL / spec.synsets[spec.class_index(c)] for c in ("grey whale", "snorkel", "ibex", "tile roof")]
     rows = [r for d in dirs for r in list_images(d, spec.synsets, spec.categories)]
     run = tmp_path / "run"
-    write_shards(rows, 1, run / "shards")
-    write_index(paths.shard_index(run), ["shard-00000"])
+    write_plan(run, split_rows(rows, 1))
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "n.png")
     path = patch(
         run,
@@ -278,7 +276,7 @@ def test_commands_have_help_with_an_example(tmp_path):
 
 
 def test_discovery_holds_out_every_source_photo(tiny_model):
-    from actlas.patches import discover
+    from actlas.patches.experiment import discover
 
     x = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     prob, top = predict(tiny_model, SPEC, x, 0)
@@ -317,17 +315,15 @@ def test_near_target_population_and_random_sample_stay_apart(tiny_model):
 
 
 def test_near_target_mask_reads_the_stored_top5(tiny_dataset, tmp_path):
-    from actlas import images as imgs
-    from actlas import store
-    from actlas.collect import collect
-    from actlas import paths
+    from actlas.data import images, store
+    from actlas.formats import shards as shard_files
+    from actlas.stages.collect import collect
     from actlas.stages.patch import near_target_mask
-    from actlas.stages.shards import write_index
+    from actlas.stages.shards import split_rows, write_plan
 
-    rows = imgs.list_images(tiny_dataset)
+    rows = images.list_images(tiny_dataset)
     run = tmp_path / "run"
-    imgs.write_shards(rows, 2, run / "shards")
-    write_index(paths.shard_index(run), ["shard-00000", "shard-00001"])
+    write_plan(run, split_rows(rows, 2))
     for lst in sorted((run / "shards").glob("shard-*.txt")):
         collect(
             lst,
@@ -341,7 +337,7 @@ def test_near_target_mask_reads_the_stored_top5(tiny_dataset, tmp_path):
             device="cpu",
             progress=False,
         )
-    n = sum(len(imgs.read_shard(p)) for p in (run / "shards").glob("shard-*.txt"))
+    n = sum(len(shard_files.read_shard(p)) for p in (run / "shards").glob("shard-*.txt"))
     pred = store.read(sorted((run / "collect").glob("shard-*.zarr")), "images/pred")
     target = int(pred[:, 1][0])  # second choice of the first photo: near for it
     mask = near_target_mask(run, n, target)
@@ -367,18 +363,17 @@ def _cifar_folder(root: Path, split: str, counts: dict[str, int]) -> Path:
 def test_held_out_evaluation_never_searches_its_photos(tmp_path):
     """With evaluate, the rates come from held-out photos classified correctly, discovery searches the
     run's source photos only, and the dataset-patch crops of the target's cells are candidates."""
-    from actlas import images as imgs
-    from actlas import paths
+    from actlas.data import images
+    from actlas.formats.atlas import AtlasMeta, CellRecord, Example, write_atlas
     from actlas.stages.patch import patch
-    from actlas.stages.shards import write_index
+    from actlas.stages.shards import split_rows, write_plan
 
     train = _cifar_folder(tmp_path / "train", "cifar10-train", {"cat": 24, "dog": 8, "ship": 8})
     held = _cifar_folder(tmp_path / "test", "cifar10-test", {"cat": 40, "dog": 4, "frog": 6})
     categories = tuple(json.loads(RESNET20.read_text())["labels"])
-    rows = imgs.list_images(train, (), categories)
+    rows = images.list_images(train, (), categories)
     run = tmp_path / "run"
-    imgs.write_shards(rows, 1, run / "shards")
-    write_index(paths.shard_index(run), ["shard-00000"])
+    write_plan(run, split_rows(rows, 1))
     # an atlas folder of the target: two cells whose "icons" and dataset patches are real dog photos
     folder = run / "layer3" / "class-dog"
     (folder / "icons").mkdir(parents=True)
@@ -388,16 +383,19 @@ def test_held_out_evaluation_never_searches_its_photos(tmp_path):
         Image.open(dogs[2 * k]).save(folder / "icons" / f"{i}_{j}.png")
         Image.open(dogs[2 * k + 1]).resize((96, 96)).save(folder / "examples" / f"{i}_{j}_0.jpg")
     cells = [
-        {
-            "i": i,
-            "j": j,
-            "label_index": 5,
-            "attribution": {"5": 1.0 - k},
-            "examples": [{"src": f"examples/{i}_{j}_0.jpg"}],
-        }
+        CellRecord(
+            i=i,
+            j=j,
+            count=1,
+            label="dog",
+            label_index=5,
+            attribution={"5": 1.0 - k},
+            examples=[Example(src=f"examples/{i}_{j}_0.jpg", index=0)],
+        )
         for k, (i, j) in enumerate([(0, 0), (1, 0)])
     ]
-    (folder / "atlas.json").write_text(json.dumps({"cells": cells}))
+    meta = AtlasMeta(layer="layer3", grid=2, icon_size=32, image="atlas.png", size_px=[64, 64], classes=[], cells=cells)
+    write_atlas(folder / "atlas.json", meta)
 
     path = patch(
         run,
@@ -479,7 +477,7 @@ def test_load_patch_example_crop(tmp_path):
 
 def test_a_direction_patch_is_rendered_at_its_layers_icon_size(tiny_model, tmp_path):
     """As the layer's atlas icons (``fit_to_layer``): a 32 px model's direction patch is 32 px, not the default 96."""
-    from actlas.render import RenderParams
+    from actlas.settings import RenderParams
 
     (tmp_path / "features.4").mkdir()
     direction = tmp_path / "d.npy"

@@ -21,20 +21,25 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from conftest import CARD, ROOT, _photo_folder, small_config, snakemake
+from conftest import TINY as TINY_MODEL
+from slow_actlas import slow_bin
 
-from actlas.grid import grid as grid_cells
-from actlas import images as imgs
 from actlas import paths
+from actlas.cli import main as cli
+from actlas.data import images, store
+from actlas.data.samples import load_samples
+from actlas.errors import LayerError, ModelError
+from actlas.formats import shards as shard_files
+from actlas.formats.shards import shard_lists, shard_stores, write_index
+from actlas.grid import grid as grid_cells
+from actlas.models.classes import resolve_class
+from actlas.models.load import load_model
+from actlas.nn.layers import get_layer
+from actlas.stages.collect import collect
 from actlas.stages.grid import grid as grid_stage
 from actlas.stages.layout import layout as layout_stage
-from actlas.stages.samples import load_samples
-from actlas.stages.shards import write_index
-from actlas import store
-from actlas.cli import main as cli
-from actlas.collect import collect
-from actlas.layers import LayerError, get_layer
-from actlas.models import ModelError, load_model, resolve_class
-from conftest import CARD, ROOT, _photo_folder, small_config, snakemake
+from actlas.stages.shards import split_rows, write_plan
 
 LAYER = "features.13"
 ARRAYS = (
@@ -132,10 +137,10 @@ def _icons_of(grid_dir: Path) -> dict[int, np.ndarray]:
 
 def assert_same_run(a: Path, b: Path, sizes=(3,)) -> None:
     """Two run directories hold byte-identical shard lists, stores, layout, cells and icons."""
-    assert [p.name for p in paths.shard_stores(a)] == [p.name for p in paths.shard_stores(b)]
-    for la, lb in zip(paths.shard_lists(a), paths.shard_lists(b)):
+    assert [p.name for p in shard_stores(a)] == [p.name for p in shard_stores(b)]
+    for la, lb in zip(shard_lists(a), shard_lists(b)):
         assert la.read_text() == lb.read_text()
-    for sa, sb in zip(paths.shard_stores(a), paths.shard_stores(b)):
+    for sa, sb in zip(shard_stores(a), shard_stores(b)):
         assert store.is_complete(sa) and store.is_complete(sb)
         for name in ARRAYS:
             xa, xb = store.read([sa], name), store.read([sb], name)
@@ -162,8 +167,8 @@ def assert_same_run(a: Path, b: Path, sizes=(3,)) -> None:
 
 
 @pytest.fixture(scope="module")
-def photos8(card) -> Path:
-    return _photo_folder(8)
+def photos8(card, tmp_path_factory) -> Path:
+    return _photo_folder(8, tmp_path_factory.mktemp("photos8"))
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +187,8 @@ def test_snakemake_killed_at_several_points_resumes_to_same_bytes(reference, pho
     """SIGKILL snakemake and its jobs mid-collect, then mid-render; rerun with --rerun-incomplete."""
     work = _workdir(tmp_path, photos8, "killed")
     run = work / "run"
-    env = _env(ACTLAS_TEST_COMMIT_DELAY="0.4")
+    env = _env()
+    env["PATH"] = f"{slow_bin(tmp_path / 'slow-bin', 0.4)}{os.pathsep}{env['PATH']}"  # collect pauses after commits
 
     def mid_collect() -> bool:
         return any(
@@ -293,7 +299,7 @@ def test_render_killed_resumes_from_icon_cache(reference, tmp_path):
 
 def _shard(tiny_dataset: Path, tmp_path: Path) -> Path:
     path = tmp_path / "shard-00000.txt"
-    path.write_text(imgs.format_shard(imgs.list_images(tiny_dataset)))
+    path.write_text(shard_files.format_shard(images.list_images(tiny_dataset)))
     return path
 
 
@@ -322,15 +328,15 @@ def test_disk_full_gives_clear_error_and_keeps_committed_rows(tiny_dataset, tmp_
     """Two chunks of 4 images commit, then the disk is full: a clear StoreError, readable rows, resume."""
     shard = _shard(tiny_dataset, tmp_path)
     ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
-    collect(shard, ref, "tiny_models:tiny_net", ["features.3"], **TINY_ARGS)
+    collect(shard, ref, TINY_MODEL, ["features.3"], **TINY_ARGS)
     with monkeypatch.context() as m:
         _disk_fills_at_commit(m, 3)
         with pytest.raises(store.StoreError, match="No space left on device.*run the same command again"):
-            collect(shard, out, "tiny_models:tiny_net", ["features.3"], **TINY_ARGS)
+            collect(shard, out, TINY_MODEL, ["features.3"], **TINY_ARGS)
     assert store.committed_of(out, "images/ok") == 8 and not store.is_complete(out)
     acts = store.read([out], "features.3/activation")
     assert len(acts) == 16 and acts.tobytes() == store.read([ref], "features.3/activation")[:16].tobytes()
-    collect(shard, out, "tiny_models:tiny_net", ["features.3"], **TINY_ARGS)  # space freed: resumes
+    collect(shard, out, TINY_MODEL, ["features.3"], **TINY_ARGS)  # space freed: resumes
     for name in ("features.3/activation", "features.3/image", "images/ok", "images/pred"):
         assert store.read([out], name).tobytes() == store.read([ref], name).tobytes(), name
 
@@ -346,6 +352,7 @@ def test_disk_full_on_the_command_line_is_one_line(tiny_dataset, tmp_path, monke
             str(tmp_path / "s.zarr"),
             "-m",
             "tiny_models:tiny_net",
+            "--trust-code",
             "-l",
             "features.3",
             "--workers",
@@ -416,6 +423,7 @@ def test_wrong_layer_on_the_command_line_fails_fast(tiny_dataset, tmp_path):
             str(tmp_path / "s.zarr"),
             "-m",
             "tiny_models:tiny_net",
+            "--trust-code",
             "-l",
             "features.33",
             "--workers",
@@ -441,20 +449,20 @@ def test_grid_larger_than_data_says_so():
 
 def _two_shard_run(tiny_dataset: Path, run: Path, second: dict) -> None:
     """A run directory whose two shard stores were collected with TINY_ARGS and TINY_ARGS | second."""
-    rows = imgs.list_images(tiny_dataset)
+    rows = images.list_images(tiny_dataset)
     for i, part in enumerate((rows[:8], rows[8:])):
         (run / "shards").mkdir(parents=True, exist_ok=True)
-        (run / "shards" / f"shard-{i:05d}.txt").write_text(imgs.format_shard(part))
+        (run / "shards" / f"shard-{i:05d}.txt").write_text(shard_files.format_shard(part))
         args = {**TINY_ARGS, **(second if i else {})}
         layers = args.pop("layers", ["features.3"])
         collect(
             run / "shards" / f"shard-{i:05d}.txt",
             run / "collect" / f"shard-{i:05d}.zarr",
-            "tiny_models:tiny_net",
+            TINY_MODEL,
             layers,
             **args,
         )
-    write_index(paths.shard_index(run), ["shard-00000", "shard-00001"])
+    write_index(run, ["shard-00000", "shard-00001"])
 
 
 @pytest.mark.parametrize(
@@ -505,12 +513,12 @@ def test_layout_of_too_few_samples_names_the_minimum_and_the_setting():
 
 def test_layout_of_a_one_image_run_is_one_line(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    rows = imgs.list_images(tiny_dataset)[:1]
-    imgs.write_shards(rows, 1, run / "shards")
+    rows = images.list_images(tiny_dataset)[:1]
+    write_plan(run, split_rows(rows, 1))
     collect(
         run / "shards" / "shard-00000.txt",
         run / "collect" / "shard-00000.zarr",
-        "tiny_models:tiny_net",
+        TINY_MODEL,
         ["features.3"],
         **{**TINY_ARGS, "positions": 2},
     )

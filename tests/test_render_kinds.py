@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from actlas.layers import LayerKind, layer_view
-from actlas.models import ModelSpec
-from actlas.render import RenderParams, _optimise, centre_activations, render
+from actlas.models.spec import ModelSpec
+from actlas.settings import RenderParams
+from actlas.viz.render import _optimise, centre_activations, render
 
 SPEC = ModelSpec(
     name="tiny", source="tiny_models:tiny_vit", input_size=(32, 32), resize=32, mean=(0.5,) * 3, std=(0.25,) * 3

@@ -15,14 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path, PurePosixPath
 
 import pytest
+from _fake_atlas import make_fake_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _fake_atlas import make_fake_run
 from actlas.serve import export, is_servable, start_server, url_to_relative
 from actlas.stages.viewer import find_openseadragon, read_atlases
 from actlas.stages.viewer import viewer as build_viewer
@@ -68,7 +67,7 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         while True:
             try:
                 chunk = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break

@@ -4,16 +4,16 @@ import dataclasses
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from actlas import settings
-from conftest import ROOT
 
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SCHEMA = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
 
 
 def test_config_yaml_holds_exactly_the_settings_defaults():
-    assert CONFIG == settings.defaults()
+    assert settings.defaults() == CONFIG
 
 
 def test_schema_lists_every_setting_with_a_description():
@@ -52,3 +52,19 @@ def test_render_defaults_are_one():
     fields = {f.name for f in dataclasses.fields(settings.RenderParams)} - {"seed"}
     for name in fields:
         assert CONFIG["render"][name] == getattr(settings.RenderParams(), name), name
+
+
+def test_schema_enums_are_the_settings_choices():
+    """A setting with a fixed set of values: the schema's enum, the CLI's choice and the settings agree."""
+    props = SCHEMA["properties"]
+    places = [(props, settings.Run)]
+    places += [(props[section]["properties"], cls) for section, cls in settings.SECTIONS.items()]
+    places += [(props[name]["items"]["properties"], cls) for name, cls in settings.ITEMS.items()]
+    seen = 0
+    for schema, cls in places:
+        for field in dataclasses.fields(cls):
+            choices = settings.choices(cls, field.name)
+            if choices and field.name in schema:
+                assert tuple(schema[field.name]["enum"]) == choices, (cls.__name__, field.name)
+                seen += 1
+    assert seen >= 8

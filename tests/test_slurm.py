@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, _photo_folder, small_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -198,10 +197,10 @@ def cluster():
     c = Cluster(Path(tempfile.mkdtemp(prefix="slurm-")))  # short: the munge socket path must stay short
     try:
         c.start()
-    except Exception:
+    except Exception as err:  # any failure to start: stop what started, show the logs
         logs = c.logs()
         c.stop()
-        raise RuntimeError(f"could not start the test SLURM cluster:\n{logs}")
+        raise RuntimeError(f"could not start the test SLURM cluster:\n{logs}") from err
     yield c
     c.cancel_all(timeout=20)
     c.stop()
@@ -330,7 +329,7 @@ def test_slurm_run_equals_local_run(cluster, tmp_path_factory, images, local_run
     assert (work / "run" / "manifest.json").exists()
 
     # Shards written by concurrent cluster jobs (one store each) read back as one array.
-    from actlas import store
+    from actlas.data import store
 
     stores = sorted((work / "run" / "collect").glob("shard-*.zarr"))
     merged = store.read_dask(stores, "features.13/activation").compute()

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-import zarr
 
-from actlas import store
+from actlas.data import store
 
 COLS = [store.Column("a/x", (3,), "float16"), store.Column("a/i", (), "int32")]
 

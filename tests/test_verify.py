@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
-from actlas.stages.layout import layout as layout_stage
-from actlas import store
-from actlas.verify import Problem, seal, verify_run
-
 from _tiny_run import LAYER, make_tiny_run
+
+from actlas.data import store
+from actlas.errors import no_space_message
+from actlas.stages.layout import layout as layout_stage
+from actlas.verify import Problem, seal, verify_run
 
 COLS = [store.Column("a/x", (3,), "float16"), store.Column("a/i", (), "int32")]
 
@@ -97,7 +97,7 @@ def test_store_of_the_old_format_is_refused(tmp_path):
 
 def test_no_space_message_is_one_line_naming_the_path():
     err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/viewer/tiles/0_0.jpeg")
-    assert store.no_space_message(err) == (
+    assert no_space_message(err) == (
         "no space left on device writing /runs/x/viewer/tiles/0_0.jpeg: free space or move run_dir"
     )
     try:
@@ -106,11 +106,11 @@ def test_no_space_message_is_one_line_naming_the_path():
         except OSError as inner:
             raise RuntimeError("while writing tiles") from inner
     except RuntimeError as outer:
-        assert store.no_space_message(outer).startswith("no space left on device writing /runs/x/viewer")
-    assert store.no_space_message(OSError(errno.EDQUOT, "Disk quota exceeded")) == (
+        assert no_space_message(outer).startswith("no space left on device writing /runs/x/viewer")
+    assert no_space_message(OSError(errno.EDQUOT, "Disk quota exceeded")) == (
         "disk quota exceeded: free space or move run_dir"
     )
-    assert store.no_space_message(OSError(errno.EACCES, "Permission denied")) is None
+    assert no_space_message(OSError(errno.EACCES, "Permission denied")) is None
 
 
 def test_a_finished_run_verifies_clean(finished):

@@ -13,13 +13,14 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from _fake_atlas import make_fake_run, write_patch_report
+
 from actlas.serve import export, start_server
 from actlas.stages.viewer import viewer as build_viewer
 
@@ -297,7 +298,8 @@ def test_class_atlas_and_comparison_pages(page: Any, tmp_path: Path) -> None:
         page.select_option("#layer", label="compare: snorkel vs scuba diver")
         wait_until(
             page,
-            "window.actlas.viewer.world.getItemCount() === 1 && window.actlas.viewer.world.getItemAt(0).getFullyLoaded()"
+            "window.actlas.viewer.world.getItemCount() === 1"
+            " && window.actlas.viewer.world.getItemAt(0).getFullyLoaded()"
             " && document.querySelectorAll('.cells .cell').length === 36",
         )
         assert page.evaluate("window.location.hash") == "#features.13/compare-snorkel-scuba-diver"
@@ -309,7 +311,8 @@ def test_class_atlas_and_comparison_pages(page: Any, tmp_path: Path) -> None:
         page.select_option("#layer", label="features.13")
         wait_until(
             page,
-            "window.actlas.viewer.world.getItemCount() === 2 && document.querySelectorAll('.cells .cell').length === 16",
+            "window.actlas.viewer.world.getItemCount() === 2"
+            " && document.querySelectorAll('.cells .cell').length === 16",
         )
         assert page.is_hidden("#axis") and page.is_hidden("#about")
         ARTIFACTS.mkdir(exist_ok=True)

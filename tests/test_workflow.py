@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import small_config, snakemake
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -104,11 +103,11 @@ def test_class_atlases_comparisons_and_patches_as_rules(small_run, tmp_path):
     import shutil
 
     import yaml
-
-    from actlas.models import load_model
-    from actlas.paths import slug
-    from actlas.stages.samples import load_samples
     from conftest import CARD
+
+    from actlas.data.samples import load_samples
+    from actlas.models.load import load_model
+    from actlas.text import slug
 
     work = tmp_path / "work"
     shutil.copytree(small_run.parent, work, symlinks=True)
@@ -167,7 +166,6 @@ def test_a_class_atlas_at_another_layer_collects_that_layer_too(tmp_path):
     records both layers, the main layer is laid out and the other only whitened, the class atlas is
     built there, and that layer gets no main atlas of its own."""
     import zarr
-
     from conftest import _photo_folder
 
     images = _photo_folder(12)

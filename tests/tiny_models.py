@@ -69,7 +69,7 @@ class ChannelsLastNet(nn.Module):
 
 def tiny_vit() -> nn.Module:
     """A tiny ViT (patch 8 on 32 px: a 4 x 4 grid, one CLS token, dim 16, 2 blocks)."""
-    from actlas.archs import ViT
+    from actlas.models.archs import ViT
 
     torch.manual_seed(0)
     return ViT(image_size=32, patch=8, dim=16, depth=2, heads=2, num_classes=10)

@@ -12,19 +12,23 @@ the Snakemake rules; each lives in ``actlas.stages.<name>`` as the function ``<n
     from actlas.stages.atlas import atlas          # atlas.png, atlas.json
     actlas.info(run_dir)                           # one dict describing a run
 
-The array-level core lives in the modules of the same nouns (``actlas.layout``, ``actlas.grid``,
-``actlas.render``, ``actlas.atlas``, ...); every default in ``actlas.settings``. Names here are
-imported on first use, so ``import actlas`` stays cheap and no stage's code digest covers another's.
+The array-level core lives in the modules of the same nouns (``actlas.collect``, ``actlas.layout``,
+``actlas.grid``, ``actlas.viz.render``, ``actlas.atlas``, ``actlas.classes``, ...), every default
+in ``actlas.settings``; docs/architecture.md maps them all. Public here: ``ModelSpec``,
+``load_model``, ``load_spec``, ``capture``, ``get_layer``, ``list_layers``, ``info``, ``export``,
+``show``. Names here are imported on first use, so ``import actlas`` stays cheap and no stage's
+code digest covers another's.
 """
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ModelSpec": "actlas.models",
-    "load_model": "actlas.models",
-    "capture": "actlas.layers",
-    "get_layer": "actlas.layers",
-    "list_layers": "actlas.layers",
+    "ModelSpec": "actlas.models.spec",
+    "load_model": "actlas.models.load",
+    "load_spec": "actlas.models.load",
+    "capture": "actlas.nn.layers",
+    "get_layer": "actlas.nn.layers",
+    "list_layers": "actlas.nn.layers",
     "info": "actlas.stages.manifest",
     "export": "actlas.serve",
     "show": "actlas.serve",

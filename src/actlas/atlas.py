@@ -122,3 +122,13 @@ def nearest_members(direction: np.ndarray, member_acts: np.ndarray, k: int) -> t
     sim = a @ direction / (np.linalg.norm(a, axis=1) * np.linalg.norm(direction) + 1e-8)
     top = np.argsort(-sim, kind="stable")[:k]
     return top, sim[top]
+
+
+def label_agreement(cells, top1: np.ndarray) -> float:
+    """Fraction of cells (``actlas.grid.Cells``) whose label equals the most common top-1 prediction
+    of their samples' images; ``top1`` (n_samples,) is each sample's image's top-1 class (-1 unknown)."""
+    hits = 0
+    for c in range(len(cells.count)):
+        preds = top1[cells.members(c)]
+        hits += int(np.bincount(preds[preds >= 0]).argmax() == cells.label[c]) if (preds >= 0).any() else 0
+    return hits / max(len(cells.count), 1)

@@ -16,16 +16,10 @@ counts as 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from .models import ModelSpec
-
-
-FILTERS = ("winner", "top", "both")
-METHODS = ("tsne", "umap")
+from .errors import ConfigError, DataError
+from .settings import FILTERS, METHODS
 
 # --------------------------------------------------------------------------- pure pieces
 
@@ -80,7 +74,7 @@ def select_samples(
     keys : (n,) optional identity of a sample (one row kept per key).
     """
     if filter not in FILTERS:
-        raise ValueError(f"unknown filter {filter!r}; use one of {', '.join(FILTERS)}")
+        raise ConfigError(f"unknown filter {filter!r}; use one of {', '.join(FILTERS)}")
     value, stored = class_attribution(attr_class, attr_value, c)
     parts = []
     if filter in ("winner", "both"):
@@ -102,13 +96,13 @@ def embed(
     layout is the principal axis of a 2-D t-SNE. Fewer than 4 samples get evenly spaced positions.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown layout method {method!r}; use tsne or umap")
+        raise ConfigError(f"unknown layout method {method!r}; use one of {', '.join(METHODS)}")
     from .layout import normalize_coords
 
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     if n < 1:
-        raise ValueError(
+        raise DataError(
             "a class atlas or comparison needs at least 1 sample to lay out, got 0: try --filter top "
             "or a larger --top, or collect more images or positions (collect.positions)"
         )
@@ -130,7 +124,7 @@ def embed(
         if n_components == 1:
             xy = PCA(1, random_state=seed).fit_transform(xy)
     else:
-        from .layout import numba_cache_dir
+        from .device import numba_cache_dir
 
         numba_cache_dir()
         import umap as umap_learn
@@ -159,10 +153,3 @@ def comparison_coords(attr_a: np.ndarray, attr_b: np.ndarray, y: np.ndarray, *, 
     span = y.max() - y.min() if len(y) else 0.0
     y = (y - y.min()) / span if span > 0 else np.full_like(y, 0.5)
     return np.stack([x, y], 1).astype(np.float32)
-
-
-def class_index(spec: ModelSpec, name: str) -> int:
-    """``spec.class_index``, also accepting any index for a model without category names."""
-    if not spec.categories and str(name).isdigit():
-        return int(name)
-    return spec.class_index(name)

@@ -1,47 +1,68 @@
 """The ``actlas`` command: a thin click group, one command per stage function of the same name.
 
 ``actlas layout RUN ...`` calls ``actlas.stages.layout.layout(RUN, ...)``; a keyword
-``n_neighbors`` is the flag ``--n-neighbors``, and every default comes from ``actlas.settings``.
-Library errors become one line at this boundary (no traceback). Stage modules are imported
-inside the commands, so ``actlas --help`` stays fast.
+``n_neighbors`` is the flag ``--n-neighbors``, and every default comes from ``actlas.settings``
+(shared options: ``actlas.cli_options``). A command acting on an existing run takes ``--layer``
+and ``--model`` from the run when they are not given. Stage modules are imported inside the
+commands, so ``actlas --help`` stays fast.
+
+Errors: a ``UserError`` (``actlas.errors``) prints as exactly its message, one line, and so does a
+full disk; any other exception prints its traceback and a line saying it is a bug in actlas.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
-from . import settings
+from . import paths, settings
 from .allocator import keep_freed_memory
-from .model_flags import model_block_from, model_field_flags, model_flags, one_line_warnings
+from .cli_options import (
+    class_options,
+    device_option,
+    grid_option,
+    layer_option,
+    model_block_from,
+    model_field_flags,
+    model_flags,
+    one_line_warnings,
+    options_of,
+    out_option,
+    render_params,
+    render_settings,
+    run_argument,
+    run_layer,
+    seed_option,
+    threads_option,
+)
+from .errors import UserError, no_space_message
+
+BUG = (
+    "this is a bug in actlas, not something you did: please report it to the actlas maintainers "
+    "with the command you ran and the traceback above"
+)
 
 
 class ActlasGroup(click.Group):
-    """Turns library errors into one clear line (no traceback) at the CLI boundary."""
+    """A ``UserError`` or a full disk -> one line; anything else -> its traceback and the bug line."""
 
     def invoke(self, ctx):
-        from .layers import LayerError
-        from .lock import LockError
-        from .models import ModelError
-        from .store import StoreError, no_space_message
-
         try:
             return super().invoke(ctx)
-        except click.ClickException:
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except (LayerError, ModelError, StoreError, LockError, ValueError, KeyError) as err:
-            raise click.ClickException(str(err).strip("'\"")) from err
-        except Exception as err:  # a full disk, wherever it surfaces (OSError, or wrapped by a library)
+        except UserError as err:
+            raise click.ClickException(str(err)) from err
+        except Exception as err:
             message = no_space_message(err)
             if message is not None:
                 raise click.ClickException(message) from err
-            if isinstance(err, OSError):
-                raise click.ClickException(str(err)) from err
-            raise
+            traceback.print_exception(err, file=sys.stderr)
+            raise click.ClickException(BUG) from err
 
 
 @click.group(cls=ActlasGroup)
@@ -53,44 +74,6 @@ def main() -> None:
     """
     one_line_warnings()
     keep_freed_memory()  # glibc: a render step 4-12% faster, the same bytes (actlas.allocator)
-
-
-threads_option = click.option("--threads", type=int, default=None, help="Torch CPU threads.")
-device_option = click.option("--device", default=settings.Run.device, show_default=True, help="cpu, cuda or auto.")
-seed_option = click.option("--seed", default=settings.Run.seed, show_default=True, help="The run's seed.")
-layer_option = click.option("--layer", "-l", required=True, help="Layer path (named_modules()).")
-
-
-def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False, aliases: dict[str, str] | None = None):
-    """click options for the fields of a settings dataclass (defaults from it; ``unset``: default None;
-    ``aliases``: another spelling of a field's flag, e.g. ``{"patches": "--patch"}``)."""
-    aliases = aliases or {}
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-
-    def decorate(f):
-        for name in reversed([n for n in hints if n not in skip]):
-            default = getattr(cls, name) if not unset else None
-            value = getattr(cls, name)
-            flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):
-                f = click.option(f"{flag}/--no-{flag[2:]}", name, default=default, show_default=not unset)(f)
-            elif isinstance(value, tuple):
-                kind = type(value[0]) if value else str
-                spellings = (flag, aliases[name]) if name in aliases else (flag,)
-                f = click.option(
-                    *spellings, name, multiple=True, type=kind, default=None if unset else value, show_default=not unset
-                )(f)
-            else:
-                kind = type(value) if value is not None else str
-                f = click.option(flag, name, type=kind, default=default, show_default=not unset)(f)
-        return f
-
-    return decorate
-
-
-def _render_params(values: dict) -> settings.RenderParams:
-    names = {f.name for f in dataclasses.fields(settings.RenderParams)}
-    return settings.RenderParams(**{k: v for k, v in values.items() if k in names})
 
 
 # --------------------------------------------------------------------------- models and layers
@@ -106,8 +89,8 @@ def layers(source, show_all: bool, as_json: bool, **kw) -> None:
 
     Example: actlas layers ../shared/assets/models/mobilenet_v2_imagenet.json
     """
-    from .layers import list_layers
-    from .models import load_model
+    from .models.load import load_model
+    from .nn.layers import list_layers
 
     kw["model_source"] = source
     net, spec = load_model(model_block_from(kw))
@@ -129,7 +112,7 @@ def layers(source, show_all: bool, as_json: bool, **kw) -> None:
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory.")
-@model_flags
+@model_flags(required=True)
 @click.option("--shard-size", default=settings.Collect.shard_size, show_default=True, help="Images per shard.")
 @click.option("--limit", type=int, default=settings.Run.limit, help="Use this many images (deterministic choice).")
 @seed_option
@@ -141,48 +124,32 @@ def shards(images, run_dir, shard_size, limit, seed, **kw) -> None:
     from .stages.shards import shards as stage
 
     out = stage(list(images), run_dir, model_block_from(kw), shard_size=shard_size, limit=limit, seed=seed)
-    click.echo(f"{len(out)} shards in {Path(run_dir) / 'shards'}")
+    click.echo(f"{len(out)} shards in {paths.shards_dir(run_dir)}")
 
 
 @main.command()
 @click.argument("shard", type=click.Path(exists=True))
 @click.argument("out", type=click.Path())
-@model_flags
+@model_flags(required=True)
 @click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer path; repeat for several.")
 @options_of(settings.Collect, skip=("shard_size", "threads"))
 @seed_option
 @device_option
 @threads_option
-def collect(
-    shard, out, layers, positions, attr_top, batch_size, chunk, workers, amp, seed, device, threads, **kw
-) -> None:
+def collect(shard, out, layers, **options) -> None:
     """Collect activations and attributions for one shard list into a Zarr store.
 
     Example: actlas collect runs/x/shards/shard-00000.txt runs/x/collect/shard-00000.zarr -m card.json -l features.13
     """
     from .stages.collect import collect as stage
 
-    summary = stage(
-        shard,
-        out,
-        model_block_from(kw),
-        list(layers),
-        positions=positions,
-        attr_top=attr_top,
-        batch_size=batch_size,
-        chunk=chunk,
-        seed=seed,
-        workers=workers,
-        device=device,
-        threads=threads,
-        amp=amp,
-    )
-    click.echo(json.dumps(summary))
+    model = model_block_from(options)
+    click.echo(json.dumps(stage(shard, out, model, list(layers), **options)))
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
-@layer_option
+@run_argument
+@layer_option()
 @options_of(settings.Layout, skip=("whitening_eps",))
 @seed_option
 def layout(run_dir, layer, seed, **options) -> None:
@@ -192,12 +159,12 @@ def layout(run_dir, layer, seed, **options) -> None:
     """
     from .stages.layout import layout as stage
 
-    click.echo(str(stage(run_dir, layer, seed=seed, **options)))
+    click.echo(str(stage(run_dir, run_layer(run_dir, layer), seed=seed, **options)))
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
-@layer_option
+@run_argument
+@layer_option()
 @click.option(
     "--whitening-eps",
     default=settings.Layout.whitening_eps,
@@ -211,31 +178,31 @@ def whitening(run_dir, layer, whitening_eps) -> None:
     """
     from .stages.whitening import whitening as stage
 
-    click.echo(str(stage(run_dir, layer, whitening_eps=whitening_eps)))
+    click.echo(str(stage(run_dir, run_layer(run_dir, layer), whitening_eps=whitening_eps)))
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
-@layer_option
-@click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
+@run_argument
+@layer_option()
+@grid_option
 @click.option(
     "--min-count", default=settings.Grid.min_count, show_default=True, help="Cells with fewer samples stay empty."
 )
 def grid(run_dir, layer, n, min_count) -> None:
     """Bin a layer's layout into an N x N grid of cells.
 
-    Example: actlas grid runs/x -l features.13 --n 20
+    Example: actlas grid runs/x -l features.13 -n 20
     """
     from .stages.grid import grid as stage
 
-    click.echo(str(stage(run_dir, layer, n, min_count=min_count)))
+    click.echo(str(stage(run_dir, run_layer(run_dir, layer), n, min_count=min_count)))
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
-@layer_option
-@click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
-@model_flags
+@run_argument
+@layer_option()
+@grid_option
+@model_flags()
 @click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
 @click.option(
     "--cells-per-job", default=settings.Render.cells_per_job, show_default=True, help="Cells per batch (0 = all)."
@@ -246,33 +213,21 @@ def grid(run_dir, layer, n, min_count) -> None:
 def render(run_dir, layer, n, batch, cells_per_job, device, threads, **params) -> None:
     """Render the icons of one batch of a grid's cells.
 
-    Example: actlas render runs/x -l features.13 --n 20 -m card.json --steps 128
+    Example: actlas render runs/x -l features.13 -n 20 --steps 128
     """
     from .stages.render import render as stage
 
-    model = model_block_from(params)
-    click.echo(
-        str(
-            stage(
-                run_dir,
-                layer,
-                n,
-                model,
-                batch=batch,
-                cells_per_job=cells_per_job,
-                params=_render_params(params),
-                device=device,
-                threads=threads,
-            )
-        )
-    )
+    model = model_block_from(params, run_dir)
+    layer = run_layer(run_dir, layer)
+    options = {"batch": batch, "cells_per_job": cells_per_job, "device": device, "threads": threads}
+    click.echo(str(stage(run_dir, layer, n, model, params=render_params(params), **options)))
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
-@layer_option
-@click.option("--n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side.")
-@model_flags
+@run_argument
+@layer_option()
+@grid_option
+@model_flags()
 @click.option(
     "--cells-per-job",
     default=settings.Render.cells_per_job,
@@ -283,114 +238,55 @@ def render(run_dir, layer, n, batch, cells_per_job, device, threads, **params) -
 def atlas(run_dir, layer, n, cells_per_job, **options) -> None:
     """Compose a grid's icons into the atlas PNGs, icons, examples and atlas.json.
 
-    Example: actlas atlas runs/x -l features.13 --n 20 -m card.json
+    Example: actlas atlas runs/x -l features.13 -n 20
     """
     from .stages.atlas import atlas as stage
 
-    model = model_block_from(options)
-    click.echo(str(stage(run_dir, layer, n, model, cells_per_job=cells_per_job, **options)))
-
-
-def _class_options(cls):
-    def decorate(f):
-        for option in reversed(
-            [
-                click.argument("run_dir", type=click.Path(exists=True)),
-                layer_option,
-                model_flags,
-                options_of(cls, skip=("cls", "classes", "layer")),
-                options_of(settings.RenderParams, skip=("seed",)),
-                seed_option,
-                device_option,
-                click.option(
-                    "--threads", type=int, default=settings.Render.threads, show_default=True, help="Torch CPU threads."
-                ),
-                click.option("--out", type=click.Path(), default=None, help="Output folder (default under RUN/LAYER)."),
-            ]
-        ):
-            f = option(f)
-        return f
-
-    return decorate
+    model = model_block_from(options, run_dir)
+    click.echo(str(stage(run_dir, run_layer(run_dir, layer), n, model, cells_per_job=cells_per_job, **options)))
 
 
 @main.command("class-atlas")
 @click.option("--class", "cls", required=True, help="Class name, synset id or index.")
-@_class_options(settings.ClassAtlas)
-def class_atlas(
-    cls, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads, out, **params
-) -> None:
+@class_options(settings.ClassAtlas)
+def class_atlas(cls, run_dir, layer, **options) -> None:
     """Build the class activation atlas of one class of a run.
 
-    Example: actlas class-atlas runs/demo -l features.13 -m card.json --class "great white shark" --filter top
+    Example: actlas class-atlas runs/demo --class "red fox" --filter top
     """
     from .stages.class_atlas import class_atlas as stage
 
-    model = model_block_from(params)
-    path = stage(
-        run_dir,
-        layer,
-        cls,
-        model,
-        filter=filter,
-        top=top,
-        grid=grid,
-        method=method,
-        min_count=min_count,
-        n_examples=n_examples,
-        seed=seed,
-        params=_render_params({**params, "seed": seed}),
-        device=device,
-        threads=threads,
-        progress=True,
-        out=out,
-    )
-    click.echo(str(path.with_name("atlas.png")))
+    model = model_block_from(options, run_dir)
+    path = stage(run_dir, run_layer(run_dir, layer), cls, model, progress=True, **render_settings(options), **options)
+    click.echo(str(paths.atlas_png(path.parent)))
 
 
 @main.command()
 @click.option("--classes", nargs=2, required=True, help="Classes A and B (x = attribution to A minus B).")
-@_class_options(settings.Comparison)
-def compare(
-    classes, run_dir, layer, filter, top, grid, method, min_count, n_examples, seed, device, threads, out, **params
-) -> None:
+@class_options(settings.Comparison)
+def compare(classes, run_dir, layer, **options) -> None:
     """Compare two classes of a run: x = attribution to A minus B, y = a 1-D layout.
 
-    Example: actlas compare runs/demo -l features.13 -m card.json --classes snorkel "scuba diver"
+    Example: actlas compare runs/demo --classes snorkel "scuba diver"
     """
     from .stages.compare import compare as stage
 
-    model = model_block_from(params)
-    path = stage(
-        run_dir,
-        layer,
-        tuple(classes),
-        model,
-        filter=filter,
-        top=top,
-        grid=grid,
-        method=method,
-        min_count=min_count,
-        n_examples=n_examples,
-        seed=seed,
-        params=_render_params({**params, "seed": seed}),
-        device=device,
-        threads=threads,
-        progress=True,
-        out=out,
-    )
-    click.echo(str(path.with_name("compare.png")))
+    model = model_block_from(options, run_dir)
+    layer = run_layer(run_dir, layer)
+    path = stage(run_dir, layer, tuple(classes), model, progress=True, **render_settings(options), **options)
+    click.echo(str(paths.compare_png(path.parent)))
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
+@run_argument
 @click.option("--target", required=True, help="Target class the patch should produce.")
-@model_flags
-@options_of(settings.Patch, skip=("target",), aliases={"patches": "--patch"})
+@layer_option("Layer whose icons are pasted; default: the run's first layer.")
+@model_flags()
+@options_of(settings.Patch, skip=("target", "layer"), aliases={"patches": "--patch"})
 @seed_option
 @device_option
 @threads_option
-@click.option("--out", type=click.Path(), default=None, help="Output folder (default RUN/patches/NAME).")
+@out_option("Output folder (default RUN/patches/NAME).")
 @click.option(
     "--icons",
     "icons_run",
@@ -398,22 +294,20 @@ def compare(
     type=click.Path(exists=True),
     help="Run whose LAYER folder holds the icons (default: RUN_DIR).",
 )
-def patch(run_dir, target, **options) -> None:
+def patch(run_dir, target, layer, **options) -> None:
     """Paste a patch into photos and measure flips to a target class, against controls.
 
-    Example: actlas patch runs/demo -m card.json -l features.13 --source "grey whale" --target "great white shark" --patch cell:grid-16:3,4
+    Example: actlas patch runs/demo --source "grey whale" --target "great white shark" --patch cell:grid-16:3,4
     """
     from .stages.patch import patch as stage
 
-    if options["layer"] is None:
-        raise click.UsageError("give --layer: the layer whose icons are pasted")
-    model = model_block_from(options)
-    path = stage(run_dir, target, model, **options)
-    click.echo(str(path.with_name("report.md")))
+    model = model_block_from(options, run_dir)
+    path = stage(run_dir, target, model, layer=run_layer(run_dir, layer), **options)
+    click.echo(str(paths.report_md(path.parent)))
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
+@run_argument
 @click.option("--openseadragon", type=click.Path(), default=None, help="OpenSeadragon build folder (node_modules).")
 @click.option("--layer", "-l", "layers", multiple=True, help="Layers to show, in order (default: all).")
 @click.option(
@@ -444,7 +338,7 @@ def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
+@run_argument
 @click.option("--config", required=True, help="The run's config as a JSON string.")
 def manifest(run_dir, config) -> None:
     """Gather every stage's record into RUN/manifest.json and say where the atlases are.
@@ -465,7 +359,7 @@ def manifest(run_dir, config) -> None:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@run_argument
 @click.option(
     "--seal/--no-seal",
     "use_seal",
@@ -489,7 +383,7 @@ def verify(run_dir, use_seal) -> None:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True))
+@run_argument
 def info(run_dir) -> None:
     """Print one JSON object describing a finished run.
 

@@ -1,33 +1,29 @@
-"""collect: activations and their attribution to the logits, at sampled positions, into a shard store.
+"""collect's core: activations and their attribution to the logits, at sampled positions.
 
 For every image: run the model, pick ``positions`` random positions per layer (edges avoided) or
-all of them (a layer of any kind is read as a map of positions, ``actlas.layers.layer_view``:
-patch tokens on their grid, a pooled vector or CLS token at one position), record the activation vector there and its attribution to each of the ``attr_top``
-top predicted classes: sum over channels of activation x d(logit)/d(activation) at that position.
-Max-pool gradients are relaxed to average-pool gradients (as in the Activation Atlas article).
+all of them (a layer of any kind is read as a map of positions, ``actlas.nn.kinds.layer_view``:
+patch tokens on their grid, a pooled vector or CLS token at one position), and take the
+activation vector there and its attribution to each of the ``attr_top`` top predicted classes:
+sum over channels of activation x d(logit)/d(activation) at that position. Max-pool gradients
+are relaxed to average-pool gradients (as in the Activation Atlas article). The stage
+``actlas.stages.collect`` feeds it images and writes a shard store.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import images as imgs
-from . import store
-from .layers import LayerKind, capture, detect_kind, fold_batchnorm, layer_kinds, layer_view, memory_format_for
-from .models import ModelSpec, load_model, to_float
-from .progress import progress_bar
-
-# --------------------------------------------------------------------------- pure pieces
+from .models.spec import ModelSpec
+from .nn.kinds import LayerKind, detect_kind, layer_view
+from .nn.layers import capture
 
 
 def sample_positions(spatial: tuple[int, int], k: int, seed: int, key: int) -> np.ndarray:
@@ -114,13 +110,13 @@ def attribute(
     ----------
     x : float tensor, shape (B, 3, H, W), RGB in [0, 1]
     amp : run the forward under bf16 autocast (activations come back bf16; logits and attributions float32)
-    kinds : layer -> ``LayerKind`` (``actlas.layers``); missing ones are declared by the spec or detected
+    kinds : layer -> ``LayerKind`` (``actlas.nn.kinds``); missing ones are declared by the spec or detected
 
     Returns
     -------
     logits : (B, n_classes)
     activations : layer -> (B, C, h, w), detached: every kind of output as a map of positions
-        (``actlas.layers.layer_view``: patch tokens on their grid, a pooled vector at one position)
+        (``actlas.nn.kinds.layer_view``: patch tokens on their grid, a pooled vector at one position)
     attributions : layer -> (B, attr_top, h, w): sum over channels of activation x gradient of
         the logit of the j-th top class, at every position
     classes : (B, attr_top) int64, the top predicted classes
@@ -165,207 +161,3 @@ def gather_rows(
     acts = activation[b, :, y, xx]
     vals = attribution[b, :, y, xx]
     return acts.float().cpu().numpy(), vals.float().cpu().numpy(), owner
-
-
-# --------------------------------------------------------------------------- data loading
-
-
-class ShardImages(torch.utils.data.Dataset):
-    """Images of a shard list, decoded and preprocessed to uint8 (``spec.pixels``); undecodable ones come back flagged.
-
-    Items are uint8 (3, H, W): a quarter of float32 to move between processes; ``_collate`` stacks
-    them and scales the whole batch to float32 [0, 1] at once, exactly as ``spec.transform`` would.
-    """
-
-    def __init__(self, rows: list[tuple[str, int]], spec: ModelSpec):
-        self.rows, self.spec = rows, spec
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int):
-        path, _ = self.rows[i]
-        image, reason = imgs.decode_pixels(path)
-        if image is None:
-            return torch.zeros(3, *self.spec.input_size, dtype=torch.uint8), False, reason, (0, 0)
-        try:
-            return self.spec.pixels(image), True, "", tuple(image.shape[1:])
-        except Exception as err:  # noqa: BLE001 - any failure of one image skips that image only
-            return torch.zeros(3, *self.spec.input_size, dtype=torch.uint8), False, f"cannot preprocess: {err}", (0, 0)
-
-
-def _collate(batch):
-    """Items of ``ShardImages`` -> (x float32 (B, 3, H, W) in [0, 1], ok, reasons, sizes)."""
-    x = to_float(torch.stack([b[0] for b in batch]))
-    return x, [b[1] for b in batch], [b[2] for b in batch], [b[3] for b in batch]
-
-
-# --------------------------------------------------------------------------- the stage
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def collect(
-    shard: str | Path,
-    out: str | Path,
-    model: str | Mapping,
-    layers: list[str],
-    *,
-    positions: int = 1,
-    attr_top: int = 5,
-    batch_size: int = 32,
-    chunk: int = 256,
-    seed: int = 0,
-    workers: int = 1,
-    device: str = "auto",
-    threads: int | None = None,
-    progress: bool = True,
-    amp: bool = False,
-) -> dict:
-    """Collect activations and attributions for the images of one shard list into a Zarr store.
-
-    Resumes a store left by a killed run at its last committed chunk. Undecodable images are
-    skipped, counted, and listed with their reason in ``OUT.skipped.tsv``.
-
-    Parameters
-    ----------
-    shard : path of a shard list (``path<TAB>label`` lines)
-    out : path of the shard store to write (``.zarr``)
-    model : model source or model block (see ``actlas.load_model``)
-    layers : layer paths to record
-    positions : positions per image (0 = every position)
-    attr_top : number of top predicted classes whose attribution is stored
-    amp : bf16 autocast for the forward pass (faster on GPUs with bf16; activations are stored float16 anyway)
-
-    Returns a summary dict (images, skipped, rows per layer, seconds).
-    """
-    start = time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    net, spec = load_model(model)
-    net.to(dev)
-    found = layer_kinds(net, layers, spec.input_size, spec.layer_kinds, dev)  # fails before any store exists
-    fold_batchnorm(net, spec, list(layers), tuple(spec.input_size), dev)  # the same function, fewer ops
-    memory_format = memory_format_for(net, spec, None, tuple(spec.input_size), dev)  # channels_last: 1.45x on CPU
-    rows = imgs.read_shard(shard)
-    kinds = {name: kind for name, (kind, _, _) in found.items()}
-    shapes = {name: (channels, *grid) for name, (_, channels, grid) in found.items()}
-    columns = [
-        store.Column("images/label", (), "int16"),
-        store.Column("images/pred", (5,), "int16"),
-        store.Column("images/prob", (5,), "float32"),
-        store.Column("images/size", (2,), "int32"),
-        store.Column("images/ok", (), "bool"),
-    ]
-    for name in layers:
-        c = shapes[name][0]
-        columns += [
-            store.Column(f"{name}/activation", (c,), "float16"),
-            store.Column(f"{name}/image", (), "int32"),
-            store.Column(f"{name}/position", (2,), "int16"),
-            store.Column(f"{name}/attr_class", (attr_top,), "int16"),
-            store.Column(f"{name}/attr_value", (attr_top,), "float32"),
-        ]
-    params = {
-        "model": spec.to_json(),
-        "layers": list(layers),
-        "positions": positions,
-        "attr_top": attr_top,
-        "seed": seed,
-        "chunk": chunk,
-        "images": len(rows),
-    }
-    if amp:
-        params["amp"] = "bf16"  # recorded only when on, so float32 stores keep their parameters
-    chunk = max(batch_size, chunk - chunk % batch_size)  # commits fall on batch boundaries
-    group = store.open_shard(out, columns, params)
-    if group.attrs.get("complete"):
-        return dict(group.attrs["summary"])
-    for name in layers:
-        group[name].attrs.update(
-            {"spatial": list(shapes[name][1:]), "channels": shapes[name][0], "kind": kinds[name].to_json()}
-        )
-    done = store.committed(group, "images/ok")
-    skipped_path = Path(str(out) + ".skipped.tsv")
-    _keep_skipped(skipped_path, {path for path, _ in rows[:done]})
-    loader = torch.utils.data.DataLoader(
-        ShardImages(rows[done:], spec),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=dev.type == "cuda",
-    )
-    n_classes = None
-    pending: dict[str, list[np.ndarray]] = {c.name: [] for c in columns}
-    pending_skips: list[tuple[str, str]] = []
-    offset = done
-
-    def commit():
-        store.append(group, {k: np.concatenate(v) for k, v in pending.items()})
-        if pending_skips:
-            with open(skipped_path, "a") as f:
-                f.writelines(f"{p}\t{r}\n" for p, r in pending_skips)
-        for v in pending.values():
-            v.clear()
-        pending_skips.clear()
-
-    with progress_bar(f"collect {Path(shard).name}", total=len(rows), completed=done, enabled=progress) as bar:
-        for x, ok, reasons, sizes in loader:
-            x = x.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-            logits, acts, attrs, classes = attribute(net, spec, x, layers, attr_top, amp=amp, kinds=kinds)
-            n_classes = logits.shape[1]
-            top_p, top_c = logits.softmax(1).topk(min(5, n_classes), dim=1)
-            b = len(ok)
-            pending["images/label"].append(np.array([rows[offset + i][1] for i in range(b)], dtype=np.int16))
-            pending["images/pred"].append(_pad5(top_c.cpu().numpy()).astype(np.int16))
-            pending["images/prob"].append(_pad5(top_p.cpu().numpy()).astype(np.float32))
-            pending["images/size"].append(np.array(sizes, dtype=np.int32).reshape(b, 2))
-            pending["images/ok"].append(np.array(ok, dtype=bool))
-            for name in layers:
-                pos = [
-                    sample_positions(shapes[name][1:], positions, seed, image_key(rows[offset + i][0]))
-                    if ok[i]
-                    else np.zeros((0, 2), dtype=np.int64)
-                    for i in range(b)
-                ]
-                a, v, owner = gather_rows(acts[name], attrs[name], pos)
-                pending[f"{name}/activation"].append(a.astype(np.float16))
-                pending[f"{name}/image"].append((owner + offset).astype(np.int32))
-                pending[f"{name}/position"].append(np.concatenate(pos).astype(np.int16))
-                pending[f"{name}/attr_class"].append(classes.cpu().numpy()[owner].astype(np.int16))
-                pending[f"{name}/attr_value"].append(v.astype(np.float32))
-            pending_skips.extend((rows[offset + i][0], reasons[i]) for i in range(b) if not ok[i])
-            offset += b
-            if (offset - done) % chunk == 0 or offset == len(rows):
-                commit()
-            bar.update(b)
-    ok_all = store.read([out], "images/ok")
-    summary = {
-        "images": int(len(ok_all)),
-        "skipped": int((~ok_all.astype(bool)).sum()),
-        "rows": {name: store.committed(group, f"{name}/activation") for name in layers},
-        "seconds": round(time.perf_counter() - start, 2),
-        "n_classes": n_classes,
-    }
-    store.finish(group, summary=summary)
-    return summary
-
-
-def _keep_skipped(path: Path, committed_paths: set[str]) -> None:
-    """Drop skip-log lines of images past the last commit (they will be tried again)."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines(keepends=True) if line.split("\t")[0] in committed_paths]
-    path.write_text("".join(lines))
-
-
-def _pad5(a: np.ndarray) -> np.ndarray:
-    if a.shape[1] >= 5:
-        return a[:, :5]
-    return np.pad(a, ((0, 0), (0, 5 - a.shape[1])), constant_values=-1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "actlas"
@@ -62,7 +62,7 @@ def _exists(module: str) -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def direct_imports(module: str) -> frozenset[str]:
     """The actlas modules ``module`` imports (anywhere in its source), with their parent packages.
 
@@ -101,7 +101,7 @@ def closure(module: str) -> list[str]:
     return sorted(seen)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_digest(module: str) -> str:
     """Digest of the source of ``module``'s closure and its data files (16 hex digits)."""
     h = hashlib.sha256()

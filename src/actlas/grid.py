@@ -1,8 +1,12 @@
-"""grid: coords on the unit square -> N x N cells with counts, directions and labels."""
+"""grid: coords on the unit square -> N x N cells with counts, directions and labels (``Cells``,
+the record ``cells.npz`` holds: ``actlas.formats.cells``)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from .errors import ConfigError, DataError
+from .formats.cells import Cells
 
 
 def bin_coords(coords: np.ndarray, n: int) -> np.ndarray:
@@ -13,7 +17,7 @@ def bin_coords(coords: np.ndarray, n: int) -> np.ndarray:
     """
     coords = np.asarray(coords, dtype=np.float64)
     if coords.size and (np.nanmin(coords) < 0 or np.nanmax(coords) > 1 or np.isnan(coords).any()):
-        raise ValueError("coords must lie in [0, 1]; normalise them first (actlas.layout.normalize_coords)")
+        raise DataError("coords must lie in [0, 1]; normalise them first (actlas.layout.normalize_coords)")
     return np.minimum(np.floor(coords * n), n - 1).astype(np.int32)
 
 
@@ -26,7 +30,7 @@ def grid(
     *,
     min_count: int = 1,
     n_classes: int | None = None,
-) -> dict[str, np.ndarray]:
+) -> Cells:
     """Bin samples into an n x n grid and summarise every cell holding at least ``min_count``.
 
     Parameters
@@ -38,20 +42,15 @@ def grid(
     min_count : cells with fewer samples are dropped
     n_classes : length of the attribution vectors (default: max class + 1)
 
-    Returns
-    -------
-    dict with ``ij`` (K, 2) int32 (column, row), ``count`` (K,), ``direction`` (K, C) float32 mean
-    activation, ``attribution`` (K, n_classes) float32 mean attribution, ``label`` (K,) its argmax over the
-    classes the cell's samples recorded,
-    ``order`` (M,) sample indices grouped by cell and ``offsets`` (K + 1,) into ``order``.
+    Returns ``Cells`` (see there).
     """
     if n < 1:
-        raise ValueError(f"grid size must be at least 1, got {n} (grid.sizes)")
+        raise ConfigError(f"grid size must be at least 1, got {n} (grid.sizes)")
     if len(coords) != len(activations):
-        raise ValueError(f"grid got {len(coords)} coords but {len(activations)} activations: run layout again")
+        raise DataError(f"grid got {len(coords)} coords but {len(activations)} activations: run layout again")
     need = max(min_count, 1)
     if len(coords) < need:
-        raise ValueError(
+        raise DataError(
             f"no cell of the {n}x{n} grid holds {need} samples ({len(coords)} samples in all): the grid needs at "
             f"least {need} samples (grid.min_count) and a smaller grid (grid.sizes) cannot help: lower "
             "grid.min_count, or collect more images or positions (collect.positions)"
@@ -61,7 +60,7 @@ def grid(
     counts = np.bincount(cell, minlength=n * n)
     keep = np.flatnonzero(counts >= max(min_count, 1))
     if len(keep) == 0:
-        raise ValueError(
+        raise DataError(
             f"no cell of the {n}x{n} grid holds {min_count} samples ({len(coords)} samples in all): "
             "use a smaller grid (grid.sizes), a lower min_count (grid.min_count), or collect more"
         )
@@ -86,17 +85,14 @@ def grid(
     # ``attribution``, and would win (as class 0) in a cell whose recorded attributions are all negative.
     recorded = np.bincount(flat, minlength=k * n_classes).reshape(k, n_classes) > 0
     label = np.where(recorded, attribution, -np.inf).argmax(1)
-    return {
-        "ij": np.stack([keep % n, keep // n], axis=1).astype(np.int32),
-        "count": count.astype(np.int64),
-        "direction": direction,
-        "attribution": attribution,
-        "label": label.astype(np.int32),
-        "order": order.astype(np.int64),
-        "offsets": offsets,
-    }
-
-
-def members(cells: dict, k: int) -> np.ndarray:
-    """Sample indices of cell ``k``."""
-    return cells["order"][cells["offsets"][k] : cells["offsets"][k + 1]]
+    return Cells(
+        ij=np.stack([keep % n, keep // n], axis=1).astype(np.int32),
+        count=count.astype(np.int64),
+        direction=direction,
+        attribution=attribution,
+        label=label.astype(np.int32),
+        order=order.astype(np.int64),
+        offsets=offsets,
+        n=int(n),
+        min_count=int(min_count),
+    )

@@ -8,22 +8,16 @@ larger than memory stay out of core.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
+from .device import numba_cache_dir
+from .errors import ConfigError, DataError
+from .settings import BACKENDS
+
 log = logging.getLogger("actlas.layout")
-
-
-def numba_cache_dir() -> Path:
-    """A lasting folder for numba's on-disk cache, so umap-learn's JIT cost is paid once per machine."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "actlas" / "numba"
-    path = Path(os.environ.setdefault("NUMBA_CACHE_DIR", str(default)))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def moments(x) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +39,10 @@ def moments(x) -> tuple[np.ndarray, np.ndarray]:
     return mean, (cov + cov.T) / 2
 
 
-def whitening(cov: np.ndarray, eps: float = 0.1) -> np.ndarray:
+def whitening(cov: np.ndarray, eps: float) -> np.ndarray:
     """Regularised inverse covariance, shape (C, C): inv(cov + eps * mean(diag(cov)) * I).
+
+    The render whitening of a layer (``whiten.npy``) uses ``eps`` = ``layout.whitening_eps`` (settings).
 
     Dead channels (zero variance) and near-singular covariances stay finite: the ridge is a
     fraction of the average variance.
@@ -100,7 +96,7 @@ def exact_knn(
     import torch
 
     if metric not in EXACT_KNN_METRICS:
-        raise ValueError(f"exact_knn supports {EXACT_KNN_METRICS}, not {metric!r}")
+        raise ConfigError(f"exact_knn supports {EXACT_KNN_METRICS}, not {metric!r}")
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     n, k = len(xt), min(k, len(xt))
     if metric == "cosine":
@@ -146,9 +142,11 @@ def umap(
     (:func:`use_exact_knn`), else from umap-learn's own pynndescent; ``info["knn"]`` says which.
     """
     start = time.perf_counter()
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown layout backend {backend!r}: use one of {', '.join(BACKENDS)}")
     use_cuml, reason = (False, "backend umap-learn asked for") if backend == "umap-learn" else cuml_available()
     if backend == "cuml" and not use_cuml:
-        raise RuntimeError(f"backend cuml asked for, but {reason}; pip install cuml-cu12 on a GPU machine")
+        raise ConfigError(f"backend cuml asked for, but {reason}; pip install cuml-cu12 on a GPU machine")
     x = np.ascontiguousarray(x, dtype=np.float32)
     check_samples(len(x))
     n_neighbors = int(min(n_neighbors, max(len(x) - 1, 2)))
@@ -201,14 +199,17 @@ def pca(x, n_components: int, seed: int = 0) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float32) - mean.astype(np.float32)) @ axes.astype(np.float32)).astype(np.float32)
 
 
+# Ridge of the ZCA whitening before UMAP (``layout.whiten``), a fraction of the mean variance; the
+# render whitening's is the setting ``layout.whitening_eps``.
+ZCA_RIDGE = 0.1
 MIN_SAMPLES = 4  # UMAP's spectral initialisation needs more samples than n_components + 1
 
 
 def check_samples(n: int, layer: str = "") -> None:
-    """Raise one ValueError line when ``n`` samples are too few to lay out."""
+    """Raise one ``DataError`` line when ``n`` samples are too few to lay out."""
     if n < MIN_SAMPLES:
         of = f" of {layer}" if layer else ""
-        raise ValueError(
+        raise DataError(
             f"layout needs at least {MIN_SAMPLES} samples{of}, got {n}: collect more images (images, limit) "
             "or more positions per image (collect.positions; 0 takes every position)"
         )
@@ -230,7 +231,7 @@ def layout(
     """Activations x (n, C) -> coords (n, 2) in [0, 1], and an info dict.
 
     Optional steps before UMAP: whitening (ZCA with the regularised covariance) and PCA to
-    ``pca_components`` dimensions (0 = off). Fewer than ``MIN_SAMPLES`` rows raise ``ValueError``
+    ``pca_components`` dimensions (0 = off). Fewer than ``MIN_SAMPLES`` rows raise ``DataError``
     (naming ``layer`` when given).
     """
     check_samples(int(x.shape[0]), layer)
@@ -238,7 +239,7 @@ def layout(
     data = x
     if whiten:
         mean, cov = moments(data)
-        vals, vecs = np.linalg.eigh(cov + 0.1 * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0]))
+        vals, vecs = np.linalg.eigh(cov + ZCA_RIDGE * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0]))
         zca = (vecs / np.sqrt(vals)) @ vecs.T
         data = (np.asarray(data, dtype=np.float32) - mean.astype(np.float32)) @ zca.astype(np.float32)
     if pca_components and pca_components < data.shape[1]:

@@ -3,7 +3,7 @@
 ``acquire`` creates the lock atomically (``O_CREAT | O_EXCL``) with the holder's host, pid, the
 pid's start time, owner (the checkout or command that runs the workflow) and time; ``release``
 removes it, only when it is the caller's. A second ``acquire`` while the holder lives is refused
-with one line (``LockError``, a ``RuntimeError``).
+with one line (``actlas.errors.LockError``).
 
 A lock whose holder is provably dead is taken over: on the same host, when its pid no longer
 exists or now belongs to a process started at another time (pid reuse). ``acquire`` then returns
@@ -19,15 +19,14 @@ import socket
 import time
 from pathlib import Path
 
-NAME = ".actlas.lock"
+from . import paths
+from .errors import LockError
 
-
-class LockError(RuntimeError):
-    """The run directory is locked by another workflow (or its lock file cannot be read)."""
+__all__ = ["LockError", "acquire", "check", "holder", "release"]
 
 
 def lock_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / NAME
+    return paths.lock(run_dir)
 
 
 def _start_time(pid: int) -> str | None:
@@ -119,7 +118,7 @@ def acquire(run_dir: str | Path, owner: str) -> str | None:
     host, pid = socket.gethostname(), os.getpid()
     me = {"host": host, "pid": pid, "started": _start_time(pid), "owner": str(owner), "time": time.time()}
     note = None
-    tmp = path.with_name(f"{NAME}.new-{host}-{pid}")
+    tmp = path.with_name(f"{path.name}.new-{host}-{pid}")
     for _ in range(5):
         fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
         with os.fdopen(fd, "w") as f:
@@ -137,7 +136,7 @@ def acquire(run_dir: str | Path, owner: str) -> str | None:
             if held.get("host") == host and held.get("pid") == pid:
                 return None  # ours already
             _refuse_if_held(held, run_dir, path)
-            stale = path.with_name(f"{NAME}.stale-{pid}")
+            stale = path.with_name(f"{path.name}.stale-{pid}")
             try:
                 os.rename(path, stale)  # atomic: of two processes taking over, only one moves it
             except FileNotFoundError:

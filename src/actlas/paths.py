@@ -1,20 +1,65 @@
-"""The run directory: every path and file name of a run, in one place, and the atomic writers.
+"""The run directory: every file and folder name of a run, spelled here and nowhere else.
 
-Layout: ``docs/run-directory.md``. The Snakemake rules build their patterns from these
-functions (with ``"{layer}"``, ``"{n}"`` ... as arguments), the stages read and write through
-them. Pure: nothing here reads a file, except the few ``read_*`` and ``write_*`` helpers at the end.
+Layout: ``docs/run-directory.md``. The Snakemake rules build their patterns from these functions
+(with ``"{layer}"``, ``"{n}"`` ... as arguments), the stages read and write through them and the
+format modules (``actlas.formats``). Pure: nothing here touches the file system.
+
+An **atlas folder** (``grid-N``, ``class-<slug>``, ``compare-<a>-<b>``) holds ``cells.npz``, its
+render batches and the atlas files; the functions taking ``folder`` name files inside one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from pathlib import Path
 
-import numpy as np
-
 PathLike = str | Path
+
+# --------------------------------------------------------------------------- names
+
+SHARDS = "shards"
+SHARD_INDEX = "index.json"
+SHARD_SKIPPED = "skipped.tsv"
+COLLECT = "collect"
+STORE_SKIPPED = ".skipped.tsv"  # suffix of a shard store's skip list: shard-NNNNN.zarr.skipped.tsv
+COORDS = "coords.npy"
+WHITEN = "whiten.npy"
+LAYOUT_INFO = "layout.json"
+CELLS = "cells.npz"
+ROWS = "rows.npy"
+RENDER = "render"
+ATLAS_PNG = "atlas.png"
+ATLAS_LABELLED = "atlas-labelled.png"
+ATLAS_JSON = "atlas.json"
+COMPARE_PNG = "compare.png"
+ICONS = "icons"
+EXAMPLES = "examples"
+PATCHES = "patches"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+VIEWER = "viewer"
+VIEWER_DATA = "data.json"
+VIEWER_DATA_JS = "data.js"
+VIEWER_INDEX = "index.html"
+TILES = "tiles"
+MANIFEST = "manifest.json"
+CACHE = "cache"
+LOGS = "logs"
+BENCHMARKS = "benchmarks"
+LOCK = ".actlas.lock"
+SEAL = ".actlas-seal.json"
+
+# what the atlas stage writes into an atlas folder (besides the folders icons/ and examples/)
+ATLAS_FILES = (ATLAS_PNG, ATLAS_LABELLED, ATLAS_JSON)
+# what a class atlas or comparison folder holds besides the atlas files (its one render batch included)
+CLASS_FILES = (CELLS, ROWS, COORDS, f"{RENDER}/batch-00000.npz")
+# atlas folders of a layer, as glob patterns: the main atlas per grid size, class atlases, comparisons
+ATLAS_FOLDERS = ("grid-*", "class-*", "compare-*")
+SHARD_LIST_GLOB = "shard-*.txt"
+STORE_GLOB = "shard-*.zarr"
+BATCH_GLOB = "batch-*.npz"
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def shard_name(i: int) -> str:
@@ -23,25 +68,36 @@ def shard_name(i: int) -> str:
 
 
 def shards_dir(run: PathLike) -> Path:
-    return Path(run) / "shards"
+    return Path(run) / SHARDS
 
 
 def shard_index(run: PathLike) -> Path:
     """``RUN/shards/index.json``: the shards of the current plan (stale lists beside it are ignored)."""
-    return shards_dir(run) / "index.json"
+    return shards_dir(run) / SHARD_INDEX
 
 
 def shard_skipped(run: PathLike) -> Path:
     """``RUN/shards/skipped.tsv``: files the listing left out, with their reason."""
-    return shards_dir(run) / "skipped.tsv"
+    return shards_dir(run) / SHARD_SKIPPED
 
 
 def shard_list(run: PathLike, shard: str) -> Path:
+    """``RUN/shards/shard-NNNNN.txt``: one shard's image list."""
     return shards_dir(run) / f"{shard}.txt"
 
 
+def collect_dir(run: PathLike) -> Path:
+    return Path(run) / COLLECT
+
+
 def shard_store(run: PathLike, shard: str) -> Path:
-    return Path(run) / "collect" / f"{shard}.zarr"
+    """``RUN/collect/shard-NNNNN.zarr``: one shard's Zarr store."""
+    return collect_dir(run) / f"{shard}.zarr"
+
+
+def store_skipped(store: PathLike) -> Path:
+    """``STORE.skipped.tsv``: the images a collect job could not decode, beside its store."""
+    return Path(f"{store}{STORE_SKIPPED}")
 
 
 def layer_dir(run: PathLike, layer: str) -> Path:
@@ -49,39 +105,19 @@ def layer_dir(run: PathLike, layer: str) -> Path:
 
 
 def coords(run: PathLike, layer: str) -> Path:
-    return layer_dir(run, layer) / "coords.npy"
+    return layer_dir(run, layer) / COORDS
 
 
 def whiten(run: PathLike, layer: str) -> Path:
-    return layer_dir(run, layer) / "whiten.npy"
+    return layer_dir(run, layer) / WHITEN
 
 
 def layout_info(run: PathLike, layer: str) -> Path:
-    return layer_dir(run, layer) / "layout.json"
+    return layer_dir(run, layer) / LAYOUT_INFO
 
 
 def grid_dir(run: PathLike, layer: str, n: int | str) -> Path:
     return layer_dir(run, layer) / f"grid-{n}"
-
-
-def cells(folder: PathLike) -> Path:
-    """``FOLDER/cells.npz`` of an atlas folder (``grid-N``, ``class-*``, ``compare-*``)."""
-    return Path(folder) / "cells.npz"
-
-
-def render_batch(folder: PathLike, batch: int | str) -> Path:
-    """``FOLDER/render/batch-BBBBB.npz``: the icons of one render job."""
-    name = f"{batch:05d}" if isinstance(batch, int) else batch
-    return Path(folder) / "render" / f"batch-{name}.npz"
-
-
-def n_batches(n_cells: int, cells_per_job: int) -> int:
-    """How many render jobs a grid of ``n_cells`` cells needs (at least one)."""
-    return max(1, -(-n_cells // cells_per_job)) if cells_per_job else 1
-
-
-# what the atlas stage writes into an atlas folder (besides the folders icons/ and examples/)
-ATLAS_FILES = ("atlas.png", "atlas-labelled.png", "atlas.json")
 
 
 def class_dir(run: PathLike, layer: str, name: str) -> Path:
@@ -94,127 +130,146 @@ def compare_dir(run: PathLike, layer: str, name: str) -> Path:
     return layer_dir(run, layer) / f"compare-{name}"
 
 
+def patches_dir(run: PathLike) -> Path:
+    return Path(run) / PATCHES
+
+
 def patch_dir(run: PathLike, name: str) -> Path:
-    return Path(run) / "patches" / name
+    return patches_dir(run) / name
 
 
 def viewer_dir(run: PathLike) -> Path:
-    return Path(run) / "viewer"
+    return Path(run) / VIEWER
 
 
 def manifest(run: PathLike) -> Path:
-    return Path(run) / "manifest.json"
+    return Path(run) / MANIFEST
 
 
 def icon_cache(run: PathLike) -> Path:
-    return Path(run) / "cache" / "icons"
+    return Path(run) / CACHE / "icons"
+
+
+def cached_icon(run: PathLike, key: str) -> Path:
+    """``RUN/cache/icons/KEY.npz``: one cached icon."""
+    return icon_cache(run) / f"{key}.npz"
 
 
 def log(run: PathLike, stage: str, name: str) -> Path:
-    return Path(run) / "logs" / stage / f"{name}.log"
+    return Path(run) / LOGS / stage / f"{name}.log"
 
 
 def benchmark(run: PathLike, stage: str, name: str) -> Path:
-    return Path(run) / "benchmarks" / stage / f"{name}.tsv"
+    return Path(run) / BENCHMARKS / stage / f"{name}.tsv"
 
 
 def lock(run: PathLike) -> Path:
-    return Path(run) / ".actlas.lock"
+    return Path(run) / LOCK
 
 
-def slug(text: str) -> str:
-    """Folder-safe lower-case name: "great white shark" -> "great-white-shark"."""
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+def seal(run: PathLike) -> Path:
+    return Path(run) / SEAL
 
 
-# --------------------------------------------------------------------------- reading and writing
+# --------------------------------------------------------------------------- inside an atlas folder
 
 
-def read_shard_index(run: PathLike) -> list[str]:
-    """The shard names of the run's current plan (``RUN/shards/index.json``)."""
-    path = shard_index(run)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: list the images first (actlas shards, or the workflow)")
-    return list(json.loads(path.read_text())["shards"])
+def cells(folder: PathLike) -> Path:
+    """``FOLDER/cells.npz`` of an atlas folder (``grid-N``, ``class-*``, ``compare-*``)."""
+    return Path(folder) / CELLS
 
 
-def shard_stores(run: PathLike) -> list[Path]:
-    """The shard stores of the run's current plan, in shard order."""
-    return [shard_store(run, s) for s in read_shard_index(run)]
+def render_dir(folder: PathLike) -> Path:
+    return Path(folder) / RENDER
 
 
-def shard_lists(run: PathLike) -> list[Path]:
-    """The shard lists of the run's current plan, in shard order."""
-    return [shard_list(run, s) for s in read_shard_index(run)]
+def render_batch(folder: PathLike, batch: int | str) -> Path:
+    """``FOLDER/render/batch-BBBBB.npz``: the icons of one render job."""
+    name = f"{batch:05d}" if isinstance(batch, int) else batch
+    return render_dir(folder) / f"batch-{name}.npz"
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
+def n_batches(n_cells: int, cells_per_job: int) -> int:
+    """How many render jobs a grid of ``n_cells`` cells needs (at least one)."""
+    return max(1, -(-n_cells // cells_per_job)) if cells_per_job else 1
 
 
-def _partial(path: Path) -> Path:
-    """A hidden sibling that no reader's pattern matches (``.NAME.partial``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.partial")
+def atlas_json(folder: PathLike) -> Path:
+    return Path(folder) / ATLAS_JSON
 
 
-def write_json(path: PathLike, data) -> Path:
-    """Write JSON atomically (a reader sees the old file or the whole new one)."""
-    path = Path(path)
-    tmp = _partial(path)
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
-    return path
+def atlas_png(folder: PathLike) -> Path:
+    return Path(folder) / ATLAS_PNG
 
 
-def write_text(path: PathLike, text: str) -> Path:
-    path = Path(path)
-    tmp = _partial(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+def atlas_labelled(folder: PathLike) -> Path:
+    return Path(folder) / ATLAS_LABELLED
 
 
-def save_npz(path: PathLike, **arrays) -> Path:
-    path = Path(path)
-    tmp = _partial(path)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-    return path
+def compare_png(folder: PathLike) -> Path:
+    return Path(folder) / COMPARE_PNG
 
 
-def save_npy(path: PathLike, array: np.ndarray) -> Path:
-    path = Path(path)
-    tmp = _partial(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-    return path
+def rows(folder: PathLike) -> Path:
+    """``FOLDER/rows.npy`` of a class atlas or comparison: the layer's sample rows it keeps."""
+    return Path(folder) / ROWS
 
 
-def save_image(path: PathLike, image, **kw) -> Path:
-    """Save a PIL image atomically (format from the suffix)."""
-    path = Path(path)
-    tmp = _partial(path)
-    image.save(tmp, format=image_format(path), **kw)
-    os.replace(tmp, path)
-    return path
+def folder_coords(folder: PathLike) -> Path:
+    """``FOLDER/coords.npy`` of a class atlas or comparison: its own layout of the rows it keeps."""
+    return Path(folder) / COORDS
 
 
-def image_format(path: Path) -> str:
-    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}[path.suffix.lower()]
+def icons_dir(folder: PathLike) -> Path:
+    return Path(folder) / ICONS
 
 
-def load_npz(path: PathLike) -> dict[str, np.ndarray]:
-    """Every array of an npz (never unpickles)."""
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+def examples_dir(folder: PathLike) -> Path:
+    return Path(folder) / EXAMPLES
+
+
+def icon_name(i: int | str, j: int | str) -> str:
+    """``icons/I_J.png``: a cell's icon, relative to its atlas folder (as atlas.json records it)."""
+    return f"{ICONS}/{i}_{j}.png"
+
+
+def example_name(i: int | str, j: int | str, e: int | str) -> str:
+    """``examples/I_J_E.jpg``: dataset example E of a cell, relative to its atlas folder."""
+    return f"{EXAMPLES}/{i}_{j}_{e}.jpg"
+
+
+# --------------------------------------------------------------------------- inside a patch experiment's folder
+
+
+def report_json(folder: PathLike) -> Path:
+    return Path(folder) / REPORT_JSON
+
+
+def report_md(folder: PathLike) -> Path:
+    return Path(folder) / REPORT_MD
+
+
+def patch_png_name(slug: str) -> str:
+    """``patch-<slug>.png``: the picture of a tested patch."""
+    return f"patch-{slug}.png"
+
+
+def examples_png_name(slug: str) -> str:
+    """``examples-<slug>.png``: a tested patch on photos, before and after."""
+    return f"examples-{slug}.png"
+
+
+BARS_PNG = "bars.png"
+SINGLE_PHOTO_PNG = "single-photo.png"
+
+
+# --------------------------------------------------------------------------- inside the viewer
+
+
+def viewer_index(run: PathLike) -> Path:
+    return viewer_dir(run) / VIEWER_INDEX
+
+
+def tiles(layer: str, view: str) -> str:
+    """``tiles/LAYER/FOLDER``: the deep-zoom pyramid of one atlas, relative to the viewer folder."""
+    return f"{TILES}/{layer}/{view}"

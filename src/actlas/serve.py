@@ -18,11 +18,16 @@ import sys
 import threading
 import urllib.parse
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
-from .stages.viewer import ATLAS_FOLDERS, VIEWER_DIR, ensure_viewer
+from . import paths
+from .errors import ConfigError, DependencyError, ExistsError
+from .stages.viewer import ensure_viewer
+
+VIEWER_DIR = paths.VIEWER
 
 __all__ = ["export", "is_servable", "serve", "show", "start_server", "ViewerServer"]
 
@@ -45,18 +50,18 @@ CONTENT_TYPES: dict[str, str] = {
 # and the patch experiments' reports and figures the cells link to (patches/NAME/).
 RUN_FILE_PATTERNS = tuple(
     f"*/{folder}/{name}"
-    for folder in ATLAS_FOLDERS
+    for folder in paths.ATLAS_FOLDERS
     for name in (
-        "atlas.json",
-        "atlas.png",
-        "atlas-labelled.png",
-        "compare.png",
-        "icons/*.png",
-        "examples/*.jpg",
-        "examples/*.jpeg",
-        "examples/*.png",
+        paths.ATLAS_JSON,
+        paths.ATLAS_PNG,
+        paths.ATLAS_LABELLED,
+        paths.COMPARE_PNG,
+        f"{paths.ICONS}/*.png",
+        f"{paths.EXAMPLES}/*.jpg",
+        f"{paths.EXAMPLES}/*.jpeg",
+        f"{paths.EXAMPLES}/*.png",
     )
-) + ("patches/*/report.md", "patches/*/*.png")
+) + (f"{paths.PATCHES}/*/{paths.REPORT_MD}", f"{paths.PATCHES}/*/*.png")
 
 
 # --------------------------------------------------------------------------- what may be served
@@ -107,7 +112,7 @@ def url_to_relative(raw_path: str) -> str | None:
     if any(c in decoded for c in ("\\", "\x00")) or any(ord(c) < 32 for c in decoded):
         return None
     if decoded == "/":
-        return f"{VIEWER_DIR}/index.html"
+        return f"{VIEWER_DIR}/{paths.VIEWER_INDEX}"
     parts = decoded[1:].split("/")
     if decoded.endswith("/"):
         parts[-1] = "index.html"
@@ -179,7 +184,7 @@ def make_handler(root: Path, loopback_only: bool) -> type[http.server.BaseHTTPRe
                 self._send_file(path, body)
             except (ConnectionError, TimeoutError):
                 self.close_connection = True
-            except Exception:  # never let one bad request end the server
+            except Exception:  # noqa: BLE001 - never let one bad request end the server
                 self.close_connection = True
                 try:
                     self._send_error(500, "internal error")
@@ -272,7 +277,7 @@ class ViewerServer:
         self.httpd.server_close()
         self.thread.join(timeout=5)
 
-    def __enter__(self) -> "ViewerServer":
+    def __enter__(self) -> ViewerServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -300,7 +305,7 @@ def start_server(run_dir: Path | str, host: str = "127.0.0.1", port: int = 0, ve
     try:
         httpd = server_class((host, port), make_handler(run_dir, loopback_only=loopback))
     except OSError as err:
-        raise OSError(
+        raise ConfigError(
             f"cannot listen on {host}:{port} ({err.strerror}); pick another --port or 0 for any free one"
         ) from err
     httpd.verbose = verbose
@@ -346,16 +351,16 @@ def export(run_dir: Path | str, out_dir: Path | str) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ensure_viewer(run_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} is not an empty folder; choose a new OUT_DIR or empty it")
+        raise ExistsError(f"{out_dir} is not an empty folder; choose a new OUT_DIR or empty it")
     if out_dir.resolve().is_relative_to(run_dir.resolve()):
-        raise ValueError(f"{out_dir} is inside the run {run_dir}; export to a folder outside it")
+        raise ConfigError(f"{out_dir} is inside the run {run_dir}; export to a folder outside it")
     root = run_dir.resolve()
     for path in servable_files(run_dir):
         target = out_dir / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    (out_dir / "index.html").write_text(REDIRECT_PAGE)
-    return out_dir / "index.html"
+    (out_dir / paths.VIEWER_INDEX).write_text(REDIRECT_PAGE)
+    return out_dir / paths.VIEWER_INDEX
 
 
 _SHOWN: dict[Path, ViewerServer] = {}
@@ -370,7 +375,7 @@ def show(run_dir: Path | str, width: int | str = "100%", height: int = 640, port
     try:
         from IPython.display import IFrame
     except ImportError as err:
-        raise ImportError("actlas.show needs IPython (pip install ipython); or run `actlas serve RUN_DIR`") from err
+        raise DependencyError("actlas.show needs IPython (pip install ipython); or run `actlas serve RUN_DIR`") from err
     key = Path(run_dir).resolve()
     if key not in _SHOWN:
         _SHOWN[key] = start_server(key, port=port)

@@ -12,12 +12,14 @@ Pure data: no torch, no file access (the Snakefile imports this at parse time).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .errors import ConfigError
+from .text import did_you_mean
 
 __all__ = [
+    "SECTIONS",
     "Atlas",
     "ClassAtlas",
     "Collect",
@@ -28,10 +30,29 @@ __all__ = [
     "Render",
     "RenderParams",
     "Run",
-    "SECTIONS",
+    "choices",
     "fill",
     "from_mapping",
 ]
+
+# The values a setting with a fixed set of them may take (the schema's enums, the CLI's choices).
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "cuml", "umap-learn")
+SCHEDULES = ("constant", "cosine")
+PARAMETERISATIONS = ("fft", "maco")
+FILTERS = ("winner", "top", "both")
+METHODS = ("tsne", "umap")
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def _choice(default: str, values: tuple[str, ...]):
+    """A field whose value is one of ``values`` (``choices`` reads them back)."""
+    return field(default=default, metadata={"choices": values})
+
+
+def choices(cls, name: str) -> tuple[str, ...] | None:
+    """The values field ``name`` of settings class ``cls`` may take, or None when it is free."""
+    return {f.name: f.metadata.get("choices") for f in fields(cls)}[name]
 
 
 @dataclass(frozen=True)
@@ -57,10 +78,10 @@ class Layout:
     metric: str = "cosine"  # UMAP metric (cosine, euclidean, ...)
     pca: int = 0  # PCA components before UMAP (0 = off)
     whiten: bool = False  # whiten activations before UMAP
-    # ridge of the render whitening (fraction of the mean variance): 10 tempers only the dominant
-    # directions (1.0 until 2026-12-04: faithfulness lower on every bench_icons row, most on a ViT; BENCHMARKS.md)
+    # ridge of the render whitening, a fraction of the mean variance: 10 tempers only the dominant
+    # directions (1.0 gave lower faithfulness on every bench_icons row, most on a ViT; BENCHMARKS.md)
     whitening_eps: float = 10.0
-    backend: str = "auto"  # auto (cuML when a GPU and cuML are present), cuml, umap-learn
+    backend: str = _choice("auto", BACKENDS)  # auto (cuML when a GPU and cuML are present), cuml, umap-learn
 
 
 @dataclass(frozen=True)
@@ -78,31 +99,24 @@ class RenderParams:
     size: int = 96  # icon side in pixels (at least min_positions of the layer's positions; never over the input)
     min_positions: int = 4  # an icon spans at least this many layer positions a side (0 = off; BENCHMARKS.md)
     steps: int = 128  # optimisation steps
-    lr: float = (
-        0.025  # Adam learning rate (0.05 until decay 1.5: the lowest frequency moves about as then; BENCHMARKS.md)
-    )
+    lr: float = 0.025  # Adam learning rate (with decay_power 1.5; BENCHMARKS.md)
     warmup: int = 0  # steps over which the learning rate ramps linearly up to lr (0 = none)
-    schedule: str = (
-        "constant"  # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
-    )
+    # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
+    schedule: str = _choice("constant", SCHEDULES)
     lr_end: float = 0.0  # cosine: the learning rate it falls to, one step after the last
-    coarse: int = (
-        0  # first steps that move only the low frequencies (4 cycles an icon), then all (0 = none; BENCHMARKS.md)
-    )
-    check_every: int = (
-        16  # score each icon every N steps and at the end, keep its best image (0 = the last; BENCHMARKS.md)
-    )
+    # first steps that move only the low frequencies (4 cycles an icon), then all (0 = none; BENCHMARKS.md)
+    coarse: int = 0
+    # score each icon every N steps and at the end, keep its best image (0 = the last; BENCHMARKS.md)
+    check_every: int = 16
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by objective (each try's best-scoring image, check_every)
     batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
     pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
-    jitter: int = 4  # jitter of the robustness transforms, pixels (8 until check_every; BENCHMARKS.md)
+    jitter: int = 4  # jitter of the robustness transforms, pixels (BENCHMARKS.md)
     scale: float = 0.1  # random scale of the robustness transforms: within 1 - scale .. 1 + scale
     rotate: int = 10  # random rotation of the robustness transforms: within +- rotate degrees
-    decay_power: float = (
-        1.5  # spectrum decay of the FFT parameterisation (1.25 until 2026-12-04: noisier; fit_to_input steepens it)
-    )
-    param: str = "fft"  # parameterisation: fft (optimise the spectrum) or maco (only its phase)
+    decay_power: float = 1.5  # spectrum decay of the FFT parameterisation (fit_to_input steepens it; BENCHMARKS.md)
+    param: str = _choice("fft", PARAMETERISATIONS)  # parameterisation: fft (optimise the spectrum) or maco (its phase)
     seed: int = 0  # render seed (the workflow passes the run's seed)
     amp: bool = False  # bf16 autocast while optimising icons (scores stay float32)
 
@@ -138,10 +152,10 @@ class ClassAtlas:
 
     cls: str | int = ""  # class name, synset id or index (config key: class)
     layer: str | None = None  # default: the run's first layer; one not in layers is collected and laid out too
-    filter: str = "winner"  # winner, top or both
+    filter: str = _choice("winner", FILTERS)  # winner, top or both
     top: int = 2000  # at most this many samples per class
     grid: int = 8  # cells per side
-    method: str = "tsne"  # tsne or umap
+    method: str = _choice("tsne", METHODS)  # tsne or umap
     min_count: int = 1  # cells with fewer samples stay empty
     n_examples: int = 4  # dataset examples per cell
 
@@ -152,10 +166,10 @@ class Comparison:
 
     classes: tuple[str | int, ...] = ()  # [A, B]
     layer: str | None = None  # default: the run's first layer; one not in layers is collected and laid out too
-    filter: str = "top"  # winner, top or both
+    filter: str = _choice("top", FILTERS)  # winner, top or both
     top: int = 2000  # at most this many samples per class
     grid: int = 10  # cells per side
-    method: str = "tsne"  # tsne or umap (the 1-D layout on y)
+    method: str = _choice("tsne", METHODS)  # tsne or umap (the 1-D layout on y)
     min_count: int = 1  # cells with fewer samples stay empty
     n_examples: int = 4  # dataset examples per cell
 
@@ -168,17 +182,15 @@ class Patch:
     name: str | None = None  # folder name under RUN/patches (default SOURCE-to-TARGET)
     source: str | int | None = None  # source class, reported on its own
     layer: str | None = None  # layer whose icons are pasted (default: the run's first)
-    patches: tuple[
-        str, ...
-    ] = ()  # cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, image:PATH[:X0,Y0,X1,Y1], direction:PATH.npy
+    # cell:I,J, cell:DIR:I,J, example:DIR:I,J,E, image:PATH[:X0,Y0,X1,Y1], direction:PATH.npy (actlas.patches.spec)
+    patches: tuple[str, ...] = ()
     discover: bool = False  # search the target's icons on half the photos, report on the other half
     candidates: int = 12  # icons searched by discover
     crops: int = 1  # per searched cell, its nearest dataset-patch crops added to discover's candidates
-    search: tuple[
-        str, ...
-    ] = ()  # atlas folders under RUN/LAYER that discover searches (default: class-TARGET, grid-*, compare-*)
+    # atlas folders under RUN/LAYER that discover searches (default: class-TARGET, grid-*, compare-*)
+    search: tuple[str, ...] = ()
     sizes: tuple[float, ...] = (0.3, 0.45)  # patch sides, fractions of the input side
-    static: str = "bottom-right"  # the corner of the static protocol
+    static: str = _choice("bottom-right", CORNERS)  # the corner of the static protocol
     max_images: int = 96  # photos sampled from those not of the target (with evaluate: run photos searched)
     evaluate: tuple[str, ...] = ()  # held-out photo folders: rates on their source photos, search on the run's
     max_evaluate: int = 1000  # held-out source photos classified correctly, at most (a seeded choice)
@@ -195,7 +207,7 @@ class Run:
     images: tuple[str, ...] = ("../shared/assets/images/imagenet-val",)
     limit: int | None = None  # use this many images (deterministic choice under seed); null = all
     seed: int = 0
-    device: str = "auto"  # auto, cpu or cuda
+    device: str = _choice("auto", DEVICES)  # auto, cpu or cuda
     layers: tuple[str, ...] = ("features.13",)
 
 
@@ -232,9 +244,8 @@ def from_mapping(cls, data: dict | None, where: str = ""):
         name = ALIASES.get(key, key)
         if name not in names:
             valid = sorted(ALIASES.get(n, n) for n in names)
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-            raise ValueError(f"unknown setting {where + '.' if where else ''}{key}{hint}")
+            hint = did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}{hint}")
         kw[name] = tuple(value) if isinstance(value, list) else value
     return cls(**kw)
 

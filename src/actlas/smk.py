@@ -10,27 +10,29 @@ import os
 import shlex
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def check_run_dir(run_dir: str, checkout: str | Path) -> str:
     """The config's ``run_dir``, checked: never ``/``, the checkout or a folder above it.
 
     Spaces and any unicode are fine (every path reaches the shell quoted). Returns it without a
-    trailing slash; raises ``ValueError`` with the fix.
+    trailing slash; raises ``ConfigError`` with the fix.
     """
     text = str(run_dir).strip()
     if not text:
-        raise ValueError("run_dir is empty: set run_dir in your config to a new folder, e.g. runs/my_model")
+        raise ConfigError("run_dir is empty: set run_dir in your config to a new folder, e.g. runs/my_model")
     if "\0" in text or "\n" in text:
-        raise ValueError(f"run_dir {run_dir!r} holds a NUL or newline: choose a plain folder name")
+        raise ConfigError(f"run_dir {run_dir!r} holds a NUL or newline: choose a plain folder name")
     path = Path(os.path.abspath(Path(checkout) / text))
     home = Path(checkout).resolve()
     if path == Path(path.anchor) or path == home or home.is_relative_to(path):
-        raise ValueError(
+        raise ConfigError(
             f"run_dir {run_dir!r} is {path}, which would mix a run with the actlas checkout or the "
             "file system root: set run_dir to a folder of its own, e.g. runs/my_model"
         )
     if path.exists() and not path.is_dir():
-        raise ValueError(f"run_dir {run_dir!r} is a file, not a folder: choose another run_dir")
+        raise ConfigError(f"run_dir {run_dir!r} is a file, not a folder: choose another run_dir")
     return text.rstrip("/") or text
 
 
@@ -57,30 +59,3 @@ def cli_args(**options) -> str:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             out += [flag, shlex.quote(json.dumps(v) if isinstance(v, dict) else str(v))]
     return " ".join(out)
-
-
-def model_files(model) -> list[str]:
-    """The files a model is read from (card, weights, label files, exported program), as data: inputs
-    of every rule that loads the model, so replacing weights at the same path reruns what they made.
-
-    ``model``: a source string or a model block. Files that do not exist are left out (the stage
-    that loads the model names them).
-    """
-    block = dict(model) if isinstance(model, dict) else {"source": str(model)}
-    source = str(block.get("source", ""))
-    found: list[Path] = []
-    base = Path(".")
-    if source.endswith(".json"):
-        found.append(Path(source))
-        try:
-            card = json.loads(Path(source).read_text())
-        except (OSError, ValueError):
-            card = {}
-        base = Path(source).parent
-        found += [
-            base / str(card[k]) for k in ("weights", "labels", "categories", "synsets") if isinstance(card.get(k), str)
-        ]
-    elif source.split(":", 1)[0] in ("export", "torchscript"):
-        found.append(Path(source.split(":", 1)[1]))
-    found += [Path(str(block[k])) for k in ("weights", "labels", "synsets") if isinstance(block.get(k), str)]
-    return sorted({str(p) for p in found if p.is_file()})

@@ -11,7 +11,7 @@ would read, and more:
 - ``*.npy`` and ``*.npz`` load without pickle (every member of an npz is read, so its zip CRC is
   checked) and hold the keys and shapes their stage writes (``coords.npy`` one row per sample);
 - ``*.json`` parse; images (``*.png``, ``*.jpg``) pass Pillow's ``verify`` and decode;
-- with a seal (``RUN/.actlas-seal.json``, written by ``seal`` when a workflow finishes): every
+- with a seal (``RUN/.actlas-seal.json``, ``actlas.paths.seal``, written by ``seal`` when a workflow finishes): every
   sealed file whose modification time is unchanged still has its size and crc32. Files rewritten
   since (a later run) are not compared; damage that leaves the time alone (a failing disk, a
   flipped bit) is found even where the format has no checksum (``.npy``, ``.json``).
@@ -32,17 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images as imgs
-from . import store
+from . import paths
+from .data import store
+from .errors import MissingError, StoreError
+from .formats import batches, cells
+from .formats.atlas import AtlasMeta
+from .formats.shards import read_shard
+from .text import error_line, one_line
 
-SEAL = ".actlas-seal.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# npz artifacts by file name pattern -> keys their stage writes
-NPZ_KEYS = {
-    "cells.npz": {"ij", "count", "direction", "attribution", "label", "order", "offsets", "n", "min_count"},
-    "batch-": {"cell", "icon", "objective", "faithfulness", "rendered", "seconds", "params"},
-    "cache": {"icon", "objective", "faithfulness"},
-}
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,7 @@ class Problem:
 
 
 def _one(text: object, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return one_line(text, limit)
 
 
 def _strip(path: Path, reason: str) -> str:
@@ -82,8 +79,8 @@ def verify_store(path: str | Path, shard_rows: int | None = None) -> list[Proble
         out.append(Problem(str(path), _one(_strip(path, reason))))
 
     try:
-        group = store._open(path)
-    except store.StoreError as err:
+        group = store.open_group(path)
+    except StoreError as err:
         return [Problem(str(path), _one(_strip(path, str(err))))]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return [Problem(str(path), "not a Zarr store (its zarr.json is missing); " + store.RECOLLECT)]
@@ -96,8 +93,8 @@ def verify_store(path: str | Path, shard_rows: int | None = None) -> list[Proble
         bad(f"its 'params' attribute is damaged; {store.RECOLLECT}")
         return out
     try:
-        counts = store._counts(group, path)
-    except store.StoreError as err:
+        counts = store.committed_counts(group, path)
+    except StoreError as err:
         return [Problem(str(path), _one(_strip(path, str(err))))]
     if not isinstance(attrs.get("complete"), bool):
         bad(f"its 'complete' attribute is damaged; {store.RECOLLECT}")
@@ -116,7 +113,7 @@ def verify_store(path: str | Path, shard_rows: int | None = None) -> list[Proble
         except KeyError:
             bad(f"group {name} is missing; {store.RECOLLECT}")
         except Exception as err:  # noqa: BLE001 - damaged metadata of any kind
-            bad(f"group {name}: its metadata (zarr.json) is damaged ({store._short(err)}); {store.RECOLLECT}")
+            bad(f"group {name}: its metadata (zarr.json) is damaged ({error_line(err)}); {store.RECOLLECT}")
     for head in groups:
         if not any(k.startswith(head + "/") for k in counts):
             bad(f"no committed arrays of {head}; {store.RECOLLECT}")
@@ -124,16 +121,16 @@ def verify_store(path: str | Path, shard_rows: int | None = None) -> list[Proble
     data: dict[str, np.ndarray] = {}
     for name in sorted(counts):
         try:
-            array = store._array(group, path, name)
+            array = store.checked_array(group, path, name)
             if not any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs):
                 bad(f"array {name} has no crc32c checksum codec; {store.RECOLLECT}")
             n = store.checked_rows(group, path, name, array)
-            values = store._read_rows(path, name, array, n)
-        except store.StoreError as err:
+            values = store.read_rows(path, name, array, n)
+        except StoreError as err:
             bad(str(err))
             continue
         except Exception as err:  # noqa: BLE001 - any failure to read is damage
-            bad(f"array {name} cannot be read ({store._short(err)}); {store.RECOLLECT}")
+            bad(f"array {name} cannot be read ({error_line(err)}); {store.RECOLLECT}")
             continue
         rows[name], data[name] = n, values
         if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -187,16 +184,15 @@ def _same_params(stores: list[Path]) -> list[Problem]:
 def _check_npy(path: Path, samples: dict[str, int]) -> str:
     arr = np.load(path, allow_pickle=False)
     layer = path.parent.name
-    if path.name == "coords.npy":
+    if path.name == paths.COORDS:
         if arr.ndim != 2 or arr.shape[1] != 2:
             return f"coords.npy has shape {arr.shape}, not (n, 2)"
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
             return "coords.npy holds values outside [0, 1] or non-finite ones"
         if layer in samples and samples[layer] != len(arr):
             return f"coords.npy has {len(arr)} rows, the shard stores hold {samples[layer]} samples of {layer}"
-    elif path.name == "whiten.npy":
-        if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or not np.isfinite(arr).all():
-            return f"whiten.npy is not a finite square matrix (shape {arr.shape})"
+    elif path.name == paths.WHITEN and (arr.ndim != 2 or arr.shape[0] != arr.shape[1] or not np.isfinite(arr).all()):
+        return f"whiten.npy is not a finite square matrix (shape {arr.shape})"
     return ""
 
 
@@ -204,19 +200,18 @@ def _check_npz(path: Path) -> str:
     with np.load(path, allow_pickle=False) as f:
         keys = set(f.files)
         values = {k: f[k] for k in keys}  # reads every member: its zip CRC is checked
-    want = (
-        NPZ_KEYS["cells.npz"]
-        if path.name == "cells.npz"
-        else NPZ_KEYS["batch-"]
-        if path.name.startswith("batch-")
-        else NPZ_KEYS["cache"]
-        if "cache" in path.parts
-        else set()
-    )
+    if path.name == paths.CELLS:
+        want = set(cells.KEYS)
+    elif path.parent.name == paths.RENDER:
+        want = set(batches.KEYS)
+    elif paths.CACHE in path.parts:
+        want = set(batches.CACHED_KEYS)
+    else:
+        want = set()
     missing = want - keys
     if missing:
         return f"lacks {', '.join(sorted(missing))}"
-    if path.name == "cells.npz":
+    if path.name == paths.CELLS:
         k, offsets = len(values["count"]), values["offsets"]
         if len(offsets) != k + 1 or offsets[-1] != len(values["order"]) or len(values["ij"]) != k:
             return "its cells, offsets and order disagree"
@@ -230,8 +225,8 @@ def _check_npz(path: Path) -> str:
 
 def _check_json(path: Path) -> str:
     data = json.loads(path.read_text(encoding="utf-8"))
-    if path.name == "atlas.json" and not (isinstance(data, dict) and isinstance(data.get("cells"), list)):
-        return "atlas.json has no list of cells"
+    if path.name == paths.ATLAS_JSON:
+        AtlasMeta.from_json(data, path.name)  # raises for a missing key
     return ""
 
 
@@ -255,7 +250,7 @@ def _sealed_files(run_dir: Path):
         rel_dir = Path(dirpath).relative_to(run_dir)
         in_store = any(p.endswith(".zarr") for p in rel_dir.parts)
         for name in sorted(filenames):
-            if name in (SEAL, ".actlas.lock") or name.endswith((".tmp", ".partial")) or ".stale-" in name:
+            if name in (paths.SEAL, paths.LOCK) or name.endswith((".tmp", ".partial")) or ".stale-" in name:
                 continue
             if in_store and name != "zarr.json":
                 continue
@@ -281,7 +276,7 @@ def seal(run_dir: str | Path) -> Path:
     for path in _sealed_files(run_dir):
         st = path.stat()
         files[str(path.relative_to(run_dir))] = [st.st_size, st.st_mtime_ns, _crc(path)]
-    out = run_dir / SEAL
+    out = paths.seal(run_dir)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps({"created": time.time(), "files": files}))
     tmp.replace(out)
@@ -289,13 +284,13 @@ def seal(run_dir: str | Path) -> Path:
 
 
 def _check_seal(run_dir: Path) -> list[Problem]:
-    path = run_dir / SEAL
+    path = paths.seal(run_dir)
     if not path.exists():
         return []
     try:
         files = json.loads(path.read_text())["files"]
         assert isinstance(files, dict)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - a seal that does not parse is damaged, whatever the error
         return [
             Problem(
                 str(path),
@@ -311,7 +306,7 @@ def _check_seal(run_dir: Path) -> list[Problem]:
         except FileNotFoundError:
             out.append(Problem(str(p), "missing since the run finished: run the workflow again (it rebuilds it)"))
             continue
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - an entry of any other shape is damaged
             out.append(Problem(str(path), f"the seal's entry for {rel} is damaged: delete the seal"))
             continue
         if st.st_mtime_ns != mtime:
@@ -331,31 +326,31 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
 
     Reads every shard store completely (all arrays, all chunks, checksums), every shard list,
     ``*.npy``, ``*.npz``, ``*.json`` and image artifact, and (``use_seal``) compares files against
-    the seal the finished workflow left. Raises ``FileNotFoundError`` if ``run_dir`` is not a folder.
+    the seal the finished workflow left. Raises ``MissingError`` if ``run_dir`` is not a folder.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
+        raise MissingError(f"run directory not found: {run_dir}")
     problems: list[Problem] = []
-    lists = {p.stem: p for p in sorted((run_dir / "shards").glob("shard-*.txt"))}
+    lists = {p.stem: p for p in sorted(paths.shards_dir(run_dir).glob(paths.SHARD_LIST_GLOB))}
     list_rows: dict[str, int] = {}
     for stem, p in lists.items():
         try:
-            list_rows[stem] = len(imgs.read_shard(p))
-        except Exception as err:  # noqa: BLE001
+            list_rows[stem] = len(read_shard(p))
+        except Exception as err:  # noqa: BLE001 - a shard list that does not parse is damaged, whatever the error
             problems.append(
                 Problem(
                     str(p),
                     f"damaged shard list ({_one(err, 160)}): run the workflow again (it rewrites the shard lists)",
                 )
             )
-    stores = sorted((run_dir / "collect").glob("shard-*.zarr"))
+    stores = sorted(paths.collect_dir(run_dir).glob(paths.STORE_GLOB))
     samples: dict[str, int] = {}
     for st in stores:
         if st.stem not in lists:
             problems.append(
                 Problem(
-                    str(run_dir / "shards" / f"{st.stem}.txt"),
+                    str(paths.shard_list(run_dir, st.stem)),
                     f"missing (its store {st.name} needs it): run the workflow again (it rewrites the shard lists)",
                 )
             )
@@ -366,7 +361,7 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
             for layer, n in attrs["summary"]["rows"].items():
                 samples[layer] = samples.get(layer, 0) + int(n)
         except Exception:  # noqa: BLE001 - reported above
-            samples = {k: -1 for k in samples}
+            samples = dict.fromkeys(samples, -1)
     samples = {k: v for k, v in samples.items() if v >= 0}
     problems += _same_params(stores)
     for dirpath, dirnames, filenames in os.walk(run_dir):
@@ -379,7 +374,7 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
                     reason = _check_npy(p, samples)
                 elif suffix == ".npz":
                     reason = _check_npz(p)
-                elif suffix == ".json" and name != SEAL:
+                elif suffix == ".json" and name != paths.SEAL:
                     reason = _check_json(p)
                 elif suffix in IMAGE_SUFFIXES:
                     reason = _check_image(p)

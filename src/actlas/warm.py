@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from .layout import numba_cache_dir, umap
+from .device import numba_cache_dir
+from .layout import umap
 
 
 def main() -> None:

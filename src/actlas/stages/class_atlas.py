@@ -7,6 +7,7 @@ and ``coords.npy``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,16 @@ import numpy as np
 from .. import classes as classes_core
 from .. import grid as grid_core
 from .. import paths
+from ..data.samples import Samples, load_samples
+from ..errors import DataError
+from ..formats.atomic import save_npy
+from ..formats.cells import write_cells
+from ..models.load import load_spec
+from ..models.spec import ModelSpec
 from ..settings import ClassAtlas, Render, RenderParams, Run
+from ..text import slug
 from .atlas import atlas_folder
 from .render import render_folder
-from .samples import Samples, load_samples
 
 
 def sample_keys(samples: Samples) -> np.ndarray:
@@ -30,12 +37,12 @@ def build_folder(
     run_dir: str | Path,
     layer: str,
     model,
+    spec: ModelSpec,
     samples: Samples,
     rows: np.ndarray,
     coords: np.ndarray,
     n: int,
     *,
-    n_classes: int,
     min_count: int,
     params: RenderParams | None,
     device: str,
@@ -44,7 +51,10 @@ def build_folder(
     extra: dict,
     progress: bool,
 ) -> Path:
-    """Grid the kept ``rows`` at ``coords`` (M, 2), render and compose them into ``out`` like the main atlas."""
+    """Grid the kept ``rows`` at ``coords`` (M, 2), render and compose them into ``out`` like the main atlas;
+    atlas.json gets ``extra`` and the counts of the images and samples kept."""
+    n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
+    extra = {**extra, "images": int(len(np.unique(samples.image[rows]))), "samples": int(len(rows))}
     cells = grid_core.grid(
         coords,
         samples.activation[rows],
@@ -54,10 +64,10 @@ def build_folder(
         min_count=min_count,
         n_classes=n_classes,
     )
-    cells["order"] = rows[cells["order"]]  # rows of the whole layer, as the main atlas's cells hold
-    paths.save_npz(paths.cells(out), **cells, n=np.int64(n), min_count=np.int64(min_count))
-    paths.save_npy(out / "rows.npy", rows)
-    paths.save_npy(out / "coords.npy", coords)
+    cells = dataclasses.replace(cells, order=rows[cells.order])  # rows of the whole layer, as a main atlas's
+    write_cells(paths.cells(out), cells)
+    save_npy(paths.rows(out), rows)
+    save_npy(paths.folder_coords(out), coords)
     render_folder(
         out, run_dir, layer, model, cells_per_job=0, params=params, device=device, threads=threads, progress=progress
     )
@@ -69,7 +79,7 @@ def build_folder(
         cells_per_job=0,
         n_examples=n_examples,
         samples=samples,
-        extra={**extra, "samples": int(len(rows))},
+        extra=extra,
     )
 
 
@@ -93,17 +103,15 @@ def class_atlas(
     out: str | Path | None = None,
 ) -> Path:
     """Class atlas of ``cls`` -> ``LAYER/class-<slug>/atlas.json`` (+ atlas.png, labelled, icons, examples)."""
-    from ..models import load_model
-
-    _, spec = load_model(model)
-    c = classes_core.class_index(spec, str(cls))
+    spec = load_spec(model)
+    c = spec.class_index(str(cls))
     name = spec.short_name(c)
     samples = load_samples(run_dir, layer)
     rows = classes_core.select_samples(
         samples.attr_class, samples.attr_value, c, filter=filter, top=top, keys=sample_keys(samples)
     )
     if len(rows) < 2:
-        raise ValueError(
+        raise DataError(
             f"only {len(rows)} samples support {name!r} with filter {filter!r}: try filter top, or "
             "collect more images or positions (collect.positions)"
         )
@@ -115,20 +123,18 @@ def class_atlas(
         "filter": filter,
         "top": top,
         "method": method,
-        "images": int(len(np.unique(samples.image[rows]))),
     }
-    folder = Path(out) if out else paths.class_dir(run_dir, layer, paths.slug(name))
-    n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
+    folder = Path(out) if out else paths.class_dir(run_dir, layer, slug(name))
     return build_folder(
         folder,
         run_dir,
         layer,
         model,
+        spec,
         samples,
         rows,
         coords,
         grid,
-        n_classes=n_classes,
         min_count=min_count,
         params=params,
         device=device,

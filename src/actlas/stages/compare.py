@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from .. import classes as classes_core
 from .. import paths
+from ..data.samples import load_samples
+from ..errors import ConfigError, DataError
+from ..formats.atomic import save_image
+from ..models.load import load_spec
 from ..settings import Comparison, Render, RenderParams, Run
+from ..text import slug
 from .class_atlas import build_folder, sample_keys
-from .samples import load_samples
 
 
 def compare(
@@ -37,15 +42,13 @@ def compare(
     Samples: those a class atlas of A or of B would keep (``filter``, ``top``). x: attribution to A
     minus attribution to B (A right); y: 1-D layout of the activations.
     """
-    from ..models import load_model
-
     if len(classes) != 2:
-        raise ValueError(f"compare needs two classes, got {list(classes)}")
+        raise ConfigError(f"compare needs two classes, got {list(classes)}")
     a, b = classes
-    _, spec = load_model(model)
-    ca, cb = classes_core.class_index(spec, str(a)), classes_core.class_index(spec, str(b))
+    spec = load_spec(model)
+    ca, cb = spec.class_index(str(a)), spec.class_index(str(b))
     if ca == cb:
-        raise ValueError(f"compare needs two different classes, got {a!r} twice")
+        raise ConfigError(f"compare needs two different classes, got {a!r} twice")
     na, nb = spec.short_name(ca), spec.short_name(cb)
     samples = load_samples(run_dir, layer)
     rows = classes_core.dedupe(
@@ -58,7 +61,7 @@ def compare(
         sample_keys(samples),
     )
     if len(rows) < 2:
-        raise ValueError(
+        raise DataError(
             f"only {len(rows)} samples support {na!r} or {nb!r}: try filter top, or collect more "
             "images or positions (collect.positions)"
         )
@@ -66,7 +69,7 @@ def compare(
     vb, _ = classes_core.class_attribution(samples.attr_class[rows], samples.attr_value[rows], cb)
     y = classes_core.embed(samples.activation[rows], 1, method=method, seed=seed)[:, 0]
     coords = classes_core.comparison_coords(va, vb, y)
-    folder = Path(out) if out else paths.compare_dir(run_dir, layer, f"{paths.slug(na)}-{paths.slug(nb)}")
+    folder = Path(out) if out else paths.compare_dir(run_dir, layer, f"{slug(na)}-{slug(nb)}")
     # "pair", not "classes": atlas.json's "classes" stays the model's class list, as in every atlas
     extra = {
         "kind": "compare",
@@ -77,19 +80,17 @@ def compare(
         "method": method,
         "x_axis": f"attribution to {na} minus attribution to {nb} ({nb} left, {na} right)",
         "y_axis": f"1-D {method} of the activations",
-        "images": int(len(np.unique(samples.image[rows]))),
     }
-    n_classes = max(len(spec.categories), int(samples.attr_class.max()) + 1)
     path = build_folder(
         folder,
         run_dir,
         layer,
         model,
+        spec,
         samples,
         rows,
         coords,
         grid,
-        n_classes=n_classes,
         min_count=min_count,
         params=params,
         device=device,
@@ -98,14 +99,12 @@ def compare(
         extra=extra,
         progress=progress,
     )
-    axes_png(folder / "atlas-labelled.png", folder / "compare.png", left=nb, right=na)
+    axes_png(paths.atlas_labelled(folder), paths.compare_png(folder), left=nb, right=na)
     return path
 
 
 def axes_png(src: Path, dst: Path, *, left: str, right: str) -> Path:
     """Copy of a comparison's labelled atlas with an axis strip below: "<- more LEFT | more RIGHT ->"."""
-    from PIL import Image, ImageDraw, ImageFont
-
     image = Image.open(src).convert("RGB")
     strip = max(24, image.width // 40)
     canvas = Image.new("RGB", (image.width, image.height + strip), (255, 255, 255))
@@ -118,4 +117,4 @@ def axes_png(src: Path, dst: Path, *, left: str, right: str) -> Path:
     width = draw.textbbox((0, 0), text, font=font)[2]
     draw.text((image.width - width - 4, y), text, fill=(0, 0, 0), font=font)
     draw.line((image.width // 2, image.height, image.width // 2, image.height + strip), fill=(0, 0, 0))
-    return paths.save_image(dst, canvas)
+    return save_image(dst, canvas)

@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout as layout_core
-from .. import paths, store
+from .. import paths
+from ..data import store
+from ..data.samples import check_stores
+from ..formats.layout import LayoutInfo, write_coords, write_layout_info
+from ..formats.shards import shard_stores
 from ..settings import Layout, Run
-from .samples import check_stores
 
 
 def layout(
@@ -35,7 +38,7 @@ def layout(
     why, timings). ``whiten`` whitens the activations before UMAP; the render whitening is ``whitening``'s.
     """
     start = time.perf_counter()
-    stores = paths.shard_stores(run_dir)
+    stores = shard_stores(run_dir)
     check_stores(stores, layer)
     x = np.asarray(store.read_dask(stores, f"{layer}/activation").compute(), dtype=np.float32)
     coords, info = layout_core.layout(
@@ -49,8 +52,11 @@ def layout(
         backend=backend,
         layer=layer,
     )
-    paths.save_npy(paths.coords(run_dir, layer), coords)
-    info.update(
+    write_coords(paths.coords(run_dir, layer), coords)
+    record = LayoutInfo(
+        backend=info.pop("backend"),
+        reason=info.pop("reason"),
+        seconds=info.pop("seconds"),
         samples=len(x),
         channels=x.shape[1],
         n_neighbors=n_neighbors,
@@ -60,6 +66,7 @@ def layout(
         whiten=whiten,
         seed=seed,
         total_seconds=round(time.perf_counter() - start, 2),
+        extra=info,
     )
-    paths.write_json(paths.layout_info(run_dir, layer), info)
+    write_layout_info(paths.layout_info(run_dir, layer), record)
     return paths.coords(run_dir, layer)

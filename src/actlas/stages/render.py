@@ -1,9 +1,10 @@
 """render: icons of one batch of a grid's cells -> ``FOLDER/render/batch-BBBBB.npz``.
 
-The model is loaded once and the batch's cells are optimised together. Icons are also kept in
-``RUN/cache/icons/`` under a key of everything an icon depends on (direction, whitening, model,
-layer, render settings, the render code, the device and torch version), so a killed job resumes
-without redoing finished icons and a hit is exactly what a fresh render would give.
+The model is loaded once and the batch's cells are optimised together (``actlas.viz.render``).
+Icons are also kept in ``RUN/cache/icons/`` under a key of everything an icon depends on
+(direction, whitening, model, layer, render settings, the render code, the device and torch
+version, and ``ICON_CACHE_FORMAT``), so a killed job resumes without redoing finished icons and a
+hit is exactly what a fresh render would give.
 """
 
 from __future__ import annotations
@@ -13,10 +14,44 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import paths
+from ..device import resolve_device, set_threads
+from ..digest import code_digest
+from ..errors import ConfigError
+from ..formats.batches import RenderBatch, cells_digest, read_cached_icon, write_batch, write_cached_icon
+from ..formats.cells import read_directions
+from ..formats.layout import read_whitening
+from ..models.load import load_model
+from ..models.sources import model_files
+from ..nn.fastpaths import fast_paths
+from ..nn.layers import layer_kinds
 from ..settings import Render, RenderParams, Run
-from .batches import cells_digest
+from ..viz import render as render_core
+
+# The version of the icon cache's keys: raise it when what a key covers changes, so that no icon
+# cached under the old meaning is served (every icon renders once more).
+ICON_CACHE_FORMAT = 2
+
+
+def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:
+    """Content key of an icon: its direction (C,), the layer, every render setting, ``ICON_CACHE_FORMAT``
+    and ``context``, a digest of everything else the icon depends on (whitening, model, code, device)."""
+    h = hashlib.sha256()
+    h.update(f"icon cache format {ICON_CACHE_FORMAT}\0".encode())
+    h.update(np.ascontiguousarray(direction, dtype=np.float32).tobytes())
+    h.update(context.encode())
+    h.update(layer.encode())
+    h.update(repr(sorted(params.to_json().items())).encode())
+    return h.hexdigest()[:32]
+
+
+def array_digest(a: np.ndarray | None) -> str:
+    """A short digest of an array's bytes ("" for None)."""
+    if a is None:
+        return ""
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
 def files_digest(files: list[str]) -> str:
@@ -25,16 +60,14 @@ def files_digest(files: list[str]) -> str:
     for name in files:
         h.update(name.encode() + b"\0")
         with open(name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
 
 
-def _compute(dev) -> str:
+def compute_context(dev: torch.device) -> str:
     """What an icon's bytes depend on besides its inputs: the device type and, on a CPU, the thread
     count (kernels and their summation order follow it); on a GPU, its name."""
-    import torch
-
     if dev.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(dev)}"
     if dev.type == "cpu":
@@ -59,94 +92,85 @@ def render_folder(
     """Render batch ``batch`` of the cells in ``FOLDER/cells.npz`` (all cells when ``cells_per_job`` is 0).
 
     Icons span at least ``params.min_positions`` of the layer's positions and are never larger than
-    the model's input (``actlas.render.fit_to_layer``). The batch file
-    holds cell (B,), icon (B, S, S, 3) uint8, objective (B,), faithfulness (B,),
-    cells_digest, rendered (how many were not cached) and seconds.
+    the model's input (``actlas.viz.render.fit_to_layer``). Writes the render batch
+    (``actlas.formats.batches``).
     """
-    import torch
-
-    from .. import render as render_core
-    from ..collect import resolve_device
-    from ..digest import code_digest
-    from ..layers import fast_paths, layer_kinds
-    from ..models import load_model
-    from ..smk import model_files
-
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     params = params or RenderParams()
     folder = Path(folder)
-    with np.load(paths.cells(folder)) as f:
-        directions = f["direction"]
+    directions = read_directions(paths.cells(folder))
     if batch >= paths.n_batches(len(directions), cells_per_job):
-        raise ValueError(
+        raise ConfigError(
             f"{folder} has {len(directions)} cells: batch {batch} of {cells_per_job} cells is past its end"
         )
     lo = batch * cells_per_job if cells_per_job else 0
     hi = min(lo + cells_per_job, len(directions)) if cells_per_job else len(directions)
     index = np.arange(lo, hi)
-    whitening = np.load(paths.whiten(run_dir, layer))
+    whitening = read_whitening(paths.whiten(run_dir, layer))
     net, spec = load_model(model)
     dev = resolve_device(device)
     net.to(dev)
     ((_, _, grid),) = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds, dev).values()
     params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
     # the same function, fewer ops (BatchNorm folded), in its fastest memory format; 1x1 convolutions
-    # of a small CPU batch as matmuls (the same sums, bit for bit: the count is not part of the key)
-    folded, memory_format, _ = fast_paths(net, spec, [layer], params.size, dev, stop_at=layer)
+    # of a small CPU batch as matmuls (the same sums, bit for bit: their count is not part of the key)
+    fast = fast_paths(net, spec, [layer], params.size, dev, stop_at=layer)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False  # the same kernels every run: cached icons equal fresh ones
         torch.backends.cudnn.deterministic = True
-    cache_dir = paths.icon_cache(run_dir)
     context = "|".join(
         [
-            render_core.array_digest(whitening),
+            array_digest(whitening),
             json.dumps(spec.to_json(), sort_keys=True, default=str),
             files_digest(model_files(model)),
             code_digest("actlas.stages.render"),
-            _compute(dev),
+            compute_context(dev),
             torch.__version__,
-            str(memory_format),  # the kernels, and so the bytes, differ between formats
-            f"folded {folded}",  # likewise a folded BatchNorm (the rounding differs)
+            str(fast.memory_format),  # the kernels, and so the bytes, differ between formats
+            f"folded {fast.folded}",  # likewise a folded BatchNorm (the rounding differs)
         ]
     )
-    keys = [render_core.icon_key(directions[i], context, layer, params) for i in index]
-    found = {k: cache_dir / f"{k}.npz" for k in keys if cache and (cache_dir / f"{k}.npz").exists()}
+    keys = [icon_key(directions[i], context, layer, params) for i in index]
+    found = {k: paths.cached_icon(run_dir, k) for k in keys if cache and paths.cached_icon(run_dir, k).exists()}
     todo = [r for r, k in enumerate(keys) if k not in found]
     icon = np.zeros((len(index), params.size, params.size, 3), dtype=np.uint8)
     objective = np.zeros(len(index), dtype=np.float32)
     faith = np.zeros(len(index), dtype=np.float32)
     for r, k in enumerate(keys):
         if k in found:
-            c = paths.load_npz(found[k])
-            icon[r], objective[r], faith[r] = c["icon"], c["objective"], c["faithfulness"]
+            icon[r], objective[r], faith[r] = read_cached_icon(found[k])
     seconds = 0.0
     for lo_t in range(0, len(todo), params.batch_size):  # commit to the cache one batch at a time
         part = todo[lo_t : lo_t + params.batch_size]
         out = render_core.render(
-            net, spec, layer, directions[index[part]], whitening=whitening, params=params, device=dev, progress=progress
+            net,
+            spec,
+            layer,
+            directions[index[part]],
+            whitening=whitening,
+            params=params,
+            device=dev,
+            memory_format=fast.memory_format,
+            progress=progress,
         )
         seconds += float(out["seconds"])
         for j, r in enumerate(part):
             icon[r], objective[r], faith[r] = out["icon"][j], out["objective"][j], out["faithfulness"][j]
             if cache:
-                paths.save_npz(
-                    cache_dir / f"{keys[r]}.npz",
-                    icon=out["icon"][j],
-                    objective=out["objective"][j],
-                    faithfulness=out["faithfulness"][j],
+                write_cached_icon(
+                    paths.cached_icon(run_dir, keys[r]), out["icon"][j], out["objective"][j], out["faithfulness"][j]
                 )
-    return paths.save_npz(
-        paths.render_batch(folder, batch),
+    record = RenderBatch(
         cell=index,
         icon=icon,
         objective=objective,
         faithfulness=faith,
-        cells_digest=np.str_(cells_digest(directions)),
-        rendered=np.int64(len(todo)),
-        seconds=np.float64(seconds),
-        params=np.str_(json.dumps(params.to_json())),
+        cells_digest=cells_digest(directions),
+        rendered=len(todo),
+        seconds=seconds,
+        params=params.to_json(),
     )
+    return write_batch(paths.render_batch(folder, batch), record)
 
 
 def render(

@@ -1,59 +1,23 @@
 """shards: list the image set, choose ``limit`` images deterministically, split them into shard lists.
 
-The listing needs no model: labels come from the class folders through the model's label files
-(a card's ``categories``/``synsets``, a model block's ``labels``/``synsets``, or torchvision's
-weights metadata), read as data. The workflow plans at parse time (:func:`plan`, which writes
-nothing) and writes each list in its own job (:func:`write_list`), so a list whose content did
-not change is not rewritten.
+The listing needs no model: labels come from the class folders through the model's label space
+(``actlas.models.sources.label_space``: a card's label files, a block's ``labels``/``synsets``, or
+torchvision's weights metadata), read as data. The workflow plans at parse time (:func:`plan`,
+which writes nothing) and writes each list in its own job (``actlas.formats.shards.write_shard``),
+so a list whose content did not change is not rewritten.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import images as imgs
 from .. import paths
+from ..data import images as imgs
+from ..errors import DataError
+from ..formats.shards import Row, write_index, write_shard
+from ..models.sources import label_space
 from ..settings import Collect, Run
-
-Row = tuple[str, int]
-
-
-def label_space(model) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(synsets, categories) of a model, read as data (no weights, no code).
-
-    ``model``: a source string or a model block (mapping with ``source``). Unknown sources give
-    ``((), ())``: images are then unlabelled (-1) unless a list file gives labels.
-    """
-    block = dict(model) if isinstance(model, dict) else {"source": str(model)}
-    source = str(block.get("source", ""))
-
-    def lines(base: Path, name) -> tuple[str, ...]:
-        if not name:
-            return ()
-        if isinstance(name, (list, tuple)):  # a card may list its labels inline (config/models/cifar10_resnet20.json)
-            return tuple(str(x) for x in name)
-        path = (base / name) if not Path(name).is_absolute() else Path(name)
-        return tuple(x.rstrip("\n") for x in path.read_text().splitlines() if x.strip())
-
-    synsets = lines(Path.cwd(), block.get("synsets"))
-    categories = lines(Path.cwd(), block.get("labels"))
-    if source.endswith(".json") and Path(source).is_file():
-        card = json.loads(Path(source).read_text())
-        base = Path(source).parent
-        synsets = synsets or lines(base, card.get("synsets"))
-        categories = categories or lines(base, card.get("labels") or card.get("categories"))
-    elif source.startswith("torchvision:") and not categories:
-        _, name, *rest = source.split(":")
-        if rest:
-            import torchvision
-
-            enum = torchvision.models.get_model_weights(name)
-            weights = enum.DEFAULT if rest[0] == "DEFAULT" else enum[rest[0]]
-            categories = tuple(weights.meta.get("categories", ()))
-    return synsets, categories
 
 
 @dataclass
@@ -88,32 +52,24 @@ def plan(
             keep.append(row)
     rows = imgs.select(keep, limit, seed)
     if not rows:
-        raise ValueError(f"no images found in {images}: check the config's images (folders or list files)")
-    n = max(1, -(-len(rows) // shard_size))
-    shards = {paths.shard_name(i): part for i, part in enumerate(imgs.split_shards(rows, n))}
+        raise DataError(f"no images found in {images}: check the config's images (folders or list files)")
+    return split_rows(rows, max(1, -(-len(rows) // shard_size)), skipped)
+
+
+def split_rows(rows: list[Row], n_shards: int, skipped: list[tuple[str, str]] = ()) -> Plan:
+    """A plan of ``n_shards`` shards of listed ``rows`` (``actlas.data.images.split_shards``); rows whose
+    path cannot be written (not valid Unicode) join ``skipped``."""
+    skipped = list(skipped) + [(p, imgs.unwritable_reason(p)) for p, _ in rows if imgs.unwritable_reason(p)]
+    good = [(p, label) for p, label in rows if not imgs.unwritable_reason(p)]
+    shards = {paths.shard_name(i): part for i, part in enumerate(imgs.split_shards(good, n_shards))}
     return Plan(shards, sorted(set(skipped)))
 
 
-def digest(rows: list[Row]) -> str:
-    """Content digest of one shard list (a rule parameter: the list is rewritten when it changes)."""
-    return hashlib.sha256(imgs.format_shard(rows).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def skipped_digest(skipped: list[tuple[str, str]]) -> str:
-    """Content digest of the skipped-files list (a rule parameter)."""
-    return hashlib.sha256(imgs.format_skipped(list(skipped)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def write_list(path: str | Path, rows: list[Row]) -> Path:
-    """Write one shard list atomically."""
-    return paths.write_text(path, imgs.format_shard(rows))
-
-
-def write_index(path: str | Path, names: list[str], skipped: list[tuple[str, str]] = ()) -> Path:
-    """Write ``RUN/shards/index.json`` (the shards of the current plan) and, beside it,
-    ``skipped.tsv`` (files the listing left out, with their reason; empty when none)."""
-    paths.write_text(paths.shard_skipped(Path(path).parent.parent), imgs.format_skipped(list(skipped)))
-    return paths.write_json(path, {"shards": list(names)})
+def write_plan(run_dir: str | Path, planned: Plan) -> list[Path]:
+    """Write a plan: ``RUN/shards/shard-NNNNN.txt``, ``index.json`` and ``skipped.tsv``."""
+    out = [write_shard(paths.shard_list(run_dir, name), rows) for name, rows in planned.shards.items()]
+    write_index(run_dir, list(planned.shards), planned.skipped)
+    return out
 
 
 def shards(
@@ -126,7 +82,4 @@ def shards(
     seed: int = Run.seed,
 ) -> list[Path]:
     """List, select and split the images -> ``RUN/shards/shard-NNNNN.txt`` and ``index.json``."""
-    planned = plan(images, model, shard_size=shard_size, limit=limit, seed=seed)
-    out = [write_list(paths.shard_list(run_dir, name), rows) for name, rows in planned.shards.items()]
-    write_index(paths.shard_index(run_dir), list(planned.shards), planned.skipped)
-    return out
+    return write_plan(run_dir, plan(images, model, shard_size=shard_size, limit=limit, seed=seed))

@@ -10,15 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import layout as layout_core
-from .. import paths, store
+from .. import paths
+from ..data import store
+from ..data.samples import check_stores
+from ..formats.layout import write_whitening
+from ..formats.shards import shard_stores
 from ..settings import Layout
-from .samples import check_stores
 
 
 def whitening(run_dir: str | Path, layer: str, *, whitening_eps: float = Layout.whitening_eps) -> Path:
     """The render whitening of one layer -> ``whiten.npy``, (C, C) float32: ``actlas.layout.whitening``
     of the covariance of all its collected activations (read in chunks: memory stays bounded)."""
-    stores = paths.shard_stores(run_dir)
+    stores = shard_stores(run_dir)
     check_stores(stores, layer)
     _, cov = layout_core.moments(store.read_dask(stores, f"{layer}/activation"))
-    return paths.save_npy(paths.whiten(run_dir, layer), layout_core.whitening(cov, whitening_eps))
+    return write_whitening(paths.whiten(run_dir, layer), layout_core.whitening(cov, whitening_eps))

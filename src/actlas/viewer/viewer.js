@@ -1,6 +1,6 @@
 /* actlas viewer: a multi-resolution activation atlas on OpenSeadragon.
  *
- * Data: window.ACTLAS_DATA (data.js) or data.json, written by actlas.serve.build_viewer:
+ * Data: window.ACTLAS_DATA (data.js) or data.json, written by the viewer stage (actlas.formats.viewer):
  *   {title, classes: [name], layers: [{layer, grids: [{grid, icon_size, size_px, tile_source,
  *    cells: [{i, j, count, label, top, attribution: {classIndex: value}, faithfulness, icon, examples}]}]}],
  *    extras: [{id, layer, kind: "class"|"compare", title, about, axis: {left, right}|null, grids: [one grid]}],
@@ -36,7 +36,7 @@
   async function loadData() {
     if (window.ACTLAS_DATA) return window.ACTLAS_DATA;
     const response = await fetch("data.json");
-    if (!response.ok) throw new Error("data.json: HTTP " + response.status + "; rebuild the viewer with actlas.serve.build_viewer");
+    if (!response.ok) throw new Error("data.json: HTTP " + response.status + "; rebuild the viewer with `actlas viewer RUN`");
     return response.json();
   }
 
@@ -453,7 +453,7 @@
 
   async function main() {
     if (typeof OpenSeadragon === "undefined") {
-      return fail("openseadragon/openseadragon.min.js did not load; rebuild the viewer (npm ci, then actlas.serve.build_viewer)");
+      return fail("openseadragon/openseadragon.min.js did not load; rebuild the viewer (npm ci, then `actlas viewer RUN`)");
     }
     try {
       state.data = await loadData();

@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from ..models.spec import ModelSpec
+from ..nn.kinds import detect_kind, layer_view
+from ..nn.layers import capture, run_until
+from ..progress import progress_bar
+from ..settings import SCHEDULES, RenderParams
 from . import objectives, param, transforms
-from .layers import capture, detect_kind, layer_view, memory_format_of, run_until
-from .models import ModelSpec
-from .progress import progress_bar
-from .settings import RenderParams
 
 
 def direction_seed(direction: np.ndarray, seed: int, attempt: int) -> int:
@@ -79,7 +81,6 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
     )
 
 
-SCHEDULES = ("constant", "cosine")
 COARSE_CYCLES = 4  # render.coarse: the band its first steps move, cycles an icon
 
 
@@ -88,7 +89,7 @@ def lr_schedule(p: RenderParams) -> list[float]:
     steps, then ``p.lr`` (``constant``) or a half cosine from ``p.lr`` down towards ``p.lr_end``,
     reached one step after the last (``cosine``)."""
     if p.schedule not in SCHEDULES:
-        raise ValueError(f"render.schedule {p.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"render.schedule {p.schedule!r} is not one of {', '.join(SCHEDULES)}")
     rates, rest = [], max(p.steps - p.warmup, 1)
     for step in range(p.steps):
         rate = p.lr * (min(1.0, (step + 1) / p.warmup) if p.warmup else 1.0)
@@ -116,7 +117,7 @@ def _optimise(
     optimiser can leave a flat region's faithful grey start for a texture that scores nothing.
     """
     if p.param not in param.PARAMETERISATIONS:
-        raise ValueError(f"render.param {p.param!r} is not one of {', '.join(param.PARAMETERISATIONS)}")
+        raise ConfigError(f"render.param {p.param!r} is not one of {', '.join(param.PARAMETERISATIONS)}")
     make = param.PARAMETERISATIONS[p.param]
     params, image_fn = make(len(seeds), p.size, seeds=seeds, decay_power=p.decay_power, device=device)
     draws = transforms.draw(seeds, p.steps, p.jitter, max(p.jitter // 2, 0), p.scale, p.rotate)
@@ -166,7 +167,7 @@ def _optimise(
 
 def _centre(spec: ModelSpec, layer: str, output, x: torch.Tensor) -> torch.Tensor:
     """The activation at the centre position of a layer output of any kind -> (B, C): the centre of
-    a map, the centre patch token, a pooled vector or the CLS token (``actlas.layers.layer_view``)."""
+    a map, the centre patch token, a pooled vector or the CLS token (``actlas.nn.kinds.layer_view``)."""
     hw = tuple(x.shape[-2:])
     kind = detect_kind(output.shape[1:], hw, spec.layer_kind(layer), layer)
     return objectives.centre(layer_view(output, kind, hw))
@@ -185,8 +186,9 @@ def render(
     directions: np.ndarray,
     *,
     whitening: np.ndarray | None = None,
-    params: RenderParams = RenderParams(),
+    params: RenderParams | None = None,
     device: str | torch.device = "cpu",
+    memory_format: torch.memory_format = torch.contiguous_format,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Icons for many directions at once.
@@ -195,6 +197,9 @@ def render(
     ----------
     directions : (K, C) mean activations (unwhitened)
     whitening : (C, C) regularised inverse covariance (``actlas.layout.whitening``) or None
+    params : the render settings (default ``RenderParams()``)
+    memory_format : the format the caller put the model in (``actlas.nn.fastpaths``); render never
+        converts a caller's model itself, it puts its images in this format
 
     Every optimisation batch holds ``params.batch_size`` images (a short one is padded), so an
     icon is the same bytes whichever directions it is rendered with, given the device and threads.
@@ -205,13 +210,11 @@ def render(
     (cosine between the icon's centre activation and the unwhitened direction), ``seconds``.
     """
     start = time.perf_counter()
+    params = params or RenderParams()
     device = torch.device(device)
     directions = np.asarray(directions, dtype=np.float32)
     targets = objectives.whiten_directions(directions, whitening)  # row by row: the same bits in any batch
     k, s = len(directions), params.size
-    # The format the caller put the model in (``actlas.layers.memory_format_for``; the render stage
-    # does): render never converts a caller's model itself.
-    memory_format = memory_format_of(model)
     jobs = [(i, t) for t in range(params.tries) for i in range(k)]
     best_img = np.zeros((k, s, s, 3), dtype=np.uint8)
     best_obj = np.full(k, -np.inf, dtype=np.float32)
@@ -242,41 +245,3 @@ def render(
         "faithfulness": best_faith,
         "seconds": np.float32(time.perf_counter() - start),
     }
-
-
-# Settings added after icons were first cached -> the behaviour they had before: an icon rendered
-# that way keeps the key it had before the option existed (float32, FFT, no warm-up, constant rate,
-# the last image, no coarse steps, Lucid's scales and angles).
-ADDED_SETTINGS = {
-    "amp": False,
-    "param": "fft",
-    "warmup": 0,
-    "schedule": "constant",
-    "lr_end": 0.0,
-    "check_every": 0,
-    "coarse": 0,
-    "scale": 0.1,
-    "rotate": 10,
-}
-
-
-def icon_key(direction: np.ndarray, context: str, layer: str, params: RenderParams) -> str:
-    """Content key of an icon: its direction (C,), the layer, the render parameters and ``context``,
-    a digest of everything else the icon depends on (whitening, model, code, device: the caller's)."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(direction, dtype=np.float32).tobytes())
-    h.update(context.encode())
-    h.update(layer.encode())
-    settings = params.to_json()
-    for name, before in ADDED_SETTINGS.items():
-        if settings[name] == before:
-            del settings[name]
-    h.update(repr(sorted(settings.items())).encode())
-    return h.hexdigest()[:32]
-
-
-def array_digest(a: np.ndarray | None) -> str:
-    """A short digest of an array's bytes ("" for None)."""
-    if a is None:
-        return ""
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]

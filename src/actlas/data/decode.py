@@ -1,25 +1,24 @@
-"""Image sets: listing, deterministic selection, sharding and robust decoding.
+"""Decoding image files robustly: any format Pillow decodes here, as 8-bit RGB, or a one-line reason to skip.
 
-An image set is a folder tree (class sub-folders named by synset id or class name give labels;
-other folders are unlabelled) or a list file (one ``path[<TAB>label]`` a line). Shard lists are
-JSON lines (``{"path": ..., "label": ...}``), so they hold any file name: tabs, newlines, leading
-dashes, any Unicode. Files that cannot be listed (a name that is not valid Unicode, a format no
-installed decoder reads) are listed with their reason in ``shards/skipped.tsv``.
+``decode`` opens any file as a PIL image (never raising for a bad file); ``decode_pixels`` gives the
+same pixels as a uint8 tensor and decodes plain JPEGs straight from their bytes (TorchCodec or
+torchvision), which collect's loader uses. ``FORMATS`` and ``EXTENSIONS`` say what is decoded;
+``REFUSED`` what never is, and why.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 import stat
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from ..text import one_line
 
 try:  # HEIC/HEIF (and AVIF in older Pillows) through the pillow-heif plugin, when it is installed
     import pillow_heif  # type: ignore[import-not-found]
@@ -49,10 +48,10 @@ FORMATS = tuple(
     + sorted(f for f in Image.OPEN if f not in REFUSED and f not in _COMMON)
 )
 # Extension -> format for every format Pillow knows; images are listed by these extensions.
-_KNOWN = {ext: fmt for ext, fmt in Image.registered_extensions().items()}
-EXTENSIONS = tuple(sorted(ext for ext, fmt in _KNOWN.items() if fmt in FORMATS))
+KNOWN = dict(Image.registered_extensions())
+EXTENSIONS = tuple(sorted(ext for ext, fmt in KNOWN.items() if fmt in FORMATS))
 # Image formats people meet that need a plugin or library this installation may lack.
-_PLUGIN = {
+PLUGINS = {
     ".avif": ("AVIF", "it needs Pillow built with libavif, or pip install pillow-avif-plugin"),
     ".heic": ("HEIC", "pip install pillow-heif"),
     ".heif": ("HEIF", "pip install pillow-heif"),
@@ -65,6 +64,7 @@ _PLUGIN = {
     ".arw": ("camera raw", "no raw decoder"),
 }
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
+MAX_ASPECT = 256  # longest side / shortest side; past this, resizing the short side blows up memory
 
 
 def unlisted_reason(name: str) -> str:
@@ -77,237 +77,12 @@ def unlisted_reason(name: str) -> str:
     ext = os.path.splitext(name)[1].lower()
     if ext in EXTENSIONS:
         return ""
-    if ext in _KNOWN and _KNOWN[ext] in REFUSED:
-        return f"format {_KNOWN[ext]} ({ext}) is not decoded: {REFUSED[_KNOWN[ext]]}"
-    if ext in _PLUGIN:
-        kind, how = _PLUGIN[ext]
+    if ext in KNOWN and KNOWN[ext] in REFUSED:
+        return f"format {KNOWN[ext]} ({ext}) is not decoded: {REFUSED[KNOWN[ext]]}"
+    if ext in PLUGINS:
+        kind, how = PLUGINS[ext]
         return f"format {kind} ({ext}): this Pillow cannot decode it ({how}; or convert the file)"
     return f"unknown extension {ext or '(none)'}: not an image format Pillow reads"
-
-
-def _label_of(folder: str, synsets: tuple[str, ...], categories: tuple[str, ...]) -> int:
-    if folder in synsets:
-        return synsets.index(folder)
-    key = folder.lower().replace("_", " ")
-    for i, name in enumerate(categories):
-        if key == name.lower() or key == name.split(",")[0].strip().lower():
-            return i
-    return -1
-
-
-def list_images(
-    source: str | Path,
-    synsets: tuple[str, ...] = (),
-    categories: tuple[str, ...] = (),
-    skipped: list[tuple[str, str]] | None = None,
-) -> list[tuple[str, int]]:
-    """All images under a folder (or in a list file), sorted by path, with labels (-1 if unknown).
-
-    Symbolic links to folders are followed, each real folder once: a link back to a folder already
-    walked (a loop such as ``a/up -> ..``) is not entered, so listing always ends and no image
-    is listed twice through two routes. Unreadable folders are skipped with a warning. Files are
-    judged by extension here (so a corrupt file still shows up, to be skipped with its reason in
-    the shard's ``.skipped.tsv``) and by content at decode time: every extension of a format Pillow
-    decodes here (``EXTENSIONS``). Files not listed (another extension, a name that is not valid
-    Unicode) are appended to ``skipped`` as ``(path, reason)`` when a list is given.
-    """
-    source = Path(source)
-    if source.is_file():
-        rows = []
-        for number, line in enumerate(source.read_text().splitlines(), 1):
-            if line.strip():
-                path, _, label = line.partition("\t")
-                try:
-                    value = int(label) if label.strip() else -1
-                except ValueError:
-                    raise ValueError(
-                        f"{source}:{number}: label {label!r} is not an integer class index "
-                        "(lines are path<TAB>label, the label optional)"
-                    ) from None
-                rows.append((str((source.parent / path).resolve()) if not os.path.isabs(path) else path, value))
-        return sorted(rows)
-    if not source.is_dir():
-        raise FileNotFoundError(f"image folder or list file not found: {source}")
-    rows = []
-    seen: set[tuple[int, int]] = set()
-
-    def unreadable(err: OSError) -> None:
-        warnings.warn(f"skipping unreadable folder {err.filename}: {err.strerror}", stacklevel=3)
-
-    for dirpath, dirnames, filenames in os.walk(source, followlinks=True, onerror=unreadable):
-        try:
-            st = os.stat(dirpath)
-        except OSError as err:
-            unreadable(err)
-            dirnames.clear()
-            continue
-        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: walked already
-            dirnames.clear()
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames.sort()
-        label = _label_of(Path(dirpath).name, synsets, categories) if Path(dirpath) != source else -1
-        for name in sorted(filenames):
-            reason = unlisted_reason(name)
-            if not reason:
-                rows.append((str(Path(dirpath, name).absolute()), label))
-            elif skipped is not None:
-                skipped.append((str(Path(dirpath, name).absolute()), reason))
-    return sorted(rows)
-
-
-def select(images: list[tuple[str, int]], limit: int | None, seed: int) -> list[tuple[str, int]]:
-    """A deterministic shuffle of ``images`` under ``seed``, cut to ``limit``, returned sorted."""
-    if limit is None or limit >= len(images):
-        return list(images)
-    order = np.random.default_rng(seed).permutation(len(images))[:limit]
-    return sorted(images[i] for i in order)
-
-
-def shard_of(path: str, n_shards: int) -> int:
-    """Stable shard of an image: adding images changes only the shards they fall in."""
-    key = Path(path).name + Path(path).parent.name
-    return zlib.crc32(key.encode("utf-8", "surrogateescape")) % n_shards
-
-
-def split_shards(images: list[tuple[str, int]], n_shards: int) -> list[list[tuple[str, int]]]:
-    """Images split into ``n_shards`` lists by ``shard_of``, each sorted by path."""
-    shards: list[list[tuple[str, int]]] = [[] for _ in range(n_shards)]
-    for path, label in images:
-        shards[shard_of(path, n_shards)].append((path, label))
-    return shards
-
-
-def format_shard(rows: list[tuple[str, int]]) -> str:
-    """Text of a shard list file: one JSON object ``{"path": ..., "label": ...}`` a line.
-
-    JSON escapes tabs, newlines and every other character, so any path round-trips through
-    ``read_shard``. Paths that are not valid Unicode (undecodable bytes, kept by Python as lone
-    surrogates) raise ``ValueError``: ``write_shards`` lists those as skipped instead.
-    """
-    lines = []
-    for path, label in rows:
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{unlisted_reason(os.path.basename(path)) or 'not valid UTF-8'}: {path!r}") from None
-        lines.append(json.dumps({"path": path, "label": int(label)}, ensure_ascii=False) + "\n")
-    return "".join(lines)
-
-
-def read_shard(path: str | Path) -> list[tuple[str, int]]:
-    """Rows ``(path, label)`` of a shard list file (JSON lines; the old ``path<TAB>label`` lines are read too)."""
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1):
-        if not line:
-            continue
-        if line.startswith("{"):
-            try:
-                row = json.loads(line)
-                rows.append((str(row["path"]), int(row["label"])))
-                continue
-            except (ValueError, KeyError, TypeError) as err:
-                if line.startswith('{"path"'):
-                    raise ValueError(f"{path}:{number}: damaged shard list line ({err}); run shards again") from None
-        file, _, label = line.rpartition("\t")
-        try:
-            rows.append((file, int(label)))
-        except ValueError:
-            raise ValueError(f"{path}:{number}: damaged shard list line; run shards again") from None
-    return rows
-
-
-def format_skipped(rows: list[tuple[str, str]]) -> str:
-    """Text of a skipped-files list: ``PATH<TAB>REASON`` lines, PATH escaped (``\\``, ``\\t``, ``\\n``, ``\\r``).
-
-    Undecodable bytes of a name are shown as ``\\xNN``. ``read_skipped`` reverses it.
-    """
-
-    def esc(text: str) -> str:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _lone(text) else text
-        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-    return "".join(f"{esc(p)}\t{_one_line(r)}\n" for p, r in rows)
-
-
-def _lone(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
-def read_skipped(path: str | Path) -> list[tuple[str, str]]:
-    """Rows ``(path, reason)`` of a skipped-files list written with ``format_skipped``."""
-    table = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").split("\n"):
-        if not line:
-            continue
-        field, _, reason = line.partition("\t")
-        out, i = [], 0
-        while i < len(field):
-            if field[i] == "\\" and i + 1 < len(field) and field[i + 1] in table:
-                out.append(table[field[i + 1]])
-                i += 2
-            else:
-                out.append(field[i])
-                i += 1
-        rows.append(("".join(out), reason))
-    return rows
-
-
-def unwritable_reason(path: str) -> str:
-    """Why a listed path cannot go into a shard list ("" when it can): names that are not valid Unicode."""
-    return "path is not valid UTF-8: rename the file" if _lone(path) else ""
-
-
-def write_shards(
-    images: list[tuple[str, int]],
-    n_shards: int,
-    out_dir: str | Path,
-    skipped: list[tuple[str, str]] = (),
-) -> list[Path]:
-    """Write ``out_dir/shard-NNNNN.txt`` files, touching only those whose content changed.
-
-    Unchanged shards keep their modification time, so Snakemake reruns only changed shards.
-    Shard files beyond ``n_shards`` are removed. Images whose path cannot be written (not valid
-    Unicode) are left out, and listed with ``skipped`` (files ``list_images`` did not list) in
-    ``out_dir/skipped.tsv`` (``format_skipped``; removed when nothing is skipped).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    skipped = list(skipped)
-    good = []
-    for path, label in images:
-        reason = unwritable_reason(path)
-        if reason:
-            skipped.append((path, reason))
-        else:
-            good.append((path, label))
-    paths = []
-    for i, rows in enumerate(split_shards(good, n_shards)):
-        path = out_dir / f"shard-{i:05d}.txt"
-        _write_if_changed(path, format_shard(rows))
-        paths.append(path)
-    for stale in out_dir.glob("shard-*.txt"):
-        if stale not in paths:
-            stale.unlink()
-    (out_dir / "index.json").write_text(json.dumps({"shards": [p.stem for p in paths]}))  # the plan (paths.shard_index)
-    listing = out_dir / "skipped.tsv"
-    if skipped:
-        _write_if_changed(listing, format_skipped(sorted(skipped)))
-    elif listing.exists():
-        listing.unlink()
-    return paths
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
 
 
 def _scale_to_8bit(array: np.ndarray, top: float) -> Image.Image:
@@ -350,15 +125,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-MAX_ASPECT = 256  # longest side / shortest side; past this, resizing the short side blows up memory
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """A reason fit for one TSV field: no tabs or newlines, at most ``limit`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _stat_reason(path: str | Path) -> str:
     """Why ``path`` is not a readable regular file ("" if it is one)."""
     try:
@@ -370,7 +136,7 @@ def _stat_reason(path: str | Path) -> str:
     except OSError as err:
         if err.errno == errno.ELOOP:
             return "symbolic link loop"
-        return _one_line(f"cannot read: {err.strerror or err}")
+        return one_line(f"cannot read: {err.strerror or err}")
     if stat.S_ISDIR(st.st_mode):
         return "not a regular file (a directory)"
     if stat.S_ISFIFO(st.st_mode):
@@ -412,9 +178,9 @@ def decode(path: str | Path) -> tuple[Image.Image | None, str]:
                 try:
                     return to_rgb(image), ""
                 except ValueError as err:
-                    return None, _one_line(f"unsupported colour mode {image.mode}: {err}")
+                    return None, one_line(f"unsupported colour mode {image.mode}: {err}")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        return None, _one_line(f"too large: {err}")
+        return None, one_line(f"too large: {err}")
     except Image.UnidentifiedImageError:
         return None, "not an image: no decoder Pillow may use here recognises its content (EPS is never decoded)"
     except PermissionError:
@@ -422,9 +188,9 @@ def decode(path: str | Path) -> tuple[Image.Image | None, str]:
     except OSError as err:
         text = str(err) or type(err).__name__
         kind = "truncated" if "truncat" in text.lower() else "corrupt"
-        return None, _one_line(f"{kind}: {text}")
+        return None, one_line(f"{kind}: {text}")
     except Exception as err:  # noqa: BLE001 - a malformed file must never stop a run: skip it
-        return None, _one_line(f"corrupt: {type(err).__name__}: {err}")
+        return None, one_line(f"corrupt: {type(err).__name__}: {err}")
 
 
 # --------------------------------------------------------------------------- the fast path for plain JPEGs
@@ -495,7 +261,8 @@ def _jpeg_decoder():
 
 
 def decode_pixels(path: str | Path):
-    """An image file as a uint8 tensor, shape (3, H, W), RGB, exactly as ``np.array(decode(path)[0])``; never raises for a bad file.
+    """An image file as a uint8 tensor, shape (3, H, W), RGB, exactly as ``np.array(decode(path)[0])``; never
+    raises for a bad file.
 
     Returns ``(tensor, "")`` or ``(None, reason)`` (the reasons of ``decode``). Plain JPEGs
     (``_plain_jpeg``) are decoded straight from their bytes by ``_jpeg_decoder`` (TorchCodec or

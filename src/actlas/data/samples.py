@@ -1,7 +1,7 @@
-"""Reading a run's samples: one layer's rows merged across the shard stores of the current plan.
+"""A run's samples: one layer's rows merged across the shard stores of the current plan.
 
-Not a stage of its own: the stages that need samples (grid, atlas, class atlases, comparisons,
-patches) read them through :func:`load_samples`.
+The stages that need samples (layout, whitening, grid, atlas, class atlases, comparisons, patches)
+read them through :func:`load_samples` (or check the stores with :func:`check_stores`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import images as imgs
-from .. import paths, store
+from .. import paths
+from ..errors import MissingError, StoreError
+from ..formats.shards import read_index, read_shard
+from . import store
 
 
 @dataclass
@@ -45,11 +47,11 @@ def check_stores(stores: list[Path], layer: str) -> None:
     naming the stores and the parameters that differ.
     """
     if not stores:
-        raise FileNotFoundError("no shard stores: run collect first")
+        raise MissingError("no shard stores: run collect first")
     first, first_params = None, None
     for st in stores:
         if not Path(st).exists():
-            raise FileNotFoundError(f"{st} not found: run collect for it (snakemake rebuilds it)")
+            raise MissingError(f"{st} not found: run collect for it (snakemake rebuilds it)")
         attrs = store.shard_attrs(st)
         params = {k: v for k, v in attrs.get("params", {}).items() if k not in ("images", "chunk")}
         params["format"] = attrs.get("format")
@@ -57,13 +59,13 @@ def check_stores(stores: list[Path], layer: str) -> None:
             first, first_params = st, params
         elif params != first_params:
             keys = sorted(k for k in params.keys() | first_params.keys() if params.get(k) != first_params.get(k))
-            raise store.StoreError(
+            raise StoreError(
                 f"{st} and {first} were collected with different {', '.join(keys)} (another model, "
                 "version or settings): a run directory holds one collect; delete its collect/ folder "
                 "and collect again, or use another run directory"
             )
         if layer not in params.get("layers", []):
-            raise store.StoreError(
+            raise StoreError(
                 f"layer {layer!r} was not collected in {st} (collected: {params.get('layers')}); "
                 "add it to the run's layers and collect again"
             )
@@ -71,9 +73,7 @@ def check_stores(stores: list[Path], layer: str) -> None:
 
 def load_samples(run_dir: str | Path, layer: str, columns=("activation", "attr_class", "attr_value")) -> Samples:
     """Read one layer's samples from the shard stores of the run's current plan."""
-    import zarr
-
-    names = paths.read_shard_index(run_dir)
+    names = read_index(run_dir)
     stores = [paths.shard_store(run_dir, s) for s in names]
     check_stores(stores, layer)
     all_paths: list[str] = []
@@ -81,10 +81,9 @@ def load_samples(run_dir: str | Path, layer: str, columns=("activation", "attr_c
     offset = 0
     for name, st in zip(names, stores):
         image_parts.append(store.read([st], f"{layer}/image").astype(np.int64) + offset)
-        rows = imgs.read_shard(paths.shard_list(run_dir, name))
+        rows = read_shard(paths.shard_list(run_dir, name))
         all_paths += [p for p, _ in rows]
         offset += len(rows)
-    group = zarr.open_group(str(stores[0]), mode="r")
     read = {c: store.read(stores, f"{layer}/{c}") for c in columns}
     return Samples(
         activation=read.get("activation"),
@@ -92,7 +91,7 @@ def load_samples(run_dir: str | Path, layer: str, columns=("activation", "attr_c
         attr_value=read.get("attr_value"),
         image=np.concatenate(image_parts),
         position=store.read(stores, f"{layer}/position"),
-        spatial=tuple(group[layer].attrs["spatial"]),
+        spatial=tuple(store.layer_attrs(stores[0], layer)["spatial"]),
         paths=all_paths,
         label=store.read(stores, "images/label"),
         pred=store.read(stores, "images/pred"),

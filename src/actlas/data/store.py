@@ -19,8 +19,6 @@ import asyncio
 import errno
 import json
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +27,12 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync as zarr_sync
 
+from ..errors import StoreError
+from ..text import error_line
+
 FORMAT = 2  # 2: crc32c on every chunk, empty chunks written; 1 (no checksums) is refused
 CHUNK_ROWS = 8192
 _WRITE = {"write_empty_chunks": True}  # a chunk of zeros is written too: missing means missing
-
-
-class StoreError(RuntimeError):
-    """A store that does not match what the caller expects (another model, layer set or version), or is damaged."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ def _damaged(path, what: str) -> StoreError:
     return StoreError(f"{path}: {what}; {RECOLLECT}")
 
 
-def _open(path: str | Path, mode: str = "r") -> zarr.Group:
+def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     """Open a store's group; a damaged or unreadable group metadata file is a ``StoreError``."""
     try:
         return zarr.open_group(str(path), mode=mode)
@@ -63,15 +60,10 @@ def _open(path: str | Path, mode: str = "r") -> zarr.Group:
     except (ValueError, TypeError, KeyError, OSError, json.JSONDecodeError) as err:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise _damaged(path, f"group metadata (zarr.json) is damaged ({_short(err)})") from err
+        raise _damaged(path, f"group metadata (zarr.json) is damaged ({error_line(err)})") from err
 
 
-def _short(err: BaseException, limit: int = 160) -> str:
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _counts(group: zarr.Group, path) -> dict[str, int]:
+def committed_counts(group: zarr.Group, path) -> dict[str, int]:
     """The ``committed`` attribute, checked to be a mapping of array name to a non-negative int."""
     counts = group.attrs.get("committed")
     if not isinstance(counts, dict) or not all(
@@ -89,7 +81,7 @@ def open_shard(path: str | Path, columns: list[Column], params: dict) -> zarr.Gr
     format (an older actlas's stores have no checksums).
     """
     path = Path(path)
-    group = _open(path, mode="a")
+    group = open_group(path, mode="a")
     if "params" in group.attrs:
         if group.attrs.get("format") != FORMAT:
             raise StoreError(
@@ -103,7 +95,7 @@ def open_shard(path: str | Path, columns: list[Column], params: dict) -> zarr.Gr
             )
     else:
         group.attrs.update({"format": FORMAT, "params": params, "committed": {}, "complete": False})
-    committed = dict(_counts(group, path))
+    committed = dict(committed_counts(group, path))
     for col in columns:
         if col.name not in group:
             rows = max(CHUNK_ROWS // max(int(np.prod(col.tail)), 1), 256)
@@ -117,9 +109,7 @@ def open_shard(path: str | Path, columns: list[Column], params: dict) -> zarr.Gr
             )
         array = group[col.name].with_config(_WRITE)
         n = committed.get(col.name, 0)
-        missing = missing_chunks(path, col.name, array, min(n, array.shape[0]))
-        if missing:  # appending would rewrite it from zeros: refuse before any write
-            raise _damaged(path, f"array {col.name} chunk {missing[0]} is missing")
+        require_chunks(path, col.name, array, min(n, array.shape[0]))  # appending would rewrite it from zeros
         if array.shape[0] != n:
             array.resize((n, *col.tail))
         committed[col.name] = n
@@ -157,8 +147,6 @@ def append(group: zarr.Group, rows: dict[str, np.ndarray]) -> None:
             "stay readable; free disk space (or fix the folder's permissions) and run the same command "
             "again to resume from them"
         ) from err
-    if os.environ.get("ACTLAS_TEST_COMMIT_DELAY"):  # lets kill-and-resume tests land between commits
-        time.sleep(float(os.environ["ACTLAS_TEST_COMMIT_DELAY"]))
 
 
 def _write_rows(group: zarr.Group, rows: dict[str, np.ndarray], counts: dict[str, int]) -> None:
@@ -208,13 +196,13 @@ def finish(group: zarr.Group, **attrs) -> None:
 # --------------------------------------------------------------------------- checked reads
 
 
-def _array(group: zarr.Group, path, name: str) -> zarr.Array:
+def checked_array(group: zarr.Group, path, name: str) -> zarr.Array:
     try:
         array = group[name]
     except KeyError:
         raise _damaged(path, f"array {name} is missing") from None
     except (ValueError, TypeError, OSError, json.JSONDecodeError) as err:
-        raise _damaged(path, f"array {name}: its metadata (zarr.json) is damaged ({_short(err)})") from err
+        raise _damaged(path, f"array {name}: its metadata (zarr.json) is damaged ({error_line(err)})") from err
     if not isinstance(array, zarr.Array):
         raise _damaged(path, f"{name} is a group, not an array")
     return array
@@ -241,8 +229,8 @@ def promised_rows(group: zarr.Group, path, name: str) -> int | None:
 
 def checked_rows(group: zarr.Group, path, name: str, array: zarr.Array | None = None) -> int:
     """Committed rows of ``name``, checked against the array's shape and the store's summary."""
-    array = array if array is not None else _array(group, path, name)
-    n = _counts(group, path).get(name, 0)
+    array = array if array is not None else checked_array(group, path, name)
+    n = committed_counts(group, path).get(name, 0)
     if n > array.shape[0]:
         raise _damaged(path, f"array {name} has {array.shape[0]} rows but {n} are committed")
     promised = promised_rows(group, path, name)
@@ -270,15 +258,21 @@ def missing_chunks(path, name: str, array: zarr.Array, n: int) -> list[str]:
     return [key for _, _, key in _chunk_keys(array, n) if not (base / key).is_file()]
 
 
-def _read_rows(
+def require_chunks(path, name: str, array: zarr.Array, n: int) -> None:
+    """Raise ``StoreError`` naming the first chunk rows 0..n-1 of ``name`` need that the store lacks."""
+    missing = missing_chunks(path, name, array, n)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise _damaged(path, f"array {name} chunk {missing[0]} is missing{more}")
+
+
+def read_rows(
     path, name: str, array: zarr.Array, n: int, lo: int = 0, hi: int | None = None, check_missing: bool = True
 ) -> np.ndarray:
     """Rows lo..hi of ``name`` (hi <= n committed), every chunk present and checksum-verified."""
     hi = n if hi is None else hi
-    missing = missing_chunks(path, name, array, n) if check_missing else []
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise _damaged(path, f"array {name} chunk {missing[0]} is missing{more}")
+    if check_missing:
+        require_chunks(path, name, array, n)
     try:
         return array[lo:hi]
     except (ValueError, RuntimeError, OSError, TypeError) as err:
@@ -290,18 +284,18 @@ def _read_rows(
                 continue
             try:
                 array[max(first, lo) : min(first + rows, hi)]
-            except Exception as inner:  # noqa: BLE001 - name the chunk, whatever the codec raised
-                kind = "crc32c mismatch" if "checksum" in str(inner).lower() else _short(inner)
+            except Exception as inner:  # name the chunk, whatever the codec raised
+                kind = "crc32c mismatch" if "checksum" in str(inner).lower() else error_line(inner)
                 raise _damaged(path, f"array {name} chunk {key} is damaged ({kind})") from inner
-        raise _damaged(path, f"array {name} cannot be read ({_short(err)})") from err
+        raise _damaged(path, f"array {name} cannot be read ({error_line(err)})") from err
 
 
 def read_checked(path: str | Path, name: str) -> np.ndarray:
     """The committed rows of ``name`` of one store, every needed chunk present and checksum-verified."""
-    group = _open(path)
-    array = _array(group, path, name)
+    group = open_group(path)
+    array = checked_array(group, path, name)
     n = checked_rows(group, path, name, array)
-    return _read_rows(path, name, array, n)
+    return read_rows(path, name, array, n)
 
 
 def committed_of(path: str | Path, name: str) -> int:
@@ -311,16 +305,14 @@ def committed_of(path: str | Path, name: str) -> int:
     than the array holds, a count other than a finished store promises, or a needed chunk missing.
     """
     try:
-        group = _open(path)
+        group = open_group(path)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return 0
-    if name not in _counts(group, path):
+    if name not in committed_counts(group, path):
         return 0
-    array = _array(group, path, name)
+    array = checked_array(group, path, name)
     n = checked_rows(group, path, name, array)
-    missing = missing_chunks(path, name, array, n)
-    if missing:
-        raise _damaged(path, f"array {name} chunk {missing[0]} is missing")
+    require_chunks(path, name, array, n)
     return n
 
 
@@ -356,9 +348,9 @@ class _Checked:
         first = key[0] if key else slice(None)
         if isinstance(first, slice) and first.step in (None, 1):
             lo, hi, _ = first.indices(self.n)
-            rows = _read_rows(self.path, self.name, self.array, self.n, lo, max(lo, hi), check_missing=False)
+            rows = read_rows(self.path, self.name, self.array, self.n, lo, max(lo, hi), check_missing=False)
             return rows[(slice(None), *key[1:])]
-        return _read_rows(self.path, self.name, self.array, self.n, check_missing=False)[key]
+        return read_rows(self.path, self.name, self.array, self.n, check_missing=False)[key]
 
 
 def read_dask(paths: list[str | Path], name: str):
@@ -370,12 +362,10 @@ def read_dask(paths: list[str | Path], name: str):
 
     parts = []
     for path in paths:
-        group = _open(path)
-        array = _array(group, path, name)
+        group = open_group(path)
+        array = checked_array(group, path, name)
         n = checked_rows(group, path, name, array)
-        missing = missing_chunks(path, name, array, n)
-        if missing:
-            raise _damaged(path, f"array {name} chunk {missing[0]} is missing")
+        require_chunks(path, name, array, n)
         checked = _Checked(path, name, array, n)
         parts.append(
             da.from_array(
@@ -391,34 +381,9 @@ def read_dask(paths: list[str | Path], name: str):
 
 def shard_attrs(path: str | Path) -> dict:
     """The attributes of a shard store (params, committed counts, summary)."""
-    return dict(_open(path).attrs)
+    return dict(open_group(path).attrs)
 
 
-# --------------------------------------------------------------------------- disk full
-
-
-def no_space_message(err: BaseException) -> str | None:
-    """One line for a disk-full error (``ENOSPC``, ``EDQUOT``) anywhere in ``err``'s chain, else None.
-
-    ``"no space left on device writing PATH: free space or move run_dir"``; PATH is the file the
-    failed write named, when the error carries one.
-    """
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            what = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device"
-            path = err.filename or _path_in(err)
-            where = f" writing {path}" if path else ""
-            return f"{what}{where}: free space or move run_dir"
-        if "no space left on device" in str(err).lower():  # libraries that wrap it (pyvips.Error, ...)
-            return "no space left on device: free space or move run_dir"
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _path_in(err: OSError) -> str | None:
-    for arg in err.args:
-        if isinstance(arg, (str, os.PathLike)) and os.sep in str(arg):
-            return str(arg)
-    return None
+def layer_attrs(path: str | Path, layer: str) -> dict:
+    """The attributes of one layer's group in a shard store (``spatial``, ``channels``, ``kind``)."""
+    return dict(open_group(path)[layer].attrs)

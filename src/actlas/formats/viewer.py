@@ -1,0 +1,258 @@
+"""The viewer's index ``RUN/viewer/data.json`` (and ``data.js``, the same as a script for file:// pages),
+built from a run's atlases (``atlas.json``) and patch experiments (``report.json``).
+
+::
+
+    {title, classes: [name],
+     layers: [{layer, grids: [{grid, icon_size, size_px, dzi, tile_source, labelled, cells}]}],
+     extras: [{id, layer, kind: "class" | "compare", title, about, axis, grids: [one grid]}],
+     patches: [{name, title, layer, report, figure, figures}]}
+
+A cell holds ``i, j, count, label, label_index, top, attribution, faithfulness, icon, examples``
+(paths relative to ``viewer/``) and, when a patch experiment tested its icon or dataset example,
+``patches`` (its numbers). ``src/actlas/viewer/viewer.js`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .. import paths
+from ..errors import DataError
+from ..patches.spec import tested_cell
+from ..text import slug
+from .atlas import AtlasMeta, CellRecord
+from .atomic import PathLike, write_text
+from .report import read_report
+
+TILE_SIZE = 256
+TILE_OVERLAP = 1
+TILE_FORMAT = "jpg"
+TILE_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class AtlasRef:
+    """One ``RUN/LAYER/FOLDER/atlas.json`` (FOLDER: grid-N, class-<slug>, compare-<a>-<b>) and its content."""
+
+    layer: str
+    folder: Path  # RUN/LAYER/FOLDER
+    atlas: AtlasMeta
+
+    @property
+    def grid(self) -> int:
+        return int(self.atlas.grid)
+
+    @property
+    def kind(self) -> str:
+        """``atlas`` (a main atlas, one per grid size), ``class`` or ``compare``."""
+        return self.atlas.kind
+
+    @property
+    def view(self) -> str:
+        """The folder's name: ``grid-8``, ``class-great-white-shark``, ``compare-snorkel-scuba-diver``."""
+        return self.folder.name
+
+
+def _round(value: float, digits: int = 4) -> float:
+    """Round to ``digits`` significant digits (keeps data.json small)."""
+    if value == 0 or not math.isfinite(value):
+        return 0.0 if not math.isfinite(value) else value
+    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def _run_relative(ref: AtlasRef, path: str) -> str:
+    """Map a path inside ``LAYER/FOLDER/`` (as atlas.json writes it) to a URL relative to viewer/."""
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
+        raise DataError(f"{ref.folder}/{paths.ATLAS_JSON} names {path!r}; paths must stay inside {ref.folder}")
+    return "../" + "/".join((ref.layer, ref.view, *parts))
+
+
+def cell_entry(ref: AtlasRef, cell: CellRecord) -> dict[str, Any]:
+    """One cell of atlas.json as the viewer reads it (paths relative to viewer/, values rounded)."""
+    return {
+        "i": cell.i,
+        "j": cell.j,
+        "count": cell.count,
+        "label": cell.label,
+        "label_index": cell.label_index,
+        "top": [[str(name), _round(float(v))] for name, v in cell.top],
+        "attribution": {str(k): _round(float(v)) for k, v in cell.attribution.items()},
+        "faithfulness": None if cell.faithfulness is None else _round(float(cell.faithfulness)),
+        "icon": _run_relative(ref, cell.icon) if cell.icon else None,
+        "examples": [
+            {
+                "src": _run_relative(ref, ex.src),
+                "label": ex.label,
+                "pred": ex.pred,
+                "prob": None if ex.prob is None else _round(float(ex.prob), 3),
+                "similarity": None if ex.similarity is None else _round(float(ex.similarity), 3),
+            }
+            for ex in cell.examples
+        ],
+    }
+
+
+def grid_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
+    """One grid of one layer: its tile pyramid (as an inline OpenSeadragon tile source) and cells."""
+    tiles = paths.tiles(ref.layer, ref.view)
+    return {
+        "grid": ref.grid,
+        "icon_size": int(ref.atlas.icon_size),
+        "size_px": [width, height],
+        "dzi": f"{tiles}.dzi",
+        "tile_source": {
+            "Image": {
+                "xmlns": "http://schemas.microsoft.com/deepzoom/2008",
+                "Url": f"{tiles}_files/",
+                "Format": TILE_FORMAT,
+                "Overlap": str(TILE_OVERLAP),
+                "TileSize": str(TILE_SIZE),
+                "Size": {"Width": str(width), "Height": str(height)},
+            }
+        },
+        "labelled": _run_relative(ref, ref.atlas.labelled) if ref.atlas.labelled else None,
+        "cells": [cell_entry(ref, c) for c in ref.atlas.cells],
+    }
+
+
+def extra_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
+    """A class atlas or comparison as the viewer lists it: id, title, description and its one grid."""
+    a = ref.atlas.extra
+    if ref.kind == "compare":
+        first, second = ([*a.get("pair", []), "A", "B"])[:2]
+        title = f"compare: {first} vs {second}"
+        about = f"x: {a.get('x_axis', 'attribution to A minus B')}; y: {a.get('y_axis', '1-D layout')}."
+        axis = {"left": f"more {second}", "right": f"more {first}"}
+    else:
+        title = f"class: {a.get('class', ref.view)}"
+        about = (
+            f"Samples whose attribution supports {a.get('class', 'the class')} "
+            f"(filter {a.get('filter', '?')}, at most {a.get('top', '?')}), laid out with {a.get('method', '?')}."
+        )
+        axis = None
+    counts = [f"{a[k]} {k}" for k in ("samples", "images") if a.get(k) is not None]
+    return {
+        "id": f"{ref.layer}/{ref.view}",
+        "layer": ref.layer,
+        "kind": ref.kind,
+        "title": title,
+        "about": about + (" " + ", ".join(counts) + "." if counts else ""),
+        "axis": axis,
+        "grids": [grid_entry(ref, width, height)],
+    }
+
+
+def _rate(r: dict) -> dict[str, Any]:
+    return {"k": r.get("k"), "n": r.get("n"), "rate": r.get("rate"), "ci": r.get("ci")}
+
+
+def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[str, str, int, int], list[dict]]]:
+    """The patch experiments of a run as the viewer shows them.
+
+    ``reports``: ``RUN/patches/NAME/report.json`` files. Returns (experiments, per cell): one entry
+    per report (title, links to report.md and its figures, relative to viewer/; ``figure`` is the
+    single-photo demonstration when there is one, else the first figure, the rates), and for each
+    cell (layer, atlas folder, i, j) whose icon or dataset patch a report tested (``cell:DIR:I,J``,
+    ``example:DIR:I,J,E``), the patch's numbers: its main population (``source_correct`` when it
+    has photos, else ``not_target``), static and dynamic rates with 95% intervals, the best
+    control's rate and whether the patch's interval lies above both controls'.
+    """
+    experiments, cells = [], {}
+    for path in reports:
+        report = read_report(path)
+        name = Path(path).parent.name
+        base = f"../{paths.PATCHES}/{name}/"
+        title = f"{report.source or 'any photo'} \u2192 {report.target}"
+        figures = list(report.figures)
+        main = paths.SINGLE_PHOTO_PNG if paths.SINGLE_PHOTO_PNG in figures else (figures[0] if figures else None)
+        experiments.append(
+            {
+                "name": name,
+                "title": title,
+                "layer": report.layer,
+                "report": base + paths.REPORT_MD,
+                "figure": base + main if main else None,
+                "figures": [base + f for f in figures],
+            }
+        )
+        for e in report.patches:
+            cell = tested_cell(e.spec)
+            if cell is None:
+                continue
+            pops = e.populations
+            pop = "source_correct" if pops.get("source_correct", {}).get("patch", {}).get("n") else "not_target"
+            if pop not in pops:
+                continue
+            d = pops[pop]
+            control = e.vs_controls.get(pop, {})
+            examples = paths.examples_png_name(slug(e.name))  # the figure of the patch's photos
+            link = {
+                "experiment": name,
+                "title": title,
+                "patch": e.name,
+                "spec": e.spec,
+                "kind": "dataset patch" if e.spec.startswith("example:") else "icon",
+                "discovered": e.discovered,
+                "population": pop,
+                "report": base + paths.REPORT_MD,
+                "figure": base + examples if examples in figures else None,
+                **{proto: _rate(d["patch"][proto]) for proto in ("static", "dynamic")},
+                "best_control": {proto: control.get(proto, {}).get("control_rate") for proto in ("static", "dynamic")},
+                "above_controls": e.beats_controls.get(pop, {}),
+            }
+            cells.setdefault((str(report.layer), *cell), []).append(link)
+    return experiments, cells
+
+
+def data_index(
+    refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str, reports: list[Path] = ()
+) -> dict[str, Any]:
+    """The viewer's ``data.json``: classes; layers in order, each with its main grids coarse to fine;
+    extras: class atlases and comparisons, one grid each; patches: the patch experiments
+    (``patch_links``), each cell listing those that tested its icon or dataset patch.
+
+    ``sizes`` maps (layer, folder name) to the atlas image's (width, height) in pixels.
+    """
+    classes = list(refs[0].atlas.classes)
+    for ref in refs[1:]:
+        if list(ref.atlas.classes) != classes:
+            raise DataError(
+                f"{ref.folder}/{paths.ATLAS_JSON} lists other classes than {refs[0].folder}/{paths.ATLAS_JSON}; "
+                "all atlases of a run must come from one model: rebuild the run"
+            )
+    layers: dict[str, list[dict[str, Any]]] = {}
+    extras = []
+    experiments, tested = patch_links(list(reports))
+    for ref in refs:
+        size = sizes[(ref.layer, ref.view)]
+        if ref.kind == "atlas":
+            entry = grid_entry(ref, *size)
+            layers.setdefault(ref.layer, []).append(entry)
+        else:
+            entry = extra_entry(ref, *size)
+            extras.append(entry)
+        for grid in entry.get("grids", [entry]):
+            for cell in grid["cells"]:
+                links = tested.get((ref.layer, ref.view, cell["i"], cell["j"]))
+                if links:
+                    cell["patches"] = links
+    return {
+        "title": title,
+        "classes": classes,
+        "layers": [{"layer": name, "grids": grids} for name, grids in layers.items()],
+        "extras": extras,
+        "patches": experiments,
+    }
+
+
+def write_data(folder: PathLike, index: dict[str, Any]) -> None:
+    """Write ``data.json`` and ``data.js`` (``window.ACTLAS_DATA=...``) into the viewer folder."""
+    text = json.dumps(index, separators=(",", ":"))
+    write_text(Path(folder) / paths.VIEWER_DATA, text)
+    write_text(Path(folder) / paths.VIEWER_DATA_JS, f"window.ACTLAS_DATA={text};\n")

@@ -1,0 +1,73 @@
+"""Class names: the one matcher from a name, synset id or number to a class index, and label files.
+
+A class is named by its index, its synset id (``n01440764``), its full name
+(``"great white shark, white shark, ..."``) or any of the comma-separated names in it; case, runs
+of spaces and underscores do not matter (``great_white_shark`` is a folder name for it). Class
+atlases, comparisons, patch targets and the labels of image folders all use ``match_class``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelError
+from ..text import did_you_mean
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().replace("_", " ").split())
+
+
+def match_class(text: str, categories: tuple[str, ...], synsets: tuple[str, ...] = ()) -> int | None:
+    """Index of the class ``text`` names (a synset id, a full name or one of its comma-separated names),
+    or None when none matches. The first class that matches wins."""
+    text = str(text).strip()
+    for key in (text, text.lower()):
+        if key in synsets:
+            return synsets.index(key)
+    key = _norm(text)
+    for i, full in enumerate(categories):
+        if key == _norm(full) or key in (_norm(p) for p in full.split(",")):
+            return i
+    return None
+
+
+def resolve_class(name: str | int, categories: tuple[str, ...], synsets: tuple[str, ...] = ()) -> int:
+    """Class index from a number, a synset id, a full name or any of its comma-separated names.
+
+    Raises ``ModelError`` naming the closest class names when nothing matches.
+    """
+    if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
+        index = int(name)
+        if 0 <= index < max(len(categories), 1):
+            return index
+        raise ModelError(f"class index {index} is out of range (0..{len(categories) - 1})")
+    found = match_class(name, categories, synsets)
+    if found is not None:
+        return found
+    shorts = [c.split(",")[0].strip() for c in categories]
+    raise ModelError(f"unknown class {name!r}{did_you_mean(name, shorts, n=5)}")
+
+
+def class_index(spec, name: str | int) -> int:
+    """``resolve_class`` for a ``ModelSpec``; a model without class names accepts any index."""
+    if not spec.categories and str(name).strip().isdigit():
+        return int(name)
+    return resolve_class(name, spec.categories, spec.synsets)
+
+
+def folder_label(folder: str, categories: tuple[str, ...], synsets: tuple[str, ...] = ()) -> int:
+    """The label of images in a folder named ``folder`` (a synset id or a class name), -1 if none."""
+    found = match_class(folder, categories, synsets)
+    return -1 if found is None else found
+
+
+def read_names(value, base: str | Path | None = None) -> tuple[str, ...]:
+    """Class names (or synset ids) from a list, or from a file of one name a line (a relative path is
+    relative to ``base``, default the working directory). Raises ``ModelError`` for a missing file."""
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    path = Path(base) / value if base is not None else Path(value)
+    if not path.exists():
+        raise ModelError(f"labels or synsets file not found: {path}")
+    return tuple(line.rstrip("\n") for line in path.read_text().splitlines() if line.strip())

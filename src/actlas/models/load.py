@@ -1,0 +1,180 @@
+"""``load_model`` and ``load_spec``: a model block -> the model in eval mode and its ``ModelSpec``.
+
+The source's registry entry (``actlas.models.sources``) builds the model; the weights are loaded
+(``actlas.models.weights``), the spec is resolved from the declared fields over what the source
+provides, defaults last (``resolve_spec``), and the forward is made to return the logits.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import ModelError
+from ..nn.kinds import as_kind
+from ..nn.padding import use_tf_same_padding
+from .block import MODEL_FIELDS, ModelDefaultWarning, model_block, trusted
+from .classes import read_names
+from .logits import Logits
+from .sources import source_of
+from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from .weights import load_state, load_weights
+
+
+def _pair(value, key: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ModelError(f"model.{key} must be [height, width] or one number, not {value!r}") from None
+    return h, w
+
+
+def _triple(value, key: str) -> tuple[float, float, float]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * 3
+    try:
+        a, b, c = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ModelError(f"model.{key} must be three numbers (R, G, B) or one, not {value!r}") from None
+    return a, b, c
+
+
+def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelSpec:
+    """The ``ModelSpec`` from declared ``fields`` over what the source ``provided``, defaults last.
+
+    Warns once (``ModelDefaultWarning``, one line) naming what was assumed and the keys that set it.
+    """
+    values = {**provided, **{k: v for k, v in fields.items() if v is not None}}
+    assumed = []
+    if "input_size" in values:
+        size = _pair(values["input_size"], "input_size")
+    elif "crop" in values:
+        size = _pair(values["crop"], "crop")
+    else:
+        size = (224, 224)
+        assumed.append(("input_size", "input 224 x 224"))
+    if "resize" in values:
+        resize = int(values["resize"])
+    elif "input_size" in values or "crop" in values:
+        resize = min(size)
+    else:
+        resize = 256
+        assumed.append(("resize", "resize 256"))
+    if "mean" not in values or "std" not in values:
+        assumed.append((("mean", "std"), "ImageNet mean/std"))
+    mean = _triple(values.get("mean", IMAGENET_MEAN), "mean")
+    std = _triple(values.get("std", IMAGENET_STD), "std")
+    categories = read_names(values["labels"]) if values.get("labels") else ()
+    synsets = read_names(values["synsets"]) if values.get("synsets") else ()
+    if not categories:
+        assumed.append(("labels", "no class names (indices)"))
+    for kind in (values.get("layer_kinds") or {}).values():
+        as_kind(kind)  # a mistyped kind fails at load time, in one line
+    padding = values.get("padding") or "default"
+    if padding not in ("default", "tf_same"):
+        raise ModelError(f"unknown padding {padding!r}: use 'default' or 'tf_same'")
+    if assumed:
+        keys = ", ".join(f"model.{k}" for key, _ in assumed for k in ((key,) if isinstance(key, str) else key))
+        warnings.warn(
+            f"model {source}: assumed {', '.join(v for _, v in assumed)}; set {keys} to declare them",
+            ModelDefaultWarning,
+            stacklevel=3,
+        )
+    defaulted = tuple(k for key, _ in assumed for k in ((key,) if isinstance(key, str) else key))
+    options = {f.name: fields.get(f.name, f.default) for f in MODEL_FIELDS}
+    options.update(
+        source=source,
+        input_size=list(size),
+        resize=resize,
+        crop=values.get("crop"),
+        mean=list(mean),
+        std=list(std),
+        padding=padding,
+        trust_code=trusted(fields.get("trust_code")),
+        allow_pickle=bool(options["allow_pickle"]),
+    )
+    for key in ("labels", "synsets"):
+        if isinstance(options[key], (list, tuple)) and len(options[key]) > 20:
+            options[key] = f"{len(options[key])} names from the source"
+    if options["labels"] is None and categories:
+        options["labels"] = f"{len(categories)} names from the source"
+    return ModelSpec(
+        name=name,
+        source=source,
+        input_size=size,
+        resize=resize,
+        mean=mean,
+        std=std,
+        categories=categories,
+        synsets=synsets,
+        padding=padding,
+        options=options,
+        defaulted=defaulted,
+        layer_kinds=dict(values.get("layer_kinds") or {}),
+    )
+
+
+def load_model(
+    model: str | Mapping,
+    *,
+    weights: str | None = None,
+    allow_pickle: bool | None = None,
+    padding: str | None = None,
+    trust_code: bool | None = None,
+    **fields,
+) -> tuple[nn.Module, ModelSpec]:
+    """Load a model in eval mode, weights loaded, with its ``ModelSpec``.
+
+    Parameters
+    ----------
+    model : str or mapping
+        A source string (card ``.json``, ``torchvision:NAME[:WEIGHTS]``, ``timm:NAME``,
+        ``export:PATH.pt2``, ``package.module:function``), a JSON object string, or a model block
+        mapping with the keys of ``MODEL_FIELDS``.
+    weights, allow_pickle, padding, trust_code, **fields
+        Model-block fields given as arguments; they override the block's (None: not given).
+        ``trust_code`` None reads the environment variable ``ACTLAS_TRUST_CODE``.
+
+    The forward of the returned model always gives a logits tensor (``output`` selects it from a
+    dict, tuple or ModelOutput). Raises ``ModelError`` in one line that says how to fix the problem.
+    """
+    return _load(
+        model_block(
+            model, weights=weights, allow_pickle=allow_pickle, padding=padding, trust_code=trust_code, **fields
+        ),
+        with_weights=True,
+    )
+
+
+def load_spec(model: str | Mapping, **fields) -> ModelSpec:
+    """The ``ModelSpec`` of a model without loading its weights (for parse time: labels, synsets,
+    preprocessing). The architecture is still built (a factory runs, under the same trust rule)."""
+    return _load(model_block(model, **fields), with_weights=False)[1]
+
+
+def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
+    source = str(block["source"])
+    found, merged = source_of(source).build(source, block)
+    net = found.model
+    if merged.get("weights") and with_weights:
+        path = Path(merged["weights"])
+        load_state(net, load_weights(path, bool(merged.get("allow_pickle"))), str(path))
+    spec = resolve_spec(found.name, source, merged, found.values)
+    if spec.padding == "tf_same":
+        use_tf_same_padding(net)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for module in net.modules():  # in-place ops would overwrite captured activations
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
+    net.register_forward_hook(Logits(merged.get("output")))
+    try:
+        net.eval()
+    except (NotImplementedError, RuntimeError):  # exported programs keep the mode they were exported in
+        pass
+    return net, spec
