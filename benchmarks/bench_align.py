@@ -74,8 +74,8 @@ def load_store(path: Path, layer: str) -> dict:
     c10-resnet run's, names the photos."""
     import zarr
 
-    from actlas import images as imgs
-    from actlas import store as st
+    from actlas.data import store as st
+    from actlas.formats.shards import read_shard
 
     listing = path.parent / "shard-00000.txt"
     if not listing.exists():
@@ -86,7 +86,7 @@ def load_store(path: Path, layer: str) -> dict:
         "image": image,
         "position": st.read([path], f"{layer}/position").astype(np.int64),
         "spatial": tuple(zarr.open_group(str(path), mode="r")[layer].attrs["spatial"]),
-        "paths": [p for p, _ in imgs.read_shard(listing)],
+        "paths": [row[0] for row in read_shard(listing)],
         "pred": st.read([path], "images/pred")[image, 0].astype(np.int64),
     }
 
@@ -96,7 +96,7 @@ def load_map(run_dir: Path, layer: str) -> dict:
     (n, 2), ``spatial`` (H, W), ``paths`` (n_images,), ``pred`` (n,) each sample's photo's top predicted class.
 
     The only place that reads a run (it moves with the stage)."""
-    from actlas.stages.samples import load_samples
+    from actlas.data.samples import load_samples
 
     s = load_samples(run_dir, layer, columns=("activation",))
     return {
@@ -254,8 +254,8 @@ def regions(store: Path, seed: int, positions: int = 16) -> None:
     through the grids, when the finer layer takes the cell under each position of the coarser one (the
     same image region), and for photo means over every position or over the drawn ones."""
     from actlas import align
-    from actlas import store as st
     from actlas.collect import image_key, sample_positions
+    from actlas.data import store as st
 
     def read(layer):
         return {k: st.read([store], f"{layer}/{k}") for k in ("activation", "image", "position")}

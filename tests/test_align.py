@@ -25,12 +25,12 @@ def _collect(folder: Path, out: Path, model, layers: list[str], positions: int) 
     """Collect ``layers`` of ``model`` over the photos in ``folder``: per layer image, position, spatial, activation."""
     import zarr
 
-    from actlas import images as imgs
-    from actlas import store
-    from actlas.collect import collect
+    from actlas.data import images, store
+    from actlas.formats import shards
+    from actlas.stages.collect import collect
 
     shard = out.with_suffix(".txt")
-    shard.write_text(imgs.format_shard(imgs.list_images(folder)))
+    shard.write_text(shards.format_shard(images.list_images(folder)))
     collect(
         shard,
         out,

@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import ConfigError, DataError
+
 log = logging.getLogger("actlas.align")
 
 # Strength of the pull between matched samples (umap-learn's alignment_regularisation; its default is 0.01):
@@ -44,6 +46,7 @@ ALIGNMENT = 0.1
 WINDOW = 3  # each map is pulled towards the maps up to this many steps away in the list (AlignedUMAP's default)
 METHODS = ("auto", "position", "mapped")
 PULLS = ("overlap", "equal")
+NO_PAIRS = "no matched samples: the maps share no photo; run both over the same images (images, limit, seed)"
 
 
 # --------------------------------------------------------------------------- matching
@@ -107,10 +110,10 @@ def match(
     with ``mapped``, a photo with n_a and n_b samples gives min(n_a, n_b) pairs.
     """
     if method not in METHODS:
-        raise ValueError(f"matching method {method!r} unknown: use one of {', '.join(METHODS)}")
+        raise ConfigError(f"matching method {method!r} unknown: use one of {', '.join(METHODS)}")
     same = tuple(int(s) for s in spatial_a) == tuple(int(s) for s in spatial_b)
     if method == "position" and not same:
-        raise ValueError(
+        raise ConfigError(
             f"cannot match by position across grids {tuple(spatial_a)} and {tuple(spatial_b)}: use method 'mapped'"
         )
     image_a, image_b = np.asarray(image_a, np.int64), np.asarray(image_b, np.int64)
@@ -371,7 +374,8 @@ def aligned_layout(
     ``clip`` percent of their union clipped), so equal coords mean the same place in every map.
     Deterministic for a seed.
     """
-    from .layout import check_samples, normalize_coords, numba_cache_dir, pca
+    from .device import numba_cache_dir
+    from .layout import check_samples, normalize_coords, pca
 
     numba_cache_dir()  # before umap-learn loads numba, which reads its cache folder once
     from umap.spectral import spectral_layout
@@ -379,11 +383,13 @@ def aligned_layout(
 
     start = time.perf_counter()
     if len(xs) < 2:
-        raise ValueError(f"an alignment needs at least two maps, got {len(xs)}")
+        raise ConfigError(f"an alignment needs at least two maps, got {len(xs)}: list two or more atlases")
     if alignment < 0:
-        raise ValueError(f"alignment must be at least 0, got {alignment}")
+        raise ConfigError(
+            f"alignment must be at least 0, got {alignment}: 0 lays each map out alone, 0.1 is the default"
+        )
     if pull not in PULLS:
-        raise ValueError(f"pull {pull!r} unknown: use one of {', '.join(PULLS)}")
+        raise ConfigError(f"pull {pull!r} unknown: use one of {', '.join(PULLS)}")
     data = []
     for x in xs:
         check_samples(len(x))
@@ -466,7 +472,9 @@ def pair_distances(coords_a: np.ndarray, coords_b: np.ndarray, matching: Matchin
     """
     a, b = np.asarray(coords_a, np.float64)[matching.a], np.asarray(coords_b, np.float64)[matching.b]
     if len(a) == 0:
-        raise ValueError("no matched samples: the maps share no photo")
+        raise DataError(
+            "no matched samples: the maps share no photo; run both over the same images (images, limit, seed)"
+        )
     shuffled = b[np.random.default_rng(seed).permutation(len(b))]
     matched_d = float(np.median(np.linalg.norm(a - b, axis=1)))
     shuffled_d = float(np.median(np.linalg.norm(a - shuffled, axis=1)))
@@ -492,7 +500,9 @@ def cell_agreement(
     from .grid import bin_coords
 
     if len(matching.a) == 0:
-        raise ValueError("no matched samples: the maps share no photo")
+        raise DataError(
+            "no matched samples: the maps share no photo; run both over the same images (images, limit, seed)"
+        )
     ca = bin_coords(np.asarray(coords_a)[matching.a], n).astype(np.int64)
     cb = bin_coords(np.asarray(coords_b)[matching.b], n).astype(np.int64)
     near = np.abs(ca - cb).max(axis=1) <= reach
