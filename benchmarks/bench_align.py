@@ -113,6 +113,7 @@ def prepare(case: str, method: str, seed: int, photos: int = 0) -> tuple[list[di
     """The case's maps (photo ids shared by path; the first ``photos`` photos, 0: all) and their consecutive
     matchings."""
     from actlas import align
+    from actlas.align import matching as align_match
 
     maps = [
         (load_store(run, layer) if run.suffix == ".zarr" else load_map(run, layer)) | {"name": f"{run.stem}/{layer}"}
@@ -140,7 +141,7 @@ def prepare(case: str, method: str, seed: int, photos: int = 0) -> tuple[list[di
         if method == "photo":
             rng = np.random.default_rng(seed)
             matchings.append(
-                align._match_mapped(
+                align_match._match_mapped(
                     a["photo"], rng.random((len(a["photo"]), 2)), b["photo"], rng.random((len(b["photo"]), 2))
                 )
             )
@@ -231,11 +232,12 @@ def overlaps(case: str, seed: int) -> None:
     """How much matched samples' neighbourhoods agree under each matching (umap-learn's pull weights, mean over
     the pairs), against partners shuffled across photos: no layout, only the neighbour graphs."""
     from actlas import align
+    from actlas.align import layout as align_layout
 
     rows = []
     for method in ("mapped", "photo", "mean"):
         maps, matchings = prepare(case, method, seed)
-        graphs = [align._graph(m["activation"], 20, "cosine", seed)[0] for m in maps]
+        graphs = [align_layout._graph(m["activation"], 20, "cosine", seed)[0] for m in maps]
         m = matchings[0]
         shuffled = align.Matching(m.a, m.b[np.random.default_rng(seed).permutation(len(m.b))], m.offset)
         row = [method, len(m.a)]
@@ -254,6 +256,7 @@ def regions(store: Path, seed: int, positions: int = 16) -> None:
     through the grids, when the finer layer takes the cell under each position of the coarser one (the
     same image region), and for photo means over every position or over the drawn ones."""
     from actlas import align
+    from actlas.align import layout as align_layout
     from actlas.collect import image_key, sample_positions
     from actlas.data import store as st
 
@@ -302,7 +305,7 @@ def regions(store: Path, seed: int, positions: int = 16) -> None:
         cases[label] = (mf, mc, align.match(pf, zeros, (1, 1), pc, zeros, (1, 1)))
     out = []
     for label, (xa, xb, m) in cases.items():
-        graphs = [align._graph(np.asarray(x, np.float32), 20, "cosine", seed)[0] for x in (xa, xb)]
+        graphs = [align_layout._graph(np.asarray(x, np.float32), 20, "cosine", seed)[0] for x in (xa, xb)]
         shuffled = align.Matching(m.a, m.b[np.random.default_rng(seed).permutation(len(m.b))], m.offset)
         row = [label, len(m.a), round(float(np.median(m.offset)), 3)]
         for pairs in (m, shuffled):

@@ -1,4 +1,4 @@
-"""The aligned UMAP epoch over one stacked array (numba, compiled once into its cache): ``actlas.align``'s optimiser.
+"""The aligned UMAP epoch over one stacked array (numba, compiled once into its cache): ``actlas.align.layout``'s.
 
 umap-learn's ``_optimize_layout_aligned_euclidean_single_epoch`` (gamma 1, both ends of an edge
 moved): the same updates in the same order, the same random draws. Its maps are items of a numba
