@@ -21,6 +21,7 @@ include: "rules/render.smk"
 include: "rules/atlas.smk"
 include: "rules/classes.smk"
 include: "rules/viewer.smk"
+include: "rules/align.smk"
 
 
 # Bookkeeping that takes a second runs on the submit host, never as a cluster job.
@@ -34,6 +35,7 @@ rule all:
         paths.viewer_dir(RUN),
         class_outputs(),
         intermediates,
+        aligned_intermediates,
     default_target: True
 
 

@@ -5,6 +5,7 @@ import re
 import sys
 from pathlib import Path
 
+from actlas import alignments as alignment_plan
 from actlas import paths, settings
 from actlas.digest import code_digest
 from actlas.formats import shards as shard_files
@@ -97,6 +98,8 @@ def manifest_inputs(wildcards):
     """Everything the manifest reads: layouts, atlases and the render batches of the plan."""
     out = [paths.shard_index(RUN)] + [paths.shard_store(RUN, s) for s in SHARDS] + atlas_outputs()
     out += [paths.layout_info(RUN, layer) for layer in LAYERS]
+    out += [paths.align_json(RUN, a.name) for a in ALIGNMENTS] + aligned_atlas_outputs()
+    out += [b for a in ALIGNMENTS for m in a.maps for n in a.sizes for b in aligned_batches(a.name, m.id, n)]
     return out + [b for layer in LAYERS for n in SIZES for b in grid_batches(layer, n)]
 
 def intermediates(wildcards):
@@ -115,10 +118,14 @@ def intermediates(wildcards):
 def _layer(entry):
     return entry["layer"] or LAYERS[0]
 
+# The alignments (rules/align.smk) and the other models they name ({folder name: model}).
+ALIGNMENTS, OTHER_MODELS = alignment_plan.plan(config)
+
 # Every layer collected (and whitened): the main atlases' layers, laid out, then any other layer a class
-# atlas, comparison or patch experiment names (the article built its class atlases at a late layer).
+# atlas, comparison or patch experiment names (the article built its class atlases at a late layer), and
+# the run's own layers an alignment names.
 COLLECTED = list(dict.fromkeys(LAYERS + [_layer(e) for k in ("class_atlases", "comparisons", "patches")
-                                          for e in config[k]]))
+                                          for e in config[k]] + alignment_plan.layers_of(ALIGNMENTS)))
 
 def _by_layer(kind, entries, name):
     """{(layer, folder name): entry}; the same folder asked for twice is an error."""
@@ -216,6 +223,6 @@ def class_intermediates():
 def viewer_inputs(wildcards):
     """Each atlas the viewer shows: its atlas.json and PNG, and the icons and examples it links."""
     out = []
-    for meta in atlas_outputs() + class_atlas_outputs():
+    for meta in atlas_outputs() + class_atlas_outputs() + aligned_atlas_outputs():
         out += [meta, paths.atlas_png(meta.parent), paths.icons_dir(meta.parent), paths.examples_dir(meta.parent)]
     return out + patch_outputs()

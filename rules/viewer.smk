@@ -11,7 +11,7 @@ rule viewer:
         directory(paths.viewer_dir(RUN)),
     params:
         run=run_of(0),
-        args=lambda wc: cli_args(layer=LAYERS, atlas=[str(p) for p in atlas_outputs() + class_atlas_outputs()],
+        args=lambda wc: cli_args(layer=LAYERS, atlas=[str(p) for p in atlas_outputs() + class_atlas_outputs() + aligned_atlas_outputs()],
                                  patches=[str(paths.report_json(p)) for p in patch_outputs()],
                                  no_patches=True if not PATCHES else None,
                                  openseadragon=str(Path(workflow.basedir) / "node_modules/openseadragon/build/openseadragon")),

@@ -91,7 +91,7 @@ def test_committed_rows_are_checked_against_the_array_and_the_summary(tmp_path):
 def test_store_of_the_old_format_is_refused(tmp_path):
     path = _store(tmp_path)
     zarr.open_group(str(path), mode="a").attrs["format"] = 1
-    with pytest.raises(store.StoreError, match="store format 1, this actlas writes format 2"):
+    with pytest.raises(store.StoreError, match=f"store format 1, this actlas reads and writes format {store.FORMAT}"):
         store.open_shard(path, COLS, {"p": 1})
 
 

@@ -417,3 +417,59 @@ def test_second_workflow_on_a_run_dir_is_refused_in_one_line(tmp_path):
         assert not (run / "collect").exists()
     finally:
         holder.kill()
+
+
+# --------------------------------------------------------------------------- aligned atlases
+
+
+def test_aligned_atlases_as_rules(tmp_path):
+    """Two alignments on 16 real photos with the tests' tiny models: two layers of the run's model, and a
+    layer of it beside a layer of a second model (tiny_vit) collected over the same shard lists. Each aligned
+    map is gridded, rendered with its own model and composed; the viewer and ``actlas info`` show them; a
+    finished run plans nothing, and a new alignment strength reruns that alignment's stages only."""
+    from conftest import _photo_folder
+
+    block = {"input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3, "labels": [f"c{i}" for i in range(10)]}
+    net = block | {"source": "tiny_models:tiny_net", "trust_code": True}
+    vit = block | {"source": "tiny_models:tiny_vit", "trust_code": True}
+    images = _photo_folder(16)
+    work, run = tmp_path / "work", tmp_path / "work" / "run"
+
+    def configure(strength: float) -> None:
+        items = [
+            {"atlases": ["features.1", "features.4"], "name": "layers"},
+            {"atlases": ["features.4", {"layer": "blocks.1", "model": vit, "name": "vit"}], "alignment": strength},
+        ]
+        import yaml
+
+        cfg = yaml.safe_load(small_config(run, images, **TINY)) | {"model": net, "layers": ["features.4"]}
+        cfg["collect"] |= {"shard_size": 16, "positions": 2, "batch_size": 16, "chunk": 16}
+        cfg["render"] |= {"size": 16, "steps": 2, "batch_size": 16, "cells_per_job": 64}
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg | {"layout": {"n_neighbors": 5}, "alignments": items}))
+
+    configure(0.1)
+    ran = _ran(snakemake(work))
+    assert ran.get("model_collect") == 1 and ran.get("align") == 2 and ran.get("align_atlas") == 4, ran
+    assert ran.get("align_render") == 4 and ran.get("whitening") == 2 and ran.get("model_whitening") == 1, ran
+    vit_map = run / "aligned" / "features-4-blocks-1-vit" / "blocks.1@vit" / "grid-3"
+    meta = json.loads((vit_map / "atlas.json").read_text())
+    assert meta["aligned"]["model"] == "vit" and meta["aligned"]["pairs"][0]["maps"] == ["blocks.1@vit", "features.4"]
+    assert all("features.4" in c["partners"] for c in meta["cells"]) and (vit_map / "atlas.png").exists()
+    assert (run / "models" / "vit" / "blocks.1" / "whiten.npy").exists()
+    assert not (run / "features.1" / "coords.npy").exists()  # an aligned layer is whitened, not laid out alone
+    data = json.loads((run / "viewer" / "data.json").read_text())
+    assert {a["name"]: [m["id"] for m in a["maps"]] for a in data["aligned"]} == {
+        "layers": ["features.1", "features.4"],
+        "features-4-blocks-1-vit": ["features.4", "blocks.1@vit"],
+    }
+    from actlas.stages.manifest import info
+
+    pairs = info(run)["alignments"]["layers"]["pairs"]
+    assert pairs[0]["maps"] == ["features.1", "features.4"] and pairs[0]["ratio"] < 1
+    assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
+
+    configure(0.5)
+    ran = _ran(snakemake(work))
+    assert ran.get("align") == 1 and ran.get("align_atlas") == 2, ran
+    assert not {"collect", "model_collect", "layout", "whitening", "model_whitening", "grid", "atlas"} & set(ran), ran

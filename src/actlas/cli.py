@@ -171,14 +171,20 @@ def layout(run_dir, layer, seed, **options) -> None:
     show_default=True,
     help="Ridge of the render whitening (a fraction of the mean variance).",
 )
-def whitening(run_dir, layer, whitening_eps) -> None:
+@click.option(
+    "--model-name",
+    default=None,
+    help="A layer of another model of the run (an alignment's): its stores in RUN/models/NAME.",
+)
+def whitening(run_dir, layer, whitening_eps, model_name) -> None:
     """Compute the whitening that render and class atlases apply to a layer's directions.
 
     Example: actlas whitening runs/x -l features.13
     """
     from .stages.whitening import whitening as stage
 
-    click.echo(str(stage(run_dir, run_layer(run_dir, layer), whitening_eps=whitening_eps)))
+    layer = layer if model_name else run_layer(run_dir, layer)
+    click.echo(str(stage(run_dir, layer, whitening_eps=whitening_eps, model_name=model_name)))
 
 
 @main.command()
@@ -275,6 +281,117 @@ def compare(classes, run_dir, layer, **options) -> None:
     layer = run_layer(run_dir, layer)
     path = stage(run_dir, layer, tuple(classes), model, progress=True, **render_settings(options), **options)
     click.echo(str(paths.compare_png(path.parent)))
+
+
+# --------------------------------------------------------------------------- aligned atlases
+
+align_name_option = click.option("--name", required=True, help="The alignment: its folder RUN/aligned/NAME.")
+map_option = click.option(
+    "--map", "map_id", required=True, help="One map: LAYER, or LAYER@MODEL for a layer of another model of the run."
+)
+
+
+def map_model(run_dir, map_id: str, params: dict):
+    """The model of an aligned map: ``--model``, else the run's (``LAYER``) or the one in RUN/models/MODEL."""
+    from .alignments import parse_map
+    from .runinfo import model_of
+
+    _, name = parse_map(map_id)
+    if name is not None and params.get("model_source") is None:
+        params["model_source"] = model_of(run_dir, name)
+    return model_block_from(params, run_dir)
+
+
+@main.command()
+@run_argument
+@align_name_option
+@click.option(
+    "--map", "maps", multiple=True, required=True, help="A map (LAYER, or LAYER@MODEL); two or more, in order."
+)
+@click.option(
+    "--alignment",
+    default=settings.Alignment.alignment,
+    show_default=True,
+    help="Pull between a photo's points in the maps (0: each laid out alone).",
+)
+@options_of(settings.Layout, skip=("whitening_eps", "whiten"))
+@seed_option
+def align(run_dir, name, maps, alignment, seed, **options) -> None:
+    """Lay two or more maps of a run out together: the same place in each holds the same photos.
+
+    Example: actlas align runs/cifar10 --name layer2-layer3 --map layer2 --map layer3
+    """
+    from .stages.align import align as stage
+
+    click.echo(str(stage(run_dir, name, list(maps), alignment=alignment, seed=seed, **options)))
+
+
+@main.command("align-grid")
+@run_argument
+@align_name_option
+@map_option
+@grid_option
+@click.option(
+    "--min-count", default=settings.Grid.min_count, show_default=True, help="Cells with fewer photos stay empty."
+)
+def align_grid(run_dir, name, map_id, n, min_count) -> None:
+    """Bin one map of an alignment into an N x N grid of cells.
+
+    Example: actlas align-grid runs/cifar10 --name layer2-layer3 --map layer3 -n 20
+    """
+    from .stages.align_grid import align_grid as stage
+
+    click.echo(str(stage(run_dir, name, map_id, n, min_count=min_count)))
+
+
+@main.command("align-render")
+@run_argument
+@align_name_option
+@map_option
+@grid_option
+@model_flags()
+@click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
+@click.option(
+    "--cells-per-job", default=settings.Render.cells_per_job, show_default=True, help="Cells per batch (0 = all)."
+)
+@options_of(settings.RenderParams)
+@device_option
+@threads_option
+def align_render(run_dir, name, map_id, n, batch, cells_per_job, device, threads, **params) -> None:
+    """Render the icons of one batch of an aligned map's cells, with that map's model and layer.
+
+    Example: actlas align-render runs/cifar10 --name layer3-blocks-3-cifar10-vit --map blocks.3@cifar10-vit -n 20
+    """
+    from .stages.align_render import align_render as stage
+
+    model = map_model(run_dir, map_id, params)
+    options = {"batch": batch, "cells_per_job": cells_per_job, "device": device, "threads": threads}
+    click.echo(str(stage(run_dir, name, map_id, n, model, params=render_params(params), **options)))
+
+
+@main.command("align-atlas")
+@run_argument
+@align_name_option
+@map_option
+@grid_option
+@model_flags()
+@click.option(
+    "--cells-per-job",
+    default=settings.Render.cells_per_job,
+    show_default=True,
+    help="Cells per render batch (as rendered).",
+)
+@options_of(settings.Atlas, skip=("example_extent",))
+@seed_option
+def align_atlas(run_dir, name, map_id, n, cells_per_job, **options) -> None:
+    """Compose an aligned map's icons into its atlas files; atlas.json carries the alignment's measures.
+
+    Example: actlas align-atlas runs/cifar10 --name layer2-layer3 --map layer3 -n 20
+    """
+    from .stages.align_atlas import align_atlas as stage
+
+    model = map_model(run_dir, map_id, options)
+    click.echo(str(stage(run_dir, name, map_id, n, model, cells_per_job=cells_per_job, **options)))
 
 
 @main.command()

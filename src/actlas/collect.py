@@ -147,6 +147,21 @@ def attribute(
     )
 
 
+def photo_means(activation: torch.Tensor, attribution: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's mean over every position a sample may be drawn from (``sample_positions`` with k = 0: edges
+    avoided), the points an aligned atlas lays out: activation (B, C, h, w), attribution (B, k, h, w) ->
+    (means (B, C), mean attributions (B, k)), float32.
+
+    Aligned atlases match two maps by photo: a photo's mean over every position aligned better than its
+    samples, and than its mean over the drawn positions, in every pair measured (BENCHMARKS.md, bench_align).
+    """
+    grid = torch.from_numpy(_position_grid(tuple(activation.shape[-2:])).astype(np.int64))
+    y, x = grid[:, 0].to(activation.device), grid[:, 1].to(activation.device)
+    means = activation[:, :, y, x].float().mean(-1)
+    attr = attribution[:, :, y, x].float().mean(-1)
+    return means.cpu().numpy(), attr.cpu().numpy()
+
+
 def gather_rows(
     activation: torch.Tensor, attribution: torch.Tensor, positions: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -45,6 +45,10 @@ MANIFEST = "manifest.json"
 CACHE = "cache"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
+MODELS = "models"
+ALIGNED = "aligned"
+ALIGN_JSON = "align.json"
+ALIGN_COORDS = "coords.npz"
 LOCK = ".actlas.lock"
 SEAL = ".actlas-seal.json"
 
@@ -171,6 +175,52 @@ def seal(run: PathLike) -> Path:
     return Path(run) / SEAL
 
 
+# --------------------------------------------------------------------------- aligned atlases and other models
+
+
+def model_dir(run: PathLike, name: str) -> Path:
+    """``RUN/models/NAME``: what another model an alignment names keeps in the run: its shard stores
+    (``collect/shard-NNNNN.zarr``, collected over the run's own shard lists), the whitening of its layers
+    (``LAYER/whiten.npy``) and its icon cache (``cache/icons/``)."""
+    return Path(run) / MODELS / name
+
+
+def model_root(run: PathLike, name: str | None = None) -> Path:
+    """Where a model's stores and per-layer files live: the run itself for its own model (``name`` None),
+    else :func:`model_dir`."""
+    return Path(run) if name is None else model_dir(run, name)
+
+
+def aligned_root(run: PathLike) -> Path:
+    """``RUN/aligned``: the run's alignments."""
+    return Path(run) / ALIGNED
+
+
+def aligned_dir(run: PathLike, name: str) -> Path:
+    """``RUN/aligned/NAME``: one alignment of two or more atlases (config ``alignments``)."""
+    return aligned_root(run) / name
+
+
+def align_json(run: PathLike, name: str) -> Path:
+    """``RUN/aligned/NAME/align.json``: the alignment's maps, layout record and measures."""
+    return aligned_dir(run, name) / ALIGN_JSON
+
+
+def align_coords(run: PathLike, name: str) -> Path:
+    """``RUN/aligned/NAME/coords.npz``: each map's aligned coords and the photos they are of."""
+    return aligned_dir(run, name) / ALIGN_COORDS
+
+
+def aligned_map_dir(run: PathLike, name: str, map_id: str) -> Path:
+    """``RUN/aligned/NAME/MAP``: one map of an alignment (MAP: its layer, or ``LAYER@MODEL`` for another model's)."""
+    return aligned_dir(run, name) / map_id
+
+
+def aligned_grid_dir(run: PathLike, name: str, map_id: str, n: int | str) -> Path:
+    """``RUN/aligned/NAME/MAP/grid-N``: an atlas folder of one aligned map."""
+    return aligned_map_dir(run, name, map_id) / f"grid-{n}"
+
+
 # --------------------------------------------------------------------------- inside an atlas folder
 
 
@@ -273,3 +323,8 @@ def viewer_index(run: PathLike) -> Path:
 def tiles(layer: str, view: str) -> str:
     """``tiles/LAYER/FOLDER``: the deep-zoom pyramid of one atlas, relative to the viewer folder."""
     return f"{TILES}/{layer}/{view}"
+
+
+def aligned_tiles(name: str, map_id: str, view: str) -> str:
+    """``tiles/aligned/NAME/MAP/grid-N``: the deep-zoom pyramid of one aligned atlas, relative to the viewer folder."""
+    return f"{TILES}/{ALIGNED}/{name}/{map_id}/{view}"

@@ -72,3 +72,18 @@ def run_layers(run_dir: str | Path) -> list[str]:
     if len(found) == 1:
         return found
     raise ConfigError(f"cannot tell which layer of {run_dir} to use: pass --layer (laid out: {found or 'none'})")
+
+
+def model_of(run_dir: str | Path, name: str):
+    """The model block another model of the run (an alignment's, ``RUN/models/NAME/``) was collected with,
+    from what its first shard store records; ``ConfigError`` (pass --model) when it has none."""
+    from .data import store
+
+    stores = sorted(paths.collect_dir(paths.model_dir(run_dir, name)).glob(paths.STORE_GLOB))
+    try:
+        record = store.shard_attrs(stores[0]).get("params", {}).get("model") if stores else None
+    except (UserError, OSError, KeyError, ValueError):
+        record = None
+    if not record:
+        raise ConfigError(f"{paths.model_dir(run_dir, name)} holds no shard store naming its model: pass --model")
+    return block_from_record(record)

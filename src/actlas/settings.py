@@ -20,6 +20,7 @@ from .text import did_you_mean
 
 __all__ = [
     "SECTIONS",
+    "Alignment",
     "Atlas",
     "ClassAtlas",
     "Collect",
@@ -199,6 +200,21 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Alignment:
+    """An item of ``alignments``: two or more atlases laid out so that the same region of each holds what the
+    same photos activate (``actlas.alignments`` reads it; each map is one point a photo: its mean activation)."""
+
+    # two or more: a layer of the run's model, or {layer: LAYER, model: SOURCE or block} of another model run
+    # over the same photos (its folder RUN/models/NAME; name: to tell two blocks of one source apart)
+    atlases: tuple = ()
+    name: str | None = None  # folder under RUN/aligned (default: the maps' names joined by -)
+    # pull between a photo's points in the maps (umap-learn's alignment_regularisation; 0: each map laid out
+    # alone): 0.1 keeps each map's trustworthiness within 0.01 of its layout alone (BENCHMARKS.md, bench_align)
+    alignment: float = 0.1
+    sizes: tuple[int, ...] = ()  # grid sizes of the aligned atlases (default: grid.sizes)
+
+
+@dataclass(frozen=True)
 class Run:
     """The top level of a config."""
 
@@ -214,7 +230,7 @@ class Run:
 # config section -> its dataclass
 SECTIONS = {"collect": Collect, "layout": Layout, "grid": Grid, "render": Render, "atlas": Atlas}
 # config list -> the dataclass of its items
-ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch}
+ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch, "alignments": Alignment}
 # config key -> dataclass field, where a key is a Python keyword
 ALIASES = {"class": "cls"}
 

@@ -53,6 +53,8 @@ def check_stores(stores: list[Path], layer: str) -> None:
         if not Path(st).exists():
             raise MissingError(f"{st} not found: run collect for it (snakemake rebuilds it)")
         attrs = store.shard_attrs(st)
+        if attrs.get("format") != store.FORMAT:
+            raise StoreError(store.old_format(st, attrs.get("format")))
         params = {k: v for k, v in attrs.get("params", {}).items() if k not in ("images", "chunk")}
         params["format"] = attrs.get("format")
         if first is None:
@@ -71,10 +73,24 @@ def check_stores(stores: list[Path], layer: str) -> None:
             )
 
 
-def load_samples(run_dir: str | Path, layer: str, columns=("activation", "attr_class", "attr_value")) -> Samples:
-    """Read one layer's samples from the shard stores of the run's current plan."""
+def model_stores(run_dir: str | Path, model_name: str | None = None) -> list[Path]:
+    """The shard stores of the run's current plan: its model's (``RUN/collect/``), or those another model
+    collected over the same shard lists for an alignment (``RUN/models/NAME/collect/``, ``model_name``)."""
+    root = paths.model_root(run_dir, model_name)
+    return [paths.shard_store(root, s) for s in read_index(run_dir)]
+
+
+def load_samples(
+    run_dir: str | Path,
+    layer: str,
+    columns=("activation", "attr_class", "attr_value"),
+    *,
+    model_name: str | None = None,
+) -> Samples:
+    """Read one layer's samples from the shard stores of the run's current plan (of another model's
+    stores over the same shard lists with ``model_name``, :func:`model_stores`)."""
     names = read_index(run_dir)
-    stores = [paths.shard_store(run_dir, s) for s in names]
+    stores = model_stores(run_dir, model_name)
     check_stores(stores, layer)
     all_paths: list[str] = []
     image_parts = []
@@ -92,6 +108,33 @@ def load_samples(run_dir: str | Path, layer: str, columns=("activation", "attr_c
         image=np.concatenate(image_parts),
         position=store.read(stores, f"{layer}/position"),
         spatial=tuple(store.layer_attrs(stores[0], layer)["spatial"]),
+        paths=all_paths,
+        label=store.read(stores, "images/label"),
+        pred=store.read(stores, "images/pred"),
+        prob=store.read(stores, "images/prob"),
+        size=store.read(stores, "images/size"),
+    )
+
+
+def load_photo_means(run_dir: str | Path, layer: str, *, model_name: str | None = None) -> Samples:
+    """One point per photo: each decoded photo's mean activation over every position of ``layer`` and its mean
+    attribution to the photo's top classes (collect's ``images/mean/LAYER``, ``images/mean_attr/LAYER``), as
+    ``Samples`` on a 1 x 1 grid: ``activation`` (p, C) float32, ``attr_class``/``attr_value`` (p, k),
+    ``image`` (p,) the photo's index in the run's plan (ascending), ``position`` (p, 2) zeros; the per-image
+    arrays as :func:`load_samples`'. ``model_name``: another model's stores (:func:`model_stores`)."""
+    names = read_index(run_dir)
+    stores = model_stores(run_dir, model_name)
+    check_stores(stores, layer)
+    all_paths = [p for name in names for p, _ in read_shard(paths.shard_list(run_dir, name))]
+    ok = store.read(stores, "images/ok").astype(bool)
+    image = np.flatnonzero(ok).astype(np.int64)
+    return Samples(
+        activation=np.asarray(store.read(stores, store.photo_mean(layer))[ok], np.float32),
+        attr_class=store.read(stores, "images/attr_class")[ok],
+        attr_value=store.read(stores, store.photo_attr(layer))[ok],
+        image=image,
+        position=np.zeros((len(image), 2), np.int16),
+        spatial=(1, 1),
         paths=all_paths,
         label=store.read(stores, "images/label"),
         pred=store.read(stores, "images/pred"),

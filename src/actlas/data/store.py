@@ -30,7 +30,9 @@ from zarr.core.sync import sync as zarr_sync
 from ..errors import StoreError
 from ..text import error_line
 
-FORMAT = 2  # 2: crc32c on every chunk, empty chunks written; 1 (no checksums) is refused
+# 3: each photo's mean activation and attribution per layer (images/mean/LAYER, images/mean_attr/LAYER: what
+# aligned atlases lay out); 2: crc32c on every chunk, empty chunks written; older formats are refused
+FORMAT = 3
 CHUNK_ROWS = 8192
 _WRITE = {"write_empty_chunks": True}  # a chunk of zeros is written too: missing means missing
 
@@ -45,6 +47,25 @@ class Column:
 
 
 RECOLLECT = "delete the store and run collect again (the workflow then re-collects that shard)"
+
+
+def old_format(path, found) -> str:
+    """The one line for a store of another format than this actlas's."""
+    return (
+        f"{path} is in store format {found!r}, this actlas reads and writes format {FORMAT} (checksummed chunks, "
+        "each photo's mean per layer); delete it (or the run directory's collect/ folder) to collect again: "
+        "the workflow re-collects it by itself"
+    )
+
+
+def photo_mean(layer: str) -> str:
+    """The store array of each photo's mean activation at ``layer`` over every position: ``images/mean/LAYER``."""
+    return f"images/mean/{layer}"
+
+
+def photo_attr(layer: str) -> str:
+    """The store array of each photo's mean attribution at ``layer`` to its top classes: ``images/mean_attr/LAYER``."""
+    return f"images/mean_attr/{layer}"
 
 
 def _damaged(path, what: str) -> StoreError:
@@ -84,10 +105,7 @@ def open_shard(path: str | Path, columns: list[Column], params: dict) -> zarr.Gr
     group = open_group(path, mode="a")
     if "params" in group.attrs:
         if group.attrs.get("format") != FORMAT:
-            raise StoreError(
-                f"{path} is in store format {group.attrs.get('format')!r}, this actlas writes format {FORMAT} "
-                "(checksummed chunks); delete it (or the run directory's collect/ folder) to collect again"
-            )
+            raise StoreError(old_format(path, group.attrs.get("format")))
         if group.attrs["params"] != params:
             raise StoreError(
                 f"{path} was written with other parameters or another actlas version; "
@@ -216,7 +234,7 @@ def promised_rows(group: zarr.Group, path, name: str) -> int | None:
     if not isinstance(summary, dict):
         raise _damaged(path, "its 'summary' attribute is damaged")
     head = name.rsplit("/", 1)[0]
-    if head == "images":
+    if head.split("/", 1)[0] == "images":  # one row a photo: images/label, images/mean/LAYER ...
         value = summary.get("images")
     else:
         value = summary.get("rows", {}).get(head) if isinstance(summary.get("rows"), dict) else None

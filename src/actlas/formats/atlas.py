@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import paths
 from ..errors import DataError, MissingError
+from .align import PairMeasure, TrustRecord
 from .atomic import PathLike, read_json, write_json
 
 # keys an atlas.json and each of its cells must hold (the rest have defaults)
@@ -56,7 +57,9 @@ class CellRecord:
     """One cell: column ``i``, row ``j``, its sample ``count``, ``label`` (a class name) and its
     ``label_index``, the ``top`` classes by mean attribution ([name, value]), every non-zero mean
     ``attribution`` (class index as text -> value), the icon's ``faithfulness``, the ``icon`` path
-    and its ``examples``."""
+    and its ``examples``. A cell of an aligned atlas adds, per other map of its alignment (by id), ``near``:
+    the share of its photos whose point in that map falls in the same or a neighbouring cell of that map's
+    grid of the same size, and ``partners``: where its photos fall there, [[i, j, photos], ...] (most first)."""
 
     i: int
     j: int
@@ -68,8 +71,11 @@ class CellRecord:
     faithfulness: float | None = None
     icon: str | None = None
     examples: list[Example] = field(default_factory=list)
+    near: dict[str, float] = field(default_factory=dict)
+    partners: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        aligned = {"near": self.near, "partners": self.partners} if self.near or self.partners else {}
         return {
             "i": self.i,
             "j": self.j,
@@ -81,6 +87,7 @@ class CellRecord:
             "faithfulness": self.faithfulness,
             "icon": self.icon,
             "examples": [e.to_json() for e in self.examples],
+            **aligned,
         }
 
     @classmethod
@@ -96,6 +103,48 @@ class CellRecord:
             faithfulness=data.get("faithfulness"),
             icon=data.get("icon"),
             examples=[Example.from_json(e) for e in data.get("examples", [])],
+            near={str(k): float(v) for k, v in data.get("near", {}).items()},
+            partners={str(k): [list(map(int, p)) for p in v] for k, v in data.get("partners", {}).items()},
+        )
+
+
+@dataclass
+class AlignedMeta:
+    """What an aligned atlas adds (its ``atlas.json`` key ``aligned``): the alignment's ``name``, this atlas's
+    ``map`` id, its ``model`` (None: the run's; else its folder under ``RUN/models/``), every map of the
+    alignment (``maps``, in order), the ``alignment`` strength, the measures of this map against each other
+    map at this atlas's grid size (``pairs``, ``actlas.formats.align.PairMeasure``) and of its own layout
+    (``trust``)."""
+
+    name: str
+    map: str
+    model: str | None
+    maps: list[str]
+    alignment: float
+    pairs: list[PairMeasure]
+    trust: TrustRecord
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "map": self.map,
+            "model": self.model,
+            "maps": self.maps,
+            "alignment": self.alignment,
+            "pairs": [p.to_json() for p in self.pairs],
+            "trust": self.trust.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> AlignedMeta:
+        return cls(
+            name=str(data["name"]),
+            map=str(data["map"]),
+            model=data.get("model"),
+            maps=[str(m) for m in data["maps"]],
+            alignment=float(data["alignment"]),
+            pairs=[PairMeasure.from_json(p) for p in data.get("pairs", [])],
+            trust=TrustRecord.from_json(data["trust"]),
         )
 
 
@@ -105,7 +154,8 @@ class AtlasMeta:
     ``render_size`` (the icons' own) and ``display_factor`` (icon_size / render_size), the ``image``
     and ``labelled`` PNGs and ``size_px``, the model's ``classes``, the ``cells``, the median
     ``faithfulness_median`` and ``label_agreement``; ``extra`` holds what a class atlas (``kind``
-    ``class``, ``class``, ``filter`` ...) or comparison (``kind`` ``compare``, ``pair`` ...) adds."""
+    ``class``, ``class``, ``filter`` ...) or comparison (``kind`` ``compare``, ``pair`` ...) adds; ``aligned``
+    (``AlignedMeta``) what an aligned atlas adds."""
 
     layer: str
     grid: int
@@ -119,12 +169,13 @@ class AtlasMeta:
     display_factor: int | None = None
     labelled: str | None = None
     faithfulness_median: float | None = None
+    aligned: AlignedMeta | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
-        """``atlas`` (a main atlas, one per grid size), ``class`` or ``compare``."""
-        return str(self.extra.get("kind", "atlas"))
+        """``atlas`` (a main atlas, one per grid size), ``class``, ``compare`` or ``aligned``."""
+        return "aligned" if self.aligned is not None else str(self.extra.get("kind", "atlas"))
 
     def to_json(self) -> dict:
         return {
@@ -140,6 +191,7 @@ class AtlasMeta:
             "classes": self.classes,
             "faithfulness_median": self.faithfulness_median,
             "cells": [c.to_json() for c in self.cells],
+            **({"aligned": self.aligned.to_json()} if self.aligned is not None else {}),
             **self.extra,
         }
 
@@ -157,11 +209,13 @@ class AtlasMeta:
             missing = [k for k in REQUIRED_CELL if k not in cell]
             if missing:
                 raise DataError(f"cells of {where} lack {missing}; rebuild it with the atlas stage")
-        names = set(cls.__dataclass_fields__) - {"extra", "cells"}
+        names = set(cls.__dataclass_fields__) - {"extra", "cells", "aligned"}
+        aligned = data.get("aligned")
         return cls(
             **{k: data[k] for k in names if k in data},
             cells=[CellRecord.from_json(c) for c in data["cells"]],
-            extra={k: v for k, v in data.items() if k not in names and k != "cells"},
+            aligned=AlignedMeta.from_json(aligned) if isinstance(aligned, dict) else None,
+            extra={k: v for k, v in data.items() if k not in names and k not in ("cells", "aligned")},
         )
 
 

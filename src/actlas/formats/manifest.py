@@ -17,7 +17,8 @@ class Manifest:
     ``config`` (the whole config, every default filled in), ``model`` (every model setting, declared
     or defaulted, as collect resolved it), ``collect`` (images, skipped, seconds, per shard) and
     ``layers`` (per layer its layout record and per grid size its cells, icons rendered, timings,
-    faithfulness percentiles and atlas paths)."""
+    faithfulness percentiles and atlas paths); ``alignments`` (per alignment its ``align.json`` record and
+    per map and grid size its atlas's figures, measures included)."""
 
     actlas: dict
     created: str
@@ -26,6 +27,7 @@ class Manifest:
     model: dict | None
     collect: dict
     layers: dict = field(default_factory=dict)
+    alignments: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -36,6 +38,7 @@ class Manifest:
             "model": self.model,
             "collect": self.collect,
             "layers": self.layers,
+            **({"alignments": self.alignments} if self.alignments else {}),
         }
 
 
@@ -49,4 +52,6 @@ def read_manifest(run: PathLike) -> Manifest:
     if not path.exists():
         raise MissingError(f"{path} not found: is {run} a finished actlas run?")
     data = read_json(path)
-    return Manifest(**{k: data.get(k) for k in Manifest.__dataclass_fields__})
+    return Manifest(
+        **{k: data.get(k) for k in Manifest.__dataclass_fields__} | {"alignments": data.get("alignments") or {}}
+    )

@@ -6,11 +6,14 @@ built from a run's atlases (``atlas.json``) and patch experiments (``report.json
     {title, classes: [name],
      layers: [{layer, grids: [{grid, icon_size, size_px, dzi, tile_source, labelled, cells}]}],
      extras: [{id, layer, kind: "class" | "compare", title, about, axis, grids: [one grid]}],
+     aligned: [{id, name, title, about, maps: [{id, layer, model, title, trust, [classes], grids: [{..., pairs}]}]}],
      patches: [{name, title, layer, report, figure, figures}]}
 
 A cell holds ``i, j, count, label, label_index, top, attribution, faithfulness, icon, examples``
 (paths relative to ``viewer/``) and, when a patch experiment tested its icon or dataset example,
-``patches`` (its numbers). ``src/actlas/viewer/viewer.js`` reads it.
+``patches`` (its numbers); a cell of an aligned map adds ``near`` and ``partners`` (per other map: the
+share of its photos in the same or a neighbouring cell there, and the cells [[i, j, photos], ...] they
+land in). ``src/actlas/viewer/viewer.js`` reads it.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ class AtlasRef:
         """The folder's name: ``grid-8``, ``class-great-white-shark``, ``compare-snorkel-scuba-diver``."""
         return self.folder.name
 
+    @property
+    def rel(self) -> str:
+        """The folder relative to the run: ``LAYER/FOLDER``, or ``aligned/NAME/MAP/grid-N`` for an aligned atlas."""
+        a = self.atlas.aligned
+        return f"{self.layer}/{self.view}" if a is None else f"{paths.ALIGNED}/{a.name}/{a.map}/{self.view}"
+
+    @property
+    def tiles(self) -> str:
+        """Its deep-zoom pyramid, relative to the viewer folder (``actlas.paths.tiles``, ``aligned_tiles``)."""
+        a = self.atlas.aligned
+        return paths.tiles(self.layer, self.view) if a is None else paths.aligned_tiles(a.name, a.map, self.view)
+
 
 def _round(value: float, digits: int = 4) -> float:
     """Round to ``digits`` significant digits (keeps data.json small)."""
@@ -70,7 +85,7 @@ def _run_relative(ref: AtlasRef, path: str) -> str:
     parts = PurePosixPath(path).parts
     if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
         raise DataError(f"{ref.folder}/{paths.ATLAS_JSON} names {path!r}; paths must stay inside {ref.folder}")
-    return "../" + "/".join((ref.layer, ref.view, *parts))
+    return "../" + "/".join((ref.rel, *parts))
 
 
 def cell_entry(ref: AtlasRef, cell: CellRecord) -> dict[str, Any]:
@@ -95,12 +110,13 @@ def cell_entry(ref: AtlasRef, cell: CellRecord) -> dict[str, Any]:
             }
             for ex in cell.examples
         ],
+        **({"near": cell.near, "partners": cell.partners} if cell.near or cell.partners else {}),
     }
 
 
 def grid_entry(ref: AtlasRef, width: int, height: int) -> dict[str, Any]:
     """One grid of one layer: its tile pyramid (as an inline OpenSeadragon tile source) and cells."""
-    tiles = paths.tiles(ref.layer, ref.view)
+    tiles = ref.tiles
     return {
         "grid": ref.grid,
         "icon_size": int(ref.atlas.icon_size),
@@ -210,18 +226,68 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
     return experiments, cells
 
 
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def aligned_entries(refs: list[AtlasRef], sizes: dict[str, tuple[int, int]], classes: list[str]) -> list[dict]:
+    """The alignments as the viewer shows them, side by side: per alignment (in the order of ``refs``) its id
+    ``aligned/NAME``, title, description, measures (``pairs``, ``trust`` per map), and its ``maps`` in order,
+    each with its grids coarse to fine (cells with ``near`` and ``partners``) and, for another model's map
+    whose classes differ from the run's, its own ``classes``."""
+    out: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        a = ref.atlas.aligned
+        entry = out.setdefault(a.name, {"id": f"{paths.ALIGNED}/{a.name}", "name": a.name, "order": a.maps, "maps": {}})
+        view = entry["maps"].setdefault(
+            a.map, {"id": a.map, "layer": ref.atlas.layer, "model": a.model, "trust": a.trust.to_json(), "grids": []}
+        )
+        if list(ref.atlas.classes) != classes:
+            view["classes"] = list(ref.atlas.classes)
+        view["grids"].append(grid_entry(ref, *sizes[ref.tiles]) | {"pairs": [p.to_json() for p in a.pairs]})
+    entries = []
+    for name, entry in out.items():
+        maps = [entry["maps"][m] for m in entry["order"] if m in entry["maps"]]
+        for view in maps:
+            view["grids"].sort(key=lambda g: g["grid"])
+            view["title"] = view["layer"] if view["model"] is None else f"{view['layer']} ({view['model']})"
+        first = maps[0]["grids"][-1]["pairs"] if maps else []
+        ratios = ", ".join(f"{p['maps'][1]} {p['ratio']:.2f}" for p in first)
+        near = ", ".join(f"{p['maps'][1]} {_percent(p['near'])}" for p in first)
+        trust = ", ".join(f"{v['id']} {v['trust']['delta']:+.3f}" for v in maps)
+        about = (
+            "Each map lays out the same photos, one point a photo (its mean activation), so that a photo lands in "
+            f"about the same place in every map. Matched photos from {maps[0]['id'] if maps else '?'} lie at "
+            f"{ratios} of the shuffled distance; {near} of them land in the same or a neighbouring cell. "
+            f"Trustworthiness against each map laid out alone: {trust}."
+        )
+        entries.append(
+            {
+                "id": entry["id"],
+                "name": name,
+                "title": "aligned: " + " \u2194 ".join(v["title"] for v in maps),
+                "about": about,
+                "maps": maps,
+            }
+        )
+    return entries
+
+
 def data_index(
-    refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str, reports: list[Path] = ()
+    refs: list[AtlasRef], sizes: dict[str, tuple[int, int]], title: str, reports: list[Path] = ()
 ) -> dict[str, Any]:
     """The viewer's ``data.json``: classes; layers in order, each with its main grids coarse to fine;
-    extras: class atlases and comparisons, one grid each; patches: the patch experiments
-    (``patch_links``), each cell listing those that tested its icon or dataset patch.
+    extras: class atlases and comparisons, one grid each; aligned: the alignments, their maps side by side
+    (``aligned_entries``); patches: the patch experiments (``patch_links``), each cell listing those that
+    tested its icon or dataset patch.
 
-    ``sizes`` maps (layer, folder name) to the atlas image's (width, height) in pixels.
+    ``sizes`` maps each atlas's tiles (``AtlasRef.tiles``) to the atlas image's (width, height) in pixels.
     """
+    aligned = [r for r in refs if r.kind == "aligned"]
+    refs = [r for r in refs if r.kind != "aligned"] or aligned
     classes = list(refs[0].atlas.classes)
     for ref in refs[1:]:
-        if list(ref.atlas.classes) != classes:
+        if ref.kind != "aligned" and list(ref.atlas.classes) != classes:
             raise DataError(
                 f"{ref.folder}/{paths.ATLAS_JSON} lists other classes than {refs[0].folder}/{paths.ATLAS_JSON}; "
                 "all atlases of a run must come from one model: rebuild the run"
@@ -230,7 +296,9 @@ def data_index(
     extras = []
     experiments, tested = patch_links(list(reports))
     for ref in refs:
-        size = sizes[(ref.layer, ref.view)]
+        if ref.kind == "aligned":
+            continue
+        size = sizes[ref.tiles]
         if ref.kind == "atlas":
             entry = grid_entry(ref, *size)
             layers.setdefault(ref.layer, []).append(entry)
@@ -247,6 +315,7 @@ def data_index(
         "classes": classes,
         "layers": [{"layer": name, "grids": grids} for name, grids in layers.items()],
         "extras": extras,
+        "aligned": aligned_entries(aligned, sizes, classes),
         "patches": experiments,
     }
 

@@ -12,7 +12,7 @@ from .. import atlas as atlas_core
 from .. import paths
 from ..data.decode import decode
 from ..data.samples import Samples, load_samples
-from ..formats.atlas import AtlasMeta, CellRecord, Example, write_atlas
+from ..formats.atlas import AlignedMeta, AtlasMeta, CellRecord, Example, write_atlas
 from ..formats.atomic import save_image
 from ..formats.batches import read_icons
 from ..formats.cells import Cells, read_cells
@@ -68,12 +68,15 @@ def atlas_folder(
     min_cell: int = Atlas.min_cell,
     samples: Samples | None = None,
     extra: dict | None = None,
+    aligned: AlignedMeta | None = None,
+    cell_fields: list[dict] | None = None,
 ) -> Path:
     """Compose the icons of an atlas folder (``grid-N``, ``class-*``, ``compare-*``) into its atlas files.
 
     Reads ``cells.npz`` and the render batches its plan makes (``cells_per_job``); writes
     ``atlas.png`` (N*S x N*S RGB), ``atlas-labelled.png``, ``icons/I_J.png``, ``examples/I_J_E.jpg``
-    and ``atlas.json`` (last: its presence means the folder is complete). ``extra`` adds keys to atlas.json.
+    and ``atlas.json`` (last: its presence means the folder is complete). ``extra`` adds keys to atlas.json,
+    ``aligned`` an aligned atlas's record and ``cell_fields`` (one dict a cell) its cells' fields.
     Icons under ``min_cell`` px are shown enlarged by a whole factor, nearest neighbour (``icons/`` keep
     the rendered pixels); ``icon_size`` in atlas.json is the atlas's cell, ``render_size`` the icon's.
     """
@@ -115,6 +118,7 @@ def atlas_folder(
                 faithfulness=round(float(faith[c]), 4),
                 icon=paths.icon_name(i, j),
                 examples=cell_examples(folder, cells, c, samples, spec, n_examples, example_extent),
+                **(cell_fields[c] if cell_fields else {}),
             )
         )
     top1 = samples.pred[samples.image, 0]
@@ -131,6 +135,7 @@ def atlas_folder(
         classes=[spec.short_name(c) for c in range(len(spec.categories))],
         faithfulness_median=round(float(np.median(faith)), 4),
         cells=records,
+        aligned=aligned,
         extra=dict(extra or {}),
     )
     return write_atlas(paths.atlas_json(folder), meta)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import paths
-from ..collect import attribute, gather_rows, image_key, sample_positions
+from ..collect import attribute, gather_rows, image_key, photo_means, sample_positions
 from ..data import store
 from ..data.decode import decode_pixels
 from ..device import resolve_device, set_threads
@@ -73,8 +73,9 @@ def collect(
     amp: bool = Collect.amp,
     progress: bool = True,
 ) -> dict:
-    """Collect one shard: K positions per image (edges avoided), activation and attribution there,
-    into a Zarr store (``actlas.data.store``).
+    """Collect one shard: K positions per image (edges avoided), activation and attribution there, and
+    each image's mean activation and attribution over every position (``actlas.collect.photo_means``: what
+    aligned atlases lay out), into a Zarr store (``actlas.data.store``).
 
     Resumes a store left by a killed run at its last committed chunk. Undecodable images are
     skipped, counted, and listed with their reason in ``OUT.skipped.tsv`` (always written, so the
@@ -109,6 +110,7 @@ def collect(
         store.Column("images/prob", (5,), "float32"),
         store.Column("images/size", (2,), "int32"),
         store.Column("images/ok", (), "bool"),
+        store.Column("images/attr_class", (attr_top,), "int16"),  # the classes of images/mean_attr/LAYER
     ]
     for name in layers:
         c = shapes[name][0]
@@ -118,6 +120,8 @@ def collect(
             store.Column(f"{name}/position", (2,), "int16"),
             store.Column(f"{name}/attr_class", (attr_top,), "int16"),
             store.Column(f"{name}/attr_value", (attr_top,), "float32"),
+            store.Column(store.photo_mean(name), (c,), "float32"),
+            store.Column(store.photo_attr(name), (attr_top,), "float32"),
         ]
     params = {
         "model": spec.to_json(),
@@ -175,6 +179,8 @@ def collect(
             pending["images/prob"].append(_pad5(top_p.cpu().numpy()).astype(np.float32))
             pending["images/size"].append(np.array(sizes, dtype=np.int32).reshape(b, 2))
             pending["images/ok"].append(np.array(ok, dtype=bool))
+            pending["images/attr_class"].append(classes.cpu().numpy().astype(np.int16))
+            skipped = ~np.array(ok, dtype=bool)
             for name in layers:
                 pos = [
                     sample_positions(shapes[name][1:], positions, seed, image_key(rows[offset + i][0]))
@@ -188,6 +194,10 @@ def collect(
                 pending[f"{name}/position"].append(np.concatenate(pos).astype(np.int16))
                 pending[f"{name}/attr_class"].append(classes.cpu().numpy()[owner].astype(np.int16))
                 pending[f"{name}/attr_value"].append(v.astype(np.float32))
+                means, mean_attr = photo_means(acts[name], attrs[name])
+                means[skipped], mean_attr[skipped] = 0.0, 0.0  # a photo that did not decode has no mean
+                pending[store.photo_mean(name)].append(means)
+                pending[store.photo_attr(name)].append(mean_attr)
             pending_skips.extend((rows[offset + i][0], reasons[i]) for i in range(b) if not ok[i])
             offset += b
             if (offset - done) % chunk == 0 or offset == len(rows):

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
+from ..alignments import plan as alignment_plan
 from ..data import store
+from ..formats.align import read_align_record
 from ..formats.atlas import read_atlas
 from ..formats.batches import read_batch
 from ..formats.layout import read_layout_info
@@ -57,6 +59,51 @@ def _grid_record(gdir: Path, cells_per_job: int) -> dict | None:
     }
 
 
+def _alignments(run_dir: Path, config: dict, cells_per_job: int) -> dict:
+    """Per alignment of the config (``actlas.alignments``) whose ``align.json`` is there: that record, and per
+    map and grid size its atlas's figures and the alignment's measures at that size."""
+    out: dict = {}
+    if not config.get("alignments"):
+        return out
+    for a in alignment_plan(config)[0]:
+        if not paths.align_json(run_dir, a.name).exists():
+            continue
+        atlases: dict = {}
+        for m in a.maps:
+            for n in a.sizes:
+                gdir = paths.aligned_grid_dir(run_dir, a.name, m.id, n)
+                record = _grid_record(gdir, cells_per_job)
+                if record is not None:
+                    aligned = read_atlas(paths.atlas_json(gdir)).aligned
+                    record["pairs"] = [p.to_json() for p in aligned.pairs] if aligned else []
+                    atlases.setdefault(m.id, {})[str(n)] = record
+        out[a.name] = {"record": read_align_record(paths.align_json(run_dir, a.name)).to_json(), "atlases": atlases}
+    return out
+
+
+def _alignment_info(name: str, entry: dict) -> dict:
+    """What ``actlas info`` says of one alignment: per pair the matched and shuffled median distances and
+    their ratio (aligned, and of the maps laid out alone), the share of near partners against chance; per map
+    its trustworthiness change, and per map and grid its atlas and icons' median faithfulness."""
+    record = entry["record"]
+    return {
+        "maps": [m["id"] for m in record["maps"]],
+        "alignment": record["alignment"],
+        "photos": [m["photos"] for m in record["maps"]],
+        "pairs": [
+            {k: p.get(k) for k in ("maps", "matched", "shuffled", "ratio", "unaligned_ratio", "near", "near_chance")}
+            | {"near_grid": p.get("grid")}
+            for p in record["pairs"]
+        ],
+        "trustworthiness": {t["map"]: {k: t[k] for k in ("aligned", "unaligned", "delta")} for t in record["trust"]},
+        "atlases": {m: {g: v["atlas"] for g, v in grids.items()} for m, grids in entry["atlases"].items()},
+        "faithfulness_median": {
+            m: {g: v["faithfulness"]["median"] for g, v in grids.items()} for m, grids in entry["atlases"].items()
+        },
+        "align_seconds": record.get("seconds"),
+    }
+
+
 def manifest(run_dir: str | Path, config: dict) -> Path:
     """Gather the run's records -> ``RUN/manifest.json`` (read by ``actlas info`` and the viewer).
 
@@ -95,6 +142,7 @@ def manifest(run_dir: str | Path, config: dict) -> Path:
             "per_shard": collect,
         },
         layers=layers,
+        alignments=_alignments(run_dir, config, cells_per_job),
     )
     return write_manifest(run_dir, record)
 
@@ -134,4 +182,5 @@ def info(run_dir: str | Path) -> dict:
         "skipped": m.collect["skipped"],
         "collect_seconds": m.collect["seconds"],
         "versions": m.actlas,
+        **({"alignments": {k: _alignment_info(k, v) for k, v in m.alignments.items()}} if m.alignments else {}),
     }

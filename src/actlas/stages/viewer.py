@@ -39,7 +39,8 @@ OSD_ENV = "ACTLAS_OPENSEADRAGON_DIR"
 
 def read_atlases(run_dir: Path, layers: list[str] | None = None, atlases: list[Path] | None = None) -> list[AtlasRef]:
     """Read the atlases of a run, checked: main atlases (``RUN/LAYER/grid-N/atlas.json``) in (layer, grid)
-    order, then class atlases and comparisons (``class-*/``, ``compare-*/``) in (layer, kind, name) order.
+    order, then class atlases and comparisons (``class-*/``, ``compare-*/``) in (layer, kind, name) order,
+    then aligned atlases (``RUN/aligned/NAME/MAP/grid-N/``) in (alignment, map, grid) order.
 
     ``atlases`` lists the atlas.json files to show (the workflow passes those of its plan); by
     default every one found in the run.
@@ -55,9 +56,12 @@ def read_atlases(run_dir: Path, layers: list[str] | None = None, atlases: list[P
         [Path(p) for p in atlases]
         if atlases
         else sorted(p for folder in paths.ATLAS_FOLDERS for p in run_dir.glob(f"*/{folder}/{paths.ATLAS_JSON}"))
+        + sorted(paths.aligned_root(run_dir).glob(f"*/*/grid-*/{paths.ATLAS_JSON}"))
     )
     refs = [AtlasRef(layer=path.parent.parent.name, folder=path.parent, atlas=read_atlas(path)) for path in found]
-    if not refs:
+    aligned = [r for r in refs if r.kind == "aligned"]  # after the others, in their alignment's order
+    refs = [r for r in refs if r.kind != "aligned"]
+    if not refs and not aligned:
         raise MissingError(
             f"no atlas in {run_dir} (expected {run_dir}/LAYER/grid-N/{paths.ATLAS_JSON}); "
             "run the pipeline's atlas stage first, e.g. `snakemake --cores 2 atlas`"
@@ -73,7 +77,7 @@ def read_atlases(run_dir: Path, layers: list[str] | None = None, atlases: list[P
             r.grid,
             r.view,
         ),
-    )
+    ) + sorted(aligned, key=lambda r: (r.atlas.aligned.name, r.atlas.aligned.maps.index(r.layer), r.grid))
 
 
 def _layer_order(run_dir: Path, layers: set[str], given: list[str] | None = None) -> list[str]:
@@ -169,10 +173,7 @@ def viewer(
     final = paths.viewer_dir(run_dir)
     staging = Path(tempfile.mkdtemp(prefix=".viewer-", dir=run_dir))
     try:
-        sizes = {
-            (r.layer, r.view): make_tiles(r.folder / r.atlas.image, staging / paths.tiles(r.layer, r.view))
-            for r in refs
-        }
+        sizes = {r.tiles: make_tiles(r.folder / r.atlas.image, staging / r.tiles) for r in refs}
         reports = (
             [Path(p) for p in patches]
             if patches is not None

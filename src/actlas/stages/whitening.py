@@ -12,16 +12,21 @@ from pathlib import Path
 from .. import layout as layout_core
 from .. import paths
 from ..data import store
-from ..data.samples import check_stores
+from ..data.samples import check_stores, model_stores
 from ..formats.layout import write_whitening
-from ..formats.shards import shard_stores
 from ..settings import Layout
 
 
-def whitening(run_dir: str | Path, layer: str, *, whitening_eps: float = Layout.whitening_eps) -> Path:
+def whitening(
+    run_dir: str | Path, layer: str, *, whitening_eps: float = Layout.whitening_eps, model_name: str | None = None
+) -> Path:
     """The render whitening of one layer -> ``whiten.npy``, (C, C) float32: ``actlas.layout.whitening``
-    of the covariance of all its collected activations (read in chunks: memory stays bounded)."""
-    stores = shard_stores(run_dir)
+    of the covariance of all its collected activations (read in chunks: memory stays bounded).
+
+    ``model_name``: a layer of another model an alignment names, from its stores in ``RUN/models/NAME/``
+    (written there: ``RUN/models/NAME/LAYER/whiten.npy``)."""
+    stores = model_stores(run_dir, model_name)
     check_stores(stores, layer)
     _, cov = layout_core.moments(store.read_dask(stores, f"{layer}/activation"))
-    return write_whitening(paths.whiten(run_dir, layer), layout_core.whitening(cov, whitening_eps))
+    out = paths.whiten(paths.model_root(run_dir, model_name), layer)
+    return write_whitening(out, layout_core.whitening(cov, whitening_eps))
