@@ -8,7 +8,7 @@ export NUMBA_CACHE_DIR ?= $(HOME)/.cache/actlas/numba
 # rules call the `actlas` command: the environment's bin comes first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: env demo demo-cifar patches patches-cifar test test-fast lint clean-demo
+.PHONY: env demo demo-cifar demo-aligned patches patches-cifar test test-fast lint clean-demo
 
 env: $(STAMP)
 
@@ -30,6 +30,11 @@ demo: env
 demo-cifar: env
 	$(BIN)/snakemake --cores $(CORES) --configfile config/cifar10.yaml --rerun-incomplete --quiet rules
 	@$(BIN)/actlas info runs/cifar10 | $(BIN)/python -c 'import json,sys; d=json.load(sys.stdin); [print("atlas:", p) for l in d["layers"].values() for p in l["atlases"]]; [print(name + ":", p) for k, name in (("class_atlases", "class atlas"), ("comparisons", "comparison")) for p in d.get(k, [])]; print("viewer: .venv/bin/actlas serve runs/cifar10")'
+
+# Aligned atlases on the demo's photos (config/demo-aligned.yaml): MobileNetV2 features.13 beside features.16
+demo-aligned: env
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml config/demo-aligned.yaml --rerun-incomplete --quiet rules
+	@$(BIN)/actlas info runs/demo | $(BIN)/python -c 'import json,sys; d=json.load(sys.stdin); [print(k + ":", [(p["maps"], p["ratio"], p["near"]) for p in a["pairs"]]) for k, a in d.get("alignments", {}).items()]; print("viewer: .venv/bin/actlas serve runs/demo (atlas switch: aligned)")'
 
 # Patch experiments on the finished demo (config/patches.yaml): RUN/patches/*/report.md
 patches: demo

@@ -2,63 +2,11 @@
 # each holds what the same photos activate, each then gridded, rendered and composed like a main atlas.
 # A map of another model: that model collected over the run's own shard lists into RUN/models/MODEL/
 # (model_collect) and its layers whitened there (model_whitening). Files: RUN/aligned/NAME/ (align.json,
-# coords.npz, MAP/grid-N/ atlas folders; MAP is the layer, or LAYER@MODEL).
+# coords.npz, MAP/grid-N/ atlas folders; MAP is the layer, or LAYER@MODEL). Its functions: rules/common.smk.
 
 wildcard_constraints:
     map=r"[^/]+",
     model=r"[a-z0-9-]+",
-
-
-ALIGN = {a.name: a for a in ALIGNMENTS}
-
-
-def _aligned_map(name, map_id):
-    return {m.id: m for m in ALIGN[name].maps}[map_id]
-
-
-def _model_stores(model_name):
-    return [paths.shard_store(paths.model_root(RUN, model_name), s) for s in SHARDS]
-
-
-def _map_inputs(m):
-    """What a stage reading a map's photos needs: the plan's index and lists, and its model's stores."""
-    return [paths.shard_index(RUN), *[paths.shard_list(RUN, s) for s in SHARDS], *_model_stores(m.model_name)]
-
-
-def _map_model_files(m):
-    return MODEL_FILES if m.model_name is None else model_files(m.model)
-
-
-def _align_render_args(m):
-    return f"{cli_args(model=model_arg(m.model), cells_per_job=RENDER.cells_per_job, device=DEVICE)} {render_args()}"
-
-
-def aligned_batches(name, map_id, n):
-    """Every render batch of an aligned map's grid, known once its grid checkpoint has run."""
-    cells = checkpoints.align_grid.get(name=name, map=map_id, n=n).output[0]
-    count = paths.n_batches(len(read_directions(cells)), RENDER.cells_per_job)
-    return [paths.render_batch(paths.aligned_grid_dir(RUN, name, map_id, n), b) for b in range(count)]
-
-
-def aligned_atlas_outputs():
-    """Every aligned atlas.json of the run (one per alignment, map and grid size)."""
-    return [paths.atlas_json(paths.aligned_grid_dir(RUN, a.name, m.id, n)) for a in ALIGNMENTS for m in a.maps
-            for n in a.sizes]
-
-
-def aligned_intermediates(wildcards):
-    """Every file of the alignments (targets of rule all, so a deleted one is rebuilt)."""
-    out = [f for name in OTHER_MODELS for f in _model_stores(name)]
-    out += [paths.whiten(paths.model_dir(RUN, m.model_name), m.layer) for a in ALIGNMENTS for m in a.maps
-            if m.model_name is not None]
-    for a in ALIGNMENTS:
-        out += [paths.align_json(RUN, a.name), paths.align_coords(RUN, a.name)]
-        for m in a.maps:
-            for n in a.sizes:
-                gdir = paths.aligned_grid_dir(RUN, a.name, m.id, n)
-                out += [paths.cells(gdir), *aligned_batches(a.name, m.id, n), paths.icons_dir(gdir),
-                        paths.examples_dir(gdir), paths.atlas_png(gdir), paths.atlas_labelled(gdir), paths.atlas_json(gdir)]
-    return out
 
 
 rule model_collect:

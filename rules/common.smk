@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 from actlas import alignments as alignment_plan
@@ -90,6 +91,20 @@ def run_lock(action):
         verify.seal(RUN)
     else:
         lock.release(RUN)
+
+
+STARTED = []  # when this workflow started (onstart): job logs written since then belong to it
+
+
+def report_job_errors(since):
+    """Print the one-line error of each job that failed since ``since`` (its log names the cause and
+    the fix; Snakemake's console shows only the log's path)."""
+    if workflow.dryrun or not workflow.is_main_process:
+        return
+    from actlas.joblogs import job_errors
+
+    for line in job_errors(RUN, since):
+        print(f"actlas: {line}", file=sys.stderr)
 
 
 # --- class atlases, comparisons, patch experiments, viewer, manifest (rules/classes.smk, viewer.smk, atlas.smk)
@@ -226,3 +241,57 @@ def viewer_inputs(wildcards):
     for meta in atlas_outputs() + class_atlas_outputs() + aligned_atlas_outputs():
         out += [meta, paths.atlas_png(meta.parent), paths.icons_dir(meta.parent), paths.examples_dir(meta.parent)]
     return out + patch_outputs()
+
+
+# --- aligned atlases (rules/align.smk; ALIGNMENTS and OTHER_MODELS above)
+
+ALIGN = {a.name: a for a in ALIGNMENTS}
+
+
+def _aligned_map(name, map_id):
+    return {m.id: m for m in ALIGN[name].maps}[map_id]
+
+
+def _model_stores(model_name):
+    return [paths.shard_store(paths.model_root(RUN, model_name), s) for s in SHARDS]
+
+
+def _map_inputs(m):
+    """What a stage reading a map's photos needs: the plan's index and lists, and its model's stores."""
+    return [paths.shard_index(RUN), *[paths.shard_list(RUN, s) for s in SHARDS], *_model_stores(m.model_name)]
+
+
+def _map_model_files(m):
+    return MODEL_FILES if m.model_name is None else model_files(m.model)
+
+
+def _align_render_args(m):
+    return f"{cli_args(model=model_arg(m.model), cells_per_job=RENDER.cells_per_job, device=DEVICE)} {render_args()}"
+
+
+def aligned_batches(name, map_id, n):
+    """Every render batch of an aligned map's grid, known once its grid checkpoint has run."""
+    cells = checkpoints.align_grid.get(name=name, map=map_id, n=n).output[0]
+    count = paths.n_batches(len(read_directions(cells)), RENDER.cells_per_job)
+    return [paths.render_batch(paths.aligned_grid_dir(RUN, name, map_id, n), b) for b in range(count)]
+
+
+def aligned_atlas_outputs():
+    """Every aligned atlas.json of the run (one per alignment, map and grid size)."""
+    return [paths.atlas_json(paths.aligned_grid_dir(RUN, a.name, m.id, n)) for a in ALIGNMENTS for m in a.maps
+            for n in a.sizes]
+
+
+def aligned_intermediates(wildcards):
+    """Every file of the alignments (targets of rule all, so a deleted one is rebuilt)."""
+    out = [f for name in OTHER_MODELS for f in _model_stores(name)]
+    out += [paths.whiten(paths.model_dir(RUN, m.model_name), m.layer) for a in ALIGNMENTS for m in a.maps
+            if m.model_name is not None]
+    for a in ALIGNMENTS:
+        out += [paths.align_json(RUN, a.name), paths.align_coords(RUN, a.name)]
+        for m in a.maps:
+            for n in a.sizes:
+                gdir = paths.aligned_grid_dir(RUN, a.name, m.id, n)
+                out += [paths.cells(gdir), *aligned_batches(a.name, m.id, n), paths.icons_dir(gdir),
+                        paths.examples_dir(gdir), paths.atlas_png(gdir), paths.atlas_labelled(gdir), paths.atlas_json(gdir)]
+    return out

@@ -85,43 +85,10 @@ def test_plan_refuses_what_cannot_be_built_in_one_line(items, over, message):
 
 @pytest.fixture(scope="module")
 def aligned_run(tmp_path_factory):
-    """16 generated photos in two shards; tiny_net's features.1 and features.4 collected into the run,
-    tiny_vit's blocks.1 into RUN/models/vit; two alignments laid out, gridded 3 x 3, rendered and composed."""
-    import os
+    """tests/_aligned_run.py: two alignments ("layers", "cnn-vit") of two tiny models over 16 generated photos."""
+    from _aligned_run import make_aligned_run
 
-    os.environ["ACTLAS_TRUST_CODE"] = "1"
-    from _tiny_run import make_images
-
-    from actlas.data.images import list_images
-    from actlas.settings import RenderParams
-    from actlas.stages.align import align
-    from actlas.stages.align_atlas import align_atlas
-    from actlas.stages.align_grid import align_grid
-    from actlas.stages.align_render import align_render
-    from actlas.stages.collect import collect
-    from actlas.stages.shards import split_rows, write_plan
-    from actlas.stages.whitening import whitening
-
-    root = tmp_path_factory.mktemp("aligned")
-    run = root / "run"
-    lists = write_plan(run, split_rows(list_images(make_images(root / "images")), 2))
-    kw = {"positions": 2, "attr_top": 2, "batch_size": 8, "chunk": 8, "workers": 0, "progress": False, "device": "cpu"}
-    for lst in lists:
-        collect(lst, run / "collect" / f"{lst.stem}.zarr", NET, ["features.1", "features.4"], **kw)
-        collect(lst, run / "models" / "vit" / "collect" / f"{lst.stem}.zarr", VIT, ["blocks.1"], **kw)
-    params = RenderParams(size=16, min_positions=0, steps=2, batch_size=16, pad=2, jitter=1)
-    plan = {"layers": [["features.1", "features.4"], NET], "cnn-vit": [["features.4", "blocks.1@vit"], VIT]}
-    whitening(run, "features.1")
-    whitening(run, "features.4")
-    whitening(run, "blocks.1", model_name="vit")
-    for name, (maps, other) in plan.items():
-        align(run, name, maps, n_neighbors=5, seed=0)
-        for map_id in maps:
-            model = other if "@" in map_id else NET
-            align_grid(run, name, map_id, 3, min_count=1)
-            align_render(run, name, map_id, 3, model, cells_per_job=0, params=params, device="cpu", progress=False)
-            align_atlas(run, name, map_id, 3, model, cells_per_job=0, n_examples=1)
-    return run
+    return make_aligned_run(tmp_path_factory.mktemp("aligned"))
 
 
 @pytest.mark.slow  # the tiny run's layouts take ~20 s of CPU
@@ -171,16 +138,8 @@ def test_aligned_atlases_carry_measures_and_partners(aligned_run):
 
 @pytest.mark.slow  # the tiny run's layouts take ~20 s of CPU
 def test_manifest_and_info_report_each_alignment(aligned_run):
-    from actlas.stages.manifest import info, manifest
+    from actlas.stages.manifest import info
 
-    config = _config(
-        [
-            {"atlases": ["features.1", "features.4"], "name": "layers"},
-            {"atlases": ["features.4", {"layer": "blocks.1", "model": VIT, "name": "vit"}], "name": "cnn-vit"},
-        ],
-        grid={"sizes": [3]},
-    )
-    manifest(aligned_run, config)
     got = info(aligned_run)["alignments"]
     assert set(got) == {"layers", "cnn-vit"}
     vit = got["cnn-vit"]

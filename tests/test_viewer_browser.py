@@ -360,3 +360,77 @@ def test_pinned_cell_links_its_patch_experiments(page: Any, tmp_path: Path) -> N
         page.keyboard.press("Escape")
         assert page.is_hidden("#patch-tests")
         assert not page.problems, page.problems
+
+
+@pytest.mark.slow  # builds a tiny aligned run (~30 s of CPU, most of it the layouts)
+def test_aligned_atlases_side_by_side(page: Any, tmp_path: Path) -> None:
+    """An alignment of a CNN layer and a ViT layer: both maps side by side, one zoom and pan; hovering a cell
+    of one shades where its photos fall on the other; a pinned cell shows both icons and examples."""
+    from _aligned_run import make_aligned_run
+
+    run = make_aligned_run(tmp_path)
+    build_viewer(run)
+    with start_server(run) as server:
+        page.goto(server.url + "#aligned/cnn-vit")
+        wait_until(page, "document.body.dataset.alignedReady === '1'")
+        assert page.locator(".aligned-pane").count() == 2
+        assert page.text_content("#aligned-1").strip() == "" and "blocks.1 (vit)" in page.text_content("#aligned")
+
+        # One zoom and pan: wheel over the left map, the right one follows.
+        left = page.locator("#aligned-0").bounding_box()
+        page.mouse.move(left["x"] + left["width"] * 0.4, left["y"] + left["height"] * 0.45)
+        for _ in range(3):
+            page.mouse.wheel(0, -120)
+            page.wait_for_timeout(120)
+        page.wait_for_timeout(900)
+        zooms = page.evaluate("window.actlasAligned.views.map(v => v.viewer.viewport.getZoom(true))")
+        centres = page.evaluate(
+            "window.actlasAligned.views.map(v => { const c = v.viewer.viewport.getCenter(true); return [c.x, c.y]; })"
+        )
+        home = page.evaluate("window.actlasAligned.views[0].viewer.viewport.getHomeZoom()")
+        assert zooms[0] > home * 1.2 and abs(zooms[0] - zooms[1]) < 1e-6 * zooms[0], (zooms, home)
+        assert all(abs(a - b) < 1e-6 for a, b in zip(centres[0], centres[1])), centres
+        page.evaluate("window.actlasAligned.views.forEach(v => v.viewer.viewport.goHome(true))")
+        page.wait_for_timeout(300)
+
+        # Hover a cell of the left map: the right map's partner cells are those its atlas.json lists.
+        folder = run / "aligned" / "cnn-vit" / "features.4" / "grid-3"
+        cells = json.loads((folder / "atlas.json").read_text())["cells"]
+        cell = max(cells, key=lambda c: c["count"])
+        left = page.locator("#aligned-0").bounding_box()
+        x = left["x"] + (cell["i"] + 0.5) / 3 * left["width"]
+        scale = page.evaluate("window.actlasAligned.views[0].viewer.viewport.getContainerSize().x")
+        y = left["y"] + left["height"] / 2 + ((cell["j"] + 0.5) / 3 - 0.5) * scale
+        page.mouse.move(x, y)
+        wait_until(page, "document.querySelectorAll('#aligned-1 .cell.partner').length > 0")
+        shaded = page.evaluate(
+            "[...document.querySelectorAll('#aligned-1 .cell.partner')].map(e => [+e.dataset.i, +e.dataset.j,"
+            " +e.dataset.partner])"
+        )
+        assert sorted(shaded) == sorted(cell["partners"]["blocks.1@vit"]), (shaded, cell)
+        hovered = page.evaluate(
+            "[...document.querySelectorAll('#aligned-0 .cell.hover')].map(e => [+e.dataset.i, +e.dataset.j])"
+        )
+        assert hovered == [[cell["i"], cell["j"]]]
+        assert "neighbouring cell of blocks.1 (vit)" in page.text_content("#tooltip")
+
+        # Click: both icons and both sets of examples in the panel.
+        page.mouse.click(x, y)
+        wait_until(page, "!document.getElementById('aligned-panel').hidden")
+        loaded = wait_until(
+            page,
+            "(() => { const imgs = [...document.querySelectorAll('#aligned-panel img')];"
+            " return imgs.length >= 4 && imgs.every(i => i.complete && i.naturalWidth > 0) && imgs.length; })()",
+        )
+        assert page.locator("#aligned-panel .aligned-icon").count() == 2 and loaded >= 4
+        assert page.locator("#aligned-panel .aligned-card h3").all_text_contents() == ["features.4", "blocks.1 (vit)"]
+        page.mouse.move(x, y)
+        page.wait_for_timeout(300)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-aligned.png"))
+
+        # Back to the main atlas: the side-by-side view goes away.
+        page.select_option("#layer", "0")
+        wait_until(page, "!document.body.classList.contains('aligned-mode')")
+        assert page.locator(".aligned-pane").count() == 0
+        assert not page.problems, page.problems

@@ -419,57 +419,70 @@ def test_second_workflow_on_a_run_dir_is_refused_in_one_line(tmp_path):
         holder.kill()
 
 
+def test_a_failed_job_prints_its_error_line_on_the_console(tmp_path):
+    """A job that fails with a user error: its one line (cause and fix) reaches the console, not only its log."""
+    images = tmp_path / "img" / "a"
+    images.mkdir(parents=True)
+    for i in range(6):  # unreadable photos: collect skips them all and layout has nothing to lay out
+        (images / f"x{i}.jpg").write_bytes(np.random.default_rng(i).bytes(3000))
+    _tiny_config(tmp_path / "w", tmp_path / "img", tmp_path / "run")
+    out = snakemake(tmp_path / "w", check=False)
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.startswith("actlas: layout/")]
+    assert lines and "Error: layout needs at least 4 samples" in lines[0], out.stderr[-3000:]
+
+
 # --------------------------------------------------------------------------- aligned atlases
 
 
 def test_aligned_atlases_as_rules(tmp_path):
-    """Two alignments on 16 real photos with the tests' tiny models: two layers of the run's model, and a
-    layer of it beside a layer of a second model (tiny_vit) collected over the same shard lists. Each aligned
-    map is gridded, rendered with its own model and composed; the viewer and ``actlas info`` show them; a
-    finished run plans nothing, and a new alignment strength reruns that alignment's stages only."""
+    """One alignment of three maps on 16 real photos with the tests' tiny models: two layers of the run's
+    model and a layer of a second model (tiny_vit) collected over the same shard lists. Each aligned map is
+    gridded, rendered with its own model and composed; the viewer and ``actlas info`` show them; a finished
+    run plans nothing, and a new alignment strength reruns the alignment's stages only."""
+    import yaml
     from conftest import _photo_folder
+
+    from actlas.stages.manifest import info
 
     block = {"input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3, "labels": [f"c{i}" for i in range(10)]}
     net = block | {"source": "tiny_models:tiny_net", "trust_code": True}
     vit = block | {"source": "tiny_models:tiny_vit", "trust_code": True}
     images = _photo_folder(16)
     work, run = tmp_path / "work", tmp_path / "work" / "run"
+    maps = ["features.1", "features.4", {"layer": "blocks.1", "model": vit, "name": "vit"}]
 
     def configure(strength: float) -> None:
-        items = [
-            {"atlases": ["features.1", "features.4"], "name": "layers"},
-            {"atlases": ["features.4", {"layer": "blocks.1", "model": vit, "name": "vit"}], "alignment": strength},
-        ]
-        import yaml
-
         cfg = yaml.safe_load(small_config(run, images, **TINY)) | {"model": net, "layers": ["features.4"]}
         cfg["collect"] |= {"shard_size": 16, "positions": 2, "batch_size": 16, "chunk": 16}
         cfg["render"] |= {"size": 16, "steps": 2, "batch_size": 16, "cells_per_job": 64}
+        cfg |= {"layout": {"n_neighbors": 5}, "alignments": [{"atlases": maps, "name": "m", "alignment": strength}]}
         work.mkdir(parents=True, exist_ok=True)
-        (work / "config.yaml").write_text(yaml.safe_dump(cfg | {"layout": {"n_neighbors": 5}, "alignments": items}))
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg))
 
     configure(0.1)
     ran = _ran(snakemake(work))
-    assert ran.get("model_collect") == 1 and ran.get("align") == 2 and ran.get("align_atlas") == 4, ran
-    assert ran.get("align_render") == 4 and ran.get("whitening") == 2 and ran.get("model_whitening") == 1, ran
-    vit_map = run / "aligned" / "features-4-blocks-1-vit" / "blocks.1@vit" / "grid-3"
+    assert ran.get("model_collect") == 1 and ran.get("align") == 1 and ran.get("align_atlas") == 3, ran
+    assert ran.get("align_render") == 3 and ran.get("whitening") == 2 and ran.get("model_whitening") == 1, ran
+    vit_map = run / "aligned" / "m" / "blocks.1@vit" / "grid-3"
     meta = json.loads((vit_map / "atlas.json").read_text())
-    assert meta["aligned"]["model"] == "vit" and meta["aligned"]["pairs"][0]["maps"] == ["blocks.1@vit", "features.4"]
-    assert all("features.4" in c["partners"] for c in meta["cells"]) and (vit_map / "atlas.png").exists()
-    assert (run / "models" / "vit" / "blocks.1" / "whiten.npy").exists()
+    assert meta["aligned"]["model"] == "vit" and meta["aligned"]["maps"] == ["features.1", "features.4", "blocks.1@vit"]
+    assert [p["maps"][1] for p in meta["aligned"]["pairs"]] == ["features.1", "features.4"]
+    assert all(set(c["partners"]) == {"features.1", "features.4"} for c in meta["cells"]), meta["cells"][0]
+    assert (vit_map / "atlas.png").exists() and (run / "models" / "vit" / "blocks.1" / "whiten.npy").exists()
     assert not (run / "features.1" / "coords.npy").exists()  # an aligned layer is whitened, not laid out alone
     data = json.loads((run / "viewer" / "data.json").read_text())
-    assert {a["name"]: [m["id"] for m in a["maps"]] for a in data["aligned"]} == {
-        "layers": ["features.1", "features.4"],
-        "features-4-blocks-1-vit": ["features.4", "blocks.1@vit"],
-    }
-    from actlas.stages.manifest import info
-
-    pairs = info(run)["alignments"]["layers"]["pairs"]
-    assert pairs[0]["maps"] == ["features.1", "features.4"] and pairs[0]["ratio"] < 1
+    assert [[v["id"] for v in a["maps"]] for a in data["aligned"]] == [["features.1", "features.4", "blocks.1@vit"]]
+    pairs = info(run)["alignments"]["m"]["pairs"]
+    assert [p["maps"] for p in pairs] == [
+        ["features.1", "features.4"],
+        ["features.1", "blocks.1@vit"],
+        ["features.4", "blocks.1@vit"],
+    ]
+    assert all(p["ratio"] < 1 for p in pairs), pairs
     assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
 
     configure(0.5)
     ran = _ran(snakemake(work))
-    assert ran.get("align") == 1 and ran.get("align_atlas") == 2, ran
+    assert ran.get("align") == 1 and ran.get("align_atlas") == 3, ran
     assert not {"collect", "model_collect", "layout", "whitening", "model_whitening", "grid", "atlas"} & set(ran), ran

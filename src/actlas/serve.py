@@ -47,10 +47,12 @@ CONTENT_TYPES: dict[str, str] = {
 }
 
 # Files of the run (outside viewer/) that the viewer may load: LAYER/FOLDER/{atlas*, icons/*, examples/*},
-# and the patch experiments' reports and figures the cells link to (patches/NAME/).
+# the same of each aligned map (aligned/NAME/MAP/grid-N/), and the patch experiments' reports and figures the
+# cells link to (patches/NAME/).
 RUN_FILE_PATTERNS = tuple(
-    f"*/{folder}/{name}"
-    for folder in paths.ATLAS_FOLDERS
+    f"{prefix}/{folder}/{name}"
+    for prefix, folders in (("*", paths.ATLAS_FOLDERS), (f"{paths.ALIGNED}/*/*", ("grid-*",)))
+    for folder in folders
     for name in (
         paths.ATLAS_JSON,
         paths.ATLAS_PNG,
@@ -71,7 +73,8 @@ def is_servable(rel: str) -> bool:
     """Whether the run-relative POSIX path ``rel`` is part of the viewer's URL space.
 
     That is everything under ``viewer/`` and the atlas files, icons and examples of each
-    ``LAYER/grid-N/``, ``LAYER/class-*/`` and ``LAYER/compare-*/``, with a known content type.
+    ``LAYER/grid-N/``, ``LAYER/class-*/``, ``LAYER/compare-*/`` and ``aligned/NAME/MAP/grid-N/``, with a
+    known content type.
     Pure: no file-system access.
     """
     path = PurePosixPath(rel)

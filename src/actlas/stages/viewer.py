@@ -7,7 +7,7 @@ the same format. :func:`viewer` turns them into ``RUN/viewer/``:
 
 ```
 RUN/viewer/
-  index.html viewer.js viewer.css      the static viewer (package data, actlas/viewer/)
+  index.html viewer.js aligned.js viewer.css  the static viewer (package data, actlas/viewer/)
   openseadragon/                       OpenSeadragon, copied from node_modules (npm ci)
   tiles/LAYER/FOLDER.dzi               deep-zoom pyramid of each atlas.png (pyvips dzsave);
   tiles/LAYER/FOLDER_files/{level}/{col}_{row}.jpg    FOLDER is grid-N, class-<slug> or compare-<a>-<b>
@@ -33,7 +33,7 @@ from ..formats.manifest import read_manifest
 from ..formats.viewer import TILE_FORMAT, TILE_OVERLAP, TILE_QUALITY, TILE_SIZE, AtlasRef, data_index, write_data
 
 # the static viewer: package data (actlas/viewer/) copied into every RUN/viewer/
-STATIC_FILES = ("index.html", "viewer.js", "viewer.css")
+STATIC_FILES = ("index.html", "viewer.js", "aligned.js", "viewer.css")
 OSD_ENV = "ACTLAS_OPENSEADRAGON_DIR"
 
 

@@ -147,6 +147,7 @@
     }
     $("layer-field").hidden = state.maps.length + reports.length < 2;
     select.addEventListener("change", () => {
+      if (select.value.startsWith("aligned:")) return;  // aligned atlases side by side: aligned.js
       if (select.value.startsWith("patch:")) {
         const r = reports[Number(select.value.slice(6))];
         select.value = String(state.layer);  // the map stays; the report's figure opens beside it
@@ -157,6 +158,7 @@
       history.replaceState(null, "", "#" + state.maps[state.layer].id);
     });
     window.addEventListener("hashchange", () => {
+      if (window.location.hash.startsWith("#aligned/")) return;  // aligned.js
       const k = mapFromHash();
       if (k !== state.layer) { select.value = String(k); openLayer(k); }
     });
