@@ -252,14 +252,18 @@ def aligned_entries(refs: list[AtlasRef], sizes: dict[str, tuple[int, int]], cla
             view["grids"].sort(key=lambda g: g["grid"])
             view["title"] = view["layer"] if view["model"] is None else f"{view['layer']} ({view['model']})"
         first = maps[0]["grids"][-1]["pairs"] if maps else []
-        ratios = ", ".join(f"{p['maps'][1]} {p['ratio']:.2f}" for p in first)
-        near = ", ".join(f"{p['maps'][1]} {_percent(p['near'])}" for p in first)
-        trust = ", ".join(f"{v['id']} {v['trust']['delta']:+.3f}" for v in maps)
+        grid = maps[0]["grids"][-1]["grid"] if maps else 0
+        titles = {v["id"]: v["title"] for v in maps}
+        pairs = "; ".join(
+            f"{titles.get(p['maps'][1], p['maps'][1])}: {p['ratio']:.2f} of the shuffled distance, "
+            f"{_percent(p['near'])} in the same or a neighbouring cell (chance {_percent(p['near_chance'])})"
+            for p in first
+        )
+        trust = ", ".join(f"{v['title']} {v['trust']['delta']:+.3f}" for v in maps)
         about = (
-            "Each map lays out the same photos, one point a photo (its mean activation), so that a photo lands in "
-            f"about the same place in every map. Matched photos from {maps[0]['id'] if maps else '?'} lie at "
-            f"{ratios} of the shuffled distance; {near} of them land in the same or a neighbouring cell. "
-            f"Trustworthiness against each map laid out alone: {trust}."
+            "Each map lays out the same photos, one point a photo (its mean activation over the layer), so that a "
+            f"photo lands at about the same place in every map. Photos of {maps[0]['title'] if maps else '?'} "
+            f"against {pairs} (grid {grid}). Trustworthiness against each map laid out alone: {trust}."
         )
         entries.append(
             {
