@@ -224,7 +224,7 @@
         if (!el) return;
         el.classList.add("partner");
         el.dataset.partner = String(photos);
-        el.style.setProperty("--share", (0.25 + 0.6 * photos / total).toFixed(3));
+        el.style.setProperty("--share", (0.12 + 0.33 * photos / total).toFixed(3));  // the icon stays visible
       });
     });
   }
