@@ -481,6 +481,10 @@ def test_aligned_atlases_as_rules(tmp_path):
     ]
     assert all(p["ratio"] < 1 for p in pairs), pairs
     assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
+    (run / "aligned" / "m" / "coords.npz").unlink()  # a deleted alignment is rebuilt, and only what follows it
+    planned = _planned(snakemake(work, "-n"))
+    assert planned.get("align") == 1 and planned.get("align_atlas") == 3, planned
+    assert not {"collect", "model_collect", "layout", "whitening", "model_whitening", "grid", "atlas"} & set(planned)
 
     configure(0.5)
     ran = _ran(snakemake(work))
