@@ -22,6 +22,7 @@ import click
 from . import paths, settings
 from .allocator import keep_freed_memory
 from .cli_options import (
+    Number,
     class_options,
     device_option,
     grid_option,
@@ -167,6 +168,7 @@ def layout(run_dir, layer, seed, **options) -> None:
 @layer_option()
 @click.option(
     "--whitening-eps",
+    type=Number(float, settings.Layout, "whitening_eps"),
     default=settings.Layout.whitening_eps,
     show_default=True,
     help="Ridge of the render whitening (a fraction of the mean variance).",

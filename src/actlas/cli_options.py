@@ -21,6 +21,7 @@ from collections.abc import Callable
 import click
 
 from . import settings
+from .errors import ConfigError
 from .models.block import ModelDefaultWarning, model_from_flags, model_options
 
 Decorator = Callable[[Callable], Callable]
@@ -53,6 +54,30 @@ def out_option(help: str) -> Decorator:
     return click.option("--out", "-o", type=click.Path(), default=None, help=help)
 
 
+class Number(click.ParamType):
+    """An int or float option held to its setting's limits (``settings.check_number``): no inf, nan or absurd sizes."""
+
+    def __init__(self, kind: type, cls, name: str):
+        self.kind, self.cls, self.field = kind, cls, name
+        self.name = kind.__name__
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            number = value
+        else:
+            number = (click.INT if self.kind is int else click.FLOAT).convert(value, param, ctx)
+        try:
+            settings.check_number(self.cls, self.field, number)
+        except ConfigError as err:
+            self.fail(str(err).split(": ", 1)[-1], param, ctx)
+        return number
+
+
+def number_type(cls, name: str, kind: type):
+    """``Number`` for an int or float field of a settings class, else ``kind`` unchanged."""
+    return Number(kind, cls, name) if kind in (int, float) else kind
+
+
 def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False, aliases: dict[str, str] | None = None):
     """click options for the fields of a settings dataclass (defaults from it; ``unset``: default None;
     ``aliases``: another spelling of a field's flag, e.g. ``{"patches": "--patch"}``)."""
@@ -75,10 +100,10 @@ def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False, aliases:
                     f
                 )
             elif isinstance(value, tuple):
-                kind = type(value[0]) if value else str
+                kind = number_type(cls, name, type(value[0]) if value else str)
                 f = click.option(*spellings, name, multiple=True, type=kind, default=default, show_default=not unset)(f)
             else:
-                kind = type(value) if value is not None else str
+                kind = number_type(cls, name, type(value) if value is not None else str)
                 f = click.option(*spellings, name, type=kind, default=default, show_default=not unset)(f)
         return f
 
