@@ -15,11 +15,12 @@ configfile: "config/config.yaml"
 
 # The config checked before any job: size, schema, settings; each problem one line, as the CLI says it.
 import sys
-from actlas.configcheck import check_config, load_schema
+from actlas.configcheck import check_config, check_names, load_schema
 from actlas.errors import UserError
 
 try:
     config.update(check_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml")))
+    check_names(config)
 except UserError as err:
     sys.exit(f"Error: {err}")
 

@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import ROOT, _photo_folder
 
-from actlas import settings
+from actlas import limits, settings
 from actlas.cli import main as cli
 from actlas.configcheck import check_config, check_size, load_schema
 from actlas.errors import ConfigError, DataError, LayerError, ModelError, UserError
@@ -202,7 +202,7 @@ def test_numeric_options_are_finite_and_bounded_on_the_command_line(args, flag):
 def test_defaults_are_within_their_limits():
     check_config(config_with(), SCHEMA)
     for cls in (*settings.SECTIONS.values(), *settings.ITEMS.values(), settings.Run):
-        settings.check_numbers(cls() if cls not in settings.ITEMS.values() else cls())
+        limits.check_numbers(cls() if cls not in settings.ITEMS.values() else cls())
 
 
 # --------------------------------------------------------------------------- the config at parse time
@@ -258,3 +258,80 @@ def test_attr_top_over_the_number_of_classes_is_one_line(photos, tmp_path):
     with pytest.raises(ConfigError) as err:
         collected(photos, tmp_path / "run", "fine", classes=2, attr_top=5)
     one_line(err.value, "collect.attr_top", "2 classes")
+
+
+# --------------------------------------------------------------------------- names checked before any job
+
+
+def card_labels():
+    from conftest import CARD
+
+    from actlas.models.sources import label_space
+
+    if not CARD.exists():
+        pytest.skip("shared assets not found")
+    return label_space(str(CARD))
+
+
+def test_ambiguous_class_names_are_refused_with_their_choices():
+    from actlas.models.classes import resolve_class
+
+    synsets, categories = card_labels()
+    with pytest.raises(ModelError) as err:
+        resolve_class("crane", categories, synsets)
+    one_line(err.value, "ambiguous", "'crane (134)'", "'crane (517)'")
+    assert resolve_class("crane (517)", categories, synsets) == 517
+    assert resolve_class("Crane (134)", categories, synsets) == 134
+    assert resolve_class("tench", categories, synsets) == 0
+    with pytest.raises(ModelError) as err:
+        resolve_class("crane (3)", categories, synsets)
+    one_line(err.value, "'crane (517)'")
+
+
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        ({"class_atlases": [{"class": "crane"}]}, ["class_atlases[0].class", "'crane (517)'"]),
+        ({"comparisons": [{"classes": ["tench", "goldfsh"]}]}, ["comparisons[0].classes[1]", "did you mean 'goldfish'"]),
+        ({"patches": [{"target": "maillot"}]}, ["patches[0].target", "ambiguous"]),
+        ({"model": "torchvison:resnet18"}, ["did you mean 'torchvision'"]),
+        ({"model": {"source": "tiny_models:tiny_net", "labels": ["a", "b"]}}, ["collect.attr_top", "2 classes"]),
+        ({"layout": {"metric": "cosin"}}, ["layout.metric", "did you mean 'cosine'"]),
+    ],
+)
+def test_names_in_the_config_are_checked_at_parse_time(over, words):
+    from actlas.configcheck import check_names
+
+    card_labels()
+    cfg = config_with()
+    cfg.update(over)
+    with pytest.raises(ConfigError) as err:
+        check_names(check_config(cfg, SCHEMA))
+    one_line(err.value, *words)
+
+
+def test_qualified_and_plain_class_names_pass_parse_time():
+    from actlas.configcheck import check_names
+
+    card_labels()
+    cfg = config_with()
+    cfg.update(class_atlases=[{"class": "crane (517)"}], comparisons=[{"classes": ["tench", "n01443537"]}])
+    check_names(check_config(cfg, SCHEMA))
+
+
+def test_a_patch_name_that_leaves_the_run_is_refused():
+    from actlas import paths
+
+    result = CliRunner().invoke(cli, ["patch", ".", "-m", "x", "-l", "a", "--target", "1", "--name", "../../x"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "'../../x'" in result.output and len(result.output.strip().splitlines()) == 1
+    for bad in ("../x", "a/b", "..", ""):
+        with pytest.raises(ConfigError):
+            paths.patch_dir("run", bad)
+        with pytest.raises(ConfigError):
+            paths.layer_dir("run", bad)
+
+
+def test_the_cli_keeps_quotes_in_messages():
+    result = CliRunner().invoke(cli, ["patch", ".", "-m", "x", "-l", "a", "--target", "1", "--name", ""])
+    assert result.output.startswith("Error: patch name '' may hold"), result.output

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import click
 
-from . import settings
+from . import limits, settings
 from .errors import ConfigError
 from .models.block import ModelDefaultWarning, model_from_flags, model_options
 
@@ -67,7 +67,7 @@ class Number(click.ParamType):
         else:
             number = (click.INT if self.kind is int else click.FLOAT).convert(value, param, ctx)
         try:
-            settings.check_number(self.cls, self.field, number)
+            limits.check_number(self.cls, self.field, number)
         except ConfigError as err:
             self.fail(str(err).split(": ", 1)[-1], param, ctx)
         return number
@@ -75,6 +75,9 @@ class Number(click.ParamType):
 
 def number_type(cls, name: str, kind: type):
     """``Number`` for an int or float field of a settings class, else ``kind`` unchanged."""
+    known = limits.KNOWN.get((cls, name))
+    if known:
+        return click.Choice(known)
     return Number(kind, cls, name) if kind in (int, float) else kind
 
 

@@ -96,6 +96,49 @@ def check_schema(config: dict, schema: dict) -> None:
         raise ConfigError(_schema_line(jsonschema.exceptions.best_match(errors), schema))
 
 
+def _classes_named(config: dict):
+    """(config key, class name) of every class the config names: class atlases, comparisons, patches."""
+    for i, e in enumerate(config.get("class_atlases") or []):
+        yield f"class_atlases[{i}].class", e.get("class")
+    for i, e in enumerate(config.get("comparisons") or []):
+        for j, name in enumerate(e.get("classes") or []):
+            yield f"comparisons[{i}].classes[{j}]", name
+    for i, e in enumerate(config.get("patches") or []):
+        for key in ("target", "source"):
+            if e.get(key) is not None:
+                yield f"patches[{i}].{key}", e[key]
+
+
+def check_names(config: dict) -> None:
+    """The names a filled config gives, checked against the model's label space (read as data, no model
+    loaded): the model source's kind ("did you mean"), every class name (ambiguous ones refused with
+    their choices), ``collect.attr_top`` against the number of classes. ``ConfigError`` in one line."""
+    from .models.classes import resolve_class
+    from .models.sources import SOURCES, label_space, source_of
+
+    model = config["model"]
+    source = str(model.get("source", "") if isinstance(model, Mapping) else model)
+    prefix = source.split(":", 1)[0]
+    if source_of(source).kind == "factory" and "." not in prefix:  # torchvison:resnet18 reads as a factory
+        hint = did_you_mean(prefix, [s.kind for s in SOURCES if s.kind not in ("", "card", "factory", "torchscript")])
+        if hint:
+            raise ConfigError(f"model source {source!r}: {prefix!r} is no source kind{hint}")
+    synsets, categories = label_space(model)
+    if not categories:
+        return  # names known only once the model is built (a factory's own labels): the stages check them
+    for key, name in _classes_named(config):
+        try:
+            resolve_class(name, categories, synsets)
+        except UserError as err:
+            raise ConfigError(f"{key}: {err}") from None
+    top = config["collect"]["attr_top"]
+    if top > len(categories):
+        raise ConfigError(
+            f"collect.attr_top is {top} but the model has {len(categories)} classes: "
+            f"set collect.attr_top to at most {len(categories)}"
+        )
+
+
 def load_schema(path: str | Path) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 

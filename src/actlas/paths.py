@@ -100,8 +100,19 @@ def store_skipped(store: PathLike) -> Path:
     return Path(f"{store}{STORE_SKIPPED}")
 
 
+def component(name: str, what: str) -> str:
+    """``name`` when it is one plain path component (no ``/``, ``..``, NUL: it cannot leave the run), else
+    ``ConfigError`` in one line."""
+    text = str(name)
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0\n"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{what} {text!r} is not a plain folder name (no '/', '..' or control characters): rename it")
+    return text
+
+
 def layer_dir(run: PathLike, layer: str) -> Path:
-    return Path(run) / layer
+    return Path(run) / component(layer, "layer")
 
 
 def coords(run: PathLike, layer: str) -> Path:
@@ -135,7 +146,7 @@ def patches_dir(run: PathLike) -> Path:
 
 
 def patch_dir(run: PathLike, name: str) -> Path:
-    return patches_dir(run) / name
+    return patches_dir(run) / component(name, "patch name")
 
 
 def viewer_dir(run: PathLike) -> Path:

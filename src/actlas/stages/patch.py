@@ -9,6 +9,7 @@ in docs/patches.md). This module reads the patches and photos and writes the fol
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 
@@ -228,6 +229,8 @@ def patch(
     """
     from ..runinfo import run_layers
 
+    if name is not None and not re.fullmatch(r"[a-z0-9-]+", name):  # the config schema's pattern
+        raise ConfigError(f"patch name {name!r} may hold only a-z, 0-9 and '-' (a folder under RUN/patches): rename it")
     set_threads(threads)
     start = time.perf_counter()
     net, mspec = load_model(model)
