@@ -292,7 +292,10 @@ def test_ambiguous_class_names_are_refused_with_their_choices():
     "over, words",
     [
         ({"class_atlases": [{"class": "crane"}]}, ["class_atlases[0].class", "'crane (517)'"]),
-        ({"comparisons": [{"classes": ["tench", "goldfsh"]}]}, ["comparisons[0].classes[1]", "did you mean 'goldfish'"]),
+        (
+            {"comparisons": [{"classes": ["tench", "goldfsh"]}]},
+            ["comparisons[0].classes[1]", "did you mean 'goldfish'"],
+        ),
         ({"patches": [{"target": "maillot"}]}, ["patches[0].target", "ambiguous"]),
         ({"model": "torchvison:resnet18"}, ["did you mean 'torchvision'"]),
         ({"model": {"source": "tiny_models:tiny_net", "labels": ["a", "b"]}}, ["collect.attr_top", "2 classes"]),
