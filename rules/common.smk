@@ -85,6 +85,7 @@ def run_lock(action):
             sys.exit(f"Error: {err}")
         if note:
             print(note, file=sys.stderr)
+        lock.mark_holder(RUN)  # the jobs this workflow starts work under its lock (lock.for_command)
     elif action == "seal":
         verify.seal(RUN)
     else:

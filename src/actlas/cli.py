@@ -23,9 +23,11 @@ from . import paths, settings
 from .allocator import keep_freed_memory
 from .cli_options import (
     Number,
+    _locked_run,
     class_options,
     device_option,
     grid_option,
+    hold_run_lock,
     layer_option,
     model_block_from,
     model_field_flags,
@@ -112,7 +114,7 @@ def layers(source, show_all: bool, as_json: bool, **kw) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory.")
+@click.option("--run", "run_dir", required=True, type=click.Path(), callback=_locked_run, help="Run directory.")
 @model_flags(required=True)
 @click.option("--shard-size", default=settings.Collect.shard_size, show_default=True, help="Images per shard.")
 @click.option("--limit", type=int, default=settings.Run.limit, help="Use this many images (deterministic choice).")
@@ -144,6 +146,8 @@ def collect(shard, out, layers, **options) -> None:
     """
     from .stages.collect import collect as stage
 
+    if Path(out).parent.name == paths.collect_dir("").name:  # a store of a run: its lock
+        hold_run_lock(click.get_current_context(), str(Path(out).parent.parent))
     model = model_block_from(options)
     click.echo(json.dumps(stage(shard, out, model, list(layers), **options)))
 

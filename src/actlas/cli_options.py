@@ -15,6 +15,7 @@ The CLI is the only place that imports click.
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Callable
 
@@ -43,7 +44,28 @@ threads_option = click.option("--threads", "-t", type=int, default=None, help="T
 grid_option = click.option(
     "--n", "-n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side of the grid."
 )
-run_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+# commands that only read a run: they take no lock
+READERS = ("verify", "info")
+
+
+def hold_run_lock(ctx: click.Context, run_dir) -> None:
+    """Take the run's lock for a command that writes it (``actlas.lock.for_command``), given back when it ends;
+    under the workflow that holds it, nothing to take."""
+    from . import lock
+
+    if run_dir is None or (ctx.command and ctx.command.name in READERS):
+        return
+    owner = f"actlas {ctx.command.name if ctx.command else ''} (pid {os.getpid()})"
+    if lock.for_command(run_dir, owner):
+        ctx.call_on_close(lambda: lock.release(run_dir, owner))
+
+
+def _locked_run(ctx: click.Context, _param, value):
+    hold_run_lock(ctx, value)
+    return value
+
+
+run_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False), callback=_locked_run)
 
 
 def layer_option(help: str = "Layer path (named_modules()); default: the run's first layer.") -> Decorator:

@@ -54,6 +54,9 @@ def list_images(
                 rows.append((str((source.parent / path).resolve()) if not os.path.isabs(path) else path, value))
         return sorted(rows)
     if not source.is_dir():
+        from ..files import require_file
+
+        require_file(source, "image folder or list file", DataError)
         raise MissingError(f"image folder or list file not found: {source}")
     rows = []
     seen: set[tuple[int, int]] = set()

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ..errors import ModelError
+from ..files import require_file
 from ..text import did_you_mean
 
 
@@ -99,6 +100,5 @@ def read_names(value, base: str | Path | None = None) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)):
         return tuple(str(v) for v in value)
     path = Path(base) / value if base is not None else Path(value)
-    if not path.exists():
-        raise ModelError(f"labels or synsets file not found: {path}")
+    require_file(path, "labels or synsets file", ModelError)
     return tuple(line.rstrip("\n") for line in path.read_text().splitlines() if line.strip())

@@ -273,8 +273,9 @@ class Export(Source):
         if block.get("kwargs"):
             raise ModelError("an export:PATH program takes no kwargs; remove model.kwargs")
         file = _argument(source)
-        if not Path(file).exists():
-            raise ModelError(f"torch.export file not found: {file}")
+        from ..files import require_file
+
+        require_file(file, "torch.export file", ModelError)
         model = torch.export.unflatten(torch.export.load(file))
         return Found(model, Path(file).stem), dict(block)
 

@@ -18,7 +18,8 @@ from ..data import store
 from ..data.decode import decode_pixels
 from ..device import resolve_device, set_threads
 from ..errors import ModelError
-from ..formats.shards import append_skipped, keep_skipped, read_shard
+from ..formats.atomic import write_text
+from ..formats.shards import append_skipped, format_skipped, keep_skipped, read_shard
 from ..models.load import load_model
 from ..models.spec import ModelSpec, to_float
 from ..nn.fastpaths import fold_batchnorm, memory_format_for
@@ -134,7 +135,8 @@ def collect(
     chunk = max(batch_size, chunk - chunk % batch_size)  # commits fall on batch boundaries
     group = store.open_shard(out, columns, params)
     if group.attrs.get("complete"):
-        paths.store_skipped(out).touch()
+        if not paths.store_skipped(out).exists():  # deleted since: its rows again, from the store
+            _rewrite_skipped(out, rows)
         return dict(group.attrs["summary"])
     for name in layers:
         group[name].attrs.update(
@@ -206,6 +208,14 @@ def collect(
     }
     store.finish(group, summary=summary)
     return summary
+
+
+def _rewrite_skipped(out, rows: list[tuple[str, int]]) -> None:
+    """The skip list of a complete store, written again: the images the store marks not ok, each with the
+    reason decoding gives now."""
+    ok = store.read([out], "images/ok").astype(bool)
+    skipped = [(rows[i][0], decode_pixels(rows[i][0])[1] or "cannot preprocess") for i in np.flatnonzero(~ok)]
+    write_text(paths.store_skipped(out), format_skipped(skipped))
 
 
 def _check_numbers(logits, acts, attrs, ok: list[bool], images: list[str]) -> None:

@@ -22,6 +22,7 @@ from ..data import store
 from ..data.decode import decode
 from ..device import resolve_device, set_threads
 from ..errors import ConfigError, DataError, MissingError, StoreError
+from ..files import require_file
 from ..formats.atlas import read_atlas
 from ..formats.atomic import save_image, write_text
 from ..formats.layout import read_whitening
@@ -104,7 +105,9 @@ def _render_direction(path, run_dir, layer, model, spec, params, device, memory_
 
     if model is None or spec is None:
         raise ConfigError("a direction patch needs the model: pass model= and spec=")
-    direction = np.load(path, allow_pickle=False).astype(np.float32).reshape(1, -1)
+    direction = (
+        np.load(require_file(path, "direction file", ConfigError), allow_pickle=False).astype(np.float32).reshape(1, -1)
+    )
     whiten = paths.whiten(run_dir, layer)
     whitening = read_whitening(whiten) if whiten.exists() else None
     ((_, _, grid),) = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
