@@ -338,3 +338,8 @@ def test_a_patch_name_that_leaves_the_run_is_refused():
 def test_the_cli_keeps_quotes_in_messages():
     result = CliRunner().invoke(cli, ["patch", ".", "-m", "x", "-l", "a", "--target", "1", "--name", ""])
     assert result.output.startswith("Error: patch name '' may hold"), result.output
+
+
+def test_a_port_out_of_range_is_refused_by_the_option():
+    result = CliRunner().invoke(cli, ["serve", ".", "--port", "99999"])
+    assert result.exit_code == 2 and "--port" in result.output and "Traceback" not in result.output, result.output

@@ -405,7 +405,7 @@ def info(run_dir) -> None:
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind; any but loopback exposes the run."
 )
-@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def serve(run_dir: Path, host: str, port: int, verbose: bool) -> None:
     """Serve the run's atlas viewer on http://127.0.0.1:PORT/ until Ctrl-C.
