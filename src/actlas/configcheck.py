@@ -11,6 +11,7 @@ Pure: reads no file but the schema, loads no model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,15 +26,16 @@ MAX_DEPTH = 32  # nesting of mappings and lists
 
 
 def check_size(config, max_values: int = MAX_VALUES, max_depth: int = MAX_DEPTH) -> None:
-    """Raise ``ConfigError`` when ``config`` holds over ``max_values`` values or nests deeper than ``max_depth``.
+    """Raise ``ConfigError`` when ``config`` holds over ``max_values`` values, nests deeper than ``max_depth``
+    or holds a number that is not finite (anywhere: ``model.mean: .nan`` too).
 
     Walks at most ``max_values`` nodes, so a config of nested YAML aliases (exponentially many values) is
     refused at once rather than expanded.
     """
     seen = 0
-    stack = [(config, 0)]
+    stack = [(config, 0, "")]
     while stack:
-        node, depth = stack.pop()
+        node, depth, where = stack.pop()
         seen += 1
         if seen > max_values:
             raise ConfigError(
@@ -42,11 +44,13 @@ def check_size(config, max_values: int = MAX_VALUES, max_depth: int = MAX_DEPTH)
             )
         if depth > max_depth:
             raise ConfigError(f"the config nests over {max_depth} levels deep: write a flat config")
+        if isinstance(node, float) and not math.isfinite(node):  # anywhere: the model block's mean, std ...
+            raise ConfigError(f"{where or 'the config'}: {node!r} is not a finite number; give a finite number")
         if isinstance(node, Mapping):
-            stack.extend((v, depth + 1) for v in node.values())
-            stack.extend((k, depth + 1) for k in node)
+            stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in node.items())
+            stack.extend((k, depth + 1, where) for k in node)
         elif isinstance(node, (list, tuple)):
-            stack.extend((v, depth + 1) for v in node)
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(node))
 
 
 def _where(path) -> str:

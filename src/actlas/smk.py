@@ -39,6 +39,19 @@ def check_run_dir(run_dir: str, checkout: str | Path) -> str:
     return text.rstrip("/") or text
 
 
+def or_exit(step, *args, **kwargs):
+    """``step(*args, **kwargs)`` at parse time; a ``UserError`` ends Snakemake with its one line,
+    ``Error: MESSAGE``, as the CLI prints it (not Snakemake's exception report)."""
+    import sys
+
+    from .errors import UserError
+
+    try:
+        return step(*args, **kwargs)
+    except UserError as err:
+        sys.exit(f"Error: {err}")
+
+
 def model_arg(model) -> str:
     """``--model``'s value for a config's ``model``: the source string, or the block as one JSON string
     (sorted keys, so a rule's command changes only when the block does)."""
