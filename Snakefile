@@ -49,6 +49,7 @@ rule all:
 
 
 onstart:
+    STARTED.append(time.time())
     run_lock("acquire")
 
 
@@ -58,4 +59,5 @@ onsuccess:
 
 
 onerror:
+    report_job_errors(STARTED[0] if STARTED else 0.0)
     run_lock("release")
