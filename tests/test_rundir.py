@@ -220,3 +220,30 @@ def test_a_deleted_skip_list_of_a_complete_store_is_written_again(tmp_path):
     paths.store_skipped(out).unlink()
     collect(shard, out, block("fine"), ["probe"], **kw)
     assert read_skipped(paths.store_skipped(out)) == before
+
+
+def test_verify_checks_the_shape_of_directions_and_icons(tmp_path):
+    from actlas import verify
+    from actlas.formats.atomic import save_npz
+
+    run = tmp_path / "run"
+    grid = paths.grid_dir(run, "features.13", 2)
+    grid.mkdir(parents=True)
+    np.save(paths.whiten(run, "features.13"), np.eye(4, dtype=np.float32))
+    cells = dict(
+        ij=np.zeros((2, 2), np.int32),
+        count=np.ones(2, np.int64),
+        attribution=np.zeros((2, 1), np.float32),
+        label=np.zeros(2, np.int64),
+        order=np.arange(2),
+        offsets=np.array([0, 1, 2]),
+        n=np.int64(2),
+        min_count=np.int64(1),
+    )
+    save_npz(paths.cells(grid), direction=np.ones((2, 3), np.float32), **cells)
+    save_npz(paths.cached_icon(run, "k"), icon=np.zeros((8, 8), np.float32), objective=0.0, faithfulness=0.0)
+    reasons = {Path(q.path).name: q.reason for q in verify.verify_run(run)}
+    assert "3 channels, the layer 4" in reasons["cells.npz"], reasons
+    assert "not uint8 RGB" in reasons["k.npz"], reasons
+    save_npz(paths.cells(grid), direction=np.ones((2, 4), np.float32), **cells)
+    assert "cells.npz" not in {Path(q.path).name for q in verify.verify_run(run)}

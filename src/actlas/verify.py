@@ -217,6 +217,15 @@ def _check_npz(path: Path) -> str:
             return "its cells, offsets and order disagree"
         if not np.isfinite(values["direction"]).all():
             return "its directions hold NaN or infinite values"
+        direction, whiten = values["direction"], path.parent.parent / paths.WHITEN
+        if direction.ndim != 2 or len(direction) != k:
+            return f"its directions have shape {direction.shape}, not ({k}, channels)"
+        if whiten.is_file() and not run_entry_problem(whiten):
+            channels = np.load(whiten, mmap_mode="r", allow_pickle=False).shape[0]
+            if direction.shape[1] != channels:
+                return f"its directions have {direction.shape[1]} channels, the layer {channels} (whiten.npy)"
+    elif values.get("icon") is not None and (values["icon"].dtype != np.uint8 or values["icon"].shape[-1] != 3):
+        return f"its icons are {values['icon'].dtype} of shape {values['icon'].shape}, not uint8 RGB"
     for name, v in values.items():
         if v.dtype.kind == "f" and not np.isfinite(v).all() and name not in ("objective",):
             return f"{name} holds NaN or infinite values"
