@@ -101,6 +101,17 @@ def test_a_loaded_dictionary_is_used_as_given(tiny_run, tmp_path):
     assert bad.exit_code != 0 and "safetensors" in bad.output and "Traceback" not in bad.output
 
 
+def test_stability_matches_a_second_seed(tiny_run, tmp_path):
+    out = tmp_path / "stable"
+    _run_concepts(tiny_run, "--stability", "--out", str(out))
+    meta = read_concepts(paths.concepts_json(out))
+    per_concept = [c.stability for c in meta.concepts]
+    assert all(s is not None and -1 <= s <= 1 for s in per_concept)
+    assert meta.figures["stability"] == pytest.approx(np.mean(per_concept), abs=1e-3)
+    first = read_concepts(paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)))
+    assert all(c.stability is None for c in first.concepts) and "stability" not in first.figures
+
+
 def test_concepts_json_round_trips(tiny_run, tmp_path):
     meta = read_concepts(paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)))
     write_concepts(tmp_path / "c.json", meta)
@@ -166,3 +177,6 @@ def test_concepts_as_a_rule_rerun_alone_when_their_settings_change(tmp_path):
     _tiny_workflow(work, images, changed)
     planned = _planned(snakemake(work, "-n"))
     assert planned.get("concepts") == 1 and not {"collect", "layout", "grid", "render", "atlas"} & set(planned)
+    _tiny_workflow(work, images, [{**concepts[0], "layer": "features.1"}])
+    out = snakemake(work, "-n", check=False)
+    assert out.returncode != 0 and "layer 'features.1' is not laid out" in out.stdout + out.stderr

@@ -93,9 +93,9 @@ def concept_cells(d: dict_core.Dictionary, count, weights, label, exemplars) -> 
     )
 
 
-def cell_fires(codes: sp.csr_array, rows: np.ndarray, most: int = 16) -> list[list]:
+def cell_fires(codes: sp.csr_array, rows: np.ndarray, most: int = 64) -> list[list]:
     """The concepts active on at least ``FIRES_MIN`` of a cell's sample ``rows``: [[index, share], ...], by
-    share (at most ``most``)."""
+    share (at most ``most``: with k active a sample at most k / FIRES_MIN reach the threshold)."""
     if len(rows) == 0:
         return []
     share = np.asarray((codes[rows] > 0).sum(0)).ravel() / len(rows)
