@@ -31,6 +31,7 @@ include: "rules/grid.smk"
 include: "rules/render.smk"
 include: "rules/atlas.smk"
 include: "rules/classes.smk"
+include: "rules/concepts.smk"
 include: "rules/viewer.smk"
 
 
@@ -45,6 +46,8 @@ rule all:
         paths.viewer_dir(RUN),
         class_outputs(),
         intermediates,
+        concept_outputs(),
+        concept_intermediates(),
     default_target: True
 
 

@@ -268,6 +268,39 @@ def class_atlas(cls, run_dir, layer, **options) -> None:
 
 
 @main.command()
+@run_argument
+@layer_option()
+@model_flags()
+@options_of(settings.Concepts, skip=("layer", "seed", "size"))
+@click.option(
+    "--dictionary-size", default=settings.Concepts.size, show_default=True, help="Atoms (concepts) of the dictionary."
+)
+@click.option("--dictionary-seed", type=int, default=None, help="The dictionary's seed (default: --seed).")
+@click.option(
+    "--grid", "grids", multiple=True, type=int, help="Main grid sizes whose cells are decomposed (default: all)."
+)
+@click.option("--example-extent", default=settings.Atlas.example_extent, show_default=True, help="Exemplar crop side.")
+@options_of(settings.RenderParams, skip=("seed",))
+@seed_option
+@device_option
+@click.option("--threads", "-t", type=int, default=settings.Render.threads, show_default=True, help="Torch threads.")
+@out_option("Output folder (default RUN/LAYER/concepts).")
+def concepts(run_dir, layer, dictionary_size, dictionary_seed, **options) -> None:
+    """Learn (or --load) a layer's dictionary of concepts, render their icons and summarise them.
+
+    Example: actlas concepts runs/demo -l features.13 --dictionary-size 512 --k 16
+    """
+    from .stages.concepts import concepts as stage
+
+    model = model_block_from(options, run_dir)
+    render = render_settings(options)  # --size and --seed are the icons'; the dictionary's have their own flags
+    options["size"] = dictionary_size
+    if dictionary_seed is not None:
+        options["seed"] = dictionary_seed
+    click.echo(str(stage(run_dir, run_layer(run_dir, layer), model, progress=True, **render, **options)))
+
+
+@main.command()
 @click.option("--classes", nargs=2, required=True, help="Classes A and B (x = attribution to A minus B).")
 @class_options(settings.Comparison)
 def compare(classes, run_dir, layer, **options) -> None:
@@ -332,7 +365,15 @@ def patch(run_dir, target, layer, **options) -> None:
     "(default: every RUN/patches/*/report.json).",
 )
 @click.option("--no-patches", is_flag=True, help="Link no patch experiment.")
-def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None:
+@click.option(
+    "--concepts",
+    "concepts",
+    multiple=True,
+    type=click.Path(),
+    help="A layer's concepts.json to show; repeat (default: every one in the run).",
+)
+@click.option("--no-concepts", is_flag=True, help="Show no concepts.")
+def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches, concepts, no_concepts) -> None:
     """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
 
     Example: actlas viewer runs/demo
@@ -340,7 +381,9 @@ def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None
     from .stages.viewer import viewer as stage
 
     patches = [] if no_patches else (list(patches) or None)
-    click.echo(str(stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None, patches)))
+    concepts = [] if no_concepts else (list(concepts) or None)
+    index = stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None, patches, concepts)
+    click.echo(str(index))
 
 
 @main.command()

@@ -45,6 +45,9 @@ MANIFEST = "manifest.json"
 CACHE = "cache"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
+CONCEPTS = "concepts"
+DICTIONARY = "dictionary.safetensors"
+CONCEPTS_JSON = "concepts.json"
 LOCK = ".actlas.lock"
 SEAL = ".actlas-seal.json"
 
@@ -139,6 +142,11 @@ def class_dir(run: PathLike, layer: str, name: str) -> Path:
 def compare_dir(run: PathLike, layer: str, name: str) -> Path:
     """``RUN/LAYER/compare-<a>-<b>``."""
     return layer_dir(run, layer) / f"compare-{name}"
+
+
+def concepts_dir(run: PathLike, layer: str) -> Path:
+    """``RUN/LAYER/concepts``: the layer's concept dictionary, its icons, exemplars and summaries."""
+    return layer_dir(run, layer) / CONCEPTS
 
 
 def patches_dir(run: PathLike) -> Path:
@@ -247,6 +255,32 @@ def icon_name(i: int | str, j: int | str) -> str:
 def example_name(i: int | str, j: int | str, e: int | str) -> str:
     """``examples/I_J_E.jpg``: dataset example E of a cell, relative to its atlas folder."""
     return f"{EXAMPLES}/{i}_{j}_{e}.jpg"
+
+
+# --------------------------------------------------------------------------- inside a concepts folder
+
+# what the concepts stage writes into its folder (besides the folders icons/ and examples/)
+CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", CONCEPTS_JSON)
+
+
+def dictionary(folder: PathLike) -> Path:
+    """``FOLDER/dictionary.safetensors``: the concept dictionary (``actlas.formats.dictionary``)."""
+    return Path(folder) / DICTIONARY
+
+
+def concepts_json(folder: PathLike) -> Path:
+    """``FOLDER/concepts.json``: every concept's summary and each atlas cell's top concepts."""
+    return Path(folder) / CONCEPTS_JSON
+
+
+def concept_icon_name(j: int | str) -> str:
+    """``icons/J.png``: concept J's icon, relative to the concepts folder."""
+    return f"{ICONS}/{j}.png"
+
+
+def concept_example_name(j: int | str, e: int | str) -> str:
+    """``examples/J_E.jpg``: exemplar E of concept J, relative to the concepts folder."""
+    return f"{EXAMPLES}/{j}_{e}.jpg"
 
 
 # --------------------------------------------------------------------------- inside a patch experiment's folder
