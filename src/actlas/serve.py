@@ -47,8 +47,8 @@ CONTENT_TYPES: dict[str, str] = {
 }
 
 # Files of the run (outside viewer/) that the viewer may load: LAYER/FOLDER/{atlas*, icons/*, examples/*},
-# the same of each aligned map (aligned/NAME/MAP/grid-N/), and the patch experiments' reports and figures the
-# cells link to (patches/NAME/).
+# LAYER/concepts/{icons/*, examples/*}, the same of each aligned map (aligned/NAME/MAP/grid-N/),
+# and the patch experiments' reports and figures the cells link to (patches/NAME/).
 RUN_FILE_PATTERNS = tuple(
     f"{prefix}/{folder}/{name}"
     for prefix, folders in (("*", paths.ATLAS_FOLDERS), (f"{paths.ALIGNED}/*/*", ("grid-*",)))
@@ -64,6 +64,8 @@ RUN_FILE_PATTERNS = tuple(
         f"{paths.EXAMPLES}/*.png",
     )
 ) + (f"{paths.PATCHES}/*/{paths.REPORT_MD}", f"{paths.PATCHES}/*/*.png")
+# a layer's concepts: their icons and exemplars (LAYER/concepts/)
+RUN_FILE_PATTERNS += (f"*/{paths.CONCEPTS}/{paths.ICONS}/*.png", f"*/{paths.CONCEPTS}/{paths.EXAMPLES}/*.jpg")
 
 
 # --------------------------------------------------------------------------- what may be served

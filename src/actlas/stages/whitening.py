@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .. import layout as layout_core
 from .. import paths
 from ..data import store
@@ -27,6 +29,7 @@ def whitening(
     (written there: ``RUN/models/NAME/LAYER/whiten.npy``)."""
     stores = model_stores(run_dir, model_name)
     check_stores(stores, layer)
-    _, cov = layout_core.moments(store.read_dask(stores, f"{layer}/activation"))
+    mean, cov = layout_core.moments(store.read_dask(stores, f"{layer}/activation"))
+    layout_core.check_spread(mean, float(np.trace(cov)), layer)
     out = paths.whiten(paths.model_root(run_dir, model_name), layer)
     return write_whitening(out, layout_core.whitening(cov, whitening_eps))
