@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 include: "rules/common.smk"
+include: "rules/probe.smk"
 include: "rules/collect.smk"
 include: "rules/layout.smk"
 include: "rules/grid.smk"

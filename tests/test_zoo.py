@@ -588,13 +588,6 @@ def test_timm_img_size_kwarg_sets_the_input_size():
 ENCODER = {"source": "zoo_models:hf_dinov2", "trust_code": True, **zoo_models.hf_preprocessing("dinov2", 56)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Today,
-    reason="`actlas layers` runs the forward to the logits, so an encoder fails: 'Error: the model's forward returns "
-    "BaseModelOutputWithPooling without 'logits'; its keys: last_hidden_state, pooler_output; set model.output to the "
-    "key of the logits', though listing layers needs no logits and the encoder has none",
-)
 def test_an_encoder_without_logits_lists_its_layers():
     result = cli("layers", json.dumps(ENCODER), "--json")
     if result.exit_code != 0:
@@ -603,12 +596,6 @@ def test_an_encoder_without_logits_lists_its_layers():
     assert rows["encoder.layer.0"]["kind"] == "tokens"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=USER_ERRORS,
-    reason="no model key 'head' yet: 'Error: unknown model key 'head' (valid: source, kwargs, ...)'; today an "
-    "encoder's only route is output: pooler_output, whose features collect attributes to as if they were classes",
-)
 @pytest.mark.parametrize(
     "head",
     ["none", "probe", {"text_embeddings": "text.npy", "labels": ["a", "b"]}],

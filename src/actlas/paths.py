@@ -42,6 +42,9 @@ VIEWER_DATA_JS = "data.js"
 VIEWER_INDEX = "index.html"
 TILES = "tiles"
 MANIFEST = "manifest.json"
+PROBE = "probe"
+PROBE_NPZ = "probe.npz"
+PROBE_JSON = "probe.json"  # beside probe.npz: the same stem
 CACHE = "cache"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
@@ -136,6 +139,20 @@ def patches_dir(run: PathLike) -> Path:
 
 def patch_dir(run: PathLike, name: str) -> Path:
     return patches_dir(run) / name
+
+
+def probe_dir(run: PathLike) -> Path:
+    return Path(run) / PROBE
+
+
+def probe_npz(run: PathLike) -> Path:
+    """``RUN/probe/probe.npz``: the linear probe of a ``head: probe`` model (weight, bias)."""
+    return probe_dir(run) / PROBE_NPZ
+
+
+def probe_json(run: PathLike) -> Path:
+    """``RUN/probe/probe.json``: the probe's classes, held-out accuracy and settings."""
+    return probe_dir(run) / PROBE_JSON
 
 
 def viewer_dir(run: PathLike) -> Path:

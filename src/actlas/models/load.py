@@ -18,7 +18,8 @@ from ..nn.kinds import as_kind
 from ..nn.padding import use_tf_same_padding
 from .block import MODEL_FIELDS, ModelDefaultWarning, model_block, trusted
 from .classes import read_names
-from .logits import Logits
+from .headhook import attach_head
+from .heads import head_fields
 from .sources import source_of
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .weights import load_state, load_weights
@@ -141,7 +142,8 @@ def load_model(
         ``trust_code`` None reads the environment variable ``ACTLAS_TRUST_CODE``.
 
     The forward of the returned model always gives a logits tensor (``output`` selects it from a
-    dict, tuple or ModelOutput). Raises ``ModelError`` in one line that says how to fix the problem.
+    dict, tuple or ModelOutput), or its ``head``'s (an encoder's: ``actlas.models.heads``). Raises
+    ``ModelError`` in one line that says how to fix the problem.
     """
     return _load(
         model_block(
@@ -164,7 +166,7 @@ def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
     if merged.get("weights") and with_weights:
         path = Path(merged["weights"])
         load_state(net, load_weights(path, bool(merged.get("allow_pickle"))), str(path))
-    spec = resolve_spec(found.name, source, merged, found.values)
+    spec = resolve_spec(found.name, source, *head_fields(merged, found.values))
     if spec.padding == "tf_same":
         use_tf_same_padding(net)
     for p in net.parameters():
@@ -172,7 +174,7 @@ def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
     for module in net.modules():  # in-place ops would overwrite captured activations
         if getattr(module, "inplace", False) is True:
             module.inplace = False
-    net.register_forward_hook(Logits(merged.get("output")))
+    attach_head(net, merged, spec.input_size)  # the forward returns the logits: the model's own or its head's
     try:
         net.eval()
     except (NotImplementedError, RuntimeError):  # exported programs keep the mode they were exported in

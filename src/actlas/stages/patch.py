@@ -24,8 +24,11 @@ from ..errors import ConfigError, DataError, MissingError, StoreError
 from ..formats.atlas import read_atlas
 from ..formats.atomic import save_image, write_text
 from ..formats.layout import read_whitening
+from ..formats.probe import read_probe
 from ..formats.report import PatchEntry, PatchReport, write_report
 from ..formats.shards import run_rows, shard_stores
+from ..models.headhook import use_probe
+from ..models.heads import head_of, require_logits
 from ..models.load import load_model
 from ..models.spec import ModelSpec
 from ..nn.fastpaths import fast_paths
@@ -210,6 +213,7 @@ def patch(
     out: str | Path | None = None,
     icons_run: str | Path | None = None,
     corners: tuple[str, ...] = CORNERS,
+    probe: str | Path | None = None,
 ) -> Path:
     """Patch experiments on a run's photos -> ``RUN/patches/NAME/report.json`` (+ report.md, figures).
 
@@ -224,13 +228,18 @@ def patch(
     ``photo`` adds the article's single-photo demonstration: every patch and candidate on that one
     photo, with p(source) and p(target) before and after (``single-photo.png``). ``layer`` is the
     layer whose icons are pasted (default: the run's first). ``icons_run`` is the run whose
-    ``LAYER`` folder holds the icons (default ``run_dir``, which always supplies the photos).
+    ``LAYER`` folder holds the icons (default ``run_dir``, which always supplies the photos). A
+    ``head: probe`` model uses ``probe`` (default ``RUN/probe/probe.npz``); ``head: none`` is refused.
     """
     from ..runinfo import run_layers
 
     set_threads(threads)
     start = time.perf_counter()
     net, mspec = load_model(model)
+    require_logits(mspec, "a patch experiment")
+    if head_of(mspec).kind == "probe":  # the run's probe is the model's class head
+        record = read_probe(probe or paths.probe_npz(run_dir))
+        use_probe(net, mspec, record.weight, record.bias, record.classes)
     dev = resolve_device(device)
     net = net.to(dev)
     layer = layer or run_layers(run_dir)[0]
