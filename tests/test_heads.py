@@ -321,3 +321,54 @@ def test_text_embeddings_are_an_input_of_the_rules_that_load_the_model(tmp_path)
 
     path = text_file(tmp_path / "text.safetensors", classifier_rows())
     assert path in model_files(encoder({"text_embeddings": path}))
+
+
+@pytest.mark.parametrize("source, family, side", [("hf_clip_vision", "clip", 128), ("hf_dinov2", "dinov2", 56)])
+def test_hugging_face_towers_get_a_head_on_their_pooled_features(source, family, side, tmp_path, trust_code):
+    """CLIP's image tower and DINOv2 (random weights) return a ModelOutput without logits: a head reads its
+    ``pooler_output`` (B, 32); ``none`` leaves the forward as it is."""
+    pytest.importorskip("transformers")
+    from actlas import load_model
+    from actlas.models.headhook import head_mode
+
+    path = text_file(tmp_path / "text.safetensors", np.random.default_rng(0).normal(size=(3, 32)))
+    block = {"source": f"zoo_models:{source}", **zoo_models.hf_preprocessing(family, side), "labels": ["a", "b", "c"]}
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    for head in ("none", {"text_embeddings": path}):
+        net, _ = load_model({**block, "head": head})
+        with torch.no_grad(), head_mode(net, "features"):
+            features = net(x)
+        with torch.no_grad():
+            out = net(x)
+        assert features.shape == (2, 32)
+        if head == "none":
+            assert not isinstance(out, torch.Tensor) and out.pooler_output is not None
+        else:
+            assert out.shape == (2, 3)
+
+
+@pytest.mark.slow
+def test_the_workflow_plans_the_probe_before_collect_and_refuses_class_stages_without_a_head(tmp_path):
+    """Dry runs only: a probe-headed model plans one probe job (collect reads its probe); with head: none a
+    class atlas is refused while the Snakefile parses, in one line naming the fix."""
+    import yaml
+    from conftest import snakemake
+
+    images = cifar_photos(tmp_path / "images", 2)
+    config = {
+        "run_dir": str(tmp_path / "run"),
+        "model": {k: v for k, v in encoder("probe").items() if k != "labels"},  # the folders name the classes
+        "images": [str(images)],
+        "layers": [LAYER],
+        "class_atlases": [{"class": "cat"}],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(tmp_path, "-n").stdout
+    counts = dict(line.split()[:2] for line in out.splitlines() if line.split()[:1] in (["probe"], ["collect"]))
+    assert counts == {"probe": "1", "collect": "1"}, out
+    config["model"]["head"] = "none"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert "class_atlases: a class atlas needs a class head, and the model has head: none" in result.stdout
+    assert not (tmp_path / "run").exists()  # parse time writes nothing
