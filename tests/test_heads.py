@@ -188,6 +188,17 @@ def test_a_probe_head_gives_the_probes_logits_of_the_features(trust_code):
         use_probe(net, spec, weight[:9], bias[:9], CLASSES[:9])
 
 
+def test_a_head_reads_a_layer_or_refuses_features_named_as_logits(trust_code):
+    from actlas import load_model
+    from actlas.models.headhook import head_mode
+
+    net, _ = load_model(encoder({"kind": "probe", "layer": "blocks.3"}))
+    with torch.no_grad(), head_mode(net, "features"):
+        assert net(torch.rand(2, 3, 32, 32)).shape == (2, 64)  # the mean of the layer's 8 x 8 patch tokens
+    with pytest.raises(ModelError, match="holds an encoder's features, not logits: declare model.head: probe"):
+        load_model(encoder(None, output="pooler_output"))
+
+
 def test_the_probe_core_learns_separable_classes_and_holds_some_out():
     from actlas import probe
 
@@ -281,6 +292,12 @@ def test_text_embeddings_give_scaled_cosine_logits(tmp_path, trust_code):
     torch.testing.assert_close(logits, 50 * cosine)
     accuracy = (logits.argmax(1).numpy() == np.array([y for _, y in photos])).mean()
     assert accuracy > 0.3, accuracy  # chance: 0.1
+
+    import zarr
+
+    run = collected(tmp_path / "collect", model, per_class=2)  # the head is collect's class head too
+    z = zarr.open_group(str(run / "collect" / "shard-00000.zarr"), mode="r")
+    assert (z[f"{LAYER}/attr_class"][:] >= 0).all() and (z["images/pred"][:, 0] >= 0).all()
 
 
 @pytest.mark.parametrize(
