@@ -39,6 +39,7 @@ rule all:
 
 
 onstart:
+    STARTED.append(time.time())
     run_lock("acquire")
 
 
@@ -48,4 +49,5 @@ onsuccess:
 
 
 onerror:
+    report_job_errors(STARTED[0] if STARTED else 0.0)
     run_lock("release")
