@@ -11,7 +11,7 @@ from actlas.digest import code_digest
 from actlas.formats import shards as shard_files
 from actlas.formats.cells import read_directions
 from actlas.models import heads
-from actlas.models.sources import model_files
+from actlas.models.sources import check_model, model_files
 from actlas.patches.spec import default_name, default_search, parse_patch, with_grid
 from actlas.smk import check_run_dir, cli_args, model_arg
 from actlas.stages import shards as shards_stage
@@ -30,6 +30,7 @@ SEED = config["seed"]
 DEVICE = config["device"]
 MODEL = model_arg(config["model"])
 MODEL_FILES = model_files(config["model"])  # inputs of every rule that loads the model
+check_model(config["model"])  # no weights, a bad weights name, an unknown built-in: one line before any job
 CONDA_ENV = "../envs/gpu.yaml" if DEVICE == "cuda" else "../envs/cpu.yaml"
 RENDER = settings.from_mapping(settings.Render, config["render"])
 

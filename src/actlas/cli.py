@@ -40,6 +40,7 @@ from .cli_options import (
     threads_option,
 )
 from .errors import UserError, no_space_message
+from .models.builders import builtins_text
 
 BUG = (
     "this is a bug in actlas, not something you did: please report it to the actlas maintainers "
@@ -79,7 +80,7 @@ def main() -> None:
 # --------------------------------------------------------------------------- models and layers
 
 
-@main.command()
+@main.command(epilog=builtins_text())
 @click.argument("source")
 @click.option("--all", "show_all", is_flag=True, help="Also list modules whose output actlas cannot use.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")

@@ -102,6 +102,7 @@ def load_patch(
 
 def _render_direction(path, run_dir, layer, model, spec, params, device, memory_format) -> torch.Tensor:
     """The icon (3, S, S) in [0, 1] of a direction (C,) saved at ``path``, as the layer's atlas icons."""
+    from ..models.sizes import fit_icons
     from ..viz.render import fit_to_layer, render
 
     if model is None or spec is None:
@@ -111,6 +112,7 @@ def _render_direction(path, run_dir, layer, model, spec, params, device, memory_
     whitening = read_whitening(whiten) if whiten.exists() else None
     ((_, _, grid),) = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
     params = fit_to_layer(params or RenderParams(), spec.input_size, grid)  # as the layer's atlas icons
+    params = fit_icons(params, model, spec, layer, device)
     params = dataclasses.replace(params, batch_size=params.tries)  # one direction: its tries alone, not padded
     out = render(
         model,
