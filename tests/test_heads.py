@@ -389,3 +389,28 @@ def test_the_workflow_plans_the_probe_before_collect_and_refuses_class_stages_wi
     assert result.returncode != 0
     assert "class_atlases: a class atlas needs a class head, and the model has head: none" in result.stdout
     assert not (tmp_path / "run").exists()  # parse time writes nothing
+
+
+def doc_heads() -> dict[str, dict]:
+    """The ``head example`` blocks of docs/models.md."""
+    import re
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    found = re.findall(r"<!-- head example: (\w+) -->\s*```yaml\n(.*?)```", text, flags=re.S)
+    return {name: yaml.safe_load(body)["model"] for name, body in found}
+
+
+def test_every_head_kind_has_a_docs_example_that_loads(tmp_path, trust_code):
+    """docs/models.md's blocks, with the stand-in encoder as their source (no network here)."""
+    from actlas import load_model
+
+    examples = doc_heads()
+    assert set(examples) == {"none", "probe", "text_embeddings"}
+    for name, block in examples.items():
+        head = block["head"]
+        if name == "text_embeddings":
+            head = {**head, "text_embeddings": text_file(tmp_path / head["text_embeddings"], classifier_rows())}
+        net, spec = load_model(encoder(head))
+        assert heads.head_of(spec).kind == name and list(spec.categories) == CLASSES

@@ -78,7 +78,7 @@ MODEL_FIELDS: tuple[ModelField, ...] = (
         "head",
         "head",
         None,
-        "an encoder's class head: none, probe, or {text_embeddings: PATH.safetensors, labels: ...} (README)",
+        "an encoder's class head: none, probe, or {text_embeddings: PATH.safetensors, labels: ...} (docs/models.md)",
     ),
 )
 FIELD_NAMES = tuple(f.name for f in MODEL_FIELDS)
