@@ -38,6 +38,7 @@ rule all:
 
 
 onstart:
+    STARTED.append(time.time())
     run_lock("acquire")
 
 
@@ -47,4 +48,5 @@ onsuccess:
 
 
 onerror:
+    report_job_errors(STARTED[0] if STARTED else 0.0)
     run_lock("release")

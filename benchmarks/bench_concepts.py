@@ -43,6 +43,7 @@ from _common import ROOT, machine, table
 
 from actlas import concepts
 from actlas.concepts import dictionary as dm
+from actlas.formats import dictionary as dfile
 
 DEMO = Path(os.environ.get("ACTLAS_DEMO_RUN", "/work/main/runs/demo"))
 CIFAR = ROOT / "runs" / "cifar10-10k"
@@ -88,7 +89,7 @@ def measure(x: np.ndarray, method: str, size: int, k: int, epochs: int | None, t
     stab = concepts.stability(dicts[0], dicts[1])
     if SAVE:
         for seed, d in enumerate(dicts):
-            dm.save(d, SAVE / f"{d.info['method']}-{size}-{k}-seed{seed}.safetensors")
+            dfile.save(d, SAVE / f"{d.info['method']}-{size}-{k}-seed{seed}.safetensors")
     rows = []
     for encoding in ("encoder", "omp") if dicts[0].encoder is not None else ("omp",):
         with dm.torch_threads(threads):

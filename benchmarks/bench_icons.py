@@ -2,8 +2,11 @@
 
 Rows: the shared MobileNetV2 at ``features.6``, ``features.13``, ``features.16`` (icons at
 ``--size``, 80 px as the demo) and the built-in CIFAR-10 ResNet-20 at ``layer2``, ``layer3``
-(icons at its 32 px input), and a small ViT trained here on CIFAR-10 (``vit_cifar.py``) at its
-second and last blocks (token layers, 32 px icons). Per model, a few hundred photos go through
+(icons at its 32 px input), a small ViT trained here on CIFAR-10 (``vit_cifar.py``) at its
+second and last blocks (token layers, 32 px icons), and two families the defaults were never tuned
+on, trained here on CIFAR-10 (``cnn_cifar.py``): a plain VGG-style chain without BatchNorm and a
+MobileNetV1-like depthwise-separable chain, each at an early and its last post-ReLU layer (32 px
+icons). Per model, a few hundred photos go through
 actlas's own stages in a temporary run (shards, collect at every row layer in one pass, layout,
 grid); a row's directions are the means of its grid's most populated cells, rendered with that
 layer's whitening.
@@ -63,6 +66,11 @@ ROWS = {
         [ASSETS / "images" / "cifar10-test"],
         ["encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_3"],
     ),
+    # families the defaults were never tuned on (issue 29), trained here on cifar10-train (benchmarks/cnn_cifar.py):
+    # a plain VGG-style chain without BatchNorm (64 x 16 x 16, 256 x 4 x 4, post-ReLU) and a MobileNetV1-like
+    # depthwise-separable chain (64 x 16 x 16, 512 x 4 x 4, post-ReLU); made (trained) when first asked
+    "vgg_cifar": ("cnn_cifar:vgg", [ASSETS / "images" / "cifar10-test"], ["features.8", "features.18"]),
+    "mobilenet_cifar": ("cnn_cifar:mobilenet", [ASSETS / "images" / "cifar10-test"], ["features.3", "features.8"]),
 }
 # name -> changes to the default RenderParams (after fit_to_layer); "default" is today's renderer
 SETTINGS = {
@@ -144,8 +152,26 @@ SETTINGS = {
     "lr0.05 decay1.617": {"lr": 0.05, "decay_power": 1.617},  # the old defaults, fitted to a 32 px input
     "lr0.0375": {"lr": 0.0375},
     "cosine steps96": {"schedule": "cosine", "steps": 96},
+    # rates for the 32 px rows: an 80 px icon's pace per step, lr * S ** (decay - 1), is 0.0086 at 32 px (fit_to_input)
+    "lr0.0125": {"lr": 0.0125},
+    "lr0.0086": {"lr": 0.0086},
+    "lr0.006": {"lr": 0.006},
 }
 QUICK_SETTINGS = ["default", "pad0", "decay1.5", "pad0 decay1.5", "pad0 decay2"]
+
+
+def model_block(model: str | None) -> str | dict:
+    """A ROWS model as ``load_model`` takes it: a card path as is; None, the ViT of ``vit_cifar.py``;
+    ``cnn_cifar:NAME``, a network of ``cnn_cifar.py`` (each trained and cached when first asked)."""
+    if model is None:
+        from vit_cifar import card
+
+        return card()
+    if model.startswith("cnn_cifar:"):
+        import cnn_cifar
+
+        return cnn_cifar.card(model.split(":")[1])
+    return model
 
 
 def hf_share(img: np.ndarray) -> float:
@@ -167,6 +193,21 @@ def saturation(img: np.ndarray) -> float:
     return float(np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-9), 0.0).mean())
 
 
+def centred_crop(pixels: np.ndarray, position: tuple[int, int], stride: tuple[float, float], side: int) -> np.ndarray:
+    """The network input ``pixels`` (H, W, 3) uint8 moved so that the layer position ``position`` (y, x) of a
+    sample lands on the position a ``side`` px icon's centre objective reads (``side / stride // 2``): the
+    (side, side, 3) window, grey where it leaves the input. A whole number of strides, so a convolutional
+    layer sees the sample's own content there (up to the border)."""
+    out = np.full((side, side, 3), 128, np.uint8)
+    h, w = pixels.shape[:2]
+    top = round((position[0] - int(side / stride[0]) // 2) * stride[0])
+    left = round((position[1] - int(side / stride[1]) // 2) * stride[1])
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + side, h), min(left + side, w)
+    if y1 > y0 and x1 > x0:
+        out[y0 - top : y1 - top, x0 - left : x1 - left] = pixels[y0:y1, x0:x1]
+    return out
+
+
 def prepare(
     name: str,
     model: str,
@@ -181,7 +222,8 @@ def prepare(
     positions: int,
 ) -> dict:
     """Collect ``n_photos`` photos at ``layers`` in one temporary run, lay out and grid each layer;
-    per layer: directions (k, C), whitening, and each cell's dataset patches (k, P, size, size, 3)."""
+    per layer: directions (k, C), whitening, each cell's dataset patches (k, P, size, size, 3) and the same
+    members as ``centred_crop`` puts them under the icon's centre (``seeds``, same shape)."""
     from actlas import atlas as atlas_core
     from actlas import layout as layout_core
     from actlas import paths
@@ -231,6 +273,8 @@ def prepare(
         side = fit_to_layer(RenderParams(size=size), spec.input_size, grid).size  # the icon's side at the defaults
         extent = side / min(spec.input_size)
         patches = np.zeros((len(pick), n_patches, side, side, 3), np.uint8)
+        seeds = np.zeros_like(patches)
+        stride = (spec.input_size[0] / grid[0], spec.input_size[1] / grid[1])
         for r, c in enumerate(pick):
             members = cells.members(int(c))
             near, _ = atlas_core.nearest_members(cells.direction[c], samples.activation[members], n_patches)
@@ -242,11 +286,14 @@ def prepare(
                 patches[r, p] = np.asarray(
                     decoded.convert("RGB").crop(box).resize((side, side), Image.Resampling.LANCZOS)
                 )
+                pixels = spec.pixels(decoded.convert("RGB")).permute(1, 2, 0).numpy()
+                seeds[r, p] = centred_crop(pixels, tuple(samples.position[row]), stride, side)
         out[layer] = {
             "direction": cells.direction[pick],
             "whitening": np.load(paths.whiten(run, layer)),
             "cov": layout_core.moments(samples.activation)[1],
             "patches": patches,
+            "seeds": seeds,
             "count": cells.count[pick],
             "grid": grid,
         }
@@ -259,9 +306,15 @@ def prepare(
 
 
 def contact_sheet(
-    icons: dict[str, np.ndarray], patches: np.ndarray, faith: dict[str, np.ndarray], title: str, cell: int = 96
+    icons: dict[str, np.ndarray],
+    patches: np.ndarray,
+    faith: dict[str, np.ndarray],
+    title: str,
+    cell: int = 96,
+    patch_names: list[str] | None = None,
 ) -> Image.Image:
-    """One column per direction: a row of icons per setting (nearest-neighbour enlarged), then the patches."""
+    """One column per direction: a row of icons per setting (nearest-neighbour enlarged), then the patches
+    (rows named ``patch_names``, default patch 1, patch 2, ...)."""
     from actlas.atlas import display_factor, enlarge
 
     k = patches.shape[0]
@@ -289,7 +342,8 @@ def contact_sheet(
             put(icons[name][c], r, c, f"{faith[name][c]:.2f}")
     for p in range(patches.shape[1]):
         r = len(names) + p
-        draw.text((4, top + r * (cell + cap) + cell // 2), f"patch {p + 1}", fill=(0, 0, 0), font=font)
+        label = patch_names[p] if patch_names else f"patch {p + 1}"
+        draw.text((4, top + r * (cell + cap) + cell // 2), label, fill=(0, 0, 0), font=font)
         for c in range(k):
             put(patches[c, p], r, c)
     return sheet
@@ -348,14 +402,12 @@ def main() -> None:
             layers = [layer for layer in layers if wanted is None or f"{name}:{layer}" in wanted]
             if not layers:
                 continue
-            if model is None:
-                from vit_cifar import card
-
-                model = card()
+            model = model_block(model)
             net, spec = load_model(model)
             net.eval()
             fmt = fast_paths(net, spec, layers, tuple(spec.input_size)).memory_format  # as the render stage does
             data = prepare(name, model, folders, layers, n_photos, a.grid, k, a.patches, a.size, Path(tmp), positions=4)
+            torch.set_num_threads(a.threads)  # the layout stage (umap-learn, numba) leaves it at the core count
             for layer in layers:
                 d = data[layer]
                 icons, faith, ips = {}, {}, {}

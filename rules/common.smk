@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 from actlas import paths, settings
@@ -90,6 +91,20 @@ def run_lock(action):
         verify.seal(RUN)
     else:
         lock.release(RUN)
+
+
+STARTED = []  # when this workflow started (onstart): job logs written since then belong to it
+
+
+def report_job_errors(since):
+    """Print the one-line error of each job that failed since ``since`` (its log names the cause and
+    the fix; Snakemake's console shows only the log's path)."""
+    if workflow.dryrun or not workflow.is_main_process:
+        return
+    from actlas.joblogs import job_errors
+
+    for line in job_errors(RUN, since):
+        print(f"actlas: {line}", file=sys.stderr)
 
 
 # --- class atlases, comparisons, patch experiments, viewer, manifest (rules/classes.smk, viewer.smk, atlas.smk)

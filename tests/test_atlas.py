@@ -90,6 +90,12 @@ def test_render_size_follows_a_small_input():
     assert small.decay_power > p.decay_power > 0
     assert (0.707 * 32) ** small.decay_power == pytest.approx((0.707 * 96) ** p.decay_power, rel=0.01)
     assert fit_to_input(p, (16, 16)).decay_power > small.decay_power
+    # and the pace: a step moves a pixel about lr * S ** (decay - 1), as at the asked size
+    assert small.lr < p.lr
+    assert small.lr * 32 ** (small.decay_power - 1) == pytest.approx(p.lr * 96 ** (p.decay_power - 1), rel=0.001)
+    assert fit_to_input(dataclasses.replace(p, lr_end=0.01), (32, 32)).lr_end == pytest.approx(
+        0.01 * small.lr / p.lr, rel=0.001
+    )
     # the jitter shrinks to no less than 2 px (1 px left pixel-sized grain), nor more than asked
     assert fit_to_input(dataclasses.replace(p, jitter=4), (32, 32)).jitter == 2
     assert fit_to_input(dataclasses.replace(p, jitter=1), (32, 32)).jitter == 1

@@ -10,6 +10,7 @@ from actlas.concepts import dictionary as dm
 from actlas.concepts import metrics, summaries
 from actlas.concepts import train as learn
 from actlas.errors import UserError
+from actlas.formats import dictionary as dfile
 
 
 def planted(n=3000, channels=24, size=32, active=3, seed=0, nonneg=False, noise=0.01):
@@ -162,8 +163,8 @@ def test_batchtopk_threshold_gives_about_k_active_atoms():
 def test_save_and_load_give_the_same_codes(tmp_path):
     x, _ = planted(n=600)
     d = learn.learn(dm.array_chunks(x), method="batchtopk", size=32, k=3, epochs=3, threads=1)
-    dm.save(d, tmp_path / "d.safetensors")
-    e = dm.load(tmp_path / "d.safetensors", channels=24)
+    dfile.save(d, tmp_path / "d.safetensors")
+    e = dfile.load(tmp_path / "d.safetensors", channels=24)
     assert (e.method, e.k, e.encoding, e.threshold) == (d.method, d.k, d.encoding, d.threshold)
     np.testing.assert_array_equal(e.encode(x), d.encode(x))
     assert e.info["epochs"] == 3
@@ -186,11 +187,11 @@ def test_load_saev_layout_encodes_like_its_model(tmp_path):
     ref = torch.relu(torch.from_numpy((x - b_dec) @ w_enc + b_enc))
     top = torch.zeros_like(ref).scatter(1, ref.topk(4, dim=1).indices, ref.topk(4, dim=1).values)
     ref_recon = top.numpy() @ w_dec + b_dec
-    d = dm.load(path, channels=8, k=4)
+    d = dfile.load(path, channels=8, k=4)
     assert d.encoding == "encoder"
     np.testing.assert_allclose(d.decode(d.encode(x)), ref_recon, rtol=1e-4, atol=1e-4)
     # saev's current encode applies W_enc to x itself
-    d2 = dm.load(path, channels=8, k=4, subtract_center=False)
+    d2 = dfile.load(path, channels=8, k=4, subtract_center=False)
     ref2 = torch.relu(torch.from_numpy(x @ w_enc + b_enc))
     top2 = torch.zeros_like(ref2).scatter(1, ref2.topk(4, dim=1).indices, ref2.topk(4, dim=1).values)
     np.testing.assert_allclose(d2.decode(d2.encode(x)), top2.numpy() @ w_dec + b_dec, rtol=1e-4, atol=1e-4)
@@ -216,7 +217,7 @@ def test_load_overcomplete_state_dict_folds_its_batch_norm(tmp_path):
         codes = enc(x)
         top = torch.zeros_like(codes).scatter(1, codes.topk(5, dim=1).indices, codes.topk(5, dim=1).values)
         ref = (top @ dictionary).numpy()
-    d = dm.load(tmp_path / "oc.safetensors", k=5)
+    d = dfile.load(tmp_path / "oc.safetensors", k=5)
     assert d.encoding == "encoder"
     np.testing.assert_allclose(d.decode(d.encode(x.numpy())), ref, rtol=1e-4, atol=1e-4)
 
@@ -224,13 +225,13 @@ def test_load_overcomplete_state_dict_folds_its_batch_norm(tmp_path):
 def test_load_openai_and_archetypal_layouts(tmp_path):
     rng = np.random.default_rng(0)
     dec = rng.standard_normal((8, 20))  # OpenAI: decoder.weight (C, K)
-    d = dm.load(_write(tmp_path / "oai.safetensors", {"decoder.weight": dec, "pre_bias": np.ones(8)}))
+    d = dfile.load(_write(tmp_path / "oai.safetensors", {"decoder.weight": dec, "pre_bias": np.ones(8)}))
     assert d.atoms.shape == (20, 8) and d.encoding == "omp"
     np.testing.assert_allclose(d.atoms[0], dec[:, 0] / np.linalg.norm(dec[:, 0]), rtol=1e-5)
     np.testing.assert_allclose(d.center, 1.0)
     cand = rng.standard_normal((30, 8))
     w = np.eye(20, 30)
-    a = dm.load(
+    a = dfile.load(
         _write(
             tmp_path / "ra.safetensors",
             {
@@ -247,21 +248,21 @@ def test_load_openai_and_archetypal_layouts(tmp_path):
 def test_load_names_the_keys_found_and_expected(tmp_path):
     path = _write(tmp_path / "odd.safetensors", {"weights": np.ones((4, 8)), "bias": np.ones(4)})
     with pytest.raises(UserError) as err:
-        dm.load(path)
+        dfile.load(path)
     msg = str(err.value)
     assert "keys found: bias, weights" in msg and "W_dec" in msg and "\n" not in msg
     path = _write(tmp_path / "wide.safetensors", {"W_dec": np.ones((4, 8)), "W_enc": np.ones((4, 8))})
     with pytest.raises(UserError, match=r"W_dec has shape \(4, 8\), expected \(\?, 16\)"):
-        dm.load(path, channels=16)
+        dfile.load(path, channels=16)
     with pytest.raises(UserError, match=r"W_enc has shape \(4, 8\), expected \(8, 4\)"):
-        dm.load(path)
+        dfile.load(path)
     with pytest.raises(UserError, match="no pickles"):
-        dm.load(tmp_path / "d.pt") if (tmp_path / "d.pt").write_bytes(b"x") else None
+        dfile.load(tmp_path / "d.pt") if (tmp_path / "d.pt").write_bytes(b"x") else None
     with pytest.raises(UserError, match="not found"):
-        dm.load(tmp_path / "missing.safetensors")
+        dfile.load(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(UserError, match="not a readable safetensors"):
-        dm.load(tmp_path / "junk.safetensors")
+        dfile.load(tmp_path / "junk.safetensors")
 
 
 # --------------------------------------------------------------------------- measures

@@ -417,3 +417,16 @@ def test_second_workflow_on_a_run_dir_is_refused_in_one_line(tmp_path):
         assert not (run / "collect").exists()
     finally:
         holder.kill()
+
+
+def test_a_failed_job_prints_its_error_line_on_the_console(tmp_path):
+    """A job that fails with a user error: its one line (cause and fix) reaches the console, not only its log."""
+    images = tmp_path / "img" / "a"
+    images.mkdir(parents=True)
+    for i in range(6):  # unreadable photos: collect skips them all and layout has nothing to lay out
+        (images / f"x{i}.jpg").write_bytes(np.random.default_rng(i).bytes(3000))
+    _tiny_config(tmp_path / "w", tmp_path / "img", tmp_path / "run")
+    out = snakemake(tmp_path / "w", check=False)
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.startswith("actlas: layout/")]
+    assert lines and "Error: layout needs at least 4 samples" in lines[0], out.stderr[-3000:]

@@ -99,7 +99,7 @@ class RenderParams:
     size: int = 96  # icon side in pixels (at least min_positions of the layer's positions; never over the input)
     min_positions: int = 4  # an icon spans at least this many layer positions a side (0 = off; BENCHMARKS.md)
     steps: int = 128  # optimisation steps
-    lr: float = 0.025  # Adam learning rate (with decay_power 1.5; BENCHMARKS.md)
+    lr: float = 0.025  # Adam learning rate (decay_power 1.5; fit_to_input lowers it for a smaller input)
     warmup: int = 0  # steps over which the learning rate ramps linearly up to lr (0 = none)
     # learning rate after the warm-up: constant, or cosine (a half cosine down towards lr_end)
     schedule: str = _choice("constant", SCHEDULES)

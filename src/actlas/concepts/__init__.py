@@ -3,14 +3,16 @@
 Pure functions over numpy/torch arrays and streams of activation chunks; no paths of a run.
 
 - :mod:`.dictionary`: :class:`Dictionary` (atoms (K, C), centre, encoder, ``encode``), OMP, streams and
-  the held-out split, safetensors ``save``/``load`` (saev, SAELens, OpenAI and Overcomplete keys);
-- :mod:`.train`: :func:`learn` (TopK, BatchTopK, archetypal, dictionary learning, NMF) from a stream;
+  the held-out split (its file, safetensors with saev, SAELens, OpenAI and Overcomplete keys, is
+  :mod:`actlas.formats.dictionary`);
+- :mod:`.train`: :func:`learn` (TopK, BatchTopK, archetypal, dictionary learning, NMF) from a stream,
+  over :mod:`.stream` (first-pass figures, bounded float32 blocks) and :mod:`.sae` (the autoencoders);
 - :mod:`.metrics`: explained variance, L0, dead atoms, seed stability (Hungarian matching), per atom too;
 - :mod:`.summaries`: per concept (frequency, exemplars, classes, place on the atlas) and per cell
   (its direction as a few concepts).
 """
 
-from .dictionary import Chunks, Dictionary, DictionaryError, array_chunks, heldout_mask, load, save, split
+from .dictionary import Chunks, Dictionary, DictionaryError, array_chunks, heldout_mask, split
 from .metrics import atom_stability, evaluate, match_atoms, stability
 from .summaries import class_weights, decompose, encode_stream, frequency, placement, sparse_codes, top_rows
 from .train import METHODS, learn
@@ -29,10 +31,8 @@ __all__ = [
     "frequency",
     "heldout_mask",
     "learn",
-    "load",
     "match_atoms",
     "placement",
-    "save",
     "sparse_codes",
     "split",
     "stability",

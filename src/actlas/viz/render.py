@@ -68,16 +68,31 @@ def fit_to_input(params: RenderParams, input_size: tuple[int, int]) -> RenderPar
     the default 96 px, 2.03). On the CIFAR-10 ResNet-20 at 32 px, steepening 1.25 to 1.62 lifted
     ``layer2``'s saturation ratio from 0.63-0.67 to 1.25 on two direction sets, at about the same
     faithfulness (BENCHMARKS.md).
+
+    The learning rate falls so that the image keeps the pace it had at the asked size: Adam moves
+    each spectrum coefficient about ``lr`` a step, and the orthonormal inverse FFT spreads the
+    lowest frequency's, scaled by S ** decay_power, over S x S pixels, so a step moves a pixel
+    about lr * S ** (decay_power - 1). Asked 80 px at lr 0.025, a 32 px icon gets 0.0086 (asked
+    96 px, 0.0069): at 0.025 it moved three times as fast, and on four 32 px models (ResNet-20, a
+    ViT, a plain VGG chain, a MobileNetV1-like chain) its icons were neon blow-outs, the VGG's
+    high-frequency ratio 1.8 and the ViT's p10 faithfulness 0.68 (BENCHMARKS.md).
     """
     side = int(min(input_size))
     if side >= params.size:
         return params
     ratio = side / params.size
-    decay = params.decay_power * math.log(0.707 * params.size) / math.log(max(0.707 * side, 2.0))
+    decay = round(params.decay_power * math.log(0.707 * params.size) / math.log(max(0.707 * side, 2.0)), 3)
+    pace = params.size ** (params.decay_power - 1) / side ** (decay - 1)  # lr_end as lr
     # a jitter of 1 px let ResNet-20 layer2's icons fill with pixel-sized grain (BENCHMARKS.md): 2 px at least
     jitter = max(int(round(params.jitter * ratio)), min(params.jitter, MIN_JITTER))
     return dataclasses.replace(
-        params, size=side, pad=int(round(params.pad * ratio)), jitter=jitter, decay_power=round(decay, 3)
+        params,
+        size=side,
+        pad=int(round(params.pad * ratio)),
+        jitter=jitter,
+        decay_power=decay,
+        lr=float(f"{params.lr * pace:.4g}"),
+        lr_end=float(f"{params.lr_end * pace:.4g}"),
     )
 
 
