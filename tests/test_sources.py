@@ -160,3 +160,31 @@ def test_a_transformers_folder_loads_with_its_labels_and_fixed_size(hf_folder):
     random, _ = load_model({"source": source, "weights": "random", "mean": 0.5, "std": 0.5})
     x = torch.rand(1, 3, 32, 32)
     assert not torch.allclose(model(x), random(x))  # the saved weights, not a fresh draw
+
+
+# --------------------------------------------------------------------------- offline downloads
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"source": "timm:test_vit", "kwargs": {"pretrained": True}},
+        {"source": "transformers:google/vit-base-patch16-224"},
+    ],
+    ids=["timm", "transformers"],
+)
+def test_an_offline_hub_download_fails_in_one_line_naming_hf_download_and_the_cache(block, tmp_path, monkeypatch):
+    """No network (HTTPS to a closed port, HF_HUB_OFFLINE) and an empty Hugging Face cache."""
+    pytest.importorskip("timm" if block["source"].startswith("timm") else "transformers")
+    for key in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(key, "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # both read once, at import
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match="hf download") as err:
+        load_model(block)
+    assert str(tmp_path / "hf" / "hub") in _one_line(err)

@@ -5,12 +5,13 @@ metadata (``transforms()``, ``meta``), timm's from the model's ``pretrained_cfg`
 Hugging Face models are built from tiny configs with the preprocessing their hub checkpoints
 declare (``preprocessor_config.json``), scaled to the tiny input.
 
-Random weights are always seeded: a source that builds a random network on every load (today's
-``torchvision:NAME`` without weights) would give collect and render two different networks.
-torchvision and timm models are therefore saved once to a safetensors file and loaded through
-their real sources (``torchvision:NAME`` or ``timm:NAME`` with ``weights: FILE``); Hugging Face
-models, for which actlas has no source yet, are built by the factories below (``zoo_models:hf_*``,
-which need ``trust_code``).
+Random weights are always seeded: a source that built a random network on every load would give
+collect and render two different networks (actlas refuses a source without weights unless
+``weights: random``, which is seeded). torchvision and timm models are saved once to a safetensors
+file and loaded through their real sources (``torchvision:NAME`` or ``timm:NAME`` with
+``weights: FILE``), which also covers loading a local weights file; Hugging Face models are built by
+the factories below (``zoo_models:hf_*``, which need ``trust_code``; ``transformers:FOLDER`` is
+covered by tests/test_sources.py).
 
 Two things make a freshly initialised network unlike a trained one in ways that break an atlas, and
 are undone here: BatchNorm's running statistics (mean 0, variance 1) let a deep network's
