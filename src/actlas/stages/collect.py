@@ -13,12 +13,22 @@ import numpy as np
 import torch
 
 from .. import paths
-from ..collect import activations, attribute, gather_rows, image_key, sample_positions
+from ..collect import (
+    activations,
+    attribute,
+    first_nonfinite,
+    float16_loss,
+    gather_rows,
+    image_key,
+    sample_positions,
+)
 from ..data import store
 from ..data.decode import decode_pixels
 from ..device import resolve_device, set_threads
+from ..errors import ModelError
+from ..formats.atomic import write_text
 from ..formats.probe import read_probe
-from ..formats.shards import append_skipped, keep_skipped, read_shard
+from ..formats.shards import append_skipped, format_skipped, keep_skipped, read_shard
 from ..models.headhook import use_probe
 from ..models.heads import head_of
 from ..models.load import load_model
@@ -146,7 +156,8 @@ def collect(
     chunk = max(batch_size, chunk - chunk % batch_size)  # commits fall on batch boundaries
     group = store.open_shard(out, columns, params)
     if group.attrs.get("complete"):
-        paths.store_skipped(out).touch()
+        if not paths.store_skipped(out).exists():  # deleted since: its rows again, from the store
+            _rewrite_skipped(out, rows)
         return dict(group.attrs["summary"])
     for name in layers:
         group[name].attrs.update(
@@ -188,7 +199,8 @@ def collect(
                 acts = activations(net, spec, x, layers, kinds)
                 attrs = {n: torch.zeros(b, attr_top, *a.shape[2:]) for n, a in acts.items()}
                 classes = torch.full((b, attr_top), -1)
-                top_p = top_c = torch.zeros(b, 0)
+                logits = top_p = top_c = torch.zeros(b, 0, device=x.device)
+            _check_numbers(logits, acts, attrs, ok, [rows[offset + i][0] for i in range(len(ok))])
             pending["images/label"].append(np.array([rows[offset + i][1] for i in range(b)], dtype=np.int16))
             pending["images/pred"].append(_pad5(top_c.cpu().numpy()).astype(np.int16))
             pending["images/prob"].append(_pad5(top_p.cpu().numpy()).astype(np.float32))
@@ -202,6 +214,7 @@ def collect(
                     for i in range(b)
                 ]
                 a, v, owner = gather_rows(acts[name], attrs[name], pos)
+                _check_float16(name, a)
                 pending[f"{name}/activation"].append(a.astype(np.float16))
                 pending[f"{name}/image"].append((owner + offset).astype(np.int32))
                 pending[f"{name}/position"].append(np.concatenate(pos).astype(np.int16))
@@ -222,6 +235,44 @@ def collect(
     }
     store.finish(group, summary=summary)
     return summary
+
+
+def _rewrite_skipped(out, rows: list[tuple[str, int]]) -> None:
+    """The skip list of a complete store, written again: the images the store marks not ok, each with the
+    reason decoding gives now."""
+    ok = store.read([out], "images/ok").astype(bool)
+    skipped = [(rows[i][0], decode_pixels(rows[i][0])[1] or "cannot preprocess") for i in np.flatnonzero(~ok)]
+    write_text(paths.store_skipped(out), format_skipped(skipped))
+
+
+def _check_numbers(logits, acts, attrs, ok: list[bool], images: list[str]) -> None:
+    """Stop at the first NaN or infinity of a batch, in one line naming the model output or layer and the image."""
+    found = first_nonfinite(logits, acts, attrs, ok)
+    if found is None:
+        return
+    what, i = found
+    kind, _, layer = what.partition(":")
+    if kind == "logits":
+        cause = "the model's output (its logits) is NaN or infinite"
+        fix = "the model or its weights are broken: check model.weights and model.output"
+    elif kind == "activation":
+        cause = f"layer {layer!r} gives NaN or infinite activations"
+        fix = "the model or its weights are broken there: check model.weights, or choose another layer"
+    else:
+        cause = f"the attribution of layer {layer!r} to the logits is NaN or infinite (its gradient overflows)"
+        fix = "choose another layer, or check model.weights"
+    raise ModelError(f"{cause} on {images[i]}; {fix}")
+
+
+def _check_float16(layer: str, rows: np.ndarray) -> None:
+    """Refuse activations the float16 store would flush to 0 or turn to inf, in one line naming the layer."""
+    loss = float16_loss(rows)
+    if loss is not None:
+        top, low = loss
+        raise ModelError(
+            f"layer {layer!r} has activations of magnitude {low:.3g} to {top:.3g}, outside the float16 range collect "
+            "stores (6e-08 to 65504: they would be stored as 0 or inf); choose another layer, or rescale the model"
+        )
 
 
 def _pad5(a: np.ndarray) -> np.ndarray:
