@@ -387,7 +387,8 @@ def test_the_workflow_plans_the_probe_before_collect_and_refuses_class_stages_wi
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "-n", check=False)
     assert result.returncode != 0
-    assert "class_atlases: a class atlas needs a class head, and the model has head: none" in result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert "class_atlases: a class atlas needs a class head, and the model has head: none" in said
     assert not (tmp_path / "run").exists()  # parse time writes nothing
 
 
