@@ -12,12 +12,12 @@ from actlas.formats import shards as shard_files
 from actlas.formats.cells import read_directions
 from actlas.models.sources import model_files
 from actlas.patches.spec import default_name, default_search, parse_patch, with_grid
-from actlas.smk import check_run_dir, cli_args, model_arg
+from actlas.smk import check_run_dir, cli_args, model_arg, or_exit
 from actlas.stages import shards as shards_stage
 from actlas.text import slug
 
 config.update(settings.fill(config))
-RUN = check_run_dir(config["run_dir"], workflow.basedir)
+RUN = or_exit(check_run_dir, config["run_dir"], workflow.basedir)
 LAYERS = list(config["layers"])
 SIZES = list(config["grid"]["sizes"])
 SEED = config["seed"]
@@ -28,8 +28,8 @@ CONDA_ENV = "../envs/gpu.yaml" if DEVICE == "cuda" else "../envs/cpu.yaml"
 RENDER = settings.from_mapping(settings.Render, config["render"])
 
 # The shards of the image set, planned from a listing (read only): {shard name: rows}.
-PLAN = shards_stage.plan(config["images"], config["model"], shard_size=config["collect"]["shard_size"],
-                         limit=config["limit"], seed=SEED)
+PLAN = or_exit(shards_stage.plan, config["images"], config["model"], shard_size=config["collect"]["shard_size"],
+               limit=config["limit"], seed=SEED)
 SHARDS = list(PLAN.shards)
 
 
@@ -86,6 +86,7 @@ def run_lock(action):
             sys.exit(f"Error: {err}")
         if note:
             print(note, file=sys.stderr)
+        lock.mark_holder(RUN)  # the jobs this workflow starts work under its lock (lock.for_command)
     elif action == "seal":
         verify.seal(RUN)
     else:

@@ -22,9 +22,12 @@ import click
 from . import paths, settings
 from .allocator import keep_freed_memory
 from .cli_options import (
+    Number,
+    _locked_run,
     class_options,
     device_option,
     grid_option,
+    hold_run_lock,
     layer_option,
     model_block_from,
     model_field_flags,
@@ -111,7 +114,7 @@ def layers(source, show_all: bool, as_json: bool, **kw) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory.")
+@click.option("--run", "run_dir", required=True, type=click.Path(), callback=_locked_run, help="Run directory.")
 @model_flags(required=True)
 @click.option("--shard-size", default=settings.Collect.shard_size, show_default=True, help="Images per shard.")
 @click.option("--limit", type=int, default=settings.Run.limit, help="Use this many images (deterministic choice).")
@@ -143,6 +146,8 @@ def collect(shard, out, layers, **options) -> None:
     """
     from .stages.collect import collect as stage
 
+    if Path(out).parent.name == paths.collect_dir("").name:  # a store of a run: its lock
+        hold_run_lock(click.get_current_context(), str(Path(out).parent.parent))
     model = model_block_from(options)
     click.echo(json.dumps(stage(shard, out, model, list(layers), **options)))
 
@@ -167,6 +172,7 @@ def layout(run_dir, layer, seed, **options) -> None:
 @layer_option()
 @click.option(
     "--whitening-eps",
+    type=Number(float, settings.Layout, "whitening_eps"),
     default=settings.Layout.whitening_eps,
     show_default=True,
     help="Ridge of the render whitening (a fraction of the mean variance).",
@@ -442,7 +448,7 @@ def info(run_dir) -> None:
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind; any but loopback exposes the run."
 )
-@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def serve(run_dir: Path, host: str, port: int, verbose: bool) -> None:
     """Serve the run's atlas viewer on http://127.0.0.1:PORT/ until Ctrl-C.

@@ -103,8 +103,19 @@ def store_skipped(store: PathLike) -> Path:
     return Path(f"{store}{STORE_SKIPPED}")
 
 
+def component(name: str, what: str) -> str:
+    """``name`` when it is one plain path component (no ``/``, ``..``, NUL: it cannot leave the run), else
+    ``ConfigError`` in one line."""
+    text = str(name)
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0\n"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{what} {text!r} is not a plain folder name (no '/', '..' or control characters): rename it")
+    return text
+
+
 def layer_dir(run: PathLike, layer: str) -> Path:
-    return Path(run) / layer
+    return Path(run) / component(layer, "layer")
 
 
 def coords(run: PathLike, layer: str) -> Path:
@@ -143,7 +154,7 @@ def patches_dir(run: PathLike) -> Path:
 
 
 def patch_dir(run: PathLike, name: str) -> Path:
-    return patches_dir(run) / name
+    return patches_dir(run) / component(name, "patch name")
 
 
 def viewer_dir(run: PathLike) -> Path:
@@ -298,3 +309,23 @@ def viewer_index(run: PathLike) -> Path:
 def tiles(layer: str, view: str) -> str:
     """``tiles/LAYER/FOLDER``: the deep-zoom pyramid of one atlas, relative to the viewer folder."""
     return f"{TILES}/{layer}/{view}"
+
+
+def directory_output(run: PathLike, path: PathLike) -> Path | None:
+    """The folder the workflow writes whole (a ``directory()`` output: a shard store, ``icons/``, ``examples/``,
+    ``viewer/``, ``patches/NAME``) that holds ``path``, or None. Snakemake sees such a folder, not the files
+    in it: a file deleted inside is rebuilt only once the folder is gone."""
+    try:
+        parts = Path(path).relative_to(run).parts
+    except ValueError:
+        return None
+    if not parts or parts[0] in (CACHE, LOGS, BENCHMARKS):
+        return None
+    if parts[0] in (VIEWER,) and len(parts) > 1:
+        return Path(run) / VIEWER
+    if parts[0] == PATCHES and len(parts) > 2:
+        return Path(run) / PATCHES / parts[1]
+    for i, part in enumerate(parts[:-1]):
+        if part.endswith(".zarr") or (i > 0 and part in (ICONS, EXAMPLES)):
+            return Path(run).joinpath(*parts[: i + 1])
+    return None

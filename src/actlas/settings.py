@@ -279,7 +279,16 @@ def from_mapping(cls, data: dict | None, where: str = ""):
             hint = did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
             raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}{hint}")
         kw[name] = tuple(value) if isinstance(value, list) else value
+        check_setting(cls, name, value, where)
     return cls(**kw)
+
+
+def check_setting(cls, name: str, value, where: str = "") -> None:
+    """A setting's value within its limits (``actlas.limits``): ``ConfigError`` in one line otherwise."""
+    from .limits import check_known, check_number
+
+    check_number(cls, name, value, where)
+    check_known(cls, name, value, where)
 
 
 def fill(config: dict) -> dict:
@@ -287,6 +296,7 @@ def fill(config: dict) -> dict:
     out = dict(config)
     for key, value in as_config(Run()).items():
         out.setdefault(key, value)
+        check_setting(Run, key, out[key])
     for section, cls in SECTIONS.items():
         out[section] = as_config(from_mapping(cls, config.get(section), section))
     for name, cls in ITEMS.items():

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ModelError, UserError
+from ..text import error_line
 from .block import trusted
 from .card import card_fields, card_files, read_card
 from .classes import read_names
@@ -113,6 +114,25 @@ def known_builder(name: str) -> tuple[str, str] | None:
     return None
 
 
+def call_factory(factory: Callable, kwargs: dict, name: str):
+    """``factory(**kwargs)`` with nothing on stdin (a factory that reads it fails rather than waits); any
+    failure of the user's code is one ``ModelError`` line naming the factory and its error."""
+    import io
+    import sys
+
+    stdin, sys.stdin = sys.stdin, io.StringIO()
+    try:
+        return factory(**kwargs)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's code: its error is theirs to fix, in one line
+        raise ModelError(
+            f"the model factory {name} failed: {error_line(err)}; check it and model.kwargs ({sorted(kwargs)})"
+        ) from None
+    finally:
+        sys.stdin = stdin
+
+
 def build_architecture(architecture: str, kwargs: dict, trust_code: bool, where: str):
     """The ``nn.Module`` a card's ``architecture`` names: a known builder, or any importable callable
     when ``trust_code``."""
@@ -126,7 +146,7 @@ def build_architecture(architecture: str, kwargs: dict, trust_code: bool, where:
                 "actlas runs code named by a card or config only with trust_code: true (--trust-code) "
                 "when you trust its author"
             )
-        model = import_object(architecture)(**kwargs)
+        model = call_factory(import_object(architecture), kwargs, architecture)
     else:
         lib, builder = known
         if lib == "torchvision":
@@ -273,8 +293,9 @@ class Export(Source):
         if block.get("kwargs"):
             raise ModelError("an export:PATH program takes no kwargs; remove model.kwargs")
         file = _argument(source)
-        if not Path(file).exists():
-            raise ModelError(f"torch.export file not found: {file}")
+        from ..files import require_file
+
+        require_file(file, "torch.export file", ModelError)
         model = torch.export.unflatten(torch.export.load(file))
         return Found(model, Path(file).stem), dict(block)
 
@@ -326,7 +347,7 @@ class Factory(Source):
                 f"the source {source!r} runs Python code (a factory); actlas runs it only with "
                 "trust_code: true (--trust-code) when you trust the config's author"
             )
-        model = import_object(source)(**dict(block.get("kwargs") or {}))
+        model = call_factory(import_object(source), dict(block.get("kwargs") or {}), source)
         if not isinstance(model, nn.Module):
             raise ModelError(f"{source} returned {type(model).__name__}, not a torch.nn.Module")
         return Found(model, source.split(":")[1], values=_hf_labels(model)), dict(block)
