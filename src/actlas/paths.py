@@ -277,7 +277,8 @@ def example_name(i: int | str, j: int | str, e: int | str) -> str:
 # --------------------------------------------------------------------------- inside a concepts folder
 
 # what the concepts stage writes into its folder (besides the folders icons/ and examples/)
-CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", CONCEPTS_JSON)
+# (icons/I_J.png and examples/I_J_E.jpg name concepts by their place (I, J) on a square, as cells)
+CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", ATLAS_PNG, ATLAS_JSON, CONCEPTS_JSON)
 
 
 def dictionary(folder: PathLike) -> Path:
@@ -288,16 +289,6 @@ def dictionary(folder: PathLike) -> Path:
 def concepts_json(folder: PathLike) -> Path:
     """``FOLDER/concepts.json``: every concept's summary and each atlas cell's top concepts."""
     return Path(folder) / CONCEPTS_JSON
-
-
-def concept_icon_name(j: int | str) -> str:
-    """``icons/J.png``: concept J's icon, relative to the concepts folder."""
-    return f"{ICONS}/{j}.png"
-
-
-def concept_example_name(j: int | str, e: int | str) -> str:
-    """``examples/J_E.jpg``: exemplar E of concept J, relative to the concepts folder."""
-    return f"{EXAMPLES}/{j}_{e}.jpg"
 
 
 # --------------------------------------------------------------------------- inside a patch experiment's folder
