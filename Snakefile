@@ -25,12 +25,14 @@ except UserError as err:
     sys.exit(f"Error: {err}")
 
 include: "rules/common.smk"
+include: "rules/probe.smk"
 include: "rules/collect.smk"
 include: "rules/layout.smk"
 include: "rules/grid.smk"
 include: "rules/render.smk"
 include: "rules/atlas.smk"
 include: "rules/classes.smk"
+include: "rules/concepts.smk"
 include: "rules/viewer.smk"
 
 
@@ -45,6 +47,8 @@ rule all:
         paths.viewer_dir(RUN),
         class_outputs(),
         intermediates,
+        concept_outputs(),
+        concept_intermediates(),
     default_target: True
 
 

@@ -10,20 +10,27 @@ from actlas import paths, settings
 from actlas.digest import code_digest
 from actlas.formats import shards as shard_files
 from actlas.formats.cells import read_directions
-from actlas.models.sources import model_files
+from actlas.models import heads
+from actlas.models.sources import check_model, model_files
 from actlas.patches.spec import default_name, default_search, parse_patch, with_grid
 from actlas.smk import check_run_dir, cli_args, model_arg, or_exit
 from actlas.stages import shards as shards_stage
 from actlas.text import slug
 
 config.update(settings.fill(config))
+# An encoder's head (docs/models.md): a probe or none without class names takes the photo folders' names;
+# the head is checked as far as data tells (text embeddings: file, shape, class count) before any job runs.
+config["model"] = or_exit(heads.with_folder_labels, config["model"], config["images"])
+HEAD = or_exit(heads.check_workflow, config)
 RUN = or_exit(check_run_dir, config["run_dir"], workflow.basedir)
+PROBE = [paths.probe_npz(RUN), paths.probe_json(RUN)] if HEAD.kind == "probe" else []  # what collect and patch read
 LAYERS = list(config["layers"])
 SIZES = list(config["grid"]["sizes"])
 SEED = config["seed"]
 DEVICE = config["device"]
 MODEL = model_arg(config["model"])
 MODEL_FILES = model_files(config["model"])  # inputs of every rule that loads the model
+check_model(config["model"])  # no weights, a bad weights name, an unknown built-in: one line before any job
 CONDA_ENV = "../envs/gpu.yaml" if DEVICE == "cuda" else "../envs/cpu.yaml"
 RENDER = settings.from_mapping(settings.Render, config["render"])
 
@@ -111,13 +118,13 @@ def report_job_errors(since):
 
 def manifest_inputs(wildcards):
     """Everything the manifest reads: layouts, atlases and the render batches of the plan."""
-    out = [paths.shard_index(RUN)] + [paths.shard_store(RUN, s) for s in SHARDS] + atlas_outputs()
+    out = [paths.shard_index(RUN)] + [paths.shard_store(RUN, s) for s in SHARDS] + atlas_outputs() + PROBE
     out += [paths.layout_info(RUN, layer) for layer in LAYERS]
     return out + [b for layer in LAYERS for n in SIZES for b in grid_batches(layer, n)]
 
 def intermediates(wildcards):
     """Every intermediate artifact of the plan (targets of rule all, so a deleted one is rebuilt)."""
-    out = [paths.shard_index(RUN)]
+    out = [paths.shard_index(RUN)] + PROBE
     out += [f for s in SHARDS for f in (paths.shard_list(RUN, s), paths.shard_store(RUN, s))]
     # Snakemake reruns a job for a missing output only when something asks for that file: ask for each one
     out += [paths.shard_skipped(RUN)] + [paths.store_skipped(paths.shard_store(RUN, s)) for s in SHARDS]
@@ -200,7 +207,7 @@ def patch_inputs(wildcards):
         examples = e["crops"] or any(s.kind == "example" and s.folder == folder for s in specs)
         needs += [paths.atlas_json(base), paths.icons_dir(base)] + ([paths.examples_dir(base)] if examples else [])
     needs += [s.path for s in specs if s.kind in ("image", "direction")]
-    return needs + list(e["evaluate"]) + ([e["photo"]] if e["photo"] else [])
+    return needs + list(e["evaluate"]) + ([e["photo"]] if e["photo"] else []) + PROBE
 
 def patch_args(e):
     _, search = _patch_folders(e)
@@ -237,4 +244,60 @@ def viewer_inputs(wildcards):
     out = []
     for meta in atlas_outputs() + class_atlas_outputs():
         out += [meta, paths.atlas_png(meta.parent), paths.icons_dir(meta.parent), paths.examples_dir(meta.parent)]
-    return out + patch_outputs()
+    return out + patch_outputs() + concept_viewer_inputs()
+
+
+# --- concepts (rules/concepts.smk): one dictionary per layer of layers
+
+def _concepts_by_layer():
+    out = {}
+    for e in config["concepts"]:
+        layer = _layer(e)
+        if layer not in LAYERS:
+            raise ValueError(f"concepts: layer {layer!r} is not laid out; add it to layers (layers: {LAYERS})")
+        if layer in out:
+            raise ValueError(f"concepts: two items name layer {layer!r}; keep one dictionary per layer")
+        out[layer] = e
+    return out
+
+CONCEPTS = _concepts_by_layer()
+
+def concept_files(layer):
+    """Every file the concepts stage writes for ``layer`` (concepts.json last)."""
+    folder = paths.concepts_dir(RUN, layer)
+    return [folder / f for f in paths.CONCEPT_FILES]
+
+def concept_outputs():
+    """Every concepts.json the config asks for (the viewer and the manifest read them)."""
+    return [paths.concepts_json(paths.concepts_dir(RUN, layer)) for layer in CONCEPTS]
+
+def concept_intermediates():
+    """Every file and folder the concepts stage writes (targets of rule all)."""
+    out = []
+    for layer in CONCEPTS:
+        folder = paths.concepts_dir(RUN, layer)
+        out += concept_files(layer) + [paths.icons_dir(folder), paths.examples_dir(folder)]
+    return out
+
+def concept_viewer_inputs():
+    """What the viewer reads of the concepts: each concepts.json and the icons and exemplars it links."""
+    out = []
+    for layer in CONCEPTS:
+        folder = paths.concepts_dir(RUN, layer)
+        out += [paths.concepts_json(folder), paths.icons_dir(folder), paths.examples_dir(folder)]
+    return out
+
+def concept_args(entry):
+    options = {k: v for k, v in entry.items() if k not in ("layer", "seed", "size")}
+    seed = SEED if entry["seed"] is None else entry["seed"]
+    args = cli_args(model=MODEL, layer=_layer(entry), device=DEVICE, dictionary_seed=seed, grid=SIZES,
+                    dictionary_size=entry["size"], example_extent=config["atlas"]["example_extent"], **options)
+    return f"{args} {render_args()}"
+
+def concept_inputs(wildcards):
+    e = CONCEPTS[wildcards.layer]
+    inputs = run_inputs()
+    needs = [inputs["index"], *inputs["lists"], *inputs["stores"], *MODEL_FILES]
+    needs += [paths.coords(RUN, wildcards.layer), paths.whiten(RUN, wildcards.layer)]
+    needs += [paths.cells(paths.grid_dir(RUN, wildcards.layer, n)) for n in SIZES]
+    return needs + ([e["load"]] if e["load"] else [])

@@ -29,6 +29,7 @@ def test_every_source_has_an_example():
     assert set(EXAMPLES) == {
         "card",
         "builtin-card",
+        "builtin",
         "vit-card",
         "torchvision",
         "timm",

@@ -338,7 +338,7 @@ def test_timm_source_takes_preprocessing_and_labels_from_timm():
     pytest.importorskip("timm")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model, spec = load_model("timm:test_vit")
+        model, spec = load_model({"source": "timm:test_vit", "weights": "random"})
     assert spec.input_size == (160, 160) and spec.resize == 168  # 160 / crop_pct 0.95
     assert spec.mean == (0.5,) * 3 and spec.std == (0.5,) * 3
     assert len(spec.categories) == 1000 and spec.short_name(0) == "tench" and spec.synsets[0] == "n01440764"
@@ -443,6 +443,8 @@ def test_schema_accepts_a_model_block_and_refuses_a_typo():
         "layer_kinds": {"blocks.1": {"kind": "tokens", "prefix": 1}, "norm": "channels_last"},
         "trust_code": True,
         "allow_pickle": False,
+        "head": "probe",
+        "interpolation": "bicubic",
     }
     assert set(block) == set(FIELD_NAMES)
     jsonschema.validate(block, model)

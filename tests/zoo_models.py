@@ -5,12 +5,13 @@ metadata (``transforms()``, ``meta``), timm's from the model's ``pretrained_cfg`
 Hugging Face models are built from tiny configs with the preprocessing their hub checkpoints
 declare (``preprocessor_config.json``), scaled to the tiny input.
 
-Random weights are always seeded: a source that builds a random network on every load (today's
-``torchvision:NAME`` without weights) would give collect and render two different networks.
-torchvision and timm models are therefore saved once to a safetensors file and loaded through
-their real sources (``torchvision:NAME`` or ``timm:NAME`` with ``weights: FILE``); Hugging Face
-models, for which actlas has no source yet, are built by the factories below (``zoo_models:hf_*``,
-which need ``trust_code``).
+Random weights are always seeded: a source that built a random network on every load would give
+collect and render two different networks (actlas refuses a source without weights unless
+``weights: random``, which is seeded). torchvision and timm models are saved once to a safetensors
+file and loaded through their real sources (``torchvision:NAME`` or ``timm:NAME`` with
+``weights: FILE``), which also covers loading a local weights file; Hugging Face models are built by
+the factories below (``zoo_models:hf_*``, which need ``trust_code``; ``transformers:FOLDER`` is
+covered by tests/test_sources.py).
 
 Two things make a freshly initialised network unlike a trained one in ways that break an atlas, and
 are undone here: BatchNorm's running statistics (mean 0, variance 1) let a deep network's
@@ -209,3 +210,34 @@ class ScaledNet(nn.Module):
 
 def scaled_net(scale: float = 1e-9) -> nn.Module:
     return ScaledNet(scale).eval()
+
+
+# --------------------------------------------------------------------------- a trained encoder without logits
+
+ROOT = Path(__file__).resolve().parents[1]
+VIT_CARD = ROOT / "config" / "models" / "cifar10_vit.json"
+
+
+def cifar10_vit_encoder() -> nn.Module:
+    """The CIFAR-10 ViT of ``config/models/cifar10_vit.json`` (trained here: 63.1% top-1 on cifar10-test) with its
+    classifier removed: its forward gives the CLS token after the final norm, (B, 64), and no logits, as a
+    self-supervised encoder would. Weights loaded here (the card's safetensors), then ``head`` becomes Identity."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from actlas.models.archs import vit
+
+    card = json.loads(VIT_CARD.read_text())
+    model = vit(**card["kwargs"])
+    model.load_state_dict(load_file(str(VIT_CARD.parent / card["weights"])))
+    model.head = nn.Identity()
+    return model.eval()
+
+
+CIFAR_PREPROCESSING = {
+    "input_size": [32, 32],
+    "resize": 0,
+    "mean": [0.4914, 0.4822, 0.4465],
+    "std": [0.247, 0.2435, 0.2616],
+}

@@ -43,6 +43,7 @@ from .cli_options import (
     threads_option,
 )
 from .errors import UserError, no_space_message
+from .models.builders import builtins_text
 
 BUG = (
     "this is a bug in actlas, not something you did: please report it to the actlas maintainers "
@@ -82,7 +83,7 @@ def main() -> None:
 # --------------------------------------------------------------------------- models and layers
 
 
-@main.command()
+@main.command(epilog=builtins_text())
 @click.argument("source")
 @click.option("--all", "show_all", is_flag=True, help="Also list modules whose output actlas cannot use.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
@@ -92,12 +93,14 @@ def layers(source, show_all: bool, as_json: bool, **kw) -> None:
 
     Example: actlas layers ../shared/assets/models/mobilenet_v2_imagenet.json
     """
+    from .models.headhook import head_mode
     from .models.load import load_model
     from .nn.layers import list_layers
 
     kw["model_source"] = source
     net, spec = load_model(model_block_from(kw))
-    rows = list_layers(net, spec.input_size, spec.layer_kinds)
+    with head_mode(net, "off"):  # listing layers needs no logits: an encoder has none
+        rows = list_layers(net, spec.input_size, spec.layer_kinds)
     if not show_all:
         rows = [r for r in rows if r.get("kind") is not None]
     if as_json:
@@ -139,6 +142,12 @@ def shards(images, run_dir, shard_size, limit, seed, **kw) -> None:
 @seed_option
 @device_option
 @threads_option
+@click.option(
+    "--probe",
+    type=click.Path(),
+    default=None,
+    help="A head: probe model's probe.npz (default: the run's RUN/probe/probe.npz).",
+)
 def collect(shard, out, layers, **options) -> None:
     """Collect activations and attributions for one shard list into a Zarr store.
 
@@ -150,6 +159,26 @@ def collect(shard, out, layers, **options) -> None:
         hold_run_lock(click.get_current_context(), str(Path(out).parent.parent))
     model = model_block_from(options)
     click.echo(json.dumps(stage(shard, out, model, list(layers), **options)))
+
+
+@main.command()
+@run_argument
+@model_flags()
+@options_of(settings.Probe)
+@seed_option
+@device_option
+@threads_option
+def probe(run_dir, **options) -> None:
+    """Train the linear probe of a head: probe model on the run's labelled photos (RUN/probe/probe.npz).
+
+    Example: actlas probe runs/x -m '{"source": "enc.json", "head": "probe"}' --evaluate photos/test
+    """
+    from .formats.probe import read_probe
+    from .stages.probe import probe as stage
+
+    model = model_block_from(options, run_dir)
+    path = stage(run_dir, model, progress=True, **options)
+    click.echo(json.dumps({k: v for k, v in read_probe(path).to_json().items() if k != "per_class"}))
 
 
 @main.command()
@@ -268,6 +297,39 @@ def class_atlas(cls, run_dir, layer, **options) -> None:
 
 
 @main.command()
+@run_argument
+@layer_option()
+@model_flags()
+@options_of(settings.Concepts, skip=("layer", "seed", "size"))
+@click.option(
+    "--dictionary-size", default=settings.Concepts.size, show_default=True, help="Atoms (concepts) of the dictionary."
+)
+@click.option("--dictionary-seed", type=int, default=None, help="The dictionary's seed (default: --seed).")
+@click.option(
+    "--grid", "grids", multiple=True, type=int, help="Main grid sizes whose cells are decomposed (default: all)."
+)
+@click.option("--example-extent", default=settings.Atlas.example_extent, show_default=True, help="Exemplar crop side.")
+@options_of(settings.RenderParams, skip=("seed",))
+@seed_option
+@device_option
+@click.option("--threads", "-t", type=int, default=settings.Render.threads, show_default=True, help="Torch threads.")
+@out_option("Output folder (default RUN/LAYER/concepts).")
+def concepts(run_dir, layer, dictionary_size, dictionary_seed, **options) -> None:
+    """Learn (or --load) a layer's dictionary of concepts, render their icons and summarise them.
+
+    Example: actlas concepts runs/demo -l features.13 --dictionary-size 512 --k 16
+    """
+    from .stages.concepts import concepts as stage
+
+    model = model_block_from(options, run_dir)
+    render = render_settings(options)  # --size and --seed are the icons'; the dictionary's have their own flags
+    options["size"] = dictionary_size
+    if dictionary_seed is not None:
+        options["seed"] = dictionary_seed
+    click.echo(str(stage(run_dir, run_layer(run_dir, layer), model, progress=True, **render, **options)))
+
+
+@main.command()
 @click.option("--classes", nargs=2, required=True, help="Classes A and B (x = attribution to A minus B).")
 @class_options(settings.Comparison)
 def compare(classes, run_dir, layer, **options) -> None:
@@ -299,6 +361,12 @@ def compare(classes, run_dir, layer, **options) -> None:
     default=None,
     type=click.Path(exists=True),
     help="Run whose LAYER folder holds the icons (default: RUN_DIR).",
+)
+@click.option(
+    "--probe",
+    type=click.Path(),
+    default=None,
+    help="A head: probe model's probe.npz (default: the run's RUN/probe/probe.npz).",
 )
 def patch(run_dir, target, layer, **options) -> None:
     """Paste a patch into photos and measure flips to a target class, against controls.
@@ -332,7 +400,15 @@ def patch(run_dir, target, layer, **options) -> None:
     "(default: every RUN/patches/*/report.json).",
 )
 @click.option("--no-patches", is_flag=True, help="Link no patch experiment.")
-def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None:
+@click.option(
+    "--concepts",
+    "concepts",
+    multiple=True,
+    type=click.Path(),
+    help="A layer's concepts.json to show; repeat (default: every one in the run).",
+)
+@click.option("--no-concepts", is_flag=True, help="Show no concepts.")
+def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches, concepts, no_concepts) -> None:
     """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
 
     Example: actlas viewer runs/demo
@@ -340,7 +416,9 @@ def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None
     from .stages.viewer import viewer as stage
 
     patches = [] if no_patches else (list(patches) or None)
-    click.echo(str(stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None, patches)))
+    concepts = [] if no_concepts else (list(concepts) or None)
+    index = stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None, patches, concepts)
+    click.echo(str(index))
 
 
 @main.command()

@@ -42,9 +42,15 @@ VIEWER_DATA_JS = "data.js"
 VIEWER_INDEX = "index.html"
 TILES = "tiles"
 MANIFEST = "manifest.json"
+PROBE = "probe"
+PROBE_NPZ = "probe.npz"
+PROBE_JSON = "probe.json"  # beside probe.npz: the same stem
 CACHE = "cache"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
+CONCEPTS = "concepts"
+DICTIONARY = "dictionary.safetensors"
+CONCEPTS_JSON = "concepts.json"
 LOCK = ".actlas.lock"
 SEAL = ".actlas-seal.json"
 
@@ -141,12 +147,31 @@ def compare_dir(run: PathLike, layer: str, name: str) -> Path:
     return layer_dir(run, layer) / f"compare-{name}"
 
 
+def concepts_dir(run: PathLike, layer: str) -> Path:
+    """``RUN/LAYER/concepts``: the layer's concept dictionary, its icons, exemplars and summaries."""
+    return layer_dir(run, layer) / CONCEPTS
+
+
 def patches_dir(run: PathLike) -> Path:
     return Path(run) / PATCHES
 
 
 def patch_dir(run: PathLike, name: str) -> Path:
     return patches_dir(run) / component(name, "patch name")
+
+
+def probe_dir(run: PathLike) -> Path:
+    return Path(run) / PROBE
+
+
+def probe_npz(run: PathLike) -> Path:
+    """``RUN/probe/probe.npz``: the linear probe of a ``head: probe`` model (weight, bias)."""
+    return probe_dir(run) / PROBE_NPZ
+
+
+def probe_json(run: PathLike) -> Path:
+    """``RUN/probe/probe.json``: the probe's classes, held-out accuracy and settings."""
+    return probe_dir(run) / PROBE_JSON
 
 
 def viewer_dir(run: PathLike) -> Path:
@@ -247,6 +272,23 @@ def icon_name(i: int | str, j: int | str) -> str:
 def example_name(i: int | str, j: int | str, e: int | str) -> str:
     """``examples/I_J_E.jpg``: dataset example E of a cell, relative to its atlas folder."""
     return f"{EXAMPLES}/{i}_{j}_{e}.jpg"
+
+
+# --------------------------------------------------------------------------- inside a concepts folder
+
+# what the concepts stage writes into its folder (besides the folders icons/ and examples/)
+# (icons/I_J.png and examples/I_J_E.jpg name concepts by their place (I, J) on a square, as cells)
+CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", ATLAS_PNG, ATLAS_JSON, CONCEPTS_JSON)
+
+
+def dictionary(folder: PathLike) -> Path:
+    """``FOLDER/dictionary.safetensors``: the concept dictionary (``actlas.formats.dictionary``)."""
+    return Path(folder) / DICTIONARY
+
+
+def concepts_json(folder: PathLike) -> Path:
+    """``FOLDER/concepts.json``: every concept's summary and each atlas cell's top concepts."""
+    return Path(folder) / CONCEPTS_JSON
 
 
 # --------------------------------------------------------------------------- inside a patch experiment's folder

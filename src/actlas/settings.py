@@ -24,9 +24,11 @@ __all__ = [
     "ClassAtlas",
     "Collect",
     "Comparison",
+    "Concepts",
     "Grid",
     "Layout",
     "Patch",
+    "Probe",
     "Render",
     "RenderParams",
     "Run",
@@ -43,6 +45,9 @@ PARAMETERISATIONS = ("fft", "maco")
 FILTERS = ("winner", "top", "both")
 METHODS = ("tsne", "umap")
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+# how a concept dictionary is learned (actlas.concepts.train.METHODS; auto: NMF for a non-negative layer,
+# else an archetypal TopK autoencoder)
+CONCEPT_METHODS = ("auto", "topk", "batchtopk", "archetypal", "dl", "nmf")
 
 
 def _choice(default: str, values: tuple[str, ...]):
@@ -199,6 +204,45 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """probe: the linear probe a ``head: probe`` model gets, trained on the run's labelled photos."""
+
+    max_images: int = 5000  # labelled photos of the run it learns from, at most (a seeded choice)
+    holdout: float = 0.2  # fraction of each class's photos held out to measure its accuracy
+    c: float = 1.0  # inverse L2 strength of the logistic regression (on standardised features)
+    evaluate: tuple[str, ...] = ()  # more labelled photo folders its accuracy is measured on
+    batch_size: int = 64  # photos per forward pass
+
+
+@dataclass(frozen=True)
+class Concepts:
+    """An item of ``concepts``: a dictionary of concepts of one layer, its icons and summaries."""
+
+    layer: str | None = None  # a layer of layers (laid out; default: the run's first)
+    method: str = _choice("auto", CONCEPT_METHODS)  # auto (nmf for a non-negative layer, else archetypal), ...
+    size: int = 512  # atoms (concepts) of the dictionary
+    k: int = 16  # active concepts per sample
+    seed: int | None = None  # the dictionary's seed (default: the run's)
+    load: str | None = None  # a .safetensors dictionary to use instead of learning one (W_dec (K, C), ...)
+    heldout: float = 0.1  # share of the samples held out of training, on which the figures are measured
+    stability: bool = False  # learn a second dictionary with another seed and match atoms (twice the cost)
+    terms: int = 5  # concepts listed per atlas cell (its direction decomposed)
+    n_examples: int = 8  # exemplar crops per concept (its highest codes, one per photo)
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or not 1 <= self.k <= self.size:
+            raise ConfigError(f"concepts need size >= 1 and 1 <= k <= size, got size {self.size} and k {self.k}")
+        if not 0 < self.heldout < 1:
+            raise ConfigError(f"concepts.heldout must be between 0 and 1 (a share of the samples), got {self.heldout}")
+        if self.load is not None and not str(self.load).endswith(".safetensors"):
+            raise ConfigError(
+                f"concepts.load must name a .safetensors file (no pickles: they run code), got {self.load}"
+            )
+        if self.terms < 1 or self.n_examples < 0:
+            raise ConfigError("concepts.terms must be at least 1 and concepts.n_examples at least 0")
+
+
+@dataclass(frozen=True)
 class Run:
     """The top level of a config."""
 
@@ -212,9 +256,9 @@ class Run:
 
 
 # config section -> its dataclass
-SECTIONS = {"collect": Collect, "layout": Layout, "grid": Grid, "render": Render, "atlas": Atlas}
+SECTIONS = {"collect": Collect, "layout": Layout, "grid": Grid, "render": Render, "atlas": Atlas, "probe": Probe}
 # config list -> the dataclass of its items
-ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch}
+ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch, "concepts": Concepts}
 # config key -> dataclass field, where a key is a Python keyword
 ALIASES = {"class": "cls"}
 

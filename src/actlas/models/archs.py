@@ -1,8 +1,12 @@
-"""Built-in architectures a model card may name without ``trust_code``: ``actlas:NAME``.
+"""Built-in architectures a card or a config may name without ``trust_code``: ``actlas:NAME``
+(``actlas.models.sources.BUILTINS`` says each in a line; ``actlas layers --help`` and docs/models.md
+list them).
 
-- ``cifar10_resnet20``: ResNet-20 for CIFAR-10 (He et al. 2016, section 4.2), the architecture of
-  ``../shared/assets/models/cifar10_resnet20.safetensors`` (keys ``conv1``, ``bn1``,
-  ``layerS.B.{conv1,bn1,conv2,bn2}``, ``linear``), option-A shortcuts (no parameters).
+- ``cifar_resnet``: the CIFAR ResNets of He et al. 2016, section 4.2, at any depth 6n + 2 (``depth``:
+  20, 32, 44, 56, 110, ...), option-A shortcuts (no parameters); keys ``conv1``, ``bn1``,
+  ``layerS.B.{conv1,bn1,conv2,bn2}``, ``linear``.
+- ``cifar10_resnet20``: ``cifar_resnet`` at depth 20, the architecture of
+  ``../shared/assets/models/cifar10_resnet20.safetensors``.
 - ``vit``: a small vision transformer (patch embedding, CLS token, pre-norm blocks at
   ``blocks.N``, head), whose position embedding is interpolated to any input size, so icons can be
   rendered at a size other than the training size. Token outputs ``(B, 1 + h * w, dim)``.
@@ -15,6 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ModelError
 
 # --------------------------------------------------------------------------- ResNet-20 (CIFAR)
 
@@ -74,9 +80,16 @@ class CifarResNet(nn.Module):
         return self.linear(self.pool(x).flatten(1))
 
 
+def cifar_resnet(depth: int = 20, num_classes: int = 10) -> CifarResNet:
+    """ResNet-``depth`` for 32 x 32 inputs: ``depth`` = 6n + 2 (n blocks per stage; 20: 0.27 M parameters)."""
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ModelError(f"actlas:cifar_resnet takes depth 6n + 2 (20, 32, 44, 56, 110, ...), not {depth!r}")
+    return CifarResNet((depth - 2) // 6, num_classes)
+
+
 def cifar10_resnet20(num_classes: int = 10) -> CifarResNet:
-    """ResNet-20 (3 blocks per stage, 0.27 M parameters)."""
-    return CifarResNet(3, num_classes)
+    """ResNet-20 (3 blocks per stage, 0.27 M parameters): ``cifar_resnet`` at depth 20."""
+    return cifar_resnet(20, num_classes)
 
 
 # --------------------------------------------------------------------------- a small ViT
@@ -147,4 +160,8 @@ def vit(**kwargs) -> ViT:
     return ViT(**kwargs)
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"cifar10_resnet20": cifar10_resnet20, "vit": vit}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "cifar_resnet": cifar_resnet,
+    "cifar10_resnet20": cifar10_resnet20,
+    "vit": vit,
+}

@@ -22,7 +22,7 @@ class ModelField:
     """One field of the model block: its name, JSON type, default and help (the CLI mirrors these)."""
 
     name: str
-    type: str  # "string", "object", "bool", "int", "int_pair", "float_triple", "string_or_int"
+    type: str  # "string", "object", "bool", "int", "int_pair", "float_triple", "string_or_int", "head"
     default: Any
     help: str
 
@@ -34,10 +34,20 @@ class ModelField:
 
 MODEL_FIELDS: tuple[ModelField, ...] = (
     ModelField(
-        "source", "string", None, "card.json, torchvision:NAME[:WEIGHTS], timm:NAME, export:PATH.pt2 or pkg.mod:fn"
+        "source",
+        "string",
+        None,
+        "card.json, torchvision:NAME[:WEIGHTS], timm:NAME, transformers:ID_OR_PATH, actlas:NAME, export:PATH.pt2 "
+        "or pkg.mod:fn",
     ),
     ModelField("kwargs", "object", {}, "keyword arguments for the builder or factory"),
-    ModelField("weights", "string", None, "weights file (safetensors or a state dict); torchvision: a weights name"),
+    ModelField(
+        "weights",
+        "string",
+        None,
+        "weights file (safetensors or a state dict); torchvision: a weights name; random (or random:SEED) for an "
+        "untrained network",
+    ),
     ModelField(
         "input_size", "int_pair", None, "(height, width) the network is fed (default: the source's, else 224 x 224)"
     ),
@@ -58,6 +68,18 @@ MODEL_FIELDS: tuple[ModelField, ...] = (
         "trust_code", "bool", False, "allow a pkg.mod:fn source or a card architecture that is not a known builder"
     ),
     ModelField("allow_pickle", "bool", False, "allow weights pickles that run code when loaded"),
+    ModelField(
+        "interpolation",
+        "string",
+        None,
+        "how images are resized: bilinear, bicubic or nearest (default: the source's, else bilinear)",
+    ),
+    ModelField(
+        "head",
+        "head",
+        None,
+        "an encoder's class head: none, probe, or {text_embeddings: PATH.safetensors, labels: ...} (docs/models.md)",
+    ),
 )
 FIELD_NAMES = tuple(f.name for f in MODEL_FIELDS)
 
@@ -97,8 +119,8 @@ def model_block(model: str | Mapping | None = None, **overrides) -> dict:
             raise ModelError(f"unknown model option {key!r}{did_you_mean(key, FIELD_NAMES)}")
     if not block.get("source"):
         raise ModelError(
-            "the model block needs a source: card.json, torchvision:NAME, timm:NAME, export:PATH.pt2 "
-            "or pkg.mod:fn (model.source, --model)"
+            "the model block needs a source: card.json, torchvision:NAME, timm:NAME, transformers:ID_OR_PATH, "
+            "actlas:NAME, export:PATH.pt2 or pkg.mod:fn (model.source, --model)"
         )
     return block
 
@@ -119,7 +141,7 @@ def parse_flag(name: str, text: str | bool | None):
             return parts * 3 if len(parts) == 1 else parts
         if kind == "int":
             return int(text)
-        if kind == "object":
+        if kind == "object" or (kind == "head" and str(text).lstrip().startswith("{")):
             return json.loads(text)
     except (ValueError, json.JSONDecodeError) as err:
         raise ModelError(f"--{name.replace('_', '-')} {text!r}: {err}") from None
@@ -139,3 +161,17 @@ def trusted(value: bool | None) -> bool:
     if value is not None:
         return bool(value)
     return os.environ.get("ACTLAS_TRUST_CODE", "").lower() in ("1", "true", "yes")
+
+
+RANDOM = "random"
+
+
+def random_seed(weights) -> int | None:
+    """The seed of ``weights: random`` (0) or ``random:SEED``; None for any other weights value."""
+    if not isinstance(weights, str) or not (weights == RANDOM or weights.startswith(RANDOM + ":")):
+        return None
+    text = weights[len(RANDOM) + 1 :] if ":" in weights else "0"
+    try:
+        return int(text)
+    except ValueError:
+        raise ModelError(f"model.weights {weights!r}: write random or random:SEED with an integer SEED") from None

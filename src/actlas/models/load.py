@@ -16,11 +16,15 @@ from torch import nn
 from ..errors import ModelError
 from ..nn.kinds import as_kind
 from ..nn.padding import use_tf_same_padding
-from .block import MODEL_FIELDS, ModelDefaultWarning, model_block, trusted
+from .block import MODEL_FIELDS, ModelDefaultWarning, model_block, random_seed, trusted
 from .classes import read_names
-from .logits import Logits
+from .headhook import attach_head
+from .heads import head_fields
+from .imagenet import synsets_for
+from .sizes import fixed_input_size
 from .sources import source_of
-from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from .spec import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, ModelSpec
+from .untrained import make_usable, seeded
 from .weights import load_state, load_weights
 
 
@@ -44,12 +48,22 @@ def _triple(value, key: str) -> tuple[float, float, float]:
     return a, b, c
 
 
-def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelSpec:
+def resolve_spec(
+    name: str, source: str, fields: dict, provided: dict, fixed: tuple[int, int] | None = None
+) -> ModelSpec:
     """The ``ModelSpec`` from declared ``fields`` over what the source ``provided``, defaults last.
 
+    ``fixed``: the only input size (H, W) the network takes (``actlas.models.sizes``), or None: it
+    is the input size unless one is declared, and a declared one that differs fails in one line.
     Warns once (``ModelDefaultWarning``, one line) naming what was assumed and the keys that set it.
     """
-    values = {**provided, **{k: v for k, v in fields.items() if v is not None}}
+    fixed = tuple(int(v) for v in fixed) if fixed else None
+    declared = {k: v for k, v in fields.items() if v is not None}
+    if fixed and "input_size" not in declared and "crop" not in declared:
+        provided = {**provided, "input_size": list(fixed)}
+        if "resize" not in provided:
+            provided["resize"] = min(fixed)
+    values = {**provided, **declared}
     assumed = []
     if "input_size" in values:
         size = _pair(values["input_size"], "input_size")
@@ -70,7 +84,7 @@ def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelS
     mean = _triple(values.get("mean", IMAGENET_MEAN), "mean")
     std = _triple(values.get("std", IMAGENET_STD), "std")
     categories = read_names(values["labels"]) if values.get("labels") else ()
-    synsets = read_names(values["synsets"]) if values.get("synsets") else ()
+    synsets = read_names(values["synsets"]) if values.get("synsets") else synsets_for(categories)
     if not categories:
         assumed.append(("labels", "no class names (indices)"))
     for kind in (values.get("layer_kinds") or {}).values():
@@ -78,6 +92,14 @@ def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelS
     padding = values.get("padding") or "default"
     if padding not in ("default", "tf_same"):
         raise ModelError(f"unknown padding {padding!r}: use 'default' or 'tf_same'")
+    interpolation = values.get("interpolation") or "bilinear"
+    if interpolation not in INTERPOLATIONS:
+        raise ModelError(f"unknown interpolation {interpolation!r}: use {', '.join(INTERPOLATIONS)}")
+    if fixed and size != fixed:
+        raise ModelError(
+            f"model {source} takes only {fixed[0]} x {fixed[1]} inputs, not model.input_size {list(size)}: set "
+            f"input_size to {list(fixed)} (or, timm: kwargs {{img_size: {size[0]}}} or {{dynamic_img_size: true}})"
+        )
     if assumed:
         keys = ", ".join(f"model.{k}" for key, _ in assumed for k in ((key,) if isinstance(key, str) else key))
         warnings.warn(
@@ -95,6 +117,7 @@ def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelS
         mean=list(mean),
         std=list(std),
         padding=padding,
+        interpolation=interpolation,
         trust_code=trusted(fields.get("trust_code")),
         allow_pickle=bool(options["allow_pickle"]),
     )
@@ -116,6 +139,8 @@ def resolve_spec(name: str, source: str, fields: dict, provided: dict) -> ModelS
         options=options,
         defaulted=defaulted,
         layer_kinds=dict(values.get("layer_kinds") or {}),
+        interpolation=interpolation,
+        fixed_size=fixed,
     )
 
 
@@ -141,7 +166,8 @@ def load_model(
         ``trust_code`` None reads the environment variable ``ACTLAS_TRUST_CODE``.
 
     The forward of the returned model always gives a logits tensor (``output`` selects it from a
-    dict, tuple or ModelOutput). Raises ``ModelError`` in one line that says how to fix the problem.
+    dict, tuple or ModelOutput), or its ``head``'s (an encoder's: ``actlas.models.heads``). Raises
+    ``ModelError`` in one line that says how to fix the problem.
     """
     return _load(
         model_block(
@@ -159,20 +185,31 @@ def load_spec(model: str | Mapping, **fields) -> ModelSpec:
 
 def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
     source = str(block["source"])
-    found, merged = source_of(source).build(source, block)
+    entry = source_of(source)
+    entry.check(source, block)  # a source without weights is refused before anything is built
+    seed = random_seed(block.get("weights"))
+    if seed is None:
+        found, merged = entry.build(source, block, load=with_weights)
+    else:
+        with seeded(seed):  # the same network in every stage, the caller's random state untouched
+            found, merged = entry.build(source, block, load=False)
     net = found.model
-    if merged.get("weights") and with_weights:
+    if merged.get("weights") and with_weights and seed is None:
         path = Path(merged["weights"])
         load_state(net, load_weights(path, bool(merged.get("allow_pickle"))), str(path))
-    spec = resolve_spec(found.name, source, merged, found.values)
+    fields, provided = head_fields(merged, found.values)  # a declared head's class names are its own
+    fixed = found.values.get("fixed_size") or fixed_input_size(net)
+    spec = resolve_spec(found.name, source, fields, provided, fixed)
     if spec.padding == "tf_same":
         use_tf_same_padding(net)
+    if seed is not None and with_weights:
+        make_usable(net, spec.input_size, seed)
     for p in net.parameters():
         p.requires_grad_(False)
     for module in net.modules():  # in-place ops would overwrite captured activations
         if getattr(module, "inplace", False) is True:
             module.inplace = False
-    net.register_forward_hook(Logits(merged.get("output")))
+    attach_head(net, merged, spec.input_size)  # the forward returns the logits: the model's own or its head's
     try:
         net.eval()
     except (NotImplementedError, RuntimeError):  # exported programs keep the mode they were exported in

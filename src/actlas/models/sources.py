@@ -12,18 +12,34 @@ and ``model_files`` at parse time.
 
 from __future__ import annotations
 
-import importlib
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError, UserError
-from ..text import error_line
-from .block import trusted
+from ..errors import DependencyError, ModelError
+from ..text import closest
+from .block import random_seed, trusted
+from .builders import (
+    BUILTINS,
+    build_architecture,
+    build_builtin,
+    build_timm,
+    call_builder,
+    call_factory,
+    import_object,
+    known_builder,  # noqa: F401 - re-exported: older callers import it from here
+    load_export,
+    timm_labels,
+    torchvision_recipe,
+    torchvision_weights,
+    unknown_builtin,
+)
 from .card import card_fields, card_files, read_card
 from .classes import read_names
+from .hf import model_labels
+from .hub import fetch_torchvision, quiet_stdout
+from .imagenet import synsets_for
 
 
 @dataclass
@@ -38,7 +54,7 @@ class Found:
 
 class Source:
     """One kind of model source (see the module). Subclasses set ``kind`` and ``syntax`` and override
-    what differs; the defaults give no labels and no files besides the block's."""
+    what differs; the defaults give no labels and no files besides the block's, and need no weights."""
 
     kind = ""
     syntax = ""
@@ -46,8 +62,9 @@ class Source:
     def matches(self, source: str) -> bool:
         return source.startswith(f"{self.kind}:")
 
-    def build(self, source: str, block: dict) -> tuple[Found, dict]:
-        """The model of ``source`` without weights -> (found, the block's fields merged over the source's)."""
+    def build(self, source: str, block: dict, load: bool = True) -> tuple[Found, dict]:
+        """The model of ``source`` -> (found, the block's fields merged over the source's). Without ``load``
+        (``load_spec``) nothing is downloaded: the architecture alone is built."""
         raise NotImplementedError
 
     def label_space(self, source: str, block: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -58,110 +75,27 @@ class Source:
         """Files the source reads (the block's own files are added by ``model_files``)."""
         return []
 
+    def weights_hint(self, source: str, block: dict) -> str | None:
+        """None when the block gives the source weights; else how this source is given weights besides
+        ``weights: FILE`` (``""``: no other way), for the one-line refusal of ``check``."""
+        return None
+
+    def check(self, source: str, block: dict) -> None:
+        """Refuse, in one line and reading nothing but data, a block actlas cannot load: a source without weights."""
+        hint = self.weights_hint(source, block)
+        if hint is not None:
+            raise ModelError(
+                f"{source} has no weights: give {hint + ', ' if hint else ''}weights: FILE, or weights: random "
+                "for an untrained network"
+            )
+
 
 def _argument(source: str) -> str:
     return source.split(":", 1)[1]
 
 
-# --------------------------------------------------------------------------- builders a card may name
-
-
-def import_object(dotted: str) -> Callable:
-    """The object at ``pkg.mod:name`` (or ``pkg.mod.name``); ``ModelError`` when it cannot be imported."""
-    module, _, attr = dotted.replace(":", ".").rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise ModelError(f"cannot import {dotted!r}: {err} (the module must be importable: on PYTHONPATH)") from err
-
-
-def timm_module():
-    """The timm package; ``ModelError`` saying how to install it when it is missing."""
-    try:
-        import timm
-    except ImportError as err:
-        raise ModelError("timm:NAME needs timm: pip install 'actlas[timm]'") from err
-    return timm
-
-
-# Spellings of a known builder: prefix -> library. Nothing is imported for them but torchvision,
-# timm and actlas itself.
-BUILDER_PREFIXES = (
-    ("torchvision.models.", "torchvision"),
-    ("torchvision:", "torchvision"),
-    ("timm:", "timm"),
-    ("timm.models.", "timm"),
-    ("actlas:", "actlas"),
-    ("actlas.models.archs.", "actlas"),
-    ("actlas.archs.", "actlas"),
-)
-
-
-def known_builder(name: str) -> tuple[str, str] | None:
-    """(``"torchvision"`` | ``"timm"`` | ``"actlas"``, builder) when ``name`` names a known builder, else None."""
-    for prefix, lib in BUILDER_PREFIXES:
-        if name.startswith(prefix):
-            builder = name[len(prefix) :]
-            if lib == "torchvision":
-                import torchvision
-
-                return (lib, builder) if builder in torchvision.models.list_models() else None
-            if lib == "actlas":
-                from .archs import ARCHITECTURES
-
-                return (lib, builder) if builder in ARCHITECTURES else None
-            return lib, builder
-    return None
-
-
-def call_factory(factory: Callable, kwargs: dict, name: str):
-    """``factory(**kwargs)`` with nothing on stdin (a factory that reads it fails rather than waits); any
-    failure of the user's code is one ``ModelError`` line naming the factory and its error."""
-    import io
-    import sys
-
-    stdin, sys.stdin = sys.stdin, io.StringIO()
-    try:
-        return factory(**kwargs)
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the user's code: its error is theirs to fix, in one line
-        raise ModelError(
-            f"the model factory {name} failed: {error_line(err)}; check it and model.kwargs ({sorted(kwargs)})"
-        ) from None
-    finally:
-        sys.stdin = stdin
-
-
-def build_architecture(architecture: str, kwargs: dict, trust_code: bool, where: str):
-    """The ``nn.Module`` a card's ``architecture`` names: a known builder, or any importable callable
-    when ``trust_code``."""
-    from torch import nn
-
-    known = known_builder(architecture)
-    if known is None:
-        if not trust_code:
-            raise ModelError(
-                f"{where} names architecture {architecture!r}, which is not a torchvision, timm or actlas builder; "
-                "actlas runs code named by a card or config only with trust_code: true (--trust-code) "
-                "when you trust its author"
-            )
-        model = call_factory(import_object(architecture), kwargs, architecture)
-    else:
-        lib, builder = known
-        if lib == "torchvision":
-            import torchvision
-
-            model = torchvision.models.get_model(builder, **kwargs)
-        elif lib == "timm":
-            model = timm_module().create_model(builder, **kwargs)
-        else:
-            from .archs import ARCHITECTURES
-
-            model = ARCHITECTURES[builder](**kwargs)
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"{architecture} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+def _weights(block: dict):
+    return block.get("weights")
 
 
 # --------------------------------------------------------------------------- the kinds
@@ -174,7 +108,7 @@ class Card(Source):
     def matches(self, source: str) -> bool:
         return source.endswith(".json")
 
-    def build(self, source, block):
+    def build(self, source, block, load=True):
         path = Path(source)
         card = read_card(path)
         merged = card_fields(path, card, block)
@@ -195,6 +129,31 @@ class Card(Source):
     def files(self, source, block):
         return card_files(Path(source))
 
+    def weights_hint(self, source, block):
+        path = Path(source)
+        if _weights(block) or not path.is_file():
+            return None  # a missing card is named when it is loaded
+        card = read_card(path)
+        kwargs = {**(card.get("kwargs") or {}), **(block.get("kwargs") or {})}
+        return None if card.get("weights") or kwargs.get("pretrained") or kwargs.get("weights") else ""
+
+
+class Builtin(Source):
+    kind = "actlas"
+    syntax = "actlas:NAME"
+
+    def build(self, source, block, load=True):
+        name = _argument(source)
+        return Found(build_builtin(name, dict(block.get("kwargs") or {})), name), dict(block)
+
+    def weights_hint(self, source, block):
+        return None if _weights(block) else ""
+
+    def check(self, source, block):
+        if _argument(source) not in BUILTINS:
+            raise unknown_builtin(_argument(source))
+        super().check(source, block)
+
 
 class Torchvision(Source):
     kind = "torchvision"
@@ -209,95 +168,124 @@ class Torchvision(Source):
     def _is_file(weights: str | None) -> bool:
         return bool(weights) and bool(Path(weights).suffix or "/" in weights)
 
-    def build(self, source, block):
-        import torchvision
-
-        from ..text import closest
-
-        name = source.split(":")[1]
+    def _enum_name(self, source: str, block: dict) -> str | None:
+        """The weights enum member named (``DEFAULT``, ``IMAGENET1K_V1``), or None (a file, random, none)."""
         weights = self._weights(source, block)
-        enum_name = None if self._is_file(weights) else weights
-        try:
-            model = torchvision.models.get_model(name, weights=enum_name, **dict(block.get("kwargs") or {}))
-        except ValueError as err:
-            close = closest(name, torchvision.models.list_models(), n=5)
-            hint = f"; closest: {', '.join(close)}" if close else ""
-            raise ModelError(f"{err}{hint}; see torchvision.models.list_models()") from err
-        found = Found(model, name)
-        if enum_name is not None:
-            w = self._weights_enum(name, enum_name)
-            t = w.transforms()
-            found.values = {
-                "input_size": [t.crop_size[0], t.crop_size[0]],
-                "resize": t.resize_size[0],
-                "mean": list(t.mean),
-                "std": list(t.std),
-                "labels": list(w.meta.get("categories", ())),
-            }
-        fields = dict(block)
-        if weights and not self._is_file(weights):
-            fields.pop("weights", None)  # a weights enum name, used by the builder
-        return found, fields
+        if not weights or self._is_file(weights) or random_seed(weights) is not None:
+            return None
+        return weights
 
     @staticmethod
-    def _weights_enum(name: str, enum_name: str):
+    def _name(source: str) -> str:
+        """The builder name of ``source``; ``ModelError`` naming the closest when torchvision has none such."""
         import torchvision
 
-        enum = torchvision.models.get_model_weights(name)
-        return enum.DEFAULT if enum_name == "DEFAULT" else enum[enum_name]
+        name = source.split(":")[1]
+        if name not in torchvision.models.list_models():
+            close = closest(name, torchvision.models.list_models(), n=5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise ModelError(f"torchvision: Unknown model {name}{hint}; see torchvision.models.list_models()")
+        return name
+
+    def build(self, source, block, load=True):
+        import torchvision
+
+        name = self._name(source)
+        kwargs = dict(block.get("kwargs") or {})
+        enum_name = self._enum_name(source, block)
+        enum = torchvision_weights(name, enum_name) if enum_name else None
+        if enum is not None and load:
+            fetch_torchvision(enum)  # into torch.hub's cache, or one line saying where to put the file
+            with quiet_stdout():
+                model = call_builder(lambda **kw: torchvision.models.get_model(name, weights=enum, **kw), kwargs, name)
+        else:
+            model = call_builder(lambda **kw: torchvision.models.get_model(name, weights=None, **kw), kwargs, name)
+        fields = dict(block)
+        if enum_name is not None:
+            fields.pop("weights", None)  # a weights enum name, used by the builder
+        return Found(model, name, values=torchvision_recipe(self._recipe(source, block), kwargs)), fields
+
+    def _recipe(self, source: str, block: dict):
+        """The weights whose metadata give preprocessing and class names: those named; for random weights the
+        architecture's DEFAULT (its usual recipe); None for a weights file."""
+        name, enum_name = source.split(":")[1], self._enum_name(source, block)
+        if enum_name is not None:
+            return torchvision_weights(name, enum_name)
+        return (
+            torchvision_weights(name, "DEFAULT", missing_ok=True) if random_seed(_weights(block)) is not None else None
+        )
 
     def label_space(self, source, block):
-        _, name, *rest = source.split(":")
-        if not rest:
-            return (), ()
-        return (), tuple(self._weights_enum(name, rest[0]).meta.get("categories", ()))
+        found = torchvision_recipe(self._recipe(source, block), dict(block.get("kwargs") or {}))
+        return (), tuple(found.get("labels", ()))
+
+    def weights_hint(self, source, block):
+        return None if self._weights(source, block) else f"torchvision:{source.split(':')[1]}:DEFAULT"
+
+    def check(self, source, block):
+        self._name(source)
+        super().check(source, block)
+        self._recipe(source, block)
 
 
 class Timm(Source):
     kind = "timm"
     syntax = "timm:NAME"
 
-    def build(self, source, block):
-        timm = timm_module()
-        name = _argument(source)
-        try:
-            model = timm.create_model(name, **dict(block.get("kwargs") or {}))
-        except RuntimeError as err:
-            raise ModelError(f"timm cannot create {name!r}: {err}; see timm.list_models()") from err
-        cfg = timm.data.resolve_model_data_config(model)
-        h, w = cfg["input_size"][1:]
-        values = {
-            "input_size": [h, w],
-            "resize": int(math.floor(min(h, w) / cfg.get("crop_pct", 1.0))),
-            "mean": list(cfg["mean"]),
-            "std": list(cfg["std"]),
-        }
-        try:
-            subset = timm.data.infer_imagenet_subset(model)
-            if subset:
-                info = timm.data.ImageNetInfo(subset)
-                values["labels"] = list(info.label_descriptions())
-                values["synsets"] = list(info.label_names())
-        except Exception:  # noqa: BLE001 - labels are optional; a model timm cannot place gets none
-            pass
+    def build(self, source, block, load=True):
+        name, kwargs = _argument(source), dict(block.get("kwargs") or {})
+        if not load:
+            kwargs.pop("pretrained", None)
+        model, values = build_timm(name, kwargs, pretrained=bool(kwargs.get("pretrained")) and not _weights(block))
         return Found(model, name, values=values), dict(block)
+
+    def label_space(self, source, block):
+        try:
+            found = timm_labels(_argument(source), dict(block.get("kwargs") or {}))
+        except DependencyError:
+            return (), ()
+        return tuple(found.get("synsets", ())), tuple(found.get("labels", ()))
+
+    def weights_hint(self, source, block):
+        if _weights(block) or (block.get("kwargs") or {}).get("pretrained"):
+            return None
+        return "kwargs: {pretrained: true} (timm's weights, from the Hugging Face Hub)"
+
+
+class Transformers(Source):
+    kind = "transformers"
+    syntax = "transformers:ID_OR_PATH"
+
+    def build(self, source, block, load=True):
+        from . import hf
+
+        ident = _argument(source)
+        pretrained = load and not _weights(block)  # weights: FILE or random: the architecture from its config
+        model, values = hf.build(ident, dict(block.get("kwargs") or {}), pretrained)
+        return Found(model, Path(ident).name or ident, values=values), dict(block)
+
+    def label_space(self, source, block):
+        from . import hf
+
+        return (), hf.label_space(_argument(source))
+
+    def files(self, source, block):
+        from . import hf
+
+        return hf.files(_argument(source))
 
 
 class Export(Source):
     kind = "export"
     syntax = "export:PATH.pt2"
 
-    def build(self, source, block):
-        import torch
-
+    def build(self, source, block, load=True):
         if block.get("kwargs"):
             raise ModelError("an export:PATH program takes no kwargs; remove model.kwargs")
-        file = _argument(source)
-        from ..files import require_file
-
-        require_file(file, "torch.export file", ModelError)
-        model = torch.export.unflatten(torch.export.load(file))
-        return Found(model, Path(file).stem), dict(block)
+        if _weights(block):
+            raise ModelError("an export:PATH program carries its own weights; remove model.weights")
+        module, values = load_export(_argument(source))
+        return Found(module, Path(_argument(source)).stem, values=values), dict(block)
 
     def files(self, source, block):
         return [Path(_argument(source))]
@@ -314,22 +302,11 @@ class TorchScript(Source):
     kind = "torchscript"
     syntax = "torchscript:PATH (refused)"
 
-    def build(self, source, block):
+    def build(self, source, block, load=True):
         raise ModelError(TORCHSCRIPT_REFUSED)
 
     def files(self, source, block):
         return [Path(_argument(source))]
-
-
-def _hf_labels(model) -> dict:
-    """``{"labels": [...]}`` from a Hugging Face model's ``config.id2label``, else {}."""
-    id2label = getattr(getattr(model, "config", None), "id2label", None)
-    if isinstance(id2label, Mapping) and id2label:
-        try:
-            return {"labels": [str(id2label[i]) for i in range(len(id2label))]}
-        except KeyError:
-            return {}
-    return {}
 
 
 class Factory(Source):
@@ -339,7 +316,7 @@ class Factory(Source):
     def matches(self, source: str) -> bool:
         return ":" in source and not source.startswith(("/", "."))
 
-    def build(self, source, block):
+    def build(self, source, block, load=True):
         from torch import nn
 
         if not trusted(block.get("trust_code")):
@@ -350,10 +327,19 @@ class Factory(Source):
         model = call_factory(import_object(source), dict(block.get("kwargs") or {}), source)
         if not isinstance(model, nn.Module):
             raise ModelError(f"{source} returned {type(model).__name__}, not a torch.nn.Module")
-        return Found(model, source.split(":")[1], values=_hf_labels(model)), dict(block)
+        return Found(model, source.split(":")[1], values=model_labels(model)), dict(block)
 
 
-SOURCES: tuple[Source, ...] = (Card(), Torchvision(), Timm(), Export(), TorchScript(), Factory())
+SOURCES: tuple[Source, ...] = (
+    Card(),
+    Torchvision(),
+    Timm(),
+    Transformers(),
+    Builtin(),
+    Export(),
+    TorchScript(),
+    Factory(),
+)
 
 
 def source_of(source: str) -> Source:
@@ -375,6 +361,10 @@ def label_space(model) -> tuple[tuple[str, ...], tuple[str, ...]]:
     and ``labels`` (relative to the working directory), else the source's. An unknown source gives
     ``((), ())``: images are then unlabelled (-1) unless a list file gives labels."""
     block = _block(model)
+    if block.get("head") is not None:  # an encoder's head names its own classes, never the source's
+        from .heads import head_names
+
+        return head_names(block)
     source = str(block.get("source", ""))
     synsets = read_names(block["synsets"]) if block.get("synsets") else ()
     categories = read_names(block["labels"]) if block.get("labels") else ()
@@ -385,7 +375,17 @@ def label_space(model) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if not (synsets and categories):
         own_synsets, own_categories = entry.label_space(source, block)
         synsets, categories = synsets or own_synsets, categories or own_categories
-    return synsets, categories
+    return synsets or synsets_for(categories), categories
+
+
+def check_model(model) -> None:
+    """Refuse, before any job runs, a model block actlas cannot load, in one line, reading only data (parse
+    time): a source without weights (``weights: random`` asks for an untrained network), a torchvision
+    weights name that does not exist, an unknown built-in architecture, a bad ``random:SEED``."""
+    block = _block(model)
+    source = str(block.get("source", ""))
+    random_seed(block.get("weights"))
+    source_of(source).check(source, block)
 
 
 def model_files(model) -> list[str]:
@@ -399,4 +399,8 @@ def model_files(model) -> list[str]:
     except ModelError:
         found = []
     found += [Path(str(block[k])) for k in ("weights", "labels", "synsets") if isinstance(block.get(k), str)]
+    if block.get("head") is not None:
+        from .heads import head_files
+
+        found += head_files(block)
     return sorted({str(p) for p in found if p.is_file()})

@@ -16,6 +16,8 @@ import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# model.interpolation -> the value of torchvision's InterpolationMode that resizes (antialiased) with it
+INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact"}
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -49,6 +51,10 @@ class ModelSpec:
         The fields that fell back to a default (not declared, not given by the source).
     layer_kinds : dict
         Declared layer kinds, layer -> ``"tokens"`` or ``{"kind": ..., "prefix": ...}``.
+    interpolation : str
+        How images are resized: ``"bilinear"``, ``"bicubic"`` or ``"nearest"`` (``INTERPOLATIONS``).
+    fixed_size : (int, int) or None
+        The only input size the network takes (``actlas.models.sizes``), or None when it takes any.
     """
 
     name: str
@@ -63,6 +69,8 @@ class ModelSpec:
     options: dict = field(default_factory=dict, compare=False, hash=False)
     defaulted: tuple[str, ...] = ()
     layer_kinds: dict = field(default_factory=dict, compare=False, hash=False)
+    interpolation: str = "bilinear"
+    fixed_size: tuple[int, int] | None = None
 
     def transform(self, image) -> torch.Tensor:
         """PIL RGB image -> float32 tensor, shape (3, H, W), values in [0, 1] (resize + centre crop)."""
@@ -75,6 +83,7 @@ class ModelSpec:
         ``to_float(spec.pixels(image))`` equals ``spec.transform(image)`` bit for bit; collect moves
         uint8 images from its loader (``actlas.data.decode.decode_pixels``) and scales whole batches at once.
         """
+        from torchvision.transforms import InterpolationMode
         from torchvision.transforms.v2 import functional as TF
 
         if isinstance(image, torch.Tensor):
@@ -83,7 +92,9 @@ class ModelSpec:
             x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True).reshape(image.height, image.width, -1))
             x = x.permute(2, 0, 1)  # as v2.PILToTensor: (C, H, W), a view
         if self.resize:
-            x = TF.resize(x, [self.resize], antialias=True)
+            x = TF.resize(
+                x, [self.resize], interpolation=InterpolationMode(INTERPOLATIONS[self.interpolation]), antialias=True
+            )
         if tuple(x.shape[-2:]) != tuple(self.input_size):
             x = TF.center_crop(x, list(self.input_size))
         return x
@@ -147,6 +158,8 @@ class ModelSpec:
             "std": list(self.std),
             "n_classes": len(self.categories),
             "padding": self.padding,
+            "interpolation": self.interpolation,
+            "fixed_size": list(self.fixed_size) if self.fixed_size else None,
             "model": plain(self.options),
             "defaulted": list(self.defaulted),
         }

@@ -24,6 +24,7 @@ from ..formats.batches import RenderBatch, cells_digest, read_cached_icon, write
 from ..formats.cells import read_directions
 from ..formats.layout import read_whitening
 from ..models.load import load_model
+from ..models.sizes import fit_icons
 from ..models.sources import model_files
 from ..nn.fastpaths import fast_paths
 from ..nn.layers import layer_kinds
@@ -92,7 +93,8 @@ def render_folder(
     """Render batch ``batch`` of the cells in ``FOLDER/cells.npz`` (all cells when ``cells_per_job`` is 0).
 
     Icons span at least ``params.min_positions`` of the layer's positions and are never larger than
-    the model's input (``actlas.viz.render.fit_to_layer``). Writes the render batch
+    the model's input (``actlas.viz.render.fit_to_layer``); a network that takes only its input size gets
+    icons of that size (``actlas.models.sizes.fit_icons``). Writes the render batch
     (``actlas.formats.batches``).
     """
     set_threads(threads)
@@ -112,6 +114,7 @@ def render_folder(
     net.to(dev)
     ((_, _, grid),) = layer_kinds(net, [layer], spec.input_size, spec.layer_kinds, dev).values()
     params = render_core.fit_to_layer(params, spec.input_size, grid)  # deep layers: larger icons; 32 px model: 32 px
+    params = fit_icons(params, net, spec, layer, dev)  # a network of one input size: icons of that size
     # the same function, fewer ops (BatchNorm folded), in its fastest memory format; 1x1 convolutions
     # of a small CPU batch as matmuls (the same sums, bit for bit: their count is not part of the key)
     fast = fast_paths(net, spec, [layer], params.size, dev, stop_at=layer)
