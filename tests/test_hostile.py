@@ -13,8 +13,8 @@ import math
 import time
 
 import numpy as np
-import torch
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from conftest import ROOT, _photo_folder
