@@ -406,3 +406,16 @@ def test_a_patch_with_no_photo_to_measure_is_one_line(tiny_model):
     one_line(err.value, "no photo", "source")
     probs, top = class_probs(tiny_model, ModelSpec("tiny", "tiny"), torch.zeros(0, 3, 32, 32), [1, 3])
     assert probs.shape == (0, 2) and top.shape == (0,)
+
+
+def test_an_image_folder_named_by_an_ambiguous_class_is_refused():
+    from actlas.models.classes import folder_label
+
+    synsets, categories = card_labels()
+    with pytest.raises(ModelError) as err:
+        folder_label("crane", categories, synsets)
+    one_line(err.value, "'crane (517)'", "synset")
+    assert folder_label("crane (517)", categories, synsets) == 517
+    assert (
+        folder_label("n01440764", categories, synsets) == 0 and folder_label("holiday (2)", categories, synsets) == -1
+    )
