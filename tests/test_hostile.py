@@ -419,3 +419,8 @@ def test_an_image_folder_named_by_an_ambiguous_class_is_refused():
     assert (
         folder_label("n01440764", categories, synsets) == 0 and folder_label("holiday (2)", categories, synsets) == -1
     )
+
+
+def test_a_negative_seed_is_refused_by_the_option():
+    result = CliRunner().invoke(cli, ["layout", ".", "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output, result.output
