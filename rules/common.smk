@@ -129,6 +129,9 @@ def intermediates(wildcards):
     """Every intermediate artifact of the plan (targets of rule all, so a deleted one is rebuilt)."""
     out = [paths.shard_index(RUN)] + PROBE
     out += [f for s in SHARDS for f in (paths.shard_list(RUN, s), paths.shard_store(RUN, s))]
+    # Snakemake reruns a job for a missing output only when something asks for that file: ask for each one
+    out += [paths.shard_skipped(RUN)] + [paths.store_skipped(paths.shard_store(RUN, s)) for s in SHARDS]
+    out += atlas_outputs()
     out += [paths.whiten(RUN, layer) for layer in COLLECTED]
     for layer in LAYERS:
         out += [paths.coords(RUN, layer), paths.layout_info(RUN, layer)]

@@ -109,9 +109,13 @@ def _render_direction(path, run_dir, layer, model, spec, params, device, memory_
 
     if model is None or spec is None:
         raise ConfigError("a direction patch needs the model: pass model= and spec=")
-    direction = (
-        np.load(require_file(path, "direction file", ConfigError), allow_pickle=False).astype(np.float32).reshape(1, -1)
-    )
+    try:
+        direction = np.load(require_file(path, "direction file", ConfigError), allow_pickle=False)
+        direction = np.asarray(direction, dtype=np.float32).reshape(1, -1)
+    except (ValueError, TypeError, OSError, EOFError) as err:  # not an .npy of numbers: text, a pickle, garbage
+        raise ConfigError(
+            f"direction file {path} is not an .npy array of numbers ({type(err).__name__}): save one with np.save"
+        ) from None
     whiten = paths.whiten(run_dir, layer)
     whitening = read_whitening(whiten) if whiten.exists() else None
     ((_, _, grid),) = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
