@@ -3,7 +3,9 @@
 # Stages (docs/architecture.md): shard_list/shard_index (per shard, on the submit host) -> collect
 # (per shard) -> layout (per layer) -> grid (checkpoint, per layer and size) -> render (per batch of
 # cells) -> atlas -> class_atlas/compare/patch -> viewer -> manifest.
-from snakemake.utils import min_version, validate
+from pathlib import Path
+
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -11,7 +13,16 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "config/schema.yaml")
+# The config checked before any job: size, schema, settings; each problem one line, as the CLI says it.
+import sys
+from actlas.configcheck import check_config, check_names, load_schema
+from actlas.errors import UserError
+
+try:
+    config.update(check_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml")))
+    check_names(config)
+except UserError as err:
+    sys.exit(f"Error: {err}")
 
 include: "rules/common.smk"
 include: "rules/collect.smk"
@@ -20,6 +31,7 @@ include: "rules/grid.smk"
 include: "rules/render.smk"
 include: "rules/atlas.smk"
 include: "rules/classes.smk"
+include: "rules/concepts.smk"
 include: "rules/viewer.smk"
 
 
@@ -34,6 +46,8 @@ rule all:
         paths.viewer_dir(RUN),
         class_outputs(),
         intermediates,
+        concept_outputs(),
+        concept_intermediates(),
     default_target: True
 
 

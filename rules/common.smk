@@ -12,25 +12,25 @@ from actlas.formats import shards as shard_files
 from actlas.formats.cells import read_directions
 from actlas.models.sources import check_model, model_files
 from actlas.patches.spec import default_name, default_search, parse_patch, with_grid
-from actlas.smk import check_run_dir, cli_args, model_arg
+from actlas.smk import check_run_dir, cli_args, model_arg, or_exit
 from actlas.stages import shards as shards_stage
 from actlas.text import slug
 
 config.update(settings.fill(config))
-RUN = check_run_dir(config["run_dir"], workflow.basedir)
+RUN = or_exit(check_run_dir, config["run_dir"], workflow.basedir)
 LAYERS = list(config["layers"])
 SIZES = list(config["grid"]["sizes"])
 SEED = config["seed"]
 DEVICE = config["device"]
 MODEL = model_arg(config["model"])
 MODEL_FILES = model_files(config["model"])  # inputs of every rule that loads the model
-check_model(config["model"])  # no weights, a bad weights name, an unknown built-in: one line before any job
+or_exit(check_model, config["model"])  # no weights, a bad weights name, an unknown built-in: one line before any job
 CONDA_ENV = "../envs/gpu.yaml" if DEVICE == "cuda" else "../envs/cpu.yaml"
 RENDER = settings.from_mapping(settings.Render, config["render"])
 
 # The shards of the image set, planned from a listing (read only): {shard name: rows}.
-PLAN = shards_stage.plan(config["images"], config["model"], shard_size=config["collect"]["shard_size"],
-                         limit=config["limit"], seed=SEED)
+PLAN = or_exit(shards_stage.plan, config["images"], config["model"], shard_size=config["collect"]["shard_size"],
+               limit=config["limit"], seed=SEED)
 SHARDS = list(PLAN.shards)
 
 
@@ -87,6 +87,7 @@ def run_lock(action):
             sys.exit(f"Error: {err}")
         if note:
             print(note, file=sys.stderr)
+        lock.mark_holder(RUN)  # the jobs this workflow starts work under its lock (lock.for_command)
     elif action == "seal":
         verify.seal(RUN)
     else:
@@ -234,4 +235,60 @@ def viewer_inputs(wildcards):
     out = []
     for meta in atlas_outputs() + class_atlas_outputs():
         out += [meta, paths.atlas_png(meta.parent), paths.icons_dir(meta.parent), paths.examples_dir(meta.parent)]
-    return out + patch_outputs()
+    return out + patch_outputs() + concept_viewer_inputs()
+
+
+# --- concepts (rules/concepts.smk): one dictionary per layer of layers
+
+def _concepts_by_layer():
+    out = {}
+    for e in config["concepts"]:
+        layer = _layer(e)
+        if layer not in LAYERS:
+            raise ValueError(f"concepts: layer {layer!r} is not laid out; add it to layers (layers: {LAYERS})")
+        if layer in out:
+            raise ValueError(f"concepts: two items name layer {layer!r}; keep one dictionary per layer")
+        out[layer] = e
+    return out
+
+CONCEPTS = _concepts_by_layer()
+
+def concept_files(layer):
+    """Every file the concepts stage writes for ``layer`` (concepts.json last)."""
+    folder = paths.concepts_dir(RUN, layer)
+    return [folder / f for f in paths.CONCEPT_FILES]
+
+def concept_outputs():
+    """Every concepts.json the config asks for (the viewer and the manifest read them)."""
+    return [paths.concepts_json(paths.concepts_dir(RUN, layer)) for layer in CONCEPTS]
+
+def concept_intermediates():
+    """Every file and folder the concepts stage writes (targets of rule all)."""
+    out = []
+    for layer in CONCEPTS:
+        folder = paths.concepts_dir(RUN, layer)
+        out += concept_files(layer) + [paths.icons_dir(folder), paths.examples_dir(folder)]
+    return out
+
+def concept_viewer_inputs():
+    """What the viewer reads of the concepts: each concepts.json and the icons and exemplars it links."""
+    out = []
+    for layer in CONCEPTS:
+        folder = paths.concepts_dir(RUN, layer)
+        out += [paths.concepts_json(folder), paths.icons_dir(folder), paths.examples_dir(folder)]
+    return out
+
+def concept_args(entry):
+    options = {k: v for k, v in entry.items() if k not in ("layer", "seed", "size")}
+    seed = SEED if entry["seed"] is None else entry["seed"]
+    args = cli_args(model=MODEL, layer=_layer(entry), device=DEVICE, dictionary_seed=seed, grid=SIZES,
+                    dictionary_size=entry["size"], example_extent=config["atlas"]["example_extent"], **options)
+    return f"{args} {render_args()}"
+
+def concept_inputs(wildcards):
+    e = CONCEPTS[wildcards.layer]
+    inputs = run_inputs()
+    needs = [inputs["index"], *inputs["lists"], *inputs["stores"], *MODEL_FILES]
+    needs += [paths.coords(RUN, wildcards.layer), paths.whiten(RUN, wildcards.layer)]
+    needs += [paths.cells(paths.grid_dir(RUN, wildcards.layer, n)) for n in SIZES]
+    return needs + ([e["load"]] if e["load"] else [])

@@ -14,6 +14,8 @@ rule viewer:
         args=lambda wc: cli_args(layer=LAYERS, atlas=[str(p) for p in atlas_outputs() + class_atlas_outputs()],
                                  patches=[str(paths.report_json(p)) for p in patch_outputs()],
                                  no_patches=True if not PATCHES else None,
+                                 concepts=[str(p) for p in concept_outputs()],
+                                 no_concepts=True if not CONCEPTS else None,
                                  openseadragon=str(Path(workflow.basedir) / "node_modules/openseadragon/build/openseadragon")),
         code=code_digest("actlas.stages.viewer"),
     conda:

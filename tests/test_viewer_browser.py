@@ -360,3 +360,117 @@ def test_pinned_cell_links_its_patch_experiments(page: Any, tmp_path: Path) -> N
         page.keyboard.press("Escape")
         assert page.is_hidden("#patch-tests")
         assert not page.problems, page.problems
+
+
+def write_concepts_folder(run: Path, layer: str, grids: tuple[int, ...], size: int = 6) -> None:
+    """A concepts folder for a fake run: ``size`` concepts with icons and one exemplar each; every
+    occupied cell of each grid lists two concepts, concept 0 firing in the cells of the left half."""
+    import numpy as np
+    from PIL import Image
+
+    from actlas import paths
+    from actlas.formats.atlas import Example
+    from actlas.formats.concepts import CellConcepts, ConceptRecord, ConceptsMeta, write_concepts
+
+    folder = paths.concepts_dir(run, layer)
+    (folder / "icons").mkdir(parents=True)
+    (folder / "examples").mkdir()
+    records = []
+    for j in range(size):
+        Image.fromarray(np.full((16, 16, 3), 40 * j, np.uint8)).save(folder / paths.concept_icon_name(j))
+        Image.fromarray(np.full((24, 24, 3), 30 * j, np.uint8)).save(folder / paths.concept_example_name(j, 0))
+        records.append(
+            ConceptRecord(
+                index=j,
+                frequency=0.5 / (j + 1) if j < size - 1 else 0.0,
+                count=100 // (j + 1) if j < size - 1 else 0,
+                label="red fox" if j < size - 1 else None,
+                label_index=5,
+                top=[["red fox", 1.5], ["snorkel", 0.25]],
+                centroid=[0.3, 0.4] if j < size - 1 else None,
+                faithfulness=0.9,
+                icon=paths.concept_icon_name(j),
+                examples=[Example(src=paths.concept_example_name(j, 0), label="red fox", pred="red fox", prob=0.9)]
+                if j < size - 1
+                else [],
+            )
+        )
+    cells = {}
+    for n in grids:
+        atlas = json.loads((run / layer / f"grid-{n}" / "atlas.json").read_text())
+        cells[str(n)] = [
+            CellConcepts(
+                i=c["i"],
+                j=c["j"],
+                concepts=[[1, 0.5], [2, 0.25]],
+                share=0.75,
+                fires=[[0, 0.8], [1, 0.1]] if c["i"] < n // 2 else [[1, 0.3]],
+            )
+            for c in atlas["cells"]
+        ]
+    meta = ConceptsMeta(
+        layer=layer,
+        method="archetypal",
+        size=size,
+        k=2,
+        figures={"r2": 0.8, "l0": 2.0, "dead": 1 / size, "rows": 40},
+        concepts=records,
+        cells=cells,
+    )
+    write_concepts(paths.concepts_json(folder), meta)
+
+
+def test_concepts_list_shades_cells_and_pinned_cell_lists_its_concepts(page: Any, tmp_path: Path) -> None:
+    """The concept list shows the live concepts, most frequent first; choosing one shows its icon, classes
+    and exemplars and shades the cells where it fires; a pinned cell lists its top concepts."""
+    run = make_fake_run(tmp_path / "run", grids=(4, 8), icon_size=32, examples_per_cell=1, extras=True)
+    write_concepts_folder(run, "features.13", (4, 8))
+    build_viewer(run)
+    with start_server(run) as server:
+        page.goto(server.url + "viewer/index.html#features.13")
+        wait_until(page, "document.body.dataset.ready === '1'")
+        assert page.is_visible("#concepts")
+        assert "6 concepts (archetypal, k 2) · held-out R² 0.800" in page.text_content("#concept-figures")
+        labels = page.eval_on_selector_all("#concept-list button", "els => els.map(e => e.dataset.concept)")
+        assert labels == ["0", "1", "2", "3", "4"], "live concepts, most frequent first"
+        page.click("#concept-list button[data-concept='0']")
+        assert page.is_visible("#concept")
+        assert page.get_attribute("#concept-icon", "src") == "../features.13/concepts/icons/0.png"
+        assert page.text_content("#concept-label") == "concept 0 · red fox"
+        assert "active on 50.0% of the samples" in page.text_content("#concept-meta")
+        assert page.text_content("#concept-top tbody tr td") == "red fox"
+        wait_until(
+            page, "[...document.querySelectorAll('#concept-examples img')].some(i => i.complete && i.naturalWidth > 0)"
+        )
+        n = grid_shown(page)
+        weights = page.evaluate(
+            "[...document.querySelectorAll('.cells .cell')].map(e => [+e.dataset.i, e.dataset.weight])"
+        )
+        atlas = json.loads((run / "features.13" / f"grid-{n}" / "atlas.json").read_text())
+        occupied = {(c["i"], c["j"]) for c in atlas["cells"]}
+        fired = [i for i, w in weights if w == "1.000"]
+        assert fired and all(i < n // 2 for i in fired), "concept 0 fires in the left half"
+        assert all(w == "0.000" for i, w in weights if i >= n // 2), "and nowhere else"
+        assert f"fires in {sum(i < n // 2 for i, _ in occupied)} of {len(occupied)} cells" in page.text_content(
+            "#highlight-info"
+        )
+
+        cell = cell_near_centre(page)
+        assert cell, "no occupied cell on screen"
+        page.mouse.click(cell["x"], cell["y"])
+        wait_until(page, "!document.getElementById('cell-concepts').hidden")
+        items = page.eval_on_selector_all("#cell-concept-list button", "els => els.map(e => e.textContent)")
+        assert items == ["concept 1 · red fox · weight 0.500", "concept 2 · red fox · weight 0.250"]
+        assert "75.0%" in page.text_content("#cell-concept-share")
+        page.click("#cell-concept-list button[data-concept='2']")
+        assert page.text_content("#concept-label") == "concept 2 · red fox"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-concepts.png"))
+
+        page.fill("#class-search", "red fox")  # a class highlight replaces the concept's shading
+        page.keyboard.press("Enter")
+        assert page.is_hidden("#concept") and "highlighting red fox" in page.text_content("#highlight-info")
+        page.select_option("#layer", label="class: red fox")  # concepts belong to the layer's main atlas
+        wait_until(page, "document.querySelectorAll('.cells .cell').length === 64")
+        assert page.is_hidden("#concepts")
+        assert not page.problems, page.problems

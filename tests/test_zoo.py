@@ -569,12 +569,6 @@ def test_encoder_heads_are_declared_in_the_model_block(head, tmp_path):
     load_model({**ENCODER, "head": head})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Today,
-    reason="collect stores activations as float16 without a check: below 6e-8 they become 0, above 65504 inf, "
-    "silently (a random torchvision efficientnet_b0 reaches 4e-11 at features.6)",
-)
 @pytest.mark.parametrize("scale", [1e-9, 1e6], ids=["underflow", "overflow"])
 def test_activations_out_of_float16_range_are_kept_or_refused(scale, photos, tmp_path):
     """Either the stored activations keep their values (nonzero, finite), or collect refuses in one line."""

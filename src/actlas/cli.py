@@ -22,9 +22,12 @@ import click
 from . import paths, settings
 from .allocator import keep_freed_memory
 from .cli_options import (
+    Number,
+    _locked_run,
     class_options,
     device_option,
     grid_option,
+    hold_run_lock,
     layer_option,
     model_block_from,
     model_field_flags,
@@ -112,7 +115,7 @@ def layers(source, show_all: bool, as_json: bool, **kw) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory.")
+@click.option("--run", "run_dir", required=True, type=click.Path(), callback=_locked_run, help="Run directory.")
 @model_flags(required=True)
 @click.option("--shard-size", default=settings.Collect.shard_size, show_default=True, help="Images per shard.")
 @click.option("--limit", type=int, default=settings.Run.limit, help="Use this many images (deterministic choice).")
@@ -144,6 +147,8 @@ def collect(shard, out, layers, **options) -> None:
     """
     from .stages.collect import collect as stage
 
+    if Path(out).parent.name == paths.collect_dir("").name:  # a store of a run: its lock
+        hold_run_lock(click.get_current_context(), str(Path(out).parent.parent))
     model = model_block_from(options)
     click.echo(json.dumps(stage(shard, out, model, list(layers), **options)))
 
@@ -168,6 +173,7 @@ def layout(run_dir, layer, seed, **options) -> None:
 @layer_option()
 @click.option(
     "--whitening-eps",
+    type=Number(float, settings.Layout, "whitening_eps"),
     default=settings.Layout.whitening_eps,
     show_default=True,
     help="Ridge of the render whitening (a fraction of the mean variance).",
@@ -263,6 +269,39 @@ def class_atlas(cls, run_dir, layer, **options) -> None:
 
 
 @main.command()
+@run_argument
+@layer_option()
+@model_flags()
+@options_of(settings.Concepts, skip=("layer", "seed", "size"))
+@click.option(
+    "--dictionary-size", default=settings.Concepts.size, show_default=True, help="Atoms (concepts) of the dictionary."
+)
+@click.option("--dictionary-seed", type=int, default=None, help="The dictionary's seed (default: --seed).")
+@click.option(
+    "--grid", "grids", multiple=True, type=int, help="Main grid sizes whose cells are decomposed (default: all)."
+)
+@click.option("--example-extent", default=settings.Atlas.example_extent, show_default=True, help="Exemplar crop side.")
+@options_of(settings.RenderParams, skip=("seed",))
+@seed_option
+@device_option
+@click.option("--threads", "-t", type=int, default=settings.Render.threads, show_default=True, help="Torch threads.")
+@out_option("Output folder (default RUN/LAYER/concepts).")
+def concepts(run_dir, layer, dictionary_size, dictionary_seed, **options) -> None:
+    """Learn (or --load) a layer's dictionary of concepts, render their icons and summarise them.
+
+    Example: actlas concepts runs/demo -l features.13 --dictionary-size 512 --k 16
+    """
+    from .stages.concepts import concepts as stage
+
+    model = model_block_from(options, run_dir)
+    render = render_settings(options)  # --size and --seed are the icons'; the dictionary's have their own flags
+    options["size"] = dictionary_size
+    if dictionary_seed is not None:
+        options["seed"] = dictionary_seed
+    click.echo(str(stage(run_dir, run_layer(run_dir, layer), model, progress=True, **render, **options)))
+
+
+@main.command()
 @click.option("--classes", nargs=2, required=True, help="Classes A and B (x = attribution to A minus B).")
 @class_options(settings.Comparison)
 def compare(classes, run_dir, layer, **options) -> None:
@@ -327,7 +366,15 @@ def patch(run_dir, target, layer, **options) -> None:
     "(default: every RUN/patches/*/report.json).",
 )
 @click.option("--no-patches", is_flag=True, help="Link no patch experiment.")
-def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None:
+@click.option(
+    "--concepts",
+    "concepts",
+    multiple=True,
+    type=click.Path(),
+    help="A layer's concepts.json to show; repeat (default: every one in the run).",
+)
+@click.option("--no-concepts", is_flag=True, help="Show no concepts.")
+def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches, concepts, no_concepts) -> None:
     """Build RUN/viewer/ (deep-zoom tiles, data.json, the static viewer) from a run's atlases.
 
     Example: actlas viewer runs/demo
@@ -335,7 +382,9 @@ def viewer(run_dir, openseadragon, layers, atlases, patches, no_patches) -> None
     from .stages.viewer import viewer as stage
 
     patches = [] if no_patches else (list(patches) or None)
-    click.echo(str(stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None, patches)))
+    concepts = [] if no_concepts else (list(concepts) or None)
+    index = stage(Path(run_dir), openseadragon, list(layers) or None, list(atlases) or None, patches, concepts)
+    click.echo(str(index))
 
 
 @main.command()
@@ -400,7 +449,7 @@ def info(run_dir) -> None:
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind; any but loopback exposes the run."
 )
-@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def serve(run_dir: Path, host: str, port: int, verbose: bool) -> None:
     """Serve the run's atlas viewer on http://127.0.0.1:PORT/ until Ctrl-C.

@@ -15,12 +15,14 @@ The CLI is the only place that imports click.
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Callable
 
 import click
 
-from . import settings
+from . import limits, settings
+from .errors import ConfigError
 from .models.block import ModelDefaultWarning, model_from_flags, model_options
 
 Decorator = Callable[[Callable], Callable]
@@ -42,7 +44,28 @@ threads_option = click.option("--threads", "-t", type=int, default=None, help="T
 grid_option = click.option(
     "--n", "-n", "n", default=settings.Grid.sizes[-1], show_default=True, help="Cells per side of the grid."
 )
-run_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+# commands that only read a run: they take no lock
+READERS = ("verify", "info")
+
+
+def hold_run_lock(ctx: click.Context, run_dir) -> None:
+    """Take the run's lock for a command that writes it (``actlas.lock.for_command``), given back when it ends;
+    under the workflow that holds it, nothing to take."""
+    from . import lock
+
+    if run_dir is None or (ctx.command and ctx.command.name in READERS):
+        return
+    owner = f"actlas {ctx.command.name if ctx.command else ''} (pid {os.getpid()})"
+    if lock.for_command(run_dir, owner):
+        ctx.call_on_close(lambda: lock.release(run_dir, owner))
+
+
+def _locked_run(ctx: click.Context, _param, value):
+    hold_run_lock(ctx, value)
+    return value
+
+
+run_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False), callback=_locked_run)
 
 
 def layer_option(help: str = "Layer path (named_modules()); default: the run's first layer.") -> Decorator:
@@ -51,6 +74,33 @@ def layer_option(help: str = "Layer path (named_modules()); default: the run's f
 
 def out_option(help: str) -> Decorator:
     return click.option("--out", "-o", type=click.Path(), default=None, help=help)
+
+
+class Number(click.ParamType):
+    """An int or float option held to its setting's limits (``settings.check_number``): no inf, nan or absurd sizes."""
+
+    def __init__(self, kind: type, cls, name: str):
+        self.kind, self.cls, self.field = kind, cls, name
+        self.name = kind.__name__
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            number = value
+        else:
+            number = (click.INT if self.kind is int else click.FLOAT).convert(value, param, ctx)
+        try:
+            limits.check_number(self.cls, self.field, number)
+        except ConfigError as err:
+            self.fail(str(err).split(": ", 1)[-1], param, ctx)
+        return number
+
+
+def number_type(cls, name: str, kind: type):
+    """``Number`` for an int or float field of a settings class, else ``kind`` unchanged."""
+    known = limits.KNOWN.get((cls, name))
+    if known:
+        return click.Choice(known)
+    return Number(kind, cls, name) if kind in (int, float) else kind
 
 
 def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False, aliases: dict[str, str] | None = None):
@@ -75,10 +125,10 @@ def options_of(cls, *, skip: tuple[str, ...] = (), unset: bool = False, aliases:
                     f
                 )
             elif isinstance(value, tuple):
-                kind = type(value[0]) if value else str
+                kind = number_type(cls, name, type(value[0]) if value else str)
                 f = click.option(*spellings, name, multiple=True, type=kind, default=default, show_default=not unset)(f)
             else:
-                kind = type(value) if value is not None else str
+                kind = number_type(cls, name, type(value) if value is not None else str)
                 f = click.option(*spellings, name, type=kind, default=default, show_default=not unset)(f)
         return f
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError, LayerError
 from .models.spec import ModelSpec
 from .nn.kinds import LayerKind, detect_kind, layer_view
 from .nn.layers import capture
@@ -127,6 +128,11 @@ def attribute(
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(spec.normalize(x))
         logits = logits.float()
+        if attr_top > logits.shape[1]:
+            raise ConfigError(
+                f"collect.attr_top is {attr_top} but the model has {logits.shape[1]} classes: "
+                f"set collect.attr_top (--attr-top) to at most {logits.shape[1]}"
+            )
         classes = logits.detach().topk(attr_top, dim=1).indices
         acts = [outs[name] for name in layers]
         for name, act in zip(layers, acts):
@@ -134,9 +140,12 @@ def attribute(
                 kinds[name] = detect_kind(act.shape[1:], hw, spec.layer_kind(name), name)
         views = [layer_view(act.detach(), kinds[name], hw) for name, act in zip(layers, acts)]
         attributions = {name: [] for name in layers}
+        if not logits.requires_grad:
+            _check_reached(layers, [None] * len(layers))
         for j in range(attr_top):
             picked = logits.gather(1, classes[:, j : j + 1]).sum()
-            grads = torch.autograd.grad(picked, acts, retain_graph=j < attr_top - 1)
+            grads = torch.autograd.grad(picked, acts, retain_graph=j < attr_top - 1, allow_unused=True)
+            _check_reached(layers, grads)
             for name, view, grad in zip(layers, views, grads):
                 attributions[name].append((view.float() * layer_view(grad, kinds[name], hw).float()).sum(1))
     return (
@@ -145,6 +154,16 @@ def attribute(
         {n: torch.stack(v, 1) for n, v in attributions.items()},
         classes,
     )
+
+
+def _check_reached(layers: list[str], grads) -> None:
+    """Refuse, in one line, a layer the logits do not depend on (its gradient is None)."""
+    for name, grad in zip(layers, grads):
+        if grad is None:
+            raise LayerError(
+                f"layer {name!r} does not reach the model's output (no gradient flows from the logits to it): "
+                "choose a layer the logits depend on (actlas layers MODEL lists them)"
+            )
 
 
 def gather_rows(
@@ -161,3 +180,45 @@ def gather_rows(
     acts = activation[b, :, y, xx]
     vals = attribution[b, :, y, xx]
     return acts.float().cpu().numpy(), vals.float().cpu().numpy(), owner
+
+
+# float16 (what collect stores activations as) holds magnitudes from about 6e-8 (below: 0) to 65504 (above: inf)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+# the share of a batch's activation energy float16 may lose before the stored rows stop being the layer's
+FLOAT16_LOSS = 1e-2
+
+
+def first_nonfinite(logits: torch.Tensor, acts: dict, attrs: dict, ok: list[bool]) -> tuple[str, int] | None:
+    """The first non-finite output of a batch: (what, image in 0..B-1) or None when all are finite.
+
+    ``what`` is ``"logits"`` (the model output), ``"activation:LAYER"`` or ``"attribution:LAYER"``;
+    logits (B, n_classes), acts LAYER -> (B, C, h, w), attrs LAYER -> (B, k, h, w); images not ``ok``
+    (undecodable, zeros) are left out.
+    """
+    keep = torch.as_tensor(ok, dtype=torch.bool, device=logits.device)
+    tensors = [("logits", logits)] + [(f"activation:{n}", a) for n, a in acts.items()]
+    tensors += [(f"attribution:{n}", a) for n, a in attrs.items()]
+    for what, t in tensors:
+        bad = ~torch.isfinite(t.reshape(len(t), -1)).all(1) & keep.to(t.device)
+        if bool(bad.any()):
+            return what, int(bad.nonzero()[0, 0])
+    return None
+
+
+def float16_loss(rows: np.ndarray) -> tuple[float, float] | None:
+    """Rows (n, C) float32 that float16 cannot hold: (largest magnitude, smallest nonzero magnitude), else None.
+
+    Refused: any magnitude over 65504 (inf in float16), or a share of the rows' energy over ``FLOAT16_LOSS``
+    lost by the round trip (magnitudes near or under 6e-8 flush to 0).
+    """
+    a = np.abs(np.asarray(rows, dtype=np.float32))
+    if not a.size:
+        return None
+    top = float(a.max())
+    nonzero = a[a > 0]
+    low = float(nonzero.min()) if nonzero.size else 0.0
+    if top > FLOAT16_MAX:
+        return top, low
+    energy = float(np.square(a, dtype=np.float64).sum())
+    lost = float(np.square(a.astype(np.float16).astype(np.float64) - a).sum())
+    return (top, low) if energy > 0 and lost > FLOAT16_LOSS * energy else None

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from .device import numba_cache_dir
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, LayerError
 from .settings import BACKENDS
 
 log = logging.getLogger("actlas.layout")
@@ -215,6 +215,24 @@ def check_samples(n: int, layer: str = "") -> None:
         )
 
 
+# a layer whose total variance is under this share of its mean square is (nearly) constant: no map of it means anything
+MIN_SPREAD = 1e-8
+
+
+def check_spread(mean: np.ndarray, variance: float, layer: str = "") -> None:
+    """Raise one ``LayerError`` line when a layer is (nearly) constant over its samples.
+
+    mean (C,) and the total variance (the trace of the covariance) of the layer's activations.
+    """
+    square = float(np.square(np.asarray(mean, dtype=np.float64)).sum())
+    if not variance > MIN_SPREAD * (variance + square) or variance < 1e-30:
+        of = f"layer {layer!r}" if layer else "the layer"
+        raise LayerError(
+            f"{of} is (nearly) constant over its samples (total variance {variance:.3g}, mean square {square:.3g}): "
+            "its atlas would be meaningless; choose another layer (actlas layers MODEL lists them)"
+        )
+
+
 def layout(
     x,
     *,
@@ -235,6 +253,8 @@ def layout(
     (naming ``layer`` when given).
     """
     check_samples(int(x.shape[0]), layer)
+    some = np.asarray(x[:: max(1, int(x.shape[0]) // 65536)], dtype=np.float64)  # a constant layer shows in any rows
+    check_spread(some.mean(0), float(some.var(0).sum()), layer)
     info: dict = {}
     data = x
     if whiten:

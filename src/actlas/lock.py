@@ -175,3 +175,34 @@ def release(run_dir: str | Path, owner: str | None = None) -> bool:
 def holder(run_dir: str | Path) -> dict | None:
     """The lock's content (host, pid, owner, time), or None when the run directory is not locked."""
     return _read(lock_path(run_dir))
+
+
+# --------------------------------------------------------------------------- commands run by hand
+
+# Set by the workflow that holds a run's lock, in its own environment: the jobs it starts inherit it,
+# so a stage command run by the workflow works under its lock, and one run by hand must take the lock.
+ENV = "ACTLAS_RUN_LOCK"
+
+
+def token(held: dict | None) -> str:
+    """What names one holder of a lock: host, pid and the pid's start time."""
+    held = held or {}
+    return f"{held.get('host')}:{held.get('pid')}:{held.get('started')}"
+
+
+def mark_holder(run_dir: str | Path) -> None:
+    """Tell the jobs this process starts that it holds ``run_dir``'s lock (``ENV``)."""
+    os.environ[ENV] = token(_read(lock_path(run_dir)))
+
+
+def for_command(run_dir: str | Path, owner: str) -> bool:
+    """A stage command's right to write ``run_dir``: the workflow that started it holds the lock (``ENV``),
+    this process holds it already, or it takes it now. True when taken here (``release`` it after);
+    ``LockError`` in one line when another live process holds it."""
+    held = _read(lock_path(run_dir))
+    if held and os.environ.get(ENV) == token(held):
+        return False
+    if held and held.get("host") == socket.gethostname() and held.get("pid") == os.getpid():
+        return False
+    acquire(run_dir, owner)
+    return True

@@ -45,6 +45,9 @@ MANIFEST = "manifest.json"
 CACHE = "cache"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
+CONCEPTS = "concepts"
+DICTIONARY = "dictionary.safetensors"
+CONCEPTS_JSON = "concepts.json"
 LOCK = ".actlas.lock"
 SEAL = ".actlas-seal.json"
 
@@ -100,8 +103,19 @@ def store_skipped(store: PathLike) -> Path:
     return Path(f"{store}{STORE_SKIPPED}")
 
 
+def component(name: str, what: str) -> str:
+    """``name`` when it is one plain path component (no ``/``, ``..``, NUL: it cannot leave the run), else
+    ``ConfigError`` in one line."""
+    text = str(name)
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0\n"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{what} {text!r} is not a plain folder name (no '/', '..' or control characters): rename it")
+    return text
+
+
 def layer_dir(run: PathLike, layer: str) -> Path:
-    return Path(run) / layer
+    return Path(run) / component(layer, "layer")
 
 
 def coords(run: PathLike, layer: str) -> Path:
@@ -130,12 +144,17 @@ def compare_dir(run: PathLike, layer: str, name: str) -> Path:
     return layer_dir(run, layer) / f"compare-{name}"
 
 
+def concepts_dir(run: PathLike, layer: str) -> Path:
+    """``RUN/LAYER/concepts``: the layer's concept dictionary, its icons, exemplars and summaries."""
+    return layer_dir(run, layer) / CONCEPTS
+
+
 def patches_dir(run: PathLike) -> Path:
     return Path(run) / PATCHES
 
 
 def patch_dir(run: PathLike, name: str) -> Path:
-    return patches_dir(run) / name
+    return patches_dir(run) / component(name, "patch name")
 
 
 def viewer_dir(run: PathLike) -> Path:
@@ -238,6 +257,32 @@ def example_name(i: int | str, j: int | str, e: int | str) -> str:
     return f"{EXAMPLES}/{i}_{j}_{e}.jpg"
 
 
+# --------------------------------------------------------------------------- inside a concepts folder
+
+# what the concepts stage writes into its folder (besides the folders icons/ and examples/)
+CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", CONCEPTS_JSON)
+
+
+def dictionary(folder: PathLike) -> Path:
+    """``FOLDER/dictionary.safetensors``: the concept dictionary (``actlas.formats.dictionary``)."""
+    return Path(folder) / DICTIONARY
+
+
+def concepts_json(folder: PathLike) -> Path:
+    """``FOLDER/concepts.json``: every concept's summary and each atlas cell's top concepts."""
+    return Path(folder) / CONCEPTS_JSON
+
+
+def concept_icon_name(j: int | str) -> str:
+    """``icons/J.png``: concept J's icon, relative to the concepts folder."""
+    return f"{ICONS}/{j}.png"
+
+
+def concept_example_name(j: int | str, e: int | str) -> str:
+    """``examples/J_E.jpg``: exemplar E of concept J, relative to the concepts folder."""
+    return f"{EXAMPLES}/{j}_{e}.jpg"
+
+
 # --------------------------------------------------------------------------- inside a patch experiment's folder
 
 
@@ -273,3 +318,23 @@ def viewer_index(run: PathLike) -> Path:
 def tiles(layer: str, view: str) -> str:
     """``tiles/LAYER/FOLDER``: the deep-zoom pyramid of one atlas, relative to the viewer folder."""
     return f"{TILES}/{layer}/{view}"
+
+
+def directory_output(run: PathLike, path: PathLike) -> Path | None:
+    """The folder the workflow writes whole (a ``directory()`` output: a shard store, ``icons/``, ``examples/``,
+    ``viewer/``, ``patches/NAME``) that holds ``path``, or None. Snakemake sees such a folder, not the files
+    in it: a file deleted inside is rebuilt only once the folder is gone."""
+    try:
+        parts = Path(path).relative_to(run).parts
+    except ValueError:
+        return None
+    if not parts or parts[0] in (CACHE, LOGS, BENCHMARKS):
+        return None
+    if parts[0] in (VIEWER,) and len(parts) > 1:
+        return Path(run) / VIEWER
+    if parts[0] == PATCHES and len(parts) > 2:
+        return Path(run) / PATCHES / parts[1]
+    for i, part in enumerate(parts[:-1]):
+        if part.endswith(".zarr") or (i > 0 and part in (ICONS, EXAMPLES)):
+            return Path(run).joinpath(*parts[: i + 1])
+    return None

@@ -47,6 +47,7 @@ CONTENT_TYPES: dict[str, str] = {
 }
 
 # Files of the run (outside viewer/) that the viewer may load: LAYER/FOLDER/{atlas*, icons/*, examples/*},
+# LAYER/concepts/{icons/*, examples/*},
 # and the patch experiments' reports and figures the cells link to (patches/NAME/).
 RUN_FILE_PATTERNS = tuple(
     f"*/{folder}/{name}"
@@ -62,6 +63,8 @@ RUN_FILE_PATTERNS = tuple(
         f"{paths.EXAMPLES}/*.png",
     )
 ) + (f"{paths.PATCHES}/*/{paths.REPORT_MD}", f"{paths.PATCHES}/*/*.png")
+# a layer's concepts: their icons and exemplars (LAYER/concepts/)
+RUN_FILE_PATTERNS += (f"*/{paths.CONCEPTS}/{paths.ICONS}/*.png", f"*/{paths.CONCEPTS}/{paths.EXAMPLES}/*.jpg")
 
 
 # --------------------------------------------------------------------------- what may be served

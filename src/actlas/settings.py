@@ -24,6 +24,7 @@ __all__ = [
     "ClassAtlas",
     "Collect",
     "Comparison",
+    "Concepts",
     "Grid",
     "Layout",
     "Patch",
@@ -43,6 +44,9 @@ PARAMETERISATIONS = ("fft", "maco")
 FILTERS = ("winner", "top", "both")
 METHODS = ("tsne", "umap")
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+# how a concept dictionary is learned (actlas.concepts.train.METHODS; auto: NMF for a non-negative layer,
+# else an archetypal TopK autoencoder)
+CONCEPT_METHODS = ("auto", "topk", "batchtopk", "archetypal", "dl", "nmf")
 
 
 def _choice(default: str, values: tuple[str, ...]):
@@ -199,6 +203,34 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Concepts:
+    """An item of ``concepts``: a dictionary of concepts of one layer, its icons and summaries."""
+
+    layer: str | None = None  # a layer of layers (laid out; default: the run's first)
+    method: str = _choice("auto", CONCEPT_METHODS)  # auto (nmf for a non-negative layer, else archetypal), ...
+    size: int = 512  # atoms (concepts) of the dictionary
+    k: int = 16  # active concepts per sample
+    seed: int | None = None  # the dictionary's seed (default: the run's)
+    load: str | None = None  # a .safetensors dictionary to use instead of learning one (W_dec (K, C), ...)
+    heldout: float = 0.1  # share of the samples held out of training, on which the figures are measured
+    stability: bool = False  # learn a second dictionary with another seed and match atoms (twice the cost)
+    terms: int = 5  # concepts listed per atlas cell (its direction decomposed)
+    n_examples: int = 8  # exemplar crops per concept (its highest codes, one per photo)
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or not 1 <= self.k <= self.size:
+            raise ConfigError(f"concepts need size >= 1 and 1 <= k <= size, got size {self.size} and k {self.k}")
+        if not 0 < self.heldout < 1:
+            raise ConfigError(f"concepts.heldout must be between 0 and 1 (a share of the samples), got {self.heldout}")
+        if self.load is not None and not str(self.load).endswith(".safetensors"):
+            raise ConfigError(
+                f"concepts.load must name a .safetensors file (no pickles: they run code), got {self.load}"
+            )
+        if self.terms < 1 or self.n_examples < 0:
+            raise ConfigError("concepts.terms must be at least 1 and concepts.n_examples at least 0")
+
+
+@dataclass(frozen=True)
 class Run:
     """The top level of a config."""
 
@@ -214,7 +246,7 @@ class Run:
 # config section -> its dataclass
 SECTIONS = {"collect": Collect, "layout": Layout, "grid": Grid, "render": Render, "atlas": Atlas}
 # config list -> the dataclass of its items
-ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch}
+ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch, "concepts": Concepts}
 # config key -> dataclass field, where a key is a Python keyword
 ALIASES = {"class": "cls"}
 
@@ -247,7 +279,16 @@ def from_mapping(cls, data: dict | None, where: str = ""):
             hint = did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
             raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}{hint}")
         kw[name] = tuple(value) if isinstance(value, list) else value
+        check_setting(cls, name, value, where)
     return cls(**kw)
+
+
+def check_setting(cls, name: str, value, where: str = "") -> None:
+    """A setting's value within its limits (``actlas.limits``): ``ConfigError`` in one line otherwise."""
+    from .limits import check_known, check_number
+
+    check_number(cls, name, value, where)
+    check_known(cls, name, value, where)
 
 
 def fill(config: dict) -> dict:
@@ -255,6 +296,7 @@ def fill(config: dict) -> dict:
     out = dict(config)
     for key, value in as_config(Run()).items():
         out.setdefault(key, value)
+        check_setting(Run, key, out[key])
     for section, cls in SECTIONS.items():
         out[section] = as_config(from_mapping(cls, config.get(section), section))
     for name, cls in ITEMS.items():

@@ -26,14 +26,30 @@ def check_run_dir(run_dir: str, checkout: str | Path) -> str:
         raise ConfigError(f"run_dir {run_dir!r} holds a NUL or newline: choose a plain folder name")
     path = Path(os.path.abspath(Path(checkout) / text))
     home = Path(checkout).resolve()
-    if path == Path(path.anchor) or path == home or home.is_relative_to(path):
-        raise ConfigError(
-            f"run_dir {run_dir!r} is {path}, which would mix a run with the actlas checkout or the "
-            "file system root: set run_dir to a folder of its own, e.g. runs/my_model"
-        )
+    # the guards hold on the real path too: a link runs/x -> / or -> another checkout is where the run would go
+    for where in dict.fromkeys([path, Path(os.path.realpath(path))]):
+        checkout_like = where.is_dir() and any((where / marker).exists() for marker in (".git", "Snakefile"))
+        if where == Path(where.anchor) or where == home or home.is_relative_to(where) or checkout_like:
+            raise ConfigError(
+                f"run_dir {run_dir!r} is {where}, which would mix a run with an actlas checkout or the "
+                "file system root: set run_dir to a folder of its own, e.g. runs/my_model"
+            )
     if path.exists() and not path.is_dir():
         raise ConfigError(f"run_dir {run_dir!r} is a file, not a folder: choose another run_dir")
     return text.rstrip("/") or text
+
+
+def or_exit(step, *args, **kwargs):
+    """``step(*args, **kwargs)`` at parse time; a ``UserError`` ends Snakemake with its one line,
+    ``Error: MESSAGE``, as the CLI prints it (not Snakemake's exception report)."""
+    import sys
+
+    from .errors import UserError
+
+    try:
+        return step(*args, **kwargs)
+    except UserError as err:
+        sys.exit(f"Error: {err}")
 
 
 def model_arg(model) -> str:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +33,11 @@ import numpy as np
 from . import paths
 from .data import store
 from .errors import MissingError, StoreError
+from .files import regular, run_entry_problem
 from .formats import batches, cells
 from .formats.atlas import AtlasMeta
 from .formats.shards import read_shard
+from .seal import check_seal, seal  # noqa: F401 - seal: the workflow calls verify.seal
 from .text import error_line, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -217,6 +217,15 @@ def _check_npz(path: Path) -> str:
             return "its cells, offsets and order disagree"
         if not np.isfinite(values["direction"]).all():
             return "its directions hold NaN or infinite values"
+        direction, whiten = values["direction"], path.parent.parent / paths.WHITEN
+        if direction.ndim != 2 or len(direction) != k:
+            return f"its directions have shape {direction.shape}, not ({k}, channels)"
+        if whiten.is_file() and not run_entry_problem(whiten):
+            channels = np.load(whiten, mmap_mode="r", allow_pickle=False).shape[0]
+            if direction.shape[1] != channels:
+                return f"its directions have {direction.shape[1]} channels, the layer {channels} (whiten.npy)"
+    elif values.get("icon") is not None and (values["icon"].dtype != np.uint8 or values["icon"].shape[-1] != 3):
+        return f"its icons are {values['icon'].dtype} of shape {values['icon'].shape}, not uint8 RGB"
     for name, v in values.items():
         if v.dtype.kind == "f" and not np.isfinite(v).all() and name not in ("objective",):
             return f"{name} holds NaN or infinite values"
@@ -240,84 +249,6 @@ def _check_image(path: Path) -> str:
     return ""
 
 
-# --------------------------------------------------------------------------- seal
-
-
-def _sealed_files(run_dir: Path):
-    """Files a seal covers: all but chunk files of stores (they carry crc32c), locks, seals and partials."""
-    for dirpath, dirnames, filenames in os.walk(run_dir):
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(run_dir)
-        in_store = any(p.endswith(".zarr") for p in rel_dir.parts)
-        for name in sorted(filenames):
-            if name in (paths.SEAL, paths.LOCK) or name.endswith((".tmp", ".partial")) or ".stale-" in name:
-                continue
-            if in_store and name != "zarr.json":
-                continue
-            yield Path(dirpath, name)
-
-
-def _crc(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
-def seal(run_dir: str | Path) -> Path:
-    """Record size, modification time and crc32 of the run's files in ``RUN/.actlas-seal.json``.
-
-    Call it when a workflow finishes (Snakemake ``onsuccess``); ``verify_run`` then finds damage
-    to those files that left their modification time alone.
-    """
-    run_dir = Path(run_dir)
-    files = {}
-    for path in _sealed_files(run_dir):
-        st = path.stat()
-        files[str(path.relative_to(run_dir))] = [st.st_size, st.st_mtime_ns, _crc(path)]
-    out = paths.seal(run_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps({"created": time.time(), "files": files}))
-    tmp.replace(out)
-    return out
-
-
-def _check_seal(run_dir: Path) -> list[Problem]:
-    path = paths.seal(run_dir)
-    if not path.exists():
-        return []
-    try:
-        files = json.loads(path.read_text())["files"]
-        assert isinstance(files, dict)
-    except Exception as err:  # noqa: BLE001 - a seal that does not parse is damaged, whatever the error
-        return [
-            Problem(
-                str(path),
-                f"the seal is damaged ({_one(err, 80)}): delete it (the next finished workflow writes a new one)",
-            )
-        ]
-    out = []
-    for rel, entry in files.items():
-        p = run_dir / rel
-        try:
-            size, mtime, crc = entry
-            st = p.stat()
-        except FileNotFoundError:
-            out.append(Problem(str(p), "missing since the run finished: run the workflow again (it rebuilds it)"))
-            continue
-        except Exception:  # noqa: BLE001 - an entry of any other shape is damaged
-            out.append(Problem(str(path), f"the seal's entry for {rel} is damaged: delete the seal"))
-            continue
-        if st.st_mtime_ns != mtime:
-            continue  # rewritten since the seal
-        if st.st_size != size:
-            out.append(Problem(str(p), f"damaged: {st.st_size} bytes, {size} when the run finished (same time)"))
-        elif _crc(p) != crc:
-            out.append(Problem(str(p), "damaged: its crc32 differs from when the run finished (same size and time)"))
-    return out
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -332,7 +263,7 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
     if not run_dir.is_dir():
         raise MissingError(f"run directory not found: {run_dir}")
     problems: list[Problem] = []
-    lists = {p.stem: p for p in sorted(paths.shards_dir(run_dir).glob(paths.SHARD_LIST_GLOB))}
+    lists = {p.stem: p for p in regular(sorted(paths.shards_dir(run_dir).glob(paths.SHARD_LIST_GLOB)))}
     list_rows: dict[str, int] = {}
     for stem, p in lists.items():
         try:
@@ -369,6 +300,9 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
         for name in sorted(filenames):
             p = Path(dirpath, name)
             suffix = p.suffix.lower()
+            if run_entry_problem(p):  # never opened: a FIFO would block, a dangling link fail
+                problems.append(Problem(str(p), f"{run_entry_problem(p)}, which no stage writes: remove it"))
+                continue
             try:
                 if suffix == ".npy":
                     reason = _check_npy(p, samples)
@@ -386,7 +320,7 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
                 problems.append(Problem(str(p), _one(f"{reason}: delete it and run the workflow again")))
     if use_seal:
         seen = {q.path for q in problems}
-        problems += [q for q in _check_seal(run_dir) if q.path not in seen]
+        problems += [Problem(p, reason) for p, reason in check_seal(Path(run_dir)) if p not in seen]
     return problems
 
 

@@ -51,9 +51,15 @@ def list_images(
                         f"{source}:{number}: label {label!r} is not an integer class index "
                         "(lines are path<TAB>label, the label optional)"
                     ) from None
+                if not -1 <= value < (len(categories) if categories else 32768):  # stored as int16
+                    top = f"{len(categories) - 1} (the model has {len(categories)} classes)" if categories else "32767"
+                    raise DataError(f"{source}:{number}: label {value} is out of range: give -1 (none) or 0..{top}")
                 rows.append((str((source.parent / path).resolve()) if not os.path.isabs(path) else path, value))
         return sorted(rows)
     if not source.is_dir():
+        from ..files import require_file
+
+        require_file(source, "image folder or list file", DataError)
         raise MissingError(f"image folder or list file not found: {source}")
     rows = []
     seen: set[tuple[int, int]] = set()

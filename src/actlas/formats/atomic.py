@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
+
 PathLike = str | Path
 
 
@@ -33,11 +35,37 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+def _nonfinite_key(data, where: str = "") -> str | None:
+    """The key path (``cells[3].faithfulness``) of the first NaN or infinity in JSON-able data, else None."""
+    if isinstance(data, (float, np.floating)):
+        return None if np.isfinite(data) else where or "the value"
+    if isinstance(data, np.ndarray):
+        return None if data.dtype.kind != "f" or np.isfinite(data).all() else where or "the value"
+    if isinstance(data, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in data.items())
+    elif isinstance(data, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(data))
+    else:
+        return None
+    return next((found for key, v in items if (found := _nonfinite_key(v, key))), None)
+
+
 def write_json(path: PathLike, data) -> Path:
-    """Write JSON atomically (numpy scalars and arrays as plain numbers and lists)."""
+    """Write JSON atomically (numpy scalars and arrays as plain numbers and lists).
+
+    NaN and infinity are refused (``DataError`` naming the key): they are not JSON, and no artifact holds them.
+    """
     path = Path(path)
+    try:
+        text = json.dumps(data, indent=1, default=_json_default, allow_nan=False)
+    except ValueError as err:
+        key = _nonfinite_key(data) or "a value"
+        raise DataError(
+            f"{key} is NaN or infinite, which {path.name} cannot hold (JSON has finite numbers only): the inputs of "
+            f"the stage writing {path} are not finite; check the model and the layer"
+        ) from err
     tmp = _partial(path)
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
 
@@ -55,9 +83,21 @@ def write_text(path: PathLike, text: str) -> Path:
     return path
 
 
-def save_npz(path: PathLike, **arrays) -> Path:
-    """Write an npz of ``arrays``, in the order given."""
+def check_finite(path: PathLike, arrays: dict, allow: tuple[str, ...] = ()) -> None:
+    """Refuse (``DataError``, one line) a float array holding NaN or infinity, but those named in ``allow``."""
+    for name, array in arrays.items():
+        a = np.asarray(array)
+        if name not in allow and a.dtype.kind in "fc" and not np.isfinite(a).all():
+            raise DataError(
+                f"{name} holds {int((~np.isfinite(a)).sum())} NaN or infinite values, which no artifact may hold "
+                f"({Path(path).name}): the inputs of the stage writing it are not finite; check the model and layer"
+            )
+
+
+def save_npz(path: PathLike, allow_nonfinite: tuple[str, ...] = (), **arrays) -> Path:
+    """Write an npz of ``arrays``, in order; float arrays must be finite (but those named in ``allow_nonfinite``)."""
     path = Path(path)
+    check_finite(path, arrays, allow_nonfinite)
     tmp = _partial(path)
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
@@ -72,7 +112,9 @@ def load_npz(path: PathLike) -> dict[str, np.ndarray]:
 
 
 def save_npy(path: PathLike, array: np.ndarray) -> Path:
+    """Write an npy; a float array must be finite (``DataError``)."""
     path = Path(path)
+    check_finite(path, {path.stem: array})
     tmp = _partial(path)
     with open(tmp, "wb") as f:
         np.save(f, array)

@@ -46,6 +46,7 @@ class RenderBatch:
 def write_batch(path: PathLike, batch: RenderBatch) -> Path:
     return save_npz(
         path,
+        allow_nonfinite=("objective",),  # an icon's score may be undefined (verify allows it too)
         cell=batch.cell,
         icon=batch.icon,
         objective=batch.objective,
@@ -103,7 +104,7 @@ def read_icons(folder: PathLike, directions: np.ndarray, cells_per_job: int) -> 
 
 def write_cached_icon(path: PathLike, icon: np.ndarray, objective, faithfulness) -> Path:
     """One cached icon: ``icon`` (S, S, 3) uint8 with its ``objective`` and ``faithfulness``."""
-    return save_npz(path, icon=icon, objective=objective, faithfulness=faithfulness)
+    return save_npz(path, allow_nonfinite=("objective",), icon=icon, objective=objective, faithfulness=faithfulness)
 
 
 def read_cached_icon(path: PathLike) -> tuple[np.ndarray, float, float]:

@@ -8,11 +8,13 @@ keys and OpenAI's, and never runs code from the file.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..concepts.dictionary import FORMAT, Dictionary, DictionaryError
+from .atomic import _partial
 
 
 def save(d: Dictionary, path: str | Path) -> None:
@@ -34,8 +36,9 @@ def save(d: Dictionary, path: str | Path) -> None:
         "threshold": json.dumps(d.threshold),
         "info": json.dumps(d.info, sort_keys=True),
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(path), metadata=meta)
+    tmp = _partial(Path(path))  # atomic: a reader sees the old file or the whole new one
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
 
 
 def load(

@@ -6,7 +6,8 @@ built from a run's atlases (``atlas.json``) and patch experiments (``report.json
     {title, classes: [name],
      layers: [{layer, grids: [{grid, icon_size, size_px, dzi, tile_source, labelled, cells}]}],
      extras: [{id, layer, kind: "class" | "compare", title, about, axis, grids: [one grid]}],
-     patches: [{name, title, layer, report, figure, figures}]}
+     patches: [{name, title, layer, report, figure, figures}],
+     concepts: [{layer, method, size, k, figures, faithfulness_median, concepts, cells}]}
 
 A cell holds ``i, j, count, label, label_index, top, attribution, faithfulness, icon, examples``
 (paths relative to ``viewer/``) and, when a patch experiment tested its icon or dataset example,
@@ -27,6 +28,7 @@ from ..patches.spec import tested_cell
 from ..text import slug
 from .atlas import AtlasMeta, CellRecord
 from .atomic import PathLike, write_text
+from .concepts import ConceptsMeta
 from .report import read_report
 
 TILE_SIZE = 256
@@ -210,12 +212,55 @@ def patch_links(reports: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[s
     return experiments, cells
 
 
+def concepts_entry(layer: str, meta: ConceptsMeta) -> dict[str, Any]:
+    """A layer's concepts (``LAYER/concepts/concepts.json``) as the viewer reads them: the dictionary's
+    figures, each concept (paths relative to viewer/) and each main grid's cells with their concepts."""
+
+    def rel(path: str) -> str:
+        parts = PurePosixPath(path).parts
+        if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
+            raise DataError(f"{layer}/{paths.CONCEPTS}/{paths.CONCEPTS_JSON} names {path!r}; paths must stay inside")
+        return "/".join(("..", layer, paths.CONCEPTS, *parts))
+
+    return {
+        "layer": layer,
+        "method": meta.method,
+        "size": meta.size,
+        "k": meta.k,
+        "figures": meta.figures,
+        "faithfulness_median": meta.faithfulness_median,
+        "concepts": [
+            {
+                "index": c.index,
+                "label": c.label,
+                "frequency": _round(float(c.frequency)),
+                "count": c.count,
+                "faithfulness": c.faithfulness,
+                "stability": c.stability,
+                "top": [[str(name), _round(float(v))] for name, v in c.top],
+                "icon": rel(c.icon) if c.icon else None,
+                "examples": [
+                    {"src": rel(e.src), "label": e.label, "pred": e.pred, "prob": e.prob, "similarity": e.similarity}
+                    for e in c.examples
+                ],
+            }
+            for c in meta.concepts
+        ],
+        "cells": {n: [c.to_json() for c in cells] for n, cells in meta.cells.items()},
+    }
+
+
 def data_index(
-    refs: list[AtlasRef], sizes: dict[tuple[str, str], tuple[int, int]], title: str, reports: list[Path] = ()
+    refs: list[AtlasRef],
+    sizes: dict[tuple[str, str], tuple[int, int]],
+    title: str,
+    reports: list[Path] = (),
+    concepts: list[tuple[str, ConceptsMeta]] = (),
 ) -> dict[str, Any]:
     """The viewer's ``data.json``: classes; layers in order, each with its main grids coarse to fine;
     extras: class atlases and comparisons, one grid each; patches: the patch experiments
-    (``patch_links``), each cell listing those that tested its icon or dataset patch.
+    (``patch_links``), each cell listing those that tested its icon or dataset patch; concepts: each
+    (layer, ``concepts.json``) of ``concepts`` (``concepts_entry``).
 
     ``sizes`` maps (layer, folder name) to the atlas image's (width, height) in pixels.
     """
@@ -248,6 +293,7 @@ def data_index(
         "layers": [{"layer": name, "grids": grids} for name, grids in layers.items()],
         "extras": extras,
         "patches": experiments,
+        "concepts": [concepts_entry(layer, meta) for layer, meta in concepts],
     }
 
 

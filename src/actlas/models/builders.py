@@ -11,10 +11,9 @@ import importlib
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 
-from ..errors import DependencyError, ModelError
-from ..text import closest, did_you_mean, one_line
+from ..errors import DependencyError, ModelError, UserError
+from ..text import closest, did_you_mean, error_line, one_line
 
 
 def call_builder(fn: Callable, kwargs: dict, what: str):
@@ -35,6 +34,25 @@ def call_builder(fn: Callable, kwargs: dict, what: str):
         takes = [] if any(p.kind is p.VAR_KEYWORD for p in params) else [p.name for p in params]
         listed = f"; it takes: {', '.join(takes)}" if takes else ""
         raise ModelError(f"model.kwargs {kwargs} do not fit {what}: {one_line(text, 120)}{listed}") from None
+
+
+def call_factory(factory: Callable, kwargs: dict, name: str):
+    """``factory(**kwargs)`` with nothing on stdin (a factory that reads it fails rather than waits); any
+    failure of the user's code is one ``ModelError`` line naming the factory and its error."""
+    import io
+    import sys
+
+    stdin, sys.stdin = sys.stdin, io.StringIO()
+    try:
+        return factory(**kwargs)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's code: its error is theirs to fix, in one line
+        raise ModelError(
+            f"the model factory {name} failed: {error_line(err)}; check it and model.kwargs ({sorted(kwargs)})"
+        ) from None
+    finally:
+        sys.stdin = stdin
 
 
 # --------------------------------------------------------------------------- builders a card may name
@@ -132,7 +150,7 @@ def build_architecture(architecture: str, kwargs: dict, trust_code: bool, where:
                 "actlas runs code named by a card or config only with trust_code: true (--trust-code) "
                 "when you trust its author"
             )
-        model = call_builder(import_object(architecture), kwargs, architecture)
+        model = call_factory(import_object(architecture), kwargs, architecture)
     else:
         lib, builder = known
         if lib == "torchvision":
@@ -208,8 +226,9 @@ def load_export(file: str):
     -> (module, {"fixed_size": [H, W]} when its input's height and width are static, else {})."""
     import torch
 
-    if not Path(file).exists():
-        raise ModelError(f"torch.export file not found: {file}")
+    from ..files import require_file
+
+    require_file(file, "torch.export file", ModelError)
     program = torch.export.load(file)
     fixed = exported_input_size(program)
     return torch.export.unflatten(program), ({"fixed_size": list(fixed)} if fixed is not None else {})

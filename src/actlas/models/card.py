@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelError
+from ..files import require_file
 from ..text import did_you_mean
 from .block import FIELD_NAMES
 
@@ -29,9 +30,7 @@ def read_card(path: Path) -> dict:
 
     Raises ``ModelError`` in one line for a missing or invalid card.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model card not found: {path}")
+    path = require_file(path, "model card", ModelError)
     try:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as err:

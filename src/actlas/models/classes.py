@@ -8,9 +8,11 @@ atlases, comparisons, patch targets and the labels of image folders all use ``ma
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import ModelError
+from ..files import require_file
 from ..text import did_you_mean
 
 
@@ -32,19 +34,49 @@ def match_class(text: str, categories: tuple[str, ...], synsets: tuple[str, ...]
     return None
 
 
-def resolve_class(name: str | int, categories: tuple[str, ...], synsets: tuple[str, ...] = ()) -> int:
-    """Class index from a number, a synset id, a full name or any of its comma-separated names.
+def all_matches(text: str, categories: tuple[str, ...], synsets: tuple[str, ...] = ()) -> list[int]:
+    """Every class index ``text`` names (``match_class`` gives the first): ImageNet has two ``crane``s."""
+    text = str(text).strip()
+    for key in (text, text.lower()):
+        if key in synsets:
+            return [synsets.index(key)]
+    key = _norm(text)
+    return [i for i, full in enumerate(categories) if key == _norm(full) or key in (_norm(p) for p in full.split(","))]
 
-    Raises ``ModelError`` naming the closest class names when nothing matches.
+
+def _short(categories: tuple[str, ...], i: int) -> str:
+    return categories[i].split(",")[0].strip()
+
+
+def resolve_class(name: str | int, categories: tuple[str, ...], synsets: tuple[str, ...] = ()) -> int:
+    """Class index from a number, a synset id, a full name or any of its comma-separated names, or
+    ``NAME (INDEX)`` (the viewer's name of a class whose name two classes share: ``crane (517)``).
+
+    Raises ``ModelError`` naming the closest class names when nothing matches, and the choices when a
+    name is ambiguous.
     """
+    if isinstance(name, bool):
+        raise ModelError(f"class {name!r} is not a class name or index: give a name, synset id or index")
     if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
         index = int(name)
         if 0 <= index < max(len(categories), 1):
             return index
         raise ModelError(f"class index {index} is out of range (0..{len(categories) - 1})")
-    found = match_class(name, categories, synsets)
-    if found is not None:
-        return found
+    qualified = re.fullmatch(r"(.*?)\s*\((\d+)\)", str(name).strip())
+    if qualified:
+        index = int(qualified.group(2))
+        named = all_matches(qualified.group(1), categories, synsets)
+        if index in named:
+            return index
+        if named:
+            choices = ", ".join(repr(f"{_short(categories, i)} ({i})") for i in named)
+            raise ModelError(f"class {name!r}: class {index} is not {qualified.group(1)!r}; name one of {choices}")
+    found = all_matches(name, categories, synsets)
+    if len(found) > 1:
+        choices = ", ".join(repr(f"{_short(categories, i)} ({i})") for i in found)
+        raise ModelError(f"class {name!r} is ambiguous: {len(found)} classes have that name; name one of {choices}")
+    if found:
+        return found[0]
     shorts = [c.split(",")[0].strip() for c in categories]
     raise ModelError(f"unknown class {name!r}{did_you_mean(name, shorts, n=5)}")
 
@@ -68,6 +100,5 @@ def read_names(value, base: str | Path | None = None) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)):
         return tuple(str(v) for v in value)
     path = Path(base) / value if base is not None else Path(value)
-    if not path.exists():
-        raise ModelError(f"labels or synsets file not found: {path}")
+    require_file(path, "labels or synsets file", ModelError)
     return tuple(line.rstrip("\n") for line in path.read_text().splitlines() if line.strip())

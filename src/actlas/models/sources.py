@@ -26,6 +26,7 @@ from .builders import (
     build_builtin,
     build_timm,
     call_builder,
+    call_factory,
     import_object,
     known_builder,  # noqa: F401 - re-exported: older callers import it from here
     load_export,
@@ -323,7 +324,7 @@ class Factory(Source):
                 f"the source {source!r} runs Python code (a factory); actlas runs it only with "
                 "trust_code: true (--trust-code) when you trust the config's author"
             )
-        model = call_builder(import_object(source), dict(block.get("kwargs") or {}), source)
+        model = call_factory(import_object(source), dict(block.get("kwargs") or {}), source)
         if not isinstance(model, nn.Module):
             raise ModelError(f"{source} returned {type(model).__name__}, not a torch.nn.Module")
         return Found(model, source.split(":")[1], values=model_labels(model)), dict(block)

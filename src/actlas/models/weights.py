@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..files import require_file
+from ..text import error_line
 
 
 def load_weights(path: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -19,13 +21,17 @@ def load_weights(path: Path, allow_pickle: bool = False) -> dict[str, torch.Tens
     ``--allow-pickle``). Checkpoints that wrap the state dict (``state_dict``, ``model``,
     ``model_state_dict``) are unwrapped.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"weights file not found: {path}")
+    path = require_file(path, "weights file", ModelError)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - a damaged or foreign file, whatever the error says
+            raise ModelError(
+                f"weights file {path} is not a readable safetensors file ({error_line(err, 120)}): "
+                "give the model's safetensors weights"
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -35,6 +41,11 @@ def load_weights(path: Path, allow_pickle: bool = False) -> dict[str, torch.Tens
                 "safetensors, or set model.allow_pickle: true (--allow-pickle) if you trust its author."
             ) from err
         state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, ValueError, OSError) as err:  # not a torch file at all (garbage, truncated)
+        raise ModelError(
+            f"weights file {path} is not a torch or safetensors file ({error_line(err, 120)}): "
+            "give the model's weights (.safetensors, .pt or .pth)"
+        ) from None
     if isinstance(state, nn.Module):
         state = state.state_dict()
     for key in ("state_dict", "model_state_dict", "model"):

@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from .. import paths
-from ..collect import attribute, gather_rows, image_key, sample_positions
+from ..collect import attribute, first_nonfinite, float16_loss, gather_rows, image_key, sample_positions
 from ..data import store
 from ..data.decode import decode_pixels
 from ..device import resolve_device, set_threads
-from ..formats.shards import append_skipped, keep_skipped, read_shard
+from ..errors import ModelError
+from ..formats.atomic import write_text
+from ..formats.shards import append_skipped, format_skipped, keep_skipped, read_shard
 from ..models.load import load_model
 from ..models.spec import ModelSpec, to_float
 from ..nn.fastpaths import fold_batchnorm, memory_format_for
@@ -133,7 +135,8 @@ def collect(
     chunk = max(batch_size, chunk - chunk % batch_size)  # commits fall on batch boundaries
     group = store.open_shard(out, columns, params)
     if group.attrs.get("complete"):
-        paths.store_skipped(out).touch()
+        if not paths.store_skipped(out).exists():  # deleted since: its rows again, from the store
+            _rewrite_skipped(out, rows)
         return dict(group.attrs["summary"])
     for name in layers:
         group[name].attrs.update(
@@ -167,6 +170,7 @@ def collect(
         for x, ok, reasons, sizes in loader:
             x = x.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
             logits, acts, attrs, classes = attribute(net, spec, x, layers, attr_top, amp=amp, kinds=kinds)
+            _check_numbers(logits, acts, attrs, ok, [rows[offset + i][0] for i in range(len(ok))])
             n_classes = logits.shape[1]
             top_p, top_c = logits.softmax(1).topk(min(5, n_classes), dim=1)
             b = len(ok)
@@ -183,6 +187,7 @@ def collect(
                     for i in range(b)
                 ]
                 a, v, owner = gather_rows(acts[name], attrs[name], pos)
+                _check_float16(name, a)
                 pending[f"{name}/activation"].append(a.astype(np.float16))
                 pending[f"{name}/image"].append((owner + offset).astype(np.int32))
                 pending[f"{name}/position"].append(np.concatenate(pos).astype(np.int16))
@@ -203,6 +208,44 @@ def collect(
     }
     store.finish(group, summary=summary)
     return summary
+
+
+def _rewrite_skipped(out, rows: list[tuple[str, int]]) -> None:
+    """The skip list of a complete store, written again: the images the store marks not ok, each with the
+    reason decoding gives now."""
+    ok = store.read([out], "images/ok").astype(bool)
+    skipped = [(rows[i][0], decode_pixels(rows[i][0])[1] or "cannot preprocess") for i in np.flatnonzero(~ok)]
+    write_text(paths.store_skipped(out), format_skipped(skipped))
+
+
+def _check_numbers(logits, acts, attrs, ok: list[bool], images: list[str]) -> None:
+    """Stop at the first NaN or infinity of a batch, in one line naming the model output or layer and the image."""
+    found = first_nonfinite(logits, acts, attrs, ok)
+    if found is None:
+        return
+    what, i = found
+    kind, _, layer = what.partition(":")
+    if kind == "logits":
+        cause = "the model's output (its logits) is NaN or infinite"
+        fix = "the model or its weights are broken: check model.weights and model.output"
+    elif kind == "activation":
+        cause = f"layer {layer!r} gives NaN or infinite activations"
+        fix = "the model or its weights are broken there: check model.weights, or choose another layer"
+    else:
+        cause = f"the attribution of layer {layer!r} to the logits is NaN or infinite (its gradient overflows)"
+        fix = "choose another layer, or check model.weights"
+    raise ModelError(f"{cause} on {images[i]}; {fix}")
+
+
+def _check_float16(layer: str, rows: np.ndarray) -> None:
+    """Refuse activations the float16 store would flush to 0 or turn to inf, in one line naming the layer."""
+    loss = float16_loss(rows)
+    if loss is not None:
+        top, low = loss
+        raise ModelError(
+            f"layer {layer!r} has activations of magnitude {low:.3g} to {top:.3g}, outside the float16 range collect "
+            "stores (6e-08 to 65504: they would be stored as 0 or inf); choose another layer, or rescale the model"
+        )
 
 
 def _pad5(a: np.ndarray) -> np.ndarray:

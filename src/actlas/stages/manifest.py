@@ -13,6 +13,7 @@ from .. import paths
 from ..data import store
 from ..formats.atlas import read_atlas
 from ..formats.batches import read_batch
+from ..formats.concepts import read_concepts
 from ..formats.layout import read_layout_info
 from ..formats.manifest import Manifest, read_manifest, write_manifest
 from ..formats.shards import shard_stores
@@ -130,6 +131,10 @@ def info(run_dir: str | Path) -> dict:
         "class_atlases": found(f"*/class-*/{paths.ATLAS_PNG}"),
         "comparisons": found(f"*/compare-*/{paths.COMPARE_PNG}"),
         "patch_reports": found(f"{paths.PATCHES}/*/{paths.REPORT_MD}"),
+        "concepts": {
+            Path(q).parent.parent.name: read_concepts(q).summary()
+            for q in found(f"*/{paths.CONCEPTS}/{paths.CONCEPTS_JSON}")
+        },
         "images": m.collect["images"],
         "skipped": m.collect["skipped"],
         "collect_seconds": m.collect["seconds"],

@@ -9,6 +9,7 @@ in docs/patches.md). This module reads the patches and photos and writes the fol
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ..data import store
 from ..data.decode import decode
 from ..device import resolve_device, set_threads
 from ..errors import ConfigError, DataError, MissingError, StoreError
+from ..files import require_file
 from ..formats.atlas import read_atlas
 from ..formats.atomic import save_image, write_text
 from ..formats.layout import read_whitening
@@ -104,7 +106,9 @@ def _render_direction(path, run_dir, layer, model, spec, params, device, memory_
 
     if model is None or spec is None:
         raise ConfigError("a direction patch needs the model: pass model= and spec=")
-    direction = np.load(path, allow_pickle=False).astype(np.float32).reshape(1, -1)
+    direction = (
+        np.load(require_file(path, "direction file", ConfigError), allow_pickle=False).astype(np.float32).reshape(1, -1)
+    )
     whiten = paths.whiten(run_dir, layer)
     whitening = read_whitening(whiten) if whiten.exists() else None
     ((_, _, grid),) = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
@@ -230,6 +234,8 @@ def patch(
     """
     from ..runinfo import run_layers
 
+    if name is not None and not re.fullmatch(r"[a-z0-9-]+", name):  # the config schema's pattern
+        raise ConfigError(f"patch name {name!r} may hold only a-z, 0-9 and '-' (a folder under RUN/patches): rename it")
     set_threads(threads)
     start = time.perf_counter()
     net, mspec = load_model(model)

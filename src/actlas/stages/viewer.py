@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import paths
 from ..errors import DependencyError, MissingError
 from ..formats.atlas import read_atlas
+from ..formats.concepts import read_concepts
 from ..formats.manifest import read_manifest
 from ..formats.viewer import TILE_FORMAT, TILE_OVERLAP, TILE_QUALITY, TILE_SIZE, AtlasRef, data_index, write_data
 
@@ -149,6 +150,7 @@ def viewer(
     layers: list[str] | None = None,
     atlases: list[Path | str] | None = None,
     patches: list[Path | str] | None = None,
+    concepts: list[Path | str] | None = None,
 ) -> Path:
     """Build ``RUN/viewer/`` from every atlas of the run; returns the path of its index.html.
 
@@ -156,7 +158,8 @@ def viewer(
     ``openseadragon`` is OpenSeadragon's build folder (default: :func:`find_openseadragon`);
     ``atlases`` the atlas.json files to show (default: every one in the run); ``patches`` the
     patch experiments' report.json files linked from the cells they tested (default: every
-    ``RUN/patches/*/report.json``).
+    ``RUN/patches/*/report.json``); ``concepts`` the layers' ``concepts.json`` files shown beside their
+    main atlases (default: every ``RUN/LAYER/concepts/concepts.json``).
 
     Reads each ``RUN/LAYER/FOLDER/atlas.json`` and ``atlas.png``, tiles the PNG with pyvips
     ``dzsave``, writes ``data.json``/``data.js`` and copies the static viewer and OpenSeadragon.
@@ -178,7 +181,14 @@ def viewer(
             if patches is not None
             else sorted(paths.patches_dir(run_dir).glob(f"*/{paths.REPORT_JSON}"))
         )
-        write_data(staging, data_index(refs, sizes, title=run_dir.resolve().name, reports=reports))
+        found = (
+            [Path(p) for p in concepts]
+            if concepts is not None
+            else sorted(run_dir.glob(f"*/{paths.CONCEPTS}/{paths.CONCEPTS_JSON}"))
+        )
+        layer_concepts = [(p.parent.parent.name, read_concepts(p)) for p in found]
+        index = data_index(refs, sizes, title=run_dir.resolve().name, reports=reports, concepts=layer_concepts)
+        write_data(staging, index)
         _copy_static(staging, osd)
         staging.chmod(0o755)
         if final.exists():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .. import layout as layout_core
 from .. import paths
 from ..data import store
@@ -23,5 +25,6 @@ def whitening(run_dir: str | Path, layer: str, *, whitening_eps: float = Layout.
     of the covariance of all its collected activations (read in chunks: memory stays bounded)."""
     stores = shard_stores(run_dir)
     check_stores(stores, layer)
-    _, cov = layout_core.moments(store.read_dask(stores, f"{layer}/activation"))
+    mean, cov = layout_core.moments(store.read_dask(stores, f"{layer}/activation"))
+    layout_core.check_spread(mean, float(np.trace(cov)), layer)
     return write_whitening(paths.whiten(run_dir, layer), layout_core.whitening(cov, whitening_eps))

@@ -7,6 +7,10 @@
  *    patches: [{name, title, layer, report, figure, figures}]}; a cell a patch experiment tested lists it in
  *    cell.patches: [{experiment, title, patch, kind, discovered, population, static, dynamic: {k, n, rate, ci},
  *    best_control: {static, dynamic}, above_controls: {static, dynamic}, report, figure}].
+ * Concepts (a layer's dictionary, actlas.stages.concepts): data.concepts: [{layer, method, size, k, figures,
+ *    concepts: [{index, label, frequency, count, faithfulness, stability, icon, top, examples}],
+ *    cells: {N: [{i, j, concepts: [[index, weight]], share, fires: [[index, share of the cell's samples]]}]}}];
+ *    on a layer's main atlas the panel lists them; choosing one shades the cells where it fires.
  * The atlas switch lists maps: each layer's main atlas, then its class atlases and comparisons,
  * then the patch experiments' reports (choosing one opens its figure);
  * the URL fragment (#features.13 or #features.13/class-red-fox) names the one shown.
@@ -24,6 +28,7 @@
   const state = {
     data: null, maps: [], viewer: null, layer: 0, active: 0, cellsEl: null, cellEls: null,
     hover: null, pinned: null, highlight: null, classKeys: [], keyToIndex: new Map(),
+    concepts: new Map(), concept: null,
   };
   window.actlas = state;  // for debugging and tests
 
@@ -73,6 +78,7 @@
 
   function setHighlight(k) {
     state.highlight = k;
+    if (k !== null && state.concept !== null) chooseConcept(null);
     applyHighlight();
   }
 
@@ -82,6 +88,7 @@
     const grid = activeGrid();
     const info = $("highlight-info");
     if (!grid || !state.cellEls) return;
+    if (state.concept !== null) return shadeConcept(grid);
     if (state.highlight === null) {
       state.cellEls.forEach((el) => { el.style.opacity = "0"; el.dataset.weight = ""; });
       info.textContent = "";
@@ -180,6 +187,7 @@
   function openLayer(k) {
     state.layer = k;
     showAbout(state.maps[k]);
+    showConceptList(state.maps[k]);
     state.active = -1;
     state.hover = null;
     unpin();
@@ -350,10 +358,13 @@
 
   function showExamples(hit) {
     const section = $("examples");
-    const list = $("example-list");
-    list.textContent = "";
     const examples = (hit && hit.cell.examples) || [];
     section.hidden = examples.length === 0;
+    fillExamples($("example-list"), examples);
+  }
+
+  function fillExamples(list, examples) {
+    list.textContent = "";
     examples.forEach((ex) => {
       const figure = document.createElement("figure");
       figure.className = "example " + (ex.label && ex.pred ? (ex.label === ex.pred ? "correct" : "wrong") : "");
@@ -422,6 +433,7 @@
     showCell(hit);
     showPatches(hit);
     showExamples(hit);
+    showCellConcepts(hit);
   }
 
   function unpin() {
@@ -429,6 +441,7 @@
     if (state.cellEls) markSelected();
     showExamples(null);
     showPatches(null);
+    showCellConcepts(null);
     showCell(state.hover);
   }
 
@@ -449,6 +462,138 @@
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") unpin(); });
   }
 
+
+  /* ---------------------------------------------------------------- concepts */
+
+  function setupConcepts(entries) {
+    (entries || []).forEach((entry) => {
+      entry.byIndex = new Map(entry.concepts.map((c) => [c.index, c]));
+      entry.cellMaps = {};
+      Object.keys(entry.cells || {}).forEach((n) => {
+        entry.cellMaps[n] = new Map(entry.cells[n].map((c) => [c.j * Number(n) + c.i, c]));
+      });
+      state.concepts.set(entry.layer, entry);
+    });
+  }
+
+  function layerConcepts() {
+    const map = state.maps[state.layer];
+    return map && map.kind === "atlas" ? state.concepts.get(map.layer) || null : null;
+  }
+
+  function pct1(v) { return (100 * v).toFixed(1) + "%"; }
+
+  function conceptTitle(c) { return "concept " + c.index + (c.label ? " · " + c.label : ""); }
+
+  /* The layer's concepts, most frequent first (those active on no sample left out). */
+  function showConceptList(map) {
+    state.concept = null;
+    $("concept").hidden = true;
+    const entry = map && map.kind === "atlas" ? state.concepts.get(map.layer) : null;
+    $("concepts").hidden = !entry;
+    const list = $("concept-list");
+    list.textContent = "";
+    if (!entry) return;
+    const f = entry.figures || {};
+    $("concept-figures").textContent = entry.size + " concepts (" + entry.method + ", k " + entry.k + ") · held-out R² " +
+      fmt(f.r2, 3) + " · L0 " + fmt(f.l0, 3) + " · dead " + (f.dead === undefined ? "–" : pct1(f.dead)) +
+      (f.stability !== undefined ? " · stability " + fmt(f.stability, 2) : "");
+    entry.concepts.filter((c) => c.count > 0).sort((a, b) => b.frequency - a.frequency || a.index - b.index)
+      .forEach((c) => list.appendChild(conceptButton(c, pct1(c.frequency))));
+  }
+
+  function conceptButton(c, note) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.concept = String(c.index);
+    const img = document.createElement("img");
+    img.src = c.icon;
+    img.alt = "icon of concept " + c.index;
+    const text = document.createElement("span");
+    text.textContent = conceptTitle(c) + " · " + note;
+    button.append(img, text);
+    button.addEventListener("click", () => chooseConcept(state.concept === c.index ? null : c.index));
+    item.appendChild(button);
+    return item;
+  }
+
+  function chooseConcept(index) {
+    const entry = layerConcepts();
+    state.concept = entry && index !== null ? index : null;
+    if (state.concept !== null && state.highlight !== null) {
+      state.highlight = null;
+      $("class-search").value = "";
+    }
+    document.querySelectorAll("#concept-list button, #cell-concept-list button").forEach((b) => {
+      b.classList.toggle("chosen", b.dataset.concept === String(state.concept));
+    });
+    const section = $("concept");
+    section.hidden = state.concept === null;
+    if (state.concept !== null) {
+      const c = entry.byIndex.get(state.concept);
+      const icon = $("concept-icon");
+      icon.onload = () => { icon.style.imageRendering = icon.naturalWidth < 96 ? "pixelated" : "auto"; };
+      icon.src = c.icon;
+      $("concept-label").textContent = conceptTitle(c);
+      $("concept-meta").textContent = "active on " + pct1(c.frequency) + " of the samples (" + c.count + ")" +
+        " · faithfulness " + fmt(c.faithfulness, 2) +
+        (c.stability !== null && c.stability !== undefined ? " · stability " + fmt(c.stability, 2) : "");
+      const body = $("concept-top").querySelector("tbody");
+      body.textContent = "";
+      (c.top || []).forEach(([name, value]) => {
+        const row = body.insertRow();
+        row.insertCell().textContent = name;
+        row.insertCell().textContent = fmt(value, 3);
+      });
+      fillExamples($("concept-examples"), c.examples || []);
+    }
+    applyHighlight();
+  }
+
+  /* Shade each cell of the grid by the share of its samples the chosen concept is active on. */
+  function shadeConcept(grid) {
+    const entry = layerConcepts();
+    const cells = entry && entry.cellMaps[String(grid.grid)];
+    const key = state.concept;
+    const share = new Map();
+    let max = 0;
+    if (cells) {
+      cells.forEach((c, index) => {
+        const hit = (c.fires || []).find(([j]) => j === key);
+        if (hit) { share.set(index, hit[1]); max = Math.max(max, hit[1]); }
+      });
+    }
+    state.cellEls.forEach((el, index) => {
+      const value = share.get(index) || 0;
+      const weight = max > 0 ? Math.sqrt(value / max) : 0;
+      el.dataset.weight = weight.toFixed(3);
+      el.style.opacity = (MAX_DIM * (1 - weight)).toFixed(3);
+    });
+    const c = entry.byIndex.get(key);
+    $("highlight-info").textContent = "concept " + key + (c && c.label ? " (" + c.label + ")" : "") + " fires in " +
+      share.size + " of " + grid.cells.length + " cells" + (cells ? "" : " (no concepts for this grid)");
+  }
+
+  /* A pinned cell's direction as a few concepts, with their weights. */
+  function showCellConcepts(hit) {
+    const entry = layerConcepts();
+    const list = $("cell-concept-list");
+    list.textContent = "";
+    const cells = hit && entry ? entry.cellMaps[String(hit.grid.grid)] : null;
+    const record = cells ? cells.get(hit.index) : null;
+    $("cell-concepts").hidden = !record;
+    if (!record) return;
+    $("cell-concept-share").textContent = "together " + pct1(record.share) + " of the cell's direction (centred)";
+    record.concepts.forEach(([index, weight]) => {
+      const c = entry.byIndex.get(index);
+      if (c) list.appendChild(conceptButton(c, "weight " + fmt(weight, 3)));
+    });
+    document.querySelectorAll("#cell-concept-list button").forEach((b) => {
+      b.classList.toggle("chosen", b.dataset.concept === String(state.concept));
+    });
+  }
+
   /* ---------------------------------------------------------------- start */
 
   async function main() {
@@ -465,6 +610,7 @@
     $("title").textContent = "actlas · " + state.data.title;
     document.title = "actlas · " + state.data.title;
     setupClasses(state.data.classes);
+    setupConcepts(state.data.concepts);
     setupLayers();
     const viewer = OpenSeadragon({
       element: $("atlas"),

@@ -1,0 +1,182 @@
+"""The concepts stage, its command, its file and its rule: a layer's dictionary of concepts in a run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _tiny_run import LAYER, MODEL, make_tiny_run
+from click.testing import CliRunner
+
+from actlas import cli, paths, settings
+from actlas.errors import ConfigError
+from actlas.formats import dictionary as dfile
+from actlas.formats.concepts import read_concepts, write_concepts
+
+PARAMS = {"size": 16, "min_positions": 0, "steps": 2, "batch_size": 16, "pad": 2, "jitter": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    import os
+
+    os.environ["ACTLAS_TRUST_CODE"] = "1"  # the tiny model is the tests' own code
+    return make_tiny_run(tmp_path_factory.mktemp("concepts"))
+
+
+def _run_concepts(run: Path, *extra: str) -> str:
+    args = [str(run), "-l", LAYER, "-m", json.dumps(MODEL), "--dictionary-size", "8", "--k", "2"]
+    args += ["--n-examples", "2", "--device", "cpu", "--threads", "1"]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in PARAMS.items()]
+    out = CliRunner().invoke(cli.main, ["concepts", *args, *extra])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_concepts_command_writes_the_dictionary_icons_and_summaries(tiny_run):
+    _run_concepts(tiny_run)
+    folder = paths.concepts_dir(tiny_run, LAYER)
+    meta = read_concepts(paths.concepts_json(folder))
+    assert (meta.size, meta.k, meta.layer, meta.method) == (8, 2, LAYER, "archetypal")  # a signed layer
+    d = dfile.load(paths.dictionary(folder))
+    assert d.atoms.shape == (8, 16)
+    figures = meta.figures
+    assert figures["rows"] + meta.train_rows == 32 and figures["rows"] >= 1
+    assert 0 <= figures["dead"] <= 1 and figures["l0"] <= 2
+    live = [c for c in meta.concepts if c.count > 0]
+    assert live, "some concept fires"
+    for c in meta.concepts:
+        assert (folder / c.icon).exists()
+        assert 0 <= c.frequency <= 1
+        if c.count:
+            assert c.centroid is not None and all(0 <= v <= 1 for v in c.centroid)
+            assert 1 <= len(c.examples) <= 2 and all((folder / e.src).exists() for e in c.examples)
+            codes = [e.similarity for e in c.examples]
+            assert codes == sorted(codes, reverse=True) and codes[0] > 0
+        else:
+            assert c.centroid is None and c.examples == []
+    # the icons are the render stage's: one batch of every atom, their faithfulness recorded
+    batch = np.load(paths.render_batch(folder, 0))
+    assert batch["icon"].shape == (8, 16, 16, 3) and batch["icon"].std() > 0
+    assert [c.faithfulness for c in meta.concepts] == [round(float(f), 4) for f in batch["faithfulness"]]
+    # every cell of the main grid as a few concepts, explaining a share of its direction
+    (cells,) = meta.cells.values()
+    grid_cells = np.load(paths.cells(paths.grid_dir(tiny_run, LAYER, 3)))
+    assert len(cells) == len(grid_cells["count"])
+    for cell in cells:
+        assert 1 <= len(cell.concepts) <= 5 and 0 <= cell.share <= 1
+        assert all(w > 0 and 0 <= j < 8 for j, w in cell.concepts)
+    text = paths.concepts_json(folder).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_info_reports_the_dictionary_figures(tiny_run):
+    if not paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)).exists():
+        _run_concepts(tiny_run)
+    out = CliRunner().invoke(cli.main, ["info", str(tiny_run)])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)["concepts"][LAYER]
+    meta = read_concepts(paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)))
+    assert got["size"] == 8 and got["k"] == 2 and got["method"] == "archetypal"
+    assert got["heldout_r2"] == meta.figures["r2"] and got["heldout_dead"] == meta.figures["dead"]
+    assert got["live"] == sum(c.count > 0 for c in meta.concepts)
+
+
+def test_a_loaded_dictionary_is_used_as_given(tiny_run, tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    w_dec = rng.normal(size=(6, 16)).astype(np.float32)
+    save_file({"W_dec": w_dec}, str(tmp_path / "mine.safetensors"))
+    out = tmp_path / "out"
+    _run_concepts(tiny_run, "--load", str(tmp_path / "mine.safetensors"), "--out", str(out))
+    meta = read_concepts(paths.concepts_json(out))
+    assert meta.method == "loaded" and meta.size == 6 and meta.source.endswith("mine.safetensors")
+    d = dfile.load(paths.dictionary(out))
+    np.testing.assert_allclose(d.atoms, w_dec / np.linalg.norm(w_dec, axis=1, keepdims=True), atol=1e-6)
+    bad = CliRunner().invoke(cli.main, ["concepts", str(tiny_run), "-l", LAYER, "--load", str(tmp_path / "x.pt")])
+    assert bad.exit_code != 0 and "safetensors" in bad.output and "Traceback" not in bad.output
+
+
+def test_stability_matches_a_second_seed(tiny_run, tmp_path):
+    out = tmp_path / "stable"
+    _run_concepts(tiny_run, "--stability", "--out", str(out))
+    meta = read_concepts(paths.concepts_json(out))
+    per_concept = [c.stability for c in meta.concepts]
+    assert all(s is not None and -1 <= s <= 1 for s in per_concept)
+    assert meta.figures["stability"] == pytest.approx(np.mean(per_concept), abs=1e-3)
+    first = read_concepts(paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)))
+    assert all(c.stability is None for c in first.concepts) and "stability" not in first.figures
+
+
+def test_concepts_json_round_trips(tiny_run, tmp_path):
+    meta = read_concepts(paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)))
+    write_concepts(tmp_path / "c.json", meta)
+    assert read_concepts(tmp_path / "c.json") == meta
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ({"k": 0}, "1 <= k <= size"),
+        ({"size": 4, "k": 8}, "1 <= k <= size"),
+        ({"heldout": 1.5}, "heldout"),
+        ({"load": "dict.pt"}, "safetensors"),
+        ({"sise": 4}, "did you mean 'size'"),
+    ],
+)
+def test_a_bad_concepts_item_fails_at_parse_time(item, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings.fill({"concepts": [item]})
+
+
+def _tiny_workflow(work: Path, images: Path, concepts: list) -> None:
+    """A workflow config on the tiny model: 16 generated photos, 2 positions each, one 3 x 3 grid."""
+    import yaml
+
+    config = {
+        "run_dir": str(work / "run"),
+        "model": MODEL,
+        "images": [str(images)],
+        "layers": [LAYER],
+        "collect": {"shard_size": 8, "positions": 2, "batch_size": 8, "chunk": 8, "workers": 0, "threads": 1},
+        "layout": {"n_neighbors": 5},
+        "grid": {"sizes": [3], "min_count": 1},
+        "render": {**PARAMS, "cells_per_job": 16, "threads": 1},
+        "atlas": {"n_examples": 1},
+        "concepts": concepts,
+    }
+    work.mkdir(exist_ok=True)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.slow
+def test_concepts_as_a_rule_rerun_alone_when_their_settings_change(tmp_path):
+    """The workflow builds RUN/LAYER/concepts/ from a concepts item; a finished run plans nothing; a
+    changed concept setting reruns the concepts job alone (the stage itself is deterministic: the
+    command's test above holds its outputs)."""
+    from _tiny_run import make_images
+    from conftest import snakemake
+    from test_workflow import _planned
+
+    images = make_images(tmp_path / "images")
+    concepts = [{"size": 8, "k": 2, "n_examples": 2}]
+    work = tmp_path / "w"
+    _tiny_workflow(work, images, concepts)
+    snakemake(work)
+    folder = paths.concepts_dir(work / "run", LAYER)
+    meta = read_concepts(paths.concepts_json(folder))
+    assert meta.size == 8 and meta.k == 2 and list(meta.cells) == ["3"] and meta.layer == LAYER
+    assert np.isfinite(meta.figures["r2"]) and meta.faithfulness_median is not None
+    assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
+
+    changed = [{**concepts[0], "k": 3}]
+    _tiny_workflow(work, images, changed)
+    planned = _planned(snakemake(work, "-n"))
+    assert planned.get("concepts") == 1 and not {"collect", "layout", "grid", "render", "atlas"} & set(planned)
+    _tiny_workflow(work, images, [{**concepts[0], "layer": "features.1"}])
+    out = snakemake(work, "-n", check=False)
+    assert out.returncode != 0 and "layer 'features.1' is not laid out" in out.stdout + out.stderr
