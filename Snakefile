@@ -25,6 +25,7 @@ except UserError as err:
     sys.exit(f"Error: {err}")
 
 include: "rules/common.smk"
+include: "rules/probe.smk"
 include: "rules/collect.smk"
 include: "rules/layout.smk"
 include: "rules/grid.smk"

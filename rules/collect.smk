@@ -29,6 +29,7 @@ rule collect:
     input:
         shard=paths.shard_list(RUN, "{shard}"),
         model=MODEL_FILES,
+        probe=PROBE,  # a head: probe model's probe (collect reads it beside its store's collect/)
     output:
         store=directory(paths.shard_store(RUN, "{shard}")),
         skipped=paths.store_skipped(paths.shard_store(RUN, "{shard}")),

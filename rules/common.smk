@@ -10,6 +10,7 @@ from actlas import paths, settings
 from actlas.digest import code_digest
 from actlas.formats import shards as shard_files
 from actlas.formats.cells import read_directions
+from actlas.models import heads
 from actlas.models.sources import check_model, model_files
 from actlas.patches.spec import default_name, default_search, parse_patch, with_grid
 from actlas.smk import check_run_dir, cli_args, model_arg, or_exit
@@ -17,7 +18,12 @@ from actlas.stages import shards as shards_stage
 from actlas.text import slug
 
 config.update(settings.fill(config))
+# An encoder's head (docs/models.md): a probe or none without class names takes the photo folders' names;
+# the head is checked as far as data tells (text embeddings: file, shape, class count) before any job runs.
+config["model"] = or_exit(heads.with_folder_labels, config["model"], config["images"])
+HEAD = or_exit(heads.check_workflow, config)
 RUN = or_exit(check_run_dir, config["run_dir"], workflow.basedir)
+PROBE = [paths.probe_npz(RUN), paths.probe_json(RUN)] if HEAD.kind == "probe" else []  # what collect and patch read
 LAYERS = list(config["layers"])
 SIZES = list(config["grid"]["sizes"])
 SEED = config["seed"]
@@ -112,14 +118,17 @@ def report_job_errors(since):
 
 def manifest_inputs(wildcards):
     """Everything the manifest reads: layouts, atlases and the render batches of the plan."""
-    out = [paths.shard_index(RUN)] + [paths.shard_store(RUN, s) for s in SHARDS] + atlas_outputs()
+    out = [paths.shard_index(RUN)] + [paths.shard_store(RUN, s) for s in SHARDS] + atlas_outputs() + PROBE
     out += [paths.layout_info(RUN, layer) for layer in LAYERS]
     return out + [b for layer in LAYERS for n in SIZES for b in grid_batches(layer, n)]
 
 def intermediates(wildcards):
     """Every intermediate artifact of the plan (targets of rule all, so a deleted one is rebuilt)."""
-    out = [paths.shard_index(RUN)]
+    out = [paths.shard_index(RUN)] + PROBE
     out += [f for s in SHARDS for f in (paths.shard_list(RUN, s), paths.shard_store(RUN, s))]
+    # Snakemake reruns a job for a missing output only when something asks for that file: ask for each one
+    out += [paths.shard_skipped(RUN)] + [paths.store_skipped(paths.shard_store(RUN, s)) for s in SHARDS]
+    out += atlas_outputs()
     out += [paths.whiten(RUN, layer) for layer in COLLECTED]
     for layer in LAYERS:
         out += [paths.coords(RUN, layer), paths.layout_info(RUN, layer)]
@@ -198,7 +207,7 @@ def patch_inputs(wildcards):
         examples = e["crops"] or any(s.kind == "example" and s.folder == folder for s in specs)
         needs += [paths.atlas_json(base), paths.icons_dir(base)] + ([paths.examples_dir(base)] if examples else [])
     needs += [s.path for s in specs if s.kind in ("image", "direction")]
-    return needs + list(e["evaluate"]) + ([e["photo"]] if e["photo"] else [])
+    return needs + list(e["evaluate"]) + ([e["photo"]] if e["photo"] else []) + PROBE
 
 def patch_args(e):
     _, search = _patch_folders(e)

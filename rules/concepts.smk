@@ -11,6 +11,8 @@ rule concepts:
         dictionary=paths.dictionary(paths.concepts_dir(RUN, "{layer}")),
         cells=paths.cells(paths.concepts_dir(RUN, "{layer}")),
         batch=paths.render_batch(paths.concepts_dir(RUN, "{layer}"), 0),
+        png=paths.atlas_png(paths.concepts_dir(RUN, "{layer}")),
+        atlas=paths.atlas_json(paths.concepts_dir(RUN, "{layer}")),
         meta=paths.concepts_json(paths.concepts_dir(RUN, "{layer}")),
         icons=directory(paths.icons_dir(paths.concepts_dir(RUN, "{layer}"))),
         examples=directory(paths.examples_dir(paths.concepts_dir(RUN, "{layer}"))),

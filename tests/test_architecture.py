@@ -17,6 +17,7 @@ CORE = (
     "actlas.collect",
     "actlas.layout",
     "actlas.grid",
+    "actlas.probe",
     "actlas.classes",
     "actlas.atlas",
     "actlas.align.matching",

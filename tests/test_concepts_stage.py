@@ -101,6 +101,30 @@ def test_a_loaded_dictionary_is_used_as_given(tiny_run, tmp_path):
     assert bad.exit_code != 0 and "safetensors" in bad.output and "Traceback" not in bad.output
 
 
+def test_patch_experiments_search_and_paste_concept_icons(tiny_run):
+    """The concepts folder is an atlas folder too (atlas.json, atlas.png, icons/I_J.png): discovery
+    searches its icons (``search: [concepts]``) and ``cell:concepts:I,J`` pastes one."""
+    from PIL import Image
+
+    from actlas.formats.atlas import read_atlas
+    from actlas.stages.patch import candidate_icons, load_patch
+
+    if not paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)).exists():
+        _run_concepts(tiny_run)
+    folder = paths.concepts_dir(tiny_run, LAYER)
+    meta = read_concepts(paths.concepts_json(folder))
+    atlas = read_atlas(paths.atlas_json(folder))
+    assert atlas.kind == "concepts" and atlas.grid == 3 and len(atlas.cells) == 8
+    assert [c.icon for c in atlas.cells] == [c.icon for c in meta.concepts]
+    assert Image.open(paths.atlas_png(folder)).size == tuple(atlas.size_px)
+    target = next(c.label_index for c in meta.concepts if c.count > 0)
+    specs = candidate_icons(tiny_run, LAYER, target, str(target), folders=(paths.CONCEPTS,))
+    want = {f"cell:concepts:{c.i},{c.j}" for c in atlas.cells if c.label_index == target}
+    assert specs and set(specs) == want
+    name, patch = load_patch(specs[0], tiny_run, LAYER)
+    assert name.startswith("concepts:") and tuple(patch.shape) == (3, 16, 16) and float(patch.std()) > 0
+
+
 def test_stability_matches_a_second_seed(tiny_run, tmp_path):
     out = tmp_path / "stable"
     _run_concepts(tiny_run, "--stability", "--out", str(out))

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from conftest import ROOT, _photo_folder
@@ -392,3 +393,34 @@ def test_a_bad_image_set_fails_the_workflow_at_parse_time_in_one_line(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.startswith("Error")]
     assert out.returncode != 0 and len(lines) == 1 and "label 40000" in lines[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr and 'File "' not in out.stderr
+
+
+def test_a_patch_with_no_photo_to_measure_is_one_line(tiny_model):
+    from actlas.models.spec import ModelSpec
+    from actlas.patches.experiment import class_probs
+    from actlas.patches.photos import run_photos
+
+    rows = [("/nowhere/a.jpg", 3), ("/nowhere/b.jpg", 3)]  # every photo of the target, none of the source
+    with pytest.raises(DataError) as err:
+        run_photos(rows, ModelSpec("tiny", "tiny"), 1, 3, np.zeros(2, bool), max_images=4, seed=0)
+    one_line(err.value, "no photo", "source")
+    probs, top = class_probs(tiny_model, ModelSpec("tiny", "tiny"), torch.zeros(0, 3, 32, 32), [1, 3])
+    assert probs.shape == (0, 2) and top.shape == (0,)
+
+
+def test_an_image_folder_named_by_an_ambiguous_class_is_refused():
+    from actlas.models.classes import folder_label
+
+    synsets, categories = card_labels()
+    with pytest.raises(ModelError) as err:
+        folder_label("crane", categories, synsets)
+    one_line(err.value, "'crane (517)'", "synset")
+    assert folder_label("crane (517)", categories, synsets) == 517
+    assert (
+        folder_label("n01440764", categories, synsets) == 0 and folder_label("holiday (2)", categories, synsets) == -1
+    )
+
+
+def test_a_negative_seed_is_refused_by_the_option():
+    result = CliRunner().invoke(cli, ["layout", ".", "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output, result.output

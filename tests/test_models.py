@@ -443,6 +443,7 @@ def test_schema_accepts_a_model_block_and_refuses_a_typo():
         "layer_kinds": {"blocks.1": {"kind": "tokens", "prefix": 1}, "norm": "channels_last"},
         "trust_code": True,
         "allow_pickle": False,
+        "head": "probe",
         "interpolation": "bicubic",
     }
     assert set(block) == set(FIELD_NAMES)

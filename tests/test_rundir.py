@@ -247,3 +247,16 @@ def test_verify_checks_the_shape_of_directions_and_icons(tmp_path):
     assert "not uint8 RGB" in reasons["k.npz"], reasons
     save_npz(paths.cells(grid), direction=np.ones((2, 4), np.float32), **cells)
     assert "cells.npz" not in {Path(q.path).name for q in verify.verify_run(run)}
+
+
+def test_a_direction_file_that_is_not_an_npy_array_is_one_line(tmp_path):
+    from actlas.stages.patch import _render_direction
+
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    pickled = tmp_path / "obj.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for path in (text, pickled):
+        with pytest.raises(ConfigError) as err:
+            _render_direction(path, tmp_path, "x", object(), object(), None, "cpu", None)
+        assert "\n" not in str(err.value) and "allow_pickle" not in str(err.value) and "np.save" in str(err.value)

@@ -377,8 +377,8 @@ def write_concepts_folder(run: Path, layer: str, grids: tuple[int, ...], size: i
     (folder / "examples").mkdir()
     records = []
     for j in range(size):
-        Image.fromarray(np.full((16, 16, 3), 40 * j, np.uint8)).save(folder / paths.concept_icon_name(j))
-        Image.fromarray(np.full((24, 24, 3), 30 * j, np.uint8)).save(folder / paths.concept_example_name(j, 0))
+        Image.fromarray(np.full((16, 16, 3), 40 * j, np.uint8)).save(folder / paths.icon_name(j, 0))
+        Image.fromarray(np.full((24, 24, 3), 30 * j, np.uint8)).save(folder / paths.example_name(j, 0, 0))
         records.append(
             ConceptRecord(
                 index=j,
@@ -389,8 +389,8 @@ def write_concepts_folder(run: Path, layer: str, grids: tuple[int, ...], size: i
                 top=[["red fox", 1.5], ["snorkel", 0.25]],
                 centroid=[0.3, 0.4] if j < size - 1 else None,
                 faithfulness=0.9,
-                icon=paths.concept_icon_name(j),
-                examples=[Example(src=paths.concept_example_name(j, 0), label="red fox", pred="red fox", prob=0.9)]
+                icon=paths.icon_name(j, 0),
+                examples=[Example(src=paths.example_name(j, 0, 0), label="red fox", pred="red fox", prob=0.9)]
                 if j < size - 1
                 else [],
             )
@@ -435,7 +435,7 @@ def test_concepts_list_shades_cells_and_pinned_cell_lists_its_concepts(page: Any
         assert labels == ["0", "1", "2", "3", "4"], "live concepts, most frequent first"
         page.click("#concept-list button[data-concept='0']")
         assert page.is_visible("#concept")
-        assert page.get_attribute("#concept-icon", "src") == "../features.13/concepts/icons/0.png"
+        assert page.get_attribute("#concept-icon", "src") == "../features.13/concepts/icons/0_0.png"
         assert page.text_content("#concept-label") == "concept 0 · red fox"
         assert "active on 50.0% of the samples" in page.text_content("#concept-meta")
         assert page.text_content("#concept-top tbody tr td") == "red fox"

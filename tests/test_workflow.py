@@ -318,6 +318,8 @@ def test_incremental_run_equals_a_run_from_scratch(tmp_path):
         ("features.13/grid-3/cells.npz", {"grid": 1, "atlas": 1}, {"layout", "collect"}),
         ("features.13/grid-5/render/batch-00000.npz", {"render": 1, "atlas": 1}, {"grid", "layout", "collect"}),
         ("shards/shard-00001.txt", {"shard_list": 1, "collect": 1}, {"shard_index"}),
+        ("features.13/grid-3/atlas.json", {"atlas": 1}, {"render", "grid", "layout", "collect"}),
+        ("collect/shard-00000.zarr.skipped.tsv", {"collect": 1}, {"shard_list"}),
     ],
 )
 def test_deleting_an_intermediate_rebuilds_it_and_what_follows(small_run, tmp_path, artifact, rebuilt, kept):

@@ -210,3 +210,34 @@ class ScaledNet(nn.Module):
 
 def scaled_net(scale: float = 1e-9) -> nn.Module:
     return ScaledNet(scale).eval()
+
+
+# --------------------------------------------------------------------------- a trained encoder without logits
+
+ROOT = Path(__file__).resolve().parents[1]
+VIT_CARD = ROOT / "config" / "models" / "cifar10_vit.json"
+
+
+def cifar10_vit_encoder() -> nn.Module:
+    """The CIFAR-10 ViT of ``config/models/cifar10_vit.json`` (trained here: 63.1% top-1 on cifar10-test) with its
+    classifier removed: its forward gives the CLS token after the final norm, (B, 64), and no logits, as a
+    self-supervised encoder would. Weights loaded here (the card's safetensors), then ``head`` becomes Identity."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from actlas.models.archs import vit
+
+    card = json.loads(VIT_CARD.read_text())
+    model = vit(**card["kwargs"])
+    model.load_state_dict(load_file(str(VIT_CARD.parent / card["weights"])))
+    model.head = nn.Identity()
+    return model.eval()
+
+
+CIFAR_PREPROCESSING = {
+    "input_size": [32, 32],
+    "resize": 0,
+    "mean": [0.4914, 0.4822, 0.4465],
+    "std": [0.247, 0.2435, 0.2616],
+}

@@ -93,12 +93,14 @@ def layers(source, show_all: bool, as_json: bool, **kw) -> None:
 
     Example: actlas layers ../shared/assets/models/mobilenet_v2_imagenet.json
     """
+    from .models.headhook import head_mode
     from .models.load import load_model
     from .nn.layers import list_layers
 
     kw["model_source"] = source
     net, spec = load_model(model_block_from(kw))
-    rows = list_layers(net, spec.input_size, spec.layer_kinds)
+    with head_mode(net, "off"):  # listing layers needs no logits: an encoder has none
+        rows = list_layers(net, spec.input_size, spec.layer_kinds)
     if not show_all:
         rows = [r for r in rows if r.get("kind") is not None]
     if as_json:
@@ -140,6 +142,12 @@ def shards(images, run_dir, shard_size, limit, seed, **kw) -> None:
 @seed_option
 @device_option
 @threads_option
+@click.option(
+    "--probe",
+    type=click.Path(),
+    default=None,
+    help="A head: probe model's probe.npz (default: the run's RUN/probe/probe.npz).",
+)
 def collect(shard, out, layers, **options) -> None:
     """Collect activations and attributions for one shard list into a Zarr store.
 
@@ -151,6 +159,26 @@ def collect(shard, out, layers, **options) -> None:
         hold_run_lock(click.get_current_context(), str(Path(out).parent.parent))
     model = model_block_from(options)
     click.echo(json.dumps(stage(shard, out, model, list(layers), **options)))
+
+
+@main.command()
+@run_argument
+@model_flags()
+@options_of(settings.Probe)
+@seed_option
+@device_option
+@threads_option
+def probe(run_dir, **options) -> None:
+    """Train the linear probe of a head: probe model on the run's labelled photos (RUN/probe/probe.npz).
+
+    Example: actlas probe runs/x -m '{"source": "enc.json", "head": "probe"}' --evaluate photos/test
+    """
+    from .formats.probe import read_probe
+    from .stages.probe import probe as stage
+
+    model = model_block_from(options, run_dir)
+    path = stage(run_dir, model, progress=True, **options)
+    click.echo(json.dumps({k: v for k, v in read_probe(path).to_json().items() if k != "per_class"}))
 
 
 @main.command()
@@ -333,6 +361,12 @@ def compare(classes, run_dir, layer, **options) -> None:
     default=None,
     type=click.Path(exists=True),
     help="Run whose LAYER folder holds the icons (default: RUN_DIR).",
+)
+@click.option(
+    "--probe",
+    type=click.Path(),
+    default=None,
+    help="A head: probe model's probe.npz (default: the run's RUN/probe/probe.npz).",
 )
 def patch(run_dir, target, layer, **options) -> None:
     """Paste a patch into photos and measure flips to a target class, against controls.

@@ -31,7 +31,14 @@ SHORT = {"model": "-m", "layer": "-l", "n": "-n", "device": "-d", "seed": "-s", 
 
 # --------------------------------------------------------------------------- shared options
 
-seed_option = click.option("--seed", "-s", default=settings.Run.seed, show_default=True, help="The run's seed.")
+seed_option = click.option(
+    "--seed",
+    "-s",
+    type=click.IntRange(0, 2**31 - 1),
+    default=settings.Run.seed,
+    show_default=True,
+    help="The run's seed.",
+)
 device_option = click.option(
     "--device",
     "-d",

@@ -24,7 +24,7 @@ from torch import nn
 from .errors import ConfigError, LayerError
 from .models.spec import ModelSpec
 from .nn.kinds import LayerKind, detect_kind, layer_view
-from .nn.layers import capture
+from .nn.layers import capture, output_tensor
 
 
 def sample_positions(spatial: tuple[int, int], k: int, seed: int, key: int) -> np.ndarray:
@@ -154,6 +154,26 @@ def attribute(
         {n: torch.stack(v, 1) for n, v in attributions.items()},
         classes,
     )
+
+
+def activations(
+    model: nn.Module, spec: ModelSpec, x: torch.Tensor, layers: list[str], kinds: dict[str, LayerKind] | None = None
+) -> dict[str, torch.Tensor]:
+    """The layers' outputs as maps of positions, layer -> (B, C, h, w), from one forward without gradients
+    that stops after the last of ``layers``: a model without a class head (``head: none``) has no logits
+    to attribute to. ``x`` float (B, 3, H, W) in [0, 1]."""
+    from .nn.layers import run_until
+
+    kinds = dict(kinds or {})
+    hw = tuple(x.shape[-2:])
+    with torch.no_grad(), capture(model, layers, stop=True) as outs:
+        found = run_until(model, spec.normalize(x), outs)
+    views = {}
+    for name in layers:
+        act = output_tensor(found[name])
+        kind = kinds.get(name) or detect_kind(act.shape[1:], hw, spec.layer_kind(name), name)
+        views[name] = layer_view(act, kind, hw)
+    return views
 
 
 def _check_reached(layers: list[str], grads) -> None:

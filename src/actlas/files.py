@@ -48,13 +48,13 @@ def file_problem(path: str | Path) -> str:
 
 
 def require_file(path: str | Path, what: str, error: type[UserError] = UserError) -> Path:
-    """``path`` when it is a readable regular file; else ``error`` (``MissingError`` when it is not there)
-    in one line: ``"{what} {path} is {problem}: give a regular file"``."""
+    """``path`` when it is a readable regular file; else ``error`` in one line: ``"{what} not found: {path}"``
+    (``MissingError`` when ``error`` is ``UserError``) or ``"{what} {path} is {problem}: give a regular file"``."""
     problem = file_problem(path)
     if not problem:
         return Path(path)
     if problem == "not found":
-        raise MissingError(f"{what} not found: {path}")
+        raise (MissingError if error is UserError else error)(f"{what} not found: {path}")
     raise error(f"{what} {path} is {problem}: give a regular file")
 
 

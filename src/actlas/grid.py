@@ -96,3 +96,27 @@ def grid(
         n=int(n),
         min_count=int(min_count),
     )
+
+
+NEAREST_PHOTOS = 16  # a cell without attribution is labelled by the photos of its samples nearest its direction
+
+
+def photo_labels(cells: Cells, activations: np.ndarray, labels: np.ndarray, k: int = NEAREST_PHOTOS) -> np.ndarray:
+    """Each cell's label from its photos (a model without a class head has no attribution to label it):
+    the most common label among the photos of the cell's ``k`` samples nearest its direction (cosine),
+    counting labelled photos only; -1 where none of them is labelled (ties: the smaller class).
+
+    activations : (n_samples, C); labels : (n_samples,) the label of each sample's photo (-1 unknown)
+    Returns (K,) int32.
+    """
+    out = np.full(len(cells.count), -1, dtype=np.int32)
+    for c in range(len(cells.count)):
+        rows = cells.members(c)
+        a = np.asarray(activations[rows], dtype=np.float32)
+        d = cells.direction[c]
+        sim = a @ d / (np.linalg.norm(a, axis=1) * np.linalg.norm(d) + 1e-8)
+        near = labels[rows[np.argsort(-sim, kind="stable")[:k]]]
+        near = near[near >= 0]
+        if len(near):
+            out[c] = int(np.bincount(near).argmax())
+    return out

@@ -42,6 +42,9 @@ VIEWER_DATA_JS = "data.js"
 VIEWER_INDEX = "index.html"
 TILES = "tiles"
 MANIFEST = "manifest.json"
+PROBE = "probe"
+PROBE_NPZ = "probe.npz"
+PROBE_JSON = "probe.json"  # beside probe.npz: the same stem
 CACHE = "cache"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
@@ -157,6 +160,20 @@ def patch_dir(run: PathLike, name: str) -> Path:
     return patches_dir(run) / component(name, "patch name")
 
 
+def probe_dir(run: PathLike) -> Path:
+    return Path(run) / PROBE
+
+
+def probe_npz(run: PathLike) -> Path:
+    """``RUN/probe/probe.npz``: the linear probe of a ``head: probe`` model (weight, bias)."""
+    return probe_dir(run) / PROBE_NPZ
+
+
+def probe_json(run: PathLike) -> Path:
+    """``RUN/probe/probe.json``: the probe's classes, held-out accuracy and settings."""
+    return probe_dir(run) / PROBE_JSON
+
+
 def viewer_dir(run: PathLike) -> Path:
     return Path(run) / VIEWER
 
@@ -260,7 +277,8 @@ def example_name(i: int | str, j: int | str, e: int | str) -> str:
 # --------------------------------------------------------------------------- inside a concepts folder
 
 # what the concepts stage writes into its folder (besides the folders icons/ and examples/)
-CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", CONCEPTS_JSON)
+# (icons/I_J.png and examples/I_J_E.jpg name concepts by their place (I, J) on a square, as cells)
+CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", ATLAS_PNG, ATLAS_JSON, CONCEPTS_JSON)
 
 
 def dictionary(folder: PathLike) -> Path:
@@ -271,16 +289,6 @@ def dictionary(folder: PathLike) -> Path:
 def concepts_json(folder: PathLike) -> Path:
     """``FOLDER/concepts.json``: every concept's summary and each atlas cell's top concepts."""
     return Path(folder) / CONCEPTS_JSON
-
-
-def concept_icon_name(j: int | str) -> str:
-    """``icons/J.png``: concept J's icon, relative to the concepts folder."""
-    return f"{ICONS}/{j}.png"
-
-
-def concept_example_name(j: int | str, e: int | str) -> str:
-    """``examples/J_E.jpg``: exemplar E of concept J, relative to the concepts folder."""
-    return f"{EXAMPLES}/{j}_{e}.jpg"
 
 
 # --------------------------------------------------------------------------- inside a patch experiment's folder

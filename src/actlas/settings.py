@@ -28,6 +28,7 @@ __all__ = [
     "Grid",
     "Layout",
     "Patch",
+    "Probe",
     "Render",
     "RenderParams",
     "Run",
@@ -203,6 +204,17 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """probe: the linear probe a ``head: probe`` model gets, trained on the run's labelled photos."""
+
+    max_images: int = 5000  # labelled photos of the run it learns from, at most (a seeded choice)
+    holdout: float = 0.2  # fraction of each class's photos held out to measure its accuracy
+    c: float = 1.0  # inverse L2 strength of the logistic regression (on standardised features)
+    evaluate: tuple[str, ...] = ()  # more labelled photo folders its accuracy is measured on
+    batch_size: int = 64  # photos per forward pass
+
+
+@dataclass(frozen=True)
 class Concepts:
     """An item of ``concepts``: a dictionary of concepts of one layer, its icons and summaries."""
 
@@ -244,7 +256,7 @@ class Run:
 
 
 # config section -> its dataclass
-SECTIONS = {"collect": Collect, "layout": Layout, "grid": Grid, "render": Render, "atlas": Atlas}
+SECTIONS = {"collect": Collect, "layout": Layout, "grid": Grid, "render": Render, "atlas": Atlas, "probe": Probe}
 # config list -> the dataclass of its items
 ITEMS = {"class_atlases": ClassAtlas, "comparisons": Comparison, "patches": Patch, "concepts": Concepts}
 # config key -> dataclass field, where a key is a Python keyword

@@ -59,7 +59,8 @@ def list_images(
     if not source.is_dir():
         from ..files import require_file
 
-        require_file(source, "image folder or list file", DataError)
+        if os.path.lexists(source):
+            require_file(source, "image folder or list file", DataError)
         raise MissingError(f"image folder or list file not found: {source}")
     rows = []
     seen: set[tuple[int, int]] = set()

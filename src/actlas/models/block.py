@@ -22,7 +22,7 @@ class ModelField:
     """One field of the model block: its name, JSON type, default and help (the CLI mirrors these)."""
 
     name: str
-    type: str  # "string", "object", "bool", "int", "int_pair", "float_triple", "string_or_int"
+    type: str  # "string", "object", "bool", "int", "int_pair", "float_triple", "string_or_int", "head"
     default: Any
     help: str
 
@@ -73,6 +73,12 @@ MODEL_FIELDS: tuple[ModelField, ...] = (
         "string",
         None,
         "how images are resized: bilinear, bicubic or nearest (default: the source's, else bilinear)",
+    ),
+    ModelField(
+        "head",
+        "head",
+        None,
+        "an encoder's class head: none, probe, or {text_embeddings: PATH.safetensors, labels: ...} (docs/models.md)",
     ),
 )
 FIELD_NAMES = tuple(f.name for f in MODEL_FIELDS)
@@ -135,7 +141,7 @@ def parse_flag(name: str, text: str | bool | None):
             return parts * 3 if len(parts) == 1 else parts
         if kind == "int":
             return int(text)
-        if kind == "object":
+        if kind == "object" or (kind == "head" and str(text).lstrip().startswith("{")):
             return json.loads(text)
     except (ValueError, json.JSONDecodeError) as err:
         raise ModelError(f"--{name.replace('_', '-')} {text!r}: {err}") from None

@@ -12,8 +12,8 @@ import math
 import re
 from collections.abc import Callable
 
-from ..errors import DependencyError, ModelError, UserError
-from ..text import closest, did_you_mean, error_line, one_line
+from ..errors import DependencyError, ModelError
+from ..text import closest, did_you_mean, one_line
 
 
 def call_builder(fn: Callable, kwargs: dict, what: str):
@@ -37,10 +37,13 @@ def call_builder(fn: Callable, kwargs: dict, what: str):
 
 
 def call_factory(factory: Callable, kwargs: dict, name: str):
-    """``factory(**kwargs)`` with nothing on stdin (a factory that reads it fails rather than waits); any
-    failure of the user's code is one ``ModelError`` line naming the factory and its error."""
+    """``factory(**kwargs)`` (the user's code) with nothing on stdin (a factory that reads it fails rather than
+    waits); any failure is one ``ModelError`` line naming the factory and its error."""
     import io
     import sys
+
+    from ..errors import UserError
+    from ..text import error_line
 
     stdin, sys.stdin = sys.stdin, io.StringIO()
     try:

@@ -89,9 +89,18 @@ def class_index(spec, name: str | int) -> int:
 
 
 def folder_label(folder: str, categories: tuple[str, ...], synsets: tuple[str, ...] = ()) -> int:
-    """The label of images in a folder named ``folder`` (a synset id or a class name), -1 if none."""
-    found = match_class(folder, categories, synsets)
-    return -1 if found is None else found
+    """The label of images in a folder named ``folder`` (a synset id, a class name or ``NAME (INDEX)``), -1 if
+    none; a name two classes share (ImageNet's ``crane``) raises ``ModelError`` naming the choices."""
+    found = all_matches(folder, categories, synsets)
+    if len(found) == 1:
+        return found[0]
+    qualified = re.fullmatch(r"(.*?)\s*\((\d+)\)\s*", folder)
+    if len(found) > 1 or (qualified and all_matches(qualified.group(1), categories, synsets)):
+        try:
+            return resolve_class(folder, categories, synsets)
+        except ModelError as err:
+            raise ModelError(f"image folder {folder!r}: {err}; or rename it to its synset id") from None
+    return -1
 
 
 def read_names(value, base: str | Path | None = None) -> tuple[str, ...]:

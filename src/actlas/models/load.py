@@ -18,8 +18,9 @@ from ..nn.kinds import as_kind
 from ..nn.padding import use_tf_same_padding
 from .block import MODEL_FIELDS, ModelDefaultWarning, model_block, random_seed, trusted
 from .classes import read_names
+from .headhook import attach_head
+from .heads import head_fields
 from .imagenet import synsets_for
-from .logits import Logits
 from .sizes import fixed_input_size
 from .sources import source_of
 from .spec import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, ModelSpec
@@ -165,7 +166,8 @@ def load_model(
         ``trust_code`` None reads the environment variable ``ACTLAS_TRUST_CODE``.
 
     The forward of the returned model always gives a logits tensor (``output`` selects it from a
-    dict, tuple or ModelOutput). Raises ``ModelError`` in one line that says how to fix the problem.
+    dict, tuple or ModelOutput), or its ``head``'s (an encoder's: ``actlas.models.heads``). Raises
+    ``ModelError`` in one line that says how to fix the problem.
     """
     return _load(
         model_block(
@@ -195,8 +197,9 @@ def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
     if merged.get("weights") and with_weights and seed is None:
         path = Path(merged["weights"])
         load_state(net, load_weights(path, bool(merged.get("allow_pickle"))), str(path))
+    fields, provided = head_fields(merged, found.values)  # a declared head's class names are its own
     fixed = found.values.get("fixed_size") or fixed_input_size(net)
-    spec = resolve_spec(found.name, source, merged, found.values, fixed)
+    spec = resolve_spec(found.name, source, fields, provided, fixed)
     if spec.padding == "tf_same":
         use_tf_same_padding(net)
     if seed is not None and with_weights:
@@ -206,7 +209,7 @@ def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
     for module in net.modules():  # in-place ops would overwrite captured activations
         if getattr(module, "inplace", False) is True:
             module.inplace = False
-    net.register_forward_hook(Logits(merged.get("output")))
+    attach_head(net, merged, spec.input_size)  # the forward returns the logits: the model's own or its head's
     try:
         net.eval()
     except (NotImplementedError, RuntimeError):  # exported programs keep the mode they were exported in

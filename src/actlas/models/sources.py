@@ -361,6 +361,10 @@ def label_space(model) -> tuple[tuple[str, ...], tuple[str, ...]]:
     and ``labels`` (relative to the working directory), else the source's. An unknown source gives
     ``((), ())``: images are then unlabelled (-1) unless a list file gives labels."""
     block = _block(model)
+    if block.get("head") is not None:  # an encoder's head names its own classes, never the source's
+        from .heads import head_names
+
+        return head_names(block)
     source = str(block.get("source", ""))
     synsets = read_names(block["synsets"]) if block.get("synsets") else ()
     categories = read_names(block["labels"]) if block.get("labels") else ()
@@ -395,4 +399,8 @@ def model_files(model) -> list[str]:
     except ModelError:
         found = []
     found += [Path(str(block[k])) for k in ("weights", "labels", "synsets") if isinstance(block.get(k), str)]
+    if block.get("head") is not None:
+        from .heads import head_files
+
+        found += head_files(block)
     return sorted({str(p) for p in found if p.is_file()})

@@ -147,6 +147,8 @@ def class_probs(
         p = model(xb).float().softmax(1)
         probs.append(p[:, classes].cpu())
         top.append(p.argmax(1).cpu())
+    if not probs:  # no images: nothing to score
+        return np.zeros((0, len(classes)), np.float32), np.zeros(0, np.int64)
     return torch.cat(probs).numpy(), torch.cat(top).numpy()
 
 

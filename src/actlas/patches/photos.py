@@ -64,6 +64,11 @@ def run_photos(
     extra_rows = [r for r in rows if r[0] in near_paths and r[0] not in chosen]
     order = np.random.default_rng(seed_of("near_target", seed)).permutation(len(extra_rows))[:max_images]
     extra_rows = [extra_rows[i] for i in sorted(order)]
+    if not src_rows + sample_rows + extra_rows:
+        raise DataError(
+            "no photo to measure the patch on: the run holds no photo of the source class and every photo is of "
+            "the target; collect more images (images, limit) or choose another source or target"
+        )
     x, photo_paths, labels = load_photos(src_rows + sample_rows + extra_rows, spec)
     pool, _, _ = load_photos(pool_rows, spec)
     extra_paths = {r[0] for r in extra_rows}

@@ -41,13 +41,13 @@ def cell_examples(
         crop = decoded.crop(box).resize((EXAMPLE_SIDE, EXAMPLE_SIDE), Image.Resampling.LANCZOS)
         name = paths.example_name(i, j, e)
         save_image(folder / name, crop, quality=88)
-        label = int(samples.label[img_i])
+        label, pred = int(samples.label[img_i]), int(samples.pred[img_i, 0])
         examples.append(
             Example(
                 src=name,
                 label=spec.short_name(label) if label >= 0 else None,
-                pred=spec.short_name(int(samples.pred[img_i, 0])),
-                prob=round(float(samples.prob[img_i, 0]), 4),
+                pred=spec.short_name(pred) if pred >= 0 else None,  # a model without a class head predicts none
+                prob=round(float(samples.prob[img_i, 0]), 4) if pred >= 0 else None,
                 similarity=round(float(s), 4),
                 index=e,
             )
@@ -87,7 +87,7 @@ def atlas_folder(
     factor = atlas_core.display_factor(size, min_cell)
     scale = atlas_core.density_scale(cells.count) if density else None
     image = atlas_core.compose(icon, ij, n, scale=scale, factor=factor)
-    names = [spec.short_name(int(c)) for c in cells.label]
+    names = [spec.short_name(int(c)) if c >= 0 else "" for c in cells.label]  # -1: no labelled photo
     save_image(paths.atlas_png(folder), Image.fromarray(image), optimize=False)
     labelled = atlas_core.draw_labels(image, ij, names, size * factor)
     save_image(paths.atlas_labelled(folder), Image.fromarray(labelled))
@@ -118,8 +118,9 @@ def atlas_folder(
             )
         )
     top1 = samples.pred[samples.image, 0]
+    attributed = bool((samples.attr_class >= 0).any())  # without (head: none) the labels are the photos'
     meta = AtlasMeta(
-        label_agreement=round(atlas_core.label_agreement(cells, top1), 4),
+        label_agreement=round(atlas_core.label_agreement(cells, top1), 4) if attributed else None,
         layer=layer,
         grid=n,
         icon_size=size * factor,

@@ -19,6 +19,7 @@ from ..data.samples import Samples, load_samples
 from ..errors import DataError
 from ..formats.atomic import save_npy
 from ..formats.cells import write_cells
+from ..models.heads import require_logits
 from ..models.load import load_spec
 from ..models.spec import ModelSpec
 from ..settings import ClassAtlas, Render, RenderParams, Run
@@ -104,6 +105,7 @@ def class_atlas(
 ) -> Path:
     """Class atlas of ``cls`` -> ``LAYER/class-<slug>/atlas.json`` (+ atlas.png, labelled, icons, examples)."""
     spec = load_spec(model)
+    require_logits(spec, "a class atlas")
     c = spec.class_index(str(cls))
     name = spec.short_name(c)
     samples = load_samples(run_dir, layer)

@@ -13,13 +13,24 @@ import numpy as np
 import torch
 
 from .. import paths
-from ..collect import attribute, first_nonfinite, float16_loss, gather_rows, image_key, sample_positions
+from ..collect import (
+    activations,
+    attribute,
+    first_nonfinite,
+    float16_loss,
+    gather_rows,
+    image_key,
+    sample_positions,
+)
 from ..data import store
 from ..data.decode import decode_pixels
 from ..device import resolve_device, set_threads
 from ..errors import ModelError
 from ..formats.atomic import write_text
+from ..formats.probe import read_probe
 from ..formats.shards import append_skipped, format_skipped, keep_skipped, read_shard
+from ..models.headhook import use_probe
+from ..models.heads import head_of
 from ..models.load import load_model
 from ..models.spec import ModelSpec, to_float
 from ..nn.fastpaths import fold_batchnorm, memory_format_for
@@ -73,6 +84,7 @@ def collect(
     device: str = Run.device,
     threads: int | None = None,
     amp: bool = Collect.amp,
+    probe: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Collect one shard: K positions per image (edges avoided), activation and attribution there,
@@ -91,6 +103,9 @@ def collect(
     positions : positions per image (0 = every position)
     attr_top : number of top predicted classes whose attribution is stored
     amp : bf16 autocast for the forward pass (faster on GPUs with bf16; activations are stored float16 anyway)
+    probe : a ``head: probe`` model's ``probe.npz`` (default: the run's, ``RUN/probe/probe.npz`` beside ``out``'s
+        ``collect/``). A model with ``head: none`` has no logits: its samples get no attribution (classes -1,
+        values 0) and its images no predictions (-1).
 
     Returns a summary dict (images, skipped, rows per layer, seconds).
     """
@@ -98,9 +113,13 @@ def collect(
     set_threads(threads)
     dev = resolve_device(device)
     net, spec = load_model(model)
+    head = head_of(spec)
+    if head.kind == "probe":  # before the fast paths: they compare the logits of the folded model
+        record = read_probe(probe or paths.probe_npz(Path(out).parent.parent))
+        use_probe(net, spec, record.weight, record.bias, record.classes)
     net.to(dev)
     found = layer_kinds(net, layers, spec.input_size, spec.layer_kinds, dev)  # fails before any store exists
-    fold_batchnorm(net, spec, list(layers), tuple(spec.input_size), dev)  # the same function, fewer ops
+    fold_batchnorm(net, spec, list(layers), tuple(spec.input_size), dev, logits=head.has_logits)  # fewer ops
     memory_format = memory_format_for(net, spec, None, tuple(spec.input_size), dev)  # channels_last: 1.45x on CPU
     rows = read_shard(shard)
     kinds = {name: kind for name, (kind, _, _) in found.items()}
@@ -130,6 +149,8 @@ def collect(
         "chunk": chunk,
         "images": len(rows),
     }
+    if head.kind == "probe":
+        params["probe"] = record.digest  # stores collected through different probes are never mixed
     if amp:
         params["amp"] = "bf16"  # recorded only when on, so float32 stores keep their parameters
     chunk = max(batch_size, chunk - chunk % batch_size)  # commits fall on batch boundaries
@@ -169,11 +190,17 @@ def collect(
     with progress_bar(f"collect {Path(shard).name}", total=len(rows), completed=done, enabled=progress) as bar:
         for x, ok, reasons, sizes in loader:
             x = x.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-            logits, acts, attrs, classes = attribute(net, spec, x, layers, attr_top, amp=amp, kinds=kinds)
-            _check_numbers(logits, acts, attrs, ok, [rows[offset + i][0] for i in range(len(ok))])
-            n_classes = logits.shape[1]
-            top_p, top_c = logits.softmax(1).topk(min(5, n_classes), dim=1)
             b = len(ok)
+            if head.has_logits:
+                logits, acts, attrs, classes = attribute(net, spec, x, layers, attr_top, amp=amp, kinds=kinds)
+                n_classes = logits.shape[1]
+                top_p, top_c = logits.softmax(1).topk(min(5, n_classes), dim=1)
+            else:  # no class head: activations only, no attribution (classes -1, values 0), no predictions
+                acts = activations(net, spec, x, layers, kinds)
+                attrs = {n: torch.zeros(b, attr_top, *a.shape[2:]) for n, a in acts.items()}
+                classes = torch.full((b, attr_top), -1)
+                logits = top_p = top_c = torch.zeros(b, 0, device=x.device)
+            _check_numbers(logits, acts, attrs, ok, [rows[offset + i][0] for i in range(len(ok))])
             pending["images/label"].append(np.array([rows[offset + i][1] for i in range(b)], dtype=np.int16))
             pending["images/pred"].append(_pad5(top_c.cpu().numpy()).astype(np.int16))
             pending["images/prob"].append(_pad5(top_p.cpu().numpy()).astype(np.float32))

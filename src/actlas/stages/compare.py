@@ -12,6 +12,7 @@ from .. import paths
 from ..data.samples import load_samples
 from ..errors import ConfigError, DataError
 from ..formats.atomic import save_image
+from ..models.heads import require_logits
 from ..models.load import load_spec
 from ..settings import Comparison, Render, RenderParams, Run
 from ..text import slug
@@ -46,6 +47,7 @@ def compare(
         raise ConfigError(f"compare needs two classes, got {list(classes)}")
     a, b = classes
     spec = load_spec(model)
+    require_logits(spec, "a comparison")
     ca, cb = spec.class_index(str(a)), spec.class_index(str(b))
     if ca == cb:
         raise ConfigError(f"compare needs two different classes, got {a!r} twice")

@@ -10,7 +10,9 @@ the held-out ones, encodes every sample, and writes:
   code-weighted attribution, its exemplar rows as its members) on a square grid, so that the render
   stage renders the concepts' icons exactly as it renders cells' (``render_folder``: batched, padded
   batches, the icon cache, faithfulness) into ``render/batch-00000.npz``;
-- ``icons/J.png``, ``examples/J_E.jpg`` (the samples with concept J's highest codes, one per photo);
+- ``icons/I_J.png``, ``examples/I_J_E.jpg`` (the samples with its highest codes, one per photo) of the
+  concept at (I, J) of that square, and ``atlas.png``/``atlas.json`` of the square (a patch experiment
+  pastes and searches concept icons as any atlas folder's: ``search: [concepts]``);
 - ``concepts.json`` last (``actlas.formats.concepts``): per concept its frequency, classes, label,
   place on the layout and spread, icon faithfulness, exemplars; per cell of each main grid its top
   concepts (``actlas.concepts.summaries.decompose``); the dictionary's figures.
@@ -27,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from PIL import Image
 
+from .. import atlas as atlas_core
 from .. import paths
 from ..concepts import dictionary as dict_core
 from ..concepts import metrics, summaries
@@ -35,7 +38,7 @@ from ..data import store
 from ..data.decode import decode
 from ..data.samples import Samples, check_stores, load_samples
 from ..formats import dictionary as dfile
-from ..formats.atlas import Example
+from ..formats.atlas import AtlasMeta, CellRecord, Example, write_atlas
 from ..formats.atomic import save_image
 from ..formats.batches import read_batch
 from ..formats.cells import Cells, read_cells, write_cells
@@ -104,10 +107,17 @@ def cell_fires(codes: sp.csr_array, rows: np.ndarray, most: int = 64) -> list[li
 
 
 def exemplar_crops(
-    folder: Path, j: int, rows: np.ndarray, codes: sp.csc_array, samples: Samples, spec: ModelSpec, extent: float
+    folder: Path,
+    j: int,
+    ij: tuple[int, int],
+    rows: np.ndarray,
+    codes: sp.csc_array,
+    samples: Samples,
+    spec: ModelSpec,
+    extent: float,
 ) -> list[Example]:
-    """Crops of the photos around concept ``j``'s exemplar rows -> ``examples/J_E.jpg`` (``similarity``
-    holds the code); a photo that no longer decodes is left out."""
+    """Crops of the photos around concept ``j``'s exemplar rows -> ``examples/I_J_E.jpg`` at its cell ``ij``
+    of the concepts' square (``similarity`` holds the code); a photo that no longer decodes is left out."""
     out = []
     lo, hi = codes.indptr[j], codes.indptr[j + 1]
     code = dict(zip(codes.indices[lo:hi].tolist(), codes.data[lo:hi].tolist()))
@@ -118,7 +128,7 @@ def exemplar_crops(
             continue
         box = spec.source_box((decoded.height, decoded.width), tuple(samples.position[row]), samples.spatial, extent)
         crop = decoded.crop(box).resize((EXAMPLE_SIDE, EXAMPLE_SIDE), Image.Resampling.LANCZOS)
-        name = paths.concept_example_name(j, e)
+        name = paths.example_name(*ij, e)
         save_image(folder / name, crop, quality=88)
         label = int(samples.label[img])
         out.append(
@@ -132,6 +142,47 @@ def exemplar_crops(
             )
         )
     return out
+
+
+def sheet_atlas(folder: Path, layer: str, square: Cells, records: list[ConceptRecord], icon, spec: ModelSpec) -> None:
+    """The concepts as an atlas folder: ``atlas.png`` (every icon on the square, concept j at
+    (j % side, j // side)) and ``atlas.json`` (``kind`` concepts, a cell record per concept), so that a
+    patch experiment pastes (``cell:concepts:I,J``) and searches (``search: [concepts]``) concept icons."""
+    size = int(icon.shape[1])
+    factor = atlas_core.display_factor(size, Atlas.min_cell)
+    image = atlas_core.compose(icon, square.ij, square.n, scale=None, factor=factor)
+    save_image(paths.atlas_png(folder), Image.fromarray(image), optimize=False)
+    cells = []
+    for j, r in enumerate(records):
+        att = square.attribution[j]
+        cells.append(
+            CellRecord(
+                i=int(square.ij[j, 0]),
+                j=int(square.ij[j, 1]),
+                count=r.count,
+                label=r.label or "",
+                label_index=r.label_index,
+                top=r.top,
+                attribution={str(int(c)): round(float(att[c]), 5) for c in np.flatnonzero(att)},
+                faithfulness=r.faithfulness,
+                icon=r.icon,
+                examples=r.examples,
+            )
+        )
+    meta = AtlasMeta(
+        layer=layer,
+        grid=square.n,
+        icon_size=size * factor,
+        render_size=size,
+        display_factor=factor,
+        image=paths.ATLAS_PNG,
+        size_px=[square.n * size * factor] * 2,
+        classes=[spec.short_name(c) for c in range(len(spec.categories))],
+        cells=cells,
+        faithfulness_median=round(float(np.median([r.faithfulness for r in records])), 4) if records else None,
+        extra={"kind": "concepts"},
+    )
+    write_atlas(paths.atlas_json(folder), meta)
 
 
 def concepts(
@@ -232,9 +283,11 @@ def concepts(
         shutil.rmtree(sub, ignore_errors=True)
         sub.mkdir()
     codes_csc = codes.tocsc()
+    square = concept_cells(d, count, weights, label, exemplars)
     records = []
     for j in range(d.size):
-        save_image(folder / paths.concept_icon_name(j), Image.fromarray(batch.icon[j]))
+        ij = (int(square.ij[j, 0]), int(square.ij[j, 1]))
+        save_image(folder / paths.icon_name(*ij), Image.fromarray(batch.icon[j]))
         live = count[j] > 0
         order = np.argsort(-weights[j], kind="stable")[:5]
         rows = exemplars[j][exemplars[j] >= 0]
@@ -250,10 +303,11 @@ def concepts(
                 spread=round(float(spread[j]), 5),
                 faithfulness=round(float(batch.faithfulness[j]), 4),
                 stability=None if atom_stab is None else round(float(atom_stab[j]), 4),
-                icon=paths.concept_icon_name(j),
-                examples=exemplar_crops(folder, j, rows, codes_csc, samples, spec, example_extent),
+                icon=paths.icon_name(*ij),
+                examples=exemplar_crops(folder, j, ij, rows, codes_csc, samples, spec, example_extent),
             )
         )
+    sheet_atlas(folder, layer, square, records, batch.icon, spec)
     lap("examples")
     meta = ConceptsMeta(
         layer=layer,

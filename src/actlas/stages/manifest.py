@@ -102,7 +102,8 @@ def manifest(run_dir: str | Path, config: dict) -> Path:
 
 def info(run_dir: str | Path) -> dict:
     """A one-object summary of a finished run (what ``actlas info`` prints): model, layers, counts,
-    atlases, timings, and the class atlases, comparisons and patch reports of its config."""
+    atlases, timings, the class atlases, comparisons and patch reports of its config, and a
+    ``head: probe`` model's probe (its held-out accuracy)."""
     m = read_manifest(run_dir)
     layers = {}
     for layer, entry in m.layers.items():
@@ -138,5 +139,15 @@ def info(run_dir: str | Path) -> dict:
         "images": m.collect["images"],
         "skipped": m.collect["skipped"],
         "collect_seconds": m.collect["seconds"],
+        **({"probe": _probe_summary(run)} if paths.probe_npz(run).exists() else {}),
         "versions": m.actlas,
     }
+
+
+def _probe_summary(run: Path) -> dict:
+    """A ``head: probe`` run's probe: its held-out accuracy and what it was measured on."""
+    from ..formats.probe import read_probe
+
+    record = read_probe(run).to_json()
+    keep = ("accuracy", "held_out", "train", "chance", "evaluate", "classes", "layer", "dims", "digest")
+    return {k: record[k] for k in keep}

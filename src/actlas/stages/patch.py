@@ -26,8 +26,11 @@ from ..files import require_file
 from ..formats.atlas import read_atlas
 from ..formats.atomic import save_image, write_text
 from ..formats.layout import read_whitening
+from ..formats.probe import read_probe
 from ..formats.report import PatchEntry, PatchReport, write_report
 from ..formats.shards import run_rows, shard_stores
+from ..models.headhook import use_probe
+from ..models.heads import head_of, require_logits
 from ..models.load import load_model
 from ..models.spec import ModelSpec
 from ..nn.fastpaths import fast_paths
@@ -106,9 +109,13 @@ def _render_direction(path, run_dir, layer, model, spec, params, device, memory_
 
     if model is None or spec is None:
         raise ConfigError("a direction patch needs the model: pass model= and spec=")
-    direction = (
-        np.load(require_file(path, "direction file", ConfigError), allow_pickle=False).astype(np.float32).reshape(1, -1)
-    )
+    try:
+        direction = np.load(require_file(path, "direction file", ConfigError), allow_pickle=False)
+        direction = np.asarray(direction, dtype=np.float32).reshape(1, -1)
+    except (ValueError, TypeError, OSError, EOFError) as err:  # not an .npy of numbers: text, a pickle, garbage
+        raise ConfigError(
+            f"direction file {path} is not an .npy array of numbers ({type(err).__name__}): save one with np.save"
+        ) from None
     whiten = paths.whiten(run_dir, layer)
     whitening = read_whitening(whiten) if whiten.exists() else None
     ((_, _, grid),) = layer_kinds(model, [layer], spec.input_size, spec.layer_kinds, device).values()
@@ -216,6 +223,7 @@ def patch(
     out: str | Path | None = None,
     icons_run: str | Path | None = None,
     corners: tuple[str, ...] = CORNERS,
+    probe: str | Path | None = None,
 ) -> Path:
     """Patch experiments on a run's photos -> ``RUN/patches/NAME/report.json`` (+ report.md, figures).
 
@@ -230,7 +238,8 @@ def patch(
     ``photo`` adds the article's single-photo demonstration: every patch and candidate on that one
     photo, with p(source) and p(target) before and after (``single-photo.png``). ``layer`` is the
     layer whose icons are pasted (default: the run's first). ``icons_run`` is the run whose
-    ``LAYER`` folder holds the icons (default ``run_dir``, which always supplies the photos).
+    ``LAYER`` folder holds the icons (default ``run_dir``, which always supplies the photos). A
+    ``head: probe`` model uses ``probe`` (default ``RUN/probe/probe.npz``); ``head: none`` is refused.
     """
     from ..runinfo import run_layers
 
@@ -239,6 +248,10 @@ def patch(
     set_threads(threads)
     start = time.perf_counter()
     net, mspec = load_model(model)
+    require_logits(mspec, "a patch experiment")
+    if head_of(mspec).kind == "probe":  # the run's probe is the model's class head
+        record = read_probe(probe or paths.probe_npz(run_dir))
+        use_probe(net, mspec, record.weight, record.bias, record.classes)
     dev = resolve_device(device)
     net = net.to(dev)
     layer = layer or run_layers(run_dir)[0]
