@@ -31,7 +31,7 @@ SEED = config["seed"]
 DEVICE = config["device"]
 MODEL = model_arg(config["model"])
 MODEL_FILES = model_files(config["model"])  # inputs of every rule that loads the model
-check_model(config["model"])  # no weights, a bad weights name, an unknown built-in: one line before any job
+or_exit(check_model, config["model"])  # no weights, a bad weights name, an unknown built-in: one line before any job
 CONDA_ENV = "../envs/gpu.yaml" if DEVICE == "cuda" else "../envs/cpu.yaml"
 RENDER = settings.from_mapping(settings.Render, config["render"])
 

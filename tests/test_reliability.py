@@ -70,7 +70,7 @@ def _env(**extra: str) -> dict[str, str]:
     """The environment conftest.snakemake gives snakemake, plus ``extra``."""
     return {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).parent),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT / "src")]),  # this checkout's actlas
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **extra,
     }
