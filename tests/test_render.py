@@ -166,6 +166,20 @@ def test_render_batched_equals_one_by_one(tiny_model):
         assert together["faithfulness"][i] == alone[i]["faithfulness"][0]
 
 
+def test_a_short_batch_costs_at_most_the_default_batch(tiny_model):
+    """One icon at the default batch size: the model sees batches of ``RenderParams().batch_size`` rows
+    (the padding that keeps an icon's bytes independent of its batch), and that is small."""
+    d = _directions(tiny_model, 1)
+    seen = []
+    hook = tiny_model.features[0].register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    try:
+        params = dataclasses.replace(FAST, batch_size=RenderParams().batch_size, steps=2)
+        render(tiny_model, SPEC, "features.4", d, params=params, progress=False)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {RenderParams().batch_size} and RenderParams().batch_size <= 8
+
+
 @pytest.mark.slow
 def test_mobilenet_icons_do_not_depend_on_their_batch(card):
     """The shared MobileNetV2, whose first convolution takes another kernel for a batch of one."""

@@ -116,7 +116,9 @@ class RenderParams:
     check_every: int = 16
     power: float = 4.0  # n in dot(h, v) * cos(h, v)^n
     tries: int = 1  # best of N by objective (each try's best-scoring image, check_every)
-    batch_size: int = 64  # icons optimised together (a short batch is padded: an icon never depends on its batch)
+    # icons optimised together; a short batch is padded to it (an icon never depends on its batch), so it stays
+    # small: on 2 CPU cores 8 is as fast an icon as 16 or 32 (BENCHMARKS.md); a GPU fills better at 64
+    batch_size: int = 8
     pad: int = 0  # padding of the robustness transforms (0: half the cost, more faithful; BENCHMARKS.md)
     jitter: int = 4  # jitter of the robustness transforms, pixels (BENCHMARKS.md)
     scale: float = 0.1  # random scale of the robustness transforms: within 1 - scale .. 1 + scale
