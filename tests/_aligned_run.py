@@ -8,9 +8,10 @@ in 2 steps and composed, then the manifest. About 30 s of CPU, most of it the la
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -25,7 +26,13 @@ CONFIG_ITEMS = [
 
 
 def make_aligned_run(root: Path) -> Path:
-    os.environ["ACTLAS_TRUST_CODE"] = "1"  # the tests' own factories
+    """The aligned run under ``root``; the tests' own factories are trusted while it is built, and only then."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ACTLAS_TRUST_CODE", "1")
+        return _make_aligned_run(root)
+
+
+def _make_aligned_run(root: Path) -> Path:
     from _tiny_run import make_images
 
     from actlas import settings

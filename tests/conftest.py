@@ -25,6 +25,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 TINY = {"source": "tiny_models:tiny_net", "trust_code": True}
 
 
+_TRUST_AT_START = os.environ.get("ACTLAS_TRUST_CODE")
+
+
+def pytest_runtest_setup(item):
+    """No test or fixture leaves code trusted for the tests after it (they would pass that should refuse)."""
+    if os.environ.get("ACTLAS_TRUST_CODE") != _TRUST_AT_START:
+        raise pytest.UsageError(
+            f"ACTLAS_TRUST_CODE was left set before {item.nodeid}: set it with monkeypatch (the trust_code fixture)"
+        )
+
+
 def pytest_collection_modifyitems(items):
     """A test that uses the shared MobileNetV2 (the ``card`` fixture and those built on it) is ``slow``."""
     for item in items:

@@ -21,10 +21,9 @@ PARAMS = {"size": 16, "min_positions": 0, "steps": 2, "batch_size": 16, "pad": 2
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    import os
-
-    os.environ["ACTLAS_TRUST_CODE"] = "1"  # the tiny model is the tests' own code
-    return make_tiny_run(tmp_path_factory.mktemp("concepts"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ACTLAS_TRUST_CODE", "1")  # the tiny model is the tests' own code, while the run is built
+        return make_tiny_run(tmp_path_factory.mktemp("concepts"))
 
 
 def _run_concepts(run: Path, *extra: str) -> str:
