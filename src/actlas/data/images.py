@@ -8,6 +8,7 @@ with their reason. Shard lists and skip lists are written and read by ``actlas.f
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 import zlib
@@ -41,7 +42,7 @@ def list_images(
     source = Path(source)
     if source.is_file():
         rows = []
-        for number, line in enumerate(source.read_text().splitlines(), 1):
+        for number, line in enumerate(read_list(source).splitlines(), 1):
             if line.strip():
                 path, _, label = line.partition("\t")
                 try:
@@ -66,7 +67,10 @@ def list_images(
     seen: set[tuple[int, int]] = set()
 
     def unreadable(err: OSError) -> None:
-        warnings.warn(f"skipping unreadable folder {err.filename}: {err.strerror}", stacklevel=3)
+        if skipped is None:
+            warnings.warn(f"skipping unreadable folder {err.filename}: {err.strerror}", stacklevel=3)
+        else:  # listed in shards/skipped.tsv with the images it may hold
+            skipped.append((str(err.filename), folder_reason(err)))
 
     for dirpath, dirnames, filenames in os.walk(source, followlinks=True, onerror=unreadable):
         try:
@@ -88,6 +92,22 @@ def list_images(
             elif skipped is not None:
                 skipped.append((str(Path(dirpath, name).absolute()), reason))
     return sorted(rows)
+
+
+def read_list(source: Path) -> str:
+    """A list file's text: UTF-8 with or without a byte-order mark; bytes that are not UTF-8 kept as
+    Python keeps them in file names (``surrogateescape``), so such a path is skipped with its reason
+    (``unwritable_reason``) rather than stopping the listing. Line ends: LF, CRLF or CR."""
+    return source.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+
+
+def folder_reason(err: OSError) -> str:
+    """Why a folder could not be listed, in one line with the fix."""
+    if err.errno == errno.ENAMETOOLONG:
+        return "folder not listed: its path is longer than the system allows (PATH_MAX): move the images higher up"
+    if err.errno == errno.EACCES:
+        return "folder not listed: permission denied"
+    return f"folder not listed: {err.strerror or type(err).__name__}"
 
 
 def select(images: list[tuple[str, int]], limit: int | None, seed: int) -> list[tuple[str, int]]:
