@@ -208,6 +208,10 @@ def _check_npz(path: Path) -> str:
         want = set(batches.CACHED_KEYS)
     else:
         want = set()
+    if paths.CACHE in path.parts and path.parent.name != paths.RENDER:
+        problem = batches.cached_problem(path, values)  # its icon's type first, then its members and digest
+        if problem:
+            return problem
     missing = want - keys
     if missing:
         return f"lacks {', '.join(sorted(missing))}"
@@ -224,6 +228,10 @@ def _check_npz(path: Path) -> str:
             channels = np.load(whiten, mmap_mode="r", allow_pickle=False).shape[0]
             if direction.shape[1] != channels:
                 return f"its directions have {direction.shape[1]} channels, the layer {channels} (whiten.npy)"
+    elif path.parent.name == paths.RENDER:
+        problem = batches.batch_problem(batches.read_batch(path))
+        if problem:
+            return problem
     elif values.get("icon") is not None and (values["icon"].dtype != np.uint8 or values["icon"].shape[-1] != 3):
         return f"its icons are {values['icon'].dtype} of shape {values['icon'].shape}, not uint8 RGB"
     for name, v in values.items():
@@ -237,6 +245,42 @@ def _check_json(path: Path) -> str:
     if path.name == paths.ATLAS_JSON:
         AtlasMeta.from_json(data, path.name)  # raises for a missing key
     return ""
+
+
+def _check_icons(folder: Path) -> list[Problem]:
+    """Each ``icons/I_J.png`` of an atlas folder against its cell's icon in the render batches of the
+    folder's cells (the atlas stage writes the rendered pixels): a repainted icon is named."""
+    from PIL import Image
+
+    try:
+        grid = cells.read_cells(paths.cells(folder))
+        want = batches.cells_digest(grid.direction)
+        rendered: dict[int, np.ndarray] = {}
+        for path in regular(sorted(paths.render_dir(folder).glob("*.npz"))):
+            part = batches.read_batch(path)
+            if part.cells_digest == want and not batches.batch_problem(part):
+                rendered.update(zip((int(c) for c in part.cell), part.icon))
+    except Exception:  # noqa: BLE001 - a damaged cells.npz or batch is reported on its own
+        return []
+    out = []
+    for k, (i, j) in enumerate(grid.ij):
+        path = folder / paths.icon_name(int(i), int(j))
+        if k not in rendered or not path.is_file() or run_entry_problem(path):
+            continue  # a missing icon: the seal names it
+        try:
+            with Image.open(path) as im:
+                same = np.array_equal(np.asarray(im.convert("RGB")), rendered[k])
+        except Exception:  # noqa: BLE001 - an image that does not decode is reported on its own
+            continue
+        if not same:
+            out.append(
+                Problem(
+                    str(path),
+                    "its pixels differ from the icon rendered for its cell (render/): "
+                    f"delete {paths.atlas_json(folder).name} and run the workflow again (atlas rewrites the icons)",
+                )
+            )
+    return out
 
 
 def _check_image(path: Path) -> str:
@@ -318,6 +362,8 @@ def verify_run(run_dir: str | Path, *, use_seal: bool = True) -> list[Problem]:
                 reason = f"cannot be read ({type(err).__name__}: {err})"
             if reason:
                 problems.append(Problem(str(p), _one(f"{reason}: delete it and run the workflow again")))
+            elif name == paths.ATLAS_JSON and paths.cells(p.parent).is_file():
+                problems += _check_icons(p.parent)
     if use_seal:
         seen = {q.path for q in problems}
         problems += [Problem(p, reason) for p, reason in check_seal(Path(run_dir)) if p not in seen]

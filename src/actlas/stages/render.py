@@ -134,14 +134,17 @@ def render_folder(
         ]
     )
     keys = [icon_key(directions[i], context, layer, params) for i in index]
-    found = {k: paths.cached_icon(run_dir, k) for k in keys if cache and paths.cached_icon(run_dir, k).exists()}
-    todo = [r for r, k in enumerate(keys) if k not in found]
     icon = np.zeros((len(index), params.size, params.size, 3), dtype=np.uint8)
     objective = np.zeros(len(index), dtype=np.float32)
     faith = np.zeros(len(index), dtype=np.float32)
+    todo = []
     for r, k in enumerate(keys):
-        if k in found:
-            icon[r], objective[r], faith[r] = read_cached_icon(found[k])
+        # a cached icon that does not pass its digest (repainted, damaged, copied) is rendered again
+        hit = read_cached_icon(paths.cached_icon(run_dir, k), params.size) if cache else None
+        if hit is None:
+            todo.append(r)
+        else:
+            icon[r], objective[r], faith[r] = hit
     seconds = 0.0
     for lo_t in range(0, len(todo), params.batch_size):  # commit to the cache one batch at a time
         part = todo[lo_t : lo_t + params.batch_size]
