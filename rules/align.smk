@@ -14,6 +14,7 @@ rule model_collect:
     input:
         shard=paths.shard_list(RUN, "{shard}"),
         model=lambda wc: model_files(OTHER_MODELS[wc.model]),
+        whole=whole(paths.shard_store(paths.model_dir(RUN, "{model}"), "{shard}")),
     output:
         store=directory(paths.shard_store(paths.model_dir(RUN, "{model}"), "{shard}")),
         skipped=paths.store_skipped(paths.shard_store(paths.model_dir(RUN, "{model}"), "{shard}")),
@@ -153,6 +154,7 @@ rule align_atlas:
         cells=paths.cells(paths.aligned_grid_dir(RUN, "{name}", "{map}", "{n}")),
         batches=lambda wc: aligned_batches(wc.name, wc.map, wc.n),
         model=lambda wc: _map_model_files(_aligned_map(wc.name, wc.map)),
+        whole=whole(paths.icons_dir(paths.aligned_grid_dir(RUN, "{name}", "{map}", "{n}")), paths.examples_dir(paths.aligned_grid_dir(RUN, "{name}", "{map}", "{n}"))),
     output:
         png=paths.atlas_png(paths.aligned_grid_dir(RUN, "{name}", "{map}", "{n}")),
         labelled=paths.atlas_labelled(paths.aligned_grid_dir(RUN, "{name}", "{map}", "{n}")),

@@ -5,6 +5,7 @@ rule atlas:
         cells=paths.cells(paths.grid_dir(RUN, "{layer}", "{n}")),
         batches=lambda wc: grid_batches(wc.layer, wc.n),
         model=MODEL_FILES,
+        whole=whole(paths.icons_dir(paths.grid_dir(RUN, "{layer}", "{n}")), paths.examples_dir(paths.grid_dir(RUN, "{layer}", "{n}"))),
     output:
         png=paths.atlas_png(paths.grid_dir(RUN, "{layer}", "{n}")),
         labelled=paths.atlas_labelled(paths.grid_dir(RUN, "{layer}", "{n}")),

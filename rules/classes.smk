@@ -10,6 +10,7 @@ rule class_atlas:
         **run_inputs(),
         whiten=paths.whiten(RUN, "{layer}"),
         model=MODEL_FILES,
+        whole=whole(*_class_rule_folders("class")),
     output:
         **_class_rule_outputs("class"),
     params:
@@ -43,6 +44,7 @@ rule compare:
         **run_inputs(),
         whiten=paths.whiten(RUN, "{layer}"),
         model=MODEL_FILES,
+        whole=whole(*_class_rule_folders("compare")),
     output:
         **_class_rule_outputs("compare"),
         compare=paths.compare_png(paths.compare_dir(RUN, "{layer}", "{name}")),
@@ -73,6 +75,7 @@ rule patch:
     """A patch experiment: flips to the target with static and dynamic protocols, noise and random-photo controls."""
     input:
         patch_inputs,
+        whole=whole(paths.patch_dir(RUN, "{name}")),
     output:
         directory(paths.patch_dir(RUN, "{name}")),
     params:

@@ -30,6 +30,7 @@ rule collect:
         shard=paths.shard_list(RUN, "{shard}"),
         model=MODEL_FILES,
         probe=PROBE,  # a head: probe model's probe (collect reads it beside its store's collect/)
+        whole=whole(paths.shard_store(RUN, "{shard}")),
     output:
         store=directory(paths.shard_store(RUN, "{shard}")),
         skipped=paths.store_skipped(paths.shard_store(RUN, "{shard}")),

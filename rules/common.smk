@@ -40,6 +40,42 @@ PLAN = or_exit(shards_stage.plan, config["images"], config["model"], shard_size=
                limit=config["limit"], seed=SEED)
 SHARDS = list(PLAN.shards)
 
+# Folders the workflow writes whole (directory() outputs) that lost a file since the last finished run
+# (actlas.repair): Snakemake sees the folder, not its files. A real run removes them before the DAG is
+# built (under the run's lock), so their rules rebuild them whole; a dry run writes nothing: it names them,
+# and `whole` below plans their rules.
+from actlas import repair as _repair
+
+INCOMPLETE = _repair.incomplete_folders(RUN) if workflow.is_main_process else {}
+if INCOMPLETE:
+    if getattr(workflow.output_settings, "dryrun", False):
+        for _folder, _lost in INCOMPLETE.items():
+            print(f"actlas: {_repair.describe(_folder, _lost)}", file=sys.stderr)
+    else:
+        from actlas import lock as _lock
+
+        try:
+            _lock.check(RUN)  # another workflow on this run: leave its folders alone (onstart refuses this one)
+        except _lock.LockError:
+            INCOMPLETE = {}
+        for _folder in _repair.remove(INCOMPLETE):
+            print(f"actlas: removed {_folder}, which lost {INCOMPLETE[_folder]}: this run rebuilds it", file=sys.stderr)
+        INCOMPLETE = {}
+
+
+def whole(*folders):
+    """An input function of a rule with directory() outputs (patterns ``folders``): in a dry run, a folder
+    that lost a file takes the run's seal (written after every output of the run) as an input, so the
+    plan shows the job that rebuilds it; otherwise nothing (a real run has removed that folder already,
+    and records no input that later runs would miss)."""
+    from snakemake.io import apply_wildcards
+
+    def check(wildcards):
+        lost = [f for f in (Path(apply_wildcards(str(p), wildcards)) for p in folders) if f in INCOMPLETE]
+        return [str(paths.seal(RUN))] if lost else []
+
+    return check
+
 
 wildcard_constraints:
     shard=r"shard-\d+",
@@ -184,6 +220,11 @@ def _class_rule_outputs(kind):
     base = class_folder(kind, ("{layer}", "{name}"))
     out = {re.sub(r"\W", "_", f): base / f for f in CLASS_FILES}
     return {**out, "icons": directory(paths.icons_dir(base)), "examples": directory(paths.examples_dir(base))}
+
+def _class_rule_folders(kind):
+    """The folders of a class rule that the workflow writes whole (for ``whole``)."""
+    base = class_folder(kind, ("{layer}", "{name}"))
+    return paths.icons_dir(base), paths.examples_dir(base)
 
 def _patch_specs(e):
     """The entry's patches, ``cell:I,J`` resolved to the largest main grid of its layer."""

@@ -7,6 +7,7 @@ rule concepts:
     """A layer's dictionary of concepts: learned (or loaded), measured on held-out samples, rendered, summarised."""
     input:
         concept_inputs,
+        whole=whole(paths.icons_dir(paths.concepts_dir(RUN, "{layer}")), paths.examples_dir(paths.concepts_dir(RUN, "{layer}"))),
     output:
         dictionary=paths.dictionary(paths.concepts_dir(RUN, "{layer}")),
         cells=paths.cells(paths.concepts_dir(RUN, "{layer}")),

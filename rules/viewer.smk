@@ -7,6 +7,7 @@ rule viewer:
     class atlases and comparisons, linking each cell to the patch experiments that tested it."""
     input:
         viewer_inputs,
+        whole=whole(paths.viewer_dir(RUN)),
     output:
         directory(paths.viewer_dir(RUN)),
     params:

@@ -320,6 +320,12 @@ def test_incremental_run_equals_a_run_from_scratch(tmp_path):
         ("shards/shard-00001.txt", {"shard_list": 1, "collect": 1}, {"shard_index"}),
         ("features.13/grid-3/atlas.json", {"atlas": 1}, {"render", "grid", "layout", "collect"}),
         ("collect/shard-00000.zarr.skipped.tsv", {"collect": 1}, {"shard_list"}),
+        # files inside directory() outputs (actlas.repair): the folder's rule plans, nothing else upstream
+        ("features.13/grid-3/icons/*.png", {"atlas": 1}, {"render", "grid", "layout", "collect"}),
+        ("features.13/grid-5/examples/*.jpg", {"atlas": 1}, {"render", "grid", "layout", "collect"}),
+        ("viewer/index.html", {"viewer": 1}, {"atlas", "render", "grid", "layout", "collect"}),
+        ("collect/shard-00001.zarr/features.13/activation/c/0/0", {"collect": 1}, {"shard_list", "shard_index"}),
+        ("collect/shard-00000.zarr/images/zarr.json", {"collect": 1}, {"shard_list", "shard_index"}),
     ],
 )
 def test_deleting_an_intermediate_rebuilds_it_and_what_follows(small_run, tmp_path, artifact, rebuilt, kept):
@@ -334,13 +340,42 @@ def test_deleting_an_intermediate_rebuilds_it_and_what_follows(small_run, tmp_pa
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(work, "--touch")
     assert _planned(snakemake(work, "-n")) == {}
-    (work / "run" / artifact).unlink()
+    (target,) = sorted((work / "run").glob(artifact))[:1]
+    target.unlink()
     planned = _planned(snakemake(work, "-n"))
+    assert not target.parent.exists() or not target.exists()  # a dry run writes nothing (nor repairs)
     if isinstance(rebuilt, dict):
         assert {k: planned.get(k) for k in rebuilt} == rebuilt, planned
     else:
         assert rebuilt <= set(planned), planned
     assert not (kept & set(planned)), planned
+
+
+def test_files_deleted_inside_folders_are_rebuilt_equal_to_the_first_run(small_run, tmp_path):
+    """An icon, an example and viewer/index.html deleted: the next run rebuilds their folders whole, the
+    run's files equal the first run's byte for byte, and verify finds it sound."""
+    import shutil
+
+    import yaml
+
+    from actlas.verify import verify_run
+
+    work = tmp_path / "work"
+    shutil.copytree(small_run.parent, work, symlinks=True)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["run_dir"] = str(work / "run")
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = work / "run"
+    snakemake(work, "--touch")
+    for pattern in ("features.13/grid-3/icons/*.png", "features.13/grid-5/examples/*.jpg", "viewer/index.html"):
+        sorted(run.glob(pattern))[0].unlink()
+    assert {str(p.path) for p in verify_run(run)} >= {str(run / "viewer" / "index.html")}
+    out = snakemake(work)
+    assert "lost" in out.stderr and set(_ran(out)) >= {"atlas", "viewer"} and "render" not in _ran(out), _ran(out)
+    assert _outputs(run) == _outputs(small_run)
+    assert (run / "viewer" / "index.html").read_bytes() == (small_run / "viewer" / "index.html").read_bytes()
+    assert verify_run(run) == []
+    assert _planned(snakemake(work, "-n")) == {}
 
 
 def test_config_strings_never_reach_the_shell(small_run, tmp_path):
