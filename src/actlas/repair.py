@@ -65,6 +65,19 @@ def _store_gaps(store_path: Path) -> str:
     return ""
 
 
+def _changed_since(folder: Path, created: float) -> bool:
+    """Whether a folder under ``folder`` (itself included) changed after the seal: a deleted chunk changes its
+    parent folder's time. Only such stores are opened (Zarr is slow to import at parse time)."""
+    limit = int(created * 1e9)
+    for dirpath, _, _ in os.walk(folder):
+        try:
+            if os.stat(dirpath, follow_symlinks=False).st_mtime_ns > limit:
+                return True
+        except OSError:
+            return True
+    return False
+
+
 def _stores(run_dir: Path) -> list[Path]:
     found = list(paths.collect_dir(run_dir).glob(paths.STORE_GLOB))
     models = run_dir / paths.MODELS
@@ -92,7 +105,7 @@ def incomplete_folders(run_dir: str | Path) -> dict[Path, str]:
                 out[folder] = str(path.relative_to(folder))
     if paths.collect_dir(run_dir).is_dir() or (run_dir / paths.MODELS).is_dir():
         for st in _stores(run_dir):
-            if st not in out:
+            if st not in out and (sealed is None or _changed_since(st, sealed[1])):
                 gap = _store_gaps(st)
                 if gap:
                     out[st] = gap
