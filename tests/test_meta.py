@@ -161,3 +161,28 @@ def test_the_first_job_still_fails_in_one_line_for_a_factory(trust_code):
         with pytest.raises(LayerError) as err:
             layer_kinds(ShapeNet(how).eval(), [layer], (32, 32))
         one_line(err.value, *words)
+
+
+@pytest.mark.slow  # two snakemake -n runs
+def test_the_workflow_refuses_a_bad_layer_in_one_line_before_any_job(tmp_path, cache):
+    """snakemake -n: one Error: line, the CLI's, for a layer a class atlas names; the second parse reads the cache."""
+    import yaml
+    from conftest import _photo_folder, small_config, snakemake
+
+    work = tmp_path / "w"
+    work.mkdir()
+    images = _photo_folder(4, tmp_path / "photos")
+    model = {**RESNET, "input_size": [32, 32], "resize": 32, "mean": 0.5, "std": 0.25, "labels": list("abcdefghij")}
+    config = yaml.safe_load(small_config(tmp_path / "run", images, layers=["layer3"]))
+    config.update(model=model, class_atlases=[{"class": "a", "layer": "layer3.2.bn9"}])
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    for _ in range(2):
+        out = snakemake(work, "-n", check=False)
+        assert out.returncode != 0
+        lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+        assert lines == [
+            "Error: unknown layer 'layer3.2.bn9'; closest valid layers: 'layer3.2.bn2', 'layer3.2.bn1', "
+            "'layer3.1.bn2', 'layer3.1.bn1', 'layer3.0.bn2', 'layer3.0.bn1' (see `actlas layers MODEL`)"
+        ], out.stderr[-2000:]
+        assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
+        assert len(list(cache.glob("*.json"))) == 1
