@@ -186,3 +186,26 @@ def test_the_workflow_refuses_a_bad_layer_in_one_line_before_any_job(tmp_path, c
         ], out.stderr[-2000:]
         assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
         assert len(list(cache.glob("*.json"))) == 1
+
+
+@pytest.mark.slow  # transformers
+def test_a_local_transformers_config_is_checked_without_weights(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8
+    )
+    config.save_pretrained(str(tmp_path / "vit"))  # config.json only: no weights anywhere
+    model = {"source": f"transformers:{tmp_path / 'vit'}", "weights": "random", "mean": 0.5, "std": 0.5}
+    with pytest.raises(ModelError) as err:  # an encoder (ViTModel) without a head: before any job
+        meta.check_layers(model, ["layers.0"])
+    one_line(err.value, "without logits", "model.head")
+    config.architectures, config.num_labels = ["ViTForImageClassification"], 10
+    config.save_pretrained(str(tmp_path / "vit"))
+    found = meta.check_layers(model, ["vit.layers.0"])
+    assert found is not None and found.calls["vit.layers.0"] == 1 and "vit.layers.0" in found.reaching
+    with pytest.raises(LayerError) as err:
+        meta.check_layers(model, ["vit.layers.1"])
+    one_line(err.value, "'vit.layers.0'")
+    assert (
+        meta.check_layers({**model, "source": "transformers:google/vit-base-patch16-224"}, ["x"]) is None
+    )  # no download
