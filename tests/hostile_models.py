@@ -62,6 +62,8 @@ class ShapeNet(nn.Module):
       returns (logits, features), {"logits", "features"}, {"out"}, a transformers ``ModelOutput``, or a map
       (B, K, H, W) instead of logits (B, K);
     - ``grey``: the first conv takes one channel;
+    - ``seq_first``: ``seq`` is a sequence-first transformer layer, its output (T, B, C);
+    - ``noisy``: dropout always on (``F.dropout(training=True)``), so two forwards of one image differ;
     - ``pooled_tokens``: ``pooled`` gives (B, C), ``tokens`` a class token and a 4 x 4 grid of tokens (B, 17, C)
       whose class token is large (it must never be read as a position);
     - ``fine``: nothing odd.
@@ -78,6 +80,7 @@ class ShapeNet(nn.Module):
         self.pooled = nn.Identity()
         self.tokens = nn.Identity()
         self.fc = nn.Linear(8, classes)
+        self.seq = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)  # sequence-first: (T, B, C)
 
     def forward(self, x):
         h = torch.relu(self.stem(x))
@@ -91,8 +94,12 @@ class ShapeNet(nn.Module):
             cls = 100 + grid.mean(1, keepdim=True)
             t = self.tokens(torch.cat([cls, grid], 1))  # (B, 17, C)
             feats = self.pooled(t[:, 1:].mean(1))  # (B, C)
+        elif self.how == "seq_first":
+            feats = self.seq(h.flatten(2).permute(2, 0, 1)).mean(0)  # tokens (T, B, C) -> (B, C)
         else:
             feats = h.mean((2, 3))
+        if self.how == "noisy":
+            feats = nn.functional.dropout(feats, 0.5, training=True)  # always on, in eval mode too
         logits = self.fc(feats)
         if self.how == "output_tuple":
             return logits, feats

@@ -209,3 +209,18 @@ def test_a_local_transformers_config_is_checked_without_weights(tmp_path):
     assert (
         meta.check_layers({**model, "source": "transformers:google/vit-base-patch16-224"}, ["x"]) is None
     )  # no download
+
+
+def test_a_sequence_first_layer_is_found_on_the_meta_device(trust_code):
+    import torch
+    from hostile_models import ShapeNet
+
+    from actlas.models.headhook import attach_head
+    from actlas.nn.problems import unbatched_layer
+
+    with torch.device("meta"):
+        net = ShapeNet("seq_first").eval()
+    attach_head(net, {}, (32, 32))
+    found = meta.inspect_model(net, (32, 32))
+    assert found.unbatched["seq"] == [1024, 2, 8] and "block" not in found.unbatched
+    assert str(unbatched_layer("seq", [1024, 2, 8], 2)).startswith("layer 'seq' gives shape [1024, 2, 8]")

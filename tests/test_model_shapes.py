@@ -127,3 +127,12 @@ def test_a_pooled_layer_is_one_position_and_a_class_token_never_a_position(photo
     positions = got["tokens/position"]
     assert positions.min() >= 0 and positions.max() < 4  # the 4 x 4 patch grid, the class token dropped
     assert got["tokens/activation"].astype(np.float32).max() < 50  # the class token is >= 100
+
+
+def test_a_sequence_first_layer_and_a_random_forward_are_one_line(photos, tmp_path, trust_code):
+    with pytest.raises(LayerError) as err:
+        collect_run(photos, tmp_path / "seq", block("seq_first"), ["seq"])
+    one_line(err.value, "'seq'", "[1024, 2, 8]", "not the batch", "batch_first=True")
+    with pytest.raises(LayerError) as err:
+        collect_run(photos, tmp_path / "noisy", block("noisy"), ["block"])
+    one_line(err.value, "model's output", "random", "dropout")

@@ -23,13 +23,14 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import LayerError, ModelError, UserError
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 LIBRARIES = ("torch", "torchvision", "timm", "transformers")
+BATCH = 2  # images in the meta forward: a layer whose first dimension is not the batch shows
 SMALL_FILE = 1 << 20  # files hashed by content below this size; by size and time above (weights)
 
 
@@ -40,7 +41,8 @@ class Architecture:
     ``layers``: every ``named_modules()`` path; ``calls``: layer -> times it ran in the forward (None: the
     forward could not run on the meta device); ``reaching``: the layers the logits depend on (None: not known,
     e.g. a model with a declared ``head``); ``problem``: the one line a model fails with whatever its layers
-    (RGB input it cannot take, an output that gives no logits), or None.
+    (RGB input it cannot take, an output that gives no logits), or None; ``unbatched``: layer -> its output shape
+    for a batch of two, for the layers whose first dimension is not the batch (sequence-first).
     """
 
     layers: list[str]
@@ -48,6 +50,7 @@ class Architecture:
     reaching: list[str] | None = None
     problem: str | None = None
     problem_type: str = "ModelError"
+    unbatched: dict[str, list[int]] = field(default_factory=dict)
 
 
 def cache_dir() -> Path:
@@ -220,23 +223,27 @@ def inspect_model(net, input_size: tuple[int, int], headed: bool = False) -> Arc
     names = [n for n, _ in net.named_modules() if n]
     calls: dict[str, int] = {}
     grad_fns: dict[str, list] = {}
+    unbatched: dict[str, list[int]] = {}
 
     def hook(_m, inputs, out, name):
         calls[name] = calls.get(name, 0) + 1
         if isinstance(out, torch.Tensor) and out.requires_grad and any(out is i for i in inputs):
             out = out.view_as(out)  # a node of its own: a module that returns its input (Identity) is told apart
-        grad_fns.setdefault(name, []).append(getattr(output_tensor(out), "grad_fn", None))
+        tensor = output_tensor(out)
+        grad_fns.setdefault(name, []).append(getattr(tensor, "grad_fn", None))
+        if isinstance(tensor, torch.Tensor) and (tensor.ndim == 0 or tensor.shape[0] != BATCH):
+            unbatched[name] = list(tensor.shape)
         return out
 
     modules = dict(net.named_modules())
     handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
     device = next((p.device for p in net.parameters()), torch.device("meta"))
-    x = torch.zeros(1, 3, *input_size, device=device, requires_grad=not headed)
+    x = torch.zeros(BATCH, 3, *input_size, device=device, requires_grad=not headed)
     try:
         if headed:  # an encoder's head reads features (or a probe not trained yet): its own forward, no logits
             with torch.no_grad(), head_mode(net, "off"):
                 forward_checked(net, x)
-            return Architecture(names, calls, None, None)
+            return Architecture(names, calls, None, None, unbatched=unbatched)
         logits = forward_checked(net, x)
     except UserError as err:  # RGB input it cannot take; an output that holds no logits (model.output)
         return Architecture(names, None, None, str(err), type(err).__name__)
@@ -256,7 +263,7 @@ def inspect_model(net, input_size: tuple[int, int], headed: bool = False) -> Arc
     graph = _graph(logits.grad_fn)
     reaching = [n for n, fns in grad_fns.items() if any(f is not None and id(f) in graph for f in fns)]
     unknown = [n for n, fns in grad_fns.items() if all(f is None for f in fns)]  # no graph: cannot tell
-    return Architecture(names, calls, reaching + unknown, None)
+    return Architecture(names, calls, reaching + unknown, None, unbatched=unbatched)
 
 
 def _read(key: str) -> Architecture | None:
@@ -318,7 +325,7 @@ def check_layers(model, layers: list[str], cache: bool = True) -> Architecture |
             raise unknown_layer(layer, found.layers)
     if found.calls is None:
         return found
-    from ..nn.problems import not_run_layer, shared_layer, unreached_layer
+    from ..nn.problems import not_run_layer, shared_layer, unbatched_layer, unreached_layer
 
     for layer in layers:
         calls = found.calls.get(layer, 0)
@@ -326,6 +333,8 @@ def check_layers(model, layers: list[str], cache: bool = True) -> Architecture |
             raise not_run_layer(layer)
         if calls > 1:
             raise shared_layer(layer, calls)
+        if layer in found.unbatched:
+            raise unbatched_layer(layer, found.unbatched[layer], BATCH)
         if found.reaching is not None and layer not in found.reaching:
             raise unreached_layer(layer)
     return found

@@ -15,7 +15,14 @@ from torch import nn
 
 from ..errors import LayerError
 from .kinds import LayerKind, detect_kind, layer_view, output_tensor
-from .problems import not_run_layer, shared_layer, unknown_layer, unreached_layer  # noqa: F401 - re-exported
+from .problems import (  # noqa: F401 - re-exported
+    not_run_layer,
+    random_forward,
+    shared_layer,
+    unbatched_layer,
+    unknown_layer,
+    unreached_layer,
+)
 
 
 class StopForward(Exception):
@@ -118,10 +125,6 @@ def capture(
             handle.remove()
 
 
-def _end_forward(_module, _inputs, _output):
-    raise StopForward
-
-
 def run_until(model: nn.Module, x: torch.Tensor, outputs: dict) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` inside a ``capture(..., stop=True)`` block, returning the captured outputs."""
     outputs.clear()
@@ -196,31 +199,61 @@ def layer_kinds(
     declared: Mapping | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, tuple[LayerKind, int, tuple[int, int]]]:
-    """layer -> (kind, channels, grid (H, W)) from one forward pass on zeros of ``input_hw``.
+    """layer -> (kind, channels, grid (H, W)) from the model's forward on two images of ``input_hw``, run twice.
 
-    Fails in one line (``LayerError``) naming the first layer that cannot be used.
+    Fails in one line (``LayerError``) naming the first layer that cannot be used: unknown, never run, run twice
+    in one forward, not a tensor, a first dimension that is not the batch (a sequence-first transformer), or
+    different outputs for the same images (dropout or noise left on in the forward).
     """
     declared = declared or {}
-    # the whole forward (a layer it runs twice is refused), ended before the root's own hooks (an encoder's head)
-    with torch.no_grad(), capture(model, layers) as outs:
-        end = model.register_forward_hook(_end_forward, prepend=True)
-        try:
-            forward_checked(model, torch.zeros(1, 3, *input_hw, device=device))
-        except StopForward:
-            pass
-        finally:
-            end.remove()
+    x = torch.rand(2, 3, *input_hw, generator=torch.Generator().manual_seed(0)).to(device)
+    first, again = _whole_forward(model, layers, x), _whole_forward(model, layers, x)
     found = {}
     for name in layers:
-        if name not in outs:
+        if name not in first:
             raise not_run_layer(name)
-        out = output_tensor(outs.get(name))
+        out = output_tensor(first[name])
         if not isinstance(out, torch.Tensor):
             raise LayerError(
                 f"layer {name!r} returns {type(out).__name__}, not a tensor; choose another layer "
                 "(see `actlas layers MODEL`)"
             )
+        if out.ndim == 0 or out.shape[0] != len(x):
+            raise unbatched_layer(name, list(out.shape), len(x))
+        if not _same(out, output_tensor(again[name])):
+            raise random_forward(f"layer {name!r}")
         kind = detect_kind(out.shape[1:], input_hw, declared.get(name), name)
         view = layer_view(out, kind, input_hw)
         found[name] = (kind, int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])))
+    if not _same(first.get(""), again.get("")):
+        raise random_forward("the model's output")
     return found
+
+
+def _whole_forward(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict:
+    """layer -> output of one whole forward (a layer it runs twice is refused), and ``""`` -> the forward's own
+    output, taken before the root's own hooks (an encoder's head) run."""
+    kept: dict = {}
+
+    def end(_module, _inputs, output):
+        kept[""] = output_tensor(output)
+        raise StopForward
+
+    with torch.no_grad(), capture(model, layers) as outs:
+        handle = model.register_forward_hook(end, prepend=True)
+        try:
+            forward_checked(model, x)
+        except StopForward:
+            pass
+        finally:
+            handle.remove()
+        kept.update(outs)
+    return kept
+
+
+def _same(a, b) -> bool:
+    """Whether two outputs of the same input agree (to float rounding: GPU kernels need not be bitwise repeatable);
+    outputs that are not tensors (a dict the root's own hook reads) are not compared."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return True
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5, equal_nan=True))

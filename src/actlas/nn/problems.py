@@ -40,3 +40,20 @@ def shared_layer(layer: str, calls: int) -> LayerError:
         "per image: choose a layer that runs once, e.g. the block around it or a module only one call uses "
         "(actlas layers MODEL)"
     )
+
+
+def unbatched_layer(layer: str, shape: list, batch: int) -> LayerError:
+    """The one line for a layer whose output's first dimension is not the batch (a sequence-first transformer)."""
+    return LayerError(
+        f"layer {layer!r} gives shape {shape} for a batch of {batch} images: its first dimension is not the batch "
+        "(a sequence-first layer, e.g. nn.TransformerEncoderLayer without batch_first=True), so its rows would mix "
+        "images; choose a batch-first layer (actlas layers MODEL), or build the model with batch_first=True"
+    )
+
+
+def random_forward(what: str) -> LayerError:
+    """The one line for a forward that gives ``what`` differently for the same images (dropout or noise left on)."""
+    return LayerError(
+        f"{what} differs between two forwards of the same images: the model's forward is random in eval mode "
+        "(dropout or noise always on, e.g. F.dropout(x, training=True)); make its forward deterministic in eval mode"
+    )
