@@ -224,3 +224,18 @@ def test_a_sequence_first_layer_is_found_on_the_meta_device(trust_code):
     found = meta.inspect_model(net, (32, 32))
     assert found.unbatched["seq"] == [1024, 2, 8] and "block" not in found.unbatched
     assert str(unbatched_layer("seq", [1024, 2, 8], 2)).startswith("layer 'seq' gives shape [1024, 2, 8]")
+
+
+def test_a_heads_features_are_what_a_layer_must_reach(trust_code):
+    import torch
+    from hostile_models import BrokenNet
+
+    from actlas.models.headhook import attach_head
+
+    for head, reached in [("probe", False), ("none", None)]:
+        with torch.device("meta"):
+            net = BrokenNet("unused").eval()
+        attach_head(net, {"head": head}, (32, 32))  # a probe not trained yet: its features, not its logits
+        found = meta.inspect_model(net, (32, 32), head=head)
+        assert found.calls["probe"] == 1
+        assert found.reaching is None if reached is None else ("probe" in found.reaching) == reached

@@ -207,13 +207,16 @@ def describe(block: Mapping) -> Architecture | None:
         raise
     except Exception:  # noqa: BLE001 - a builder the meta device cannot run: the first job checks instead
         return None
-    return inspect_model(net, tuple(spec.input_size), headed=block.get("head") is not None)
+    from .heads import parse_head
+
+    return inspect_model(net, tuple(spec.input_size), head=parse_head(block.get("head")).kind)
 
 
-def inspect_model(net, input_size: tuple[int, int], headed: bool = False) -> Architecture:
-    """One forward of a (1, 3, H, W) input on ``net``'s device (the meta device: no memory, no compute) ->
-    ``Architecture``: its modules, how often each runs, which ones its logits depend on (not known with a
-    declared ``head``, whose forward is run with the head off)."""
+def inspect_model(net, input_size: tuple[int, int], head: str = "logits") -> Architecture:
+    """One forward of a (2, 3, H, W) input on ``net``'s device (the meta device: no memory, no compute) ->
+    ``Architecture``: its modules, how often each runs, which ones its logits depend on. ``head``: the kind of the
+    model's declared head (``actlas.models.heads``): a probe's or text head's logits are linear in the head's
+    features, so the layers must reach those; ``none`` has no logits (the forward runs with the head off)."""
     import torch
 
     from ..nn.kinds import output_tensor
@@ -238,13 +241,17 @@ def inspect_model(net, input_size: tuple[int, int], headed: bool = False) -> Arc
     modules = dict(net.named_modules())
     handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
     device = next((p.device for p in net.parameters()), torch.device("meta"))
-    x = torch.zeros(BATCH, 3, *input_size, device=device, requires_grad=not headed)
+    x = torch.zeros(BATCH, 3, *input_size, device=device, requires_grad=head != "none")
     try:
-        if headed:  # an encoder's head reads features (or a probe not trained yet): its own forward, no logits
+        if head == "none":  # no class head: no logits to reach, nothing attributed
             with torch.no_grad(), head_mode(net, "off"):
                 forward_checked(net, x)
             return Architecture(names, calls, None, None, unbatched=unbatched)
-        logits = forward_checked(net, x)
+        if head == "logits":
+            logits = forward_checked(net, x)
+        else:  # a probe (not trained yet) or text embeddings: their logits are linear in the head's features
+            with head_mode(net, "features"):
+                logits = forward_checked(net, x)
     except UserError as err:  # RGB input it cannot take; an output that holds no logits (model.output)
         return Architecture(names, None, None, str(err), type(err).__name__)
     except Exception:  # noqa: BLE001 - an op the meta device cannot run: layers are checked by name only
