@@ -242,8 +242,8 @@ def purity_rows(run_dir: Path, layer: str, threads: int, n_examples: int = PURIT
             )
         )
         medians.append(float(np.median(count[live])))
-    sizes = dict.fromkeys([10, 20, *(matched_grid(coords, m) for m in medians)])
-    for n in sizes:
+    matches = [matched_grid(coords, m) for m in medians]  # per dictionary: its count-matched grid size
+    for n in dict.fromkeys([10, 20, *matches]):
         cells = grid(coords, x, s.attr_class, s.attr_value, n, n_classes=n_classes)
         ex = np.stack(
             [
@@ -257,10 +257,22 @@ def purity_rows(run_dir: Path, layer: str, threads: int, n_examples: int = PURIT
         live = counted > 0
         rows.append(
             _purity_row(
-                layer, f"cells grid-{n}", cells.count[live], purity[live], all_rows[live], counted[live], majority[live]
+                layer,
+                cell_name(n, matches),
+                cells.count[live],
+                purity[live],
+                all_rows[live],
+                counted[live],
+                majority[live],
             )
         )
     return rows
+
+
+def cell_name(n: int, matches: list[int]) -> str:
+    """``cells grid-N``, saying which dictionaries (0: the bench's, 1: the run's) it is count-matched to."""
+    to = [who for who, m in zip(("bench", "run's"), matches) if m == n]
+    return f"cells grid-{n}" + (f" (matched: {', '.join(to)})" if to else "")
 
 
 def majority_share(rows: np.ndarray, row_pred: np.ndarray) -> np.ndarray:
@@ -307,8 +319,8 @@ def purity_main(args) -> None:
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "purity": out}, indent=1))
     last = [r for r in out if r["layer"] == out[-1]["layer"]]
-    cells = [r for r in last if r["what"].startswith("cells")]
-    print(f"ratio: {last[0]['purity_mean'] / max(cells[-1]['purity_mean'], 1e-9):.3f}")
+    matched = next(r for r in last if "matched: bench" in r["what"])
+    print(f"ratio: {last[0]['purity_mean'] / max(matched['purity_mean'], 1e-9):.3f}")
 
 
 def main() -> None:
