@@ -3,18 +3,18 @@
 An aligned atlas's cell is the mean of its photos' means over every position of the layer (edges avoided:
 ``actlas.collect.photo_means``), not a mean of single positions as a main atlas's cell is. This renders the
 cells of one aligned map twice through the render stage's own ``render_folder`` (the run's whitening and model,
-no cache, into a scratch folder): ``centre`` (what the stage does: the icon's centre position, as for a main
-atlas) and ``mean`` (the objective and faithfulness read on the icon's own mean over its positions, edges
-avoided, as collect reads a photo's; this script swaps ``actlas.viz.objectives.centre`` for it, actlas has no
-such setting), and scores every icon both ways (cosine between the icon's centre or mean activation and the
-cell's direction, on the saved 8-bit icon). ``--sheet`` writes both sets of icons side by side.
+no cache, into a scratch folder): ``centre`` (a main atlas's objective: the icon's centre position) and
+``mean`` (the objective and faithfulness read on the icon's own mean over its positions, edges avoided, as
+collect reads a photo's: what the aligned render stage does, ``actlas.stages.align_render.POOL``), and scores
+every icon both ways (cosine between the icon's centre or mean activation and the cell's direction, on the
+saved 8-bit icon). ``--sheet`` writes both sets of icons side by side.
 
 It also says how far a single position can reach such a direction at all: for each cell, the best cosine
 between its direction and any one sampled position of the run's photos (``reach, one position``) and any one
 photo's mean (``reach, one photo``).
 
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/bench_align_icons.py RUN NAME MAP --model CARD [--grid 10]
-       [--size 80 --steps 96 --batch-size 8] [--cells N] [--json FILE]
+       [--size 80 --steps 96 --batch-size 8] [--render JSON] [--cells N] [--json FILE] [--sheet PNG]
 RUN must hold ``aligned/NAME/MAP/grid-N/cells.npz`` (snakemake RUN/aligned/NAME/MAP/grid-N/cells.npz ...).
 Last line: ``ratio: X`` = median faithfulness of the mean-pooled icons (read on their mean) over that of the
 centre icons (read on their centre).
@@ -23,7 +23,6 @@ centre icons (read on their centre).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -36,29 +35,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine, table
-
-POOLS = ("centre", "mean")
-
-
-def photo_mean(activation):
-    """(B, C, H, W) -> (B, C): the mean over every position, edges left out from 5 a side
-    (``actlas.collect.photo_means``' positions)."""
-    h, w = activation.shape[2], activation.shape[3]
-    m = 1 if min(h, w) >= 5 else 0
-    return activation[:, :, m : h - m, m : w - m].mean(dim=(2, 3))
-
-
-@contextlib.contextmanager
-def pooled(pool: str):
-    """Within: render and faithfulness read the layer at the centre (``centre``) or on its mean (``mean``)."""
-    from actlas.viz import objectives
-
-    centre = objectives.centre
-    objectives.centre = photo_mean if pool == "mean" else centre
-    try:
-        yield
-    finally:
-        objectives.centre = centre
 
 
 def reach(directions: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -96,6 +72,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=80, help="render.size (the demo's 80; fit_to_layer may raise it)")
     ap.add_argument("--steps", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--render", type=json.loads, default={}, help='more render settings, JSON: {"pad": 4, "lr": 0.05}')
     ap.add_argument("--cells", type=int, default=0, help="only the N most populous cells (0: all)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--sheet", type=Path, help="a PNG of the icons: one row per objective, cells by count")
@@ -122,22 +99,30 @@ def main() -> None:
     keep = np.sort(order[: args.cells]) if args.cells else np.arange(len(cells))
     cells = subset(cells, keep)
     directions = cells.direction.astype(np.float32)
-    params = RenderParams(size=args.size, steps=args.steps, batch_size=args.batch_size)
+    params = RenderParams(**{"size": args.size, "steps": args.steps, "batch_size": args.batch_size, **args.render})
     root = paths.model_root(args.run, model_name)
     net, spec = load_model(args.model)
     out: dict = {"machine": machine(), "cells": len(directions), "map": args.map, "pools": {}}
     icons = {}
     scratch = Path(tempfile.mkdtemp(prefix="bench-align-icons-"))
     try:
-        for pool in POOLS:
+        for pool in objectives.POOLS:
             f = scratch / pool
             f.mkdir()
             write_cells(paths.cells(f), cells)
             start = time.perf_counter()
-            with pooled(pool):
-                render_folder(
-                    f, root, layer, args.model, cells_per_job=0, params=params, cache=False, progress=False, threads=1
-                )
+            render_folder(
+                f,
+                root,
+                layer,
+                args.model,
+                cells_per_job=0,
+                params=params,
+                cache=False,
+                progress=False,
+                threads=1,
+                pool=pool,
+            )
             seconds = time.perf_counter() - start
             batch = read_batch(paths.render_batch(f, 0))
             icons[pool] = batch.icon
@@ -149,11 +134,10 @@ def main() -> None:
         images = torch.from_numpy(icon).permute(0, 3, 1, 2).float() / 255
         d = torch.from_numpy(directions)
         read = {}
-        for at in POOLS:
-            with pooled(at):
-                h = torch.cat(
-                    [centre_activations(net, spec, layer, images[i : i + 8]) for i in range(0, len(images), 8)]
-                )
+        for at in objectives.POOLS:
+            h = torch.cat(
+                [centre_activations(net, spec, layer, images[i : i + 8], at) for i in range(0, len(images), 8)]
+            )
             read[at] = objectives.cosine(h, d).numpy()
         own = np.asarray(out["pools"][pool]["own"])
         out["pools"][pool] |= {f"read_{at}": v.tolist() for at, v in read.items()}
@@ -170,7 +154,9 @@ def main() -> None:
     if args.sheet:
         from PIL import Image
 
-        rows_px = [np.concatenate(list(icons[p][np.argsort(-cells.count, kind="stable")]), axis=1) for p in POOLS]
+        rows_px = [
+            np.concatenate(list(icons[p][np.argsort(-cells.count, kind="stable")]), axis=1) for p in objectives.POOLS
+        ]
         Image.fromarray(np.concatenate(rows_px, axis=0)).save(args.sheet)
     means = load_photo_means(args.run, layer, model_name=model_name).activation
     samples = load_samples(args.run, layer, model_name=model_name).activation if model_name is None else None

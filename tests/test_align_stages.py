@@ -255,3 +255,16 @@ def test_a_changed_alignment_redone_equals_it_done_from_scratch(aligned_run, tmp
     changed = {k for k in got if got[k] != before.get(k)}
     assert "aligned/layers/coords.npz" in changed and "manifest.json" in changed
     assert not any(k.startswith("aligned/cnn-vit/") for k in changed), sorted(changed)
+
+
+@pytest.mark.slow  # the tiny run's layouts take ~20 s of CPU
+def test_aligned_icons_are_optimised_on_their_mean_over_positions(aligned_run):
+    """An aligned cell is a mean of photo means: its icon is rendered on its own mean over positions
+    (actlas.stages.align_render.POOL), recorded in the batch's params; a main atlas's at its centre."""
+    from actlas import paths
+    from actlas.formats.batches import read_batch
+
+    for name, map_id in (("layers", "features.4"), ("cnn-vit", "blocks.1@vit")):
+        batch = read_batch(paths.render_batch(paths.aligned_grid_dir(aligned_run, name, map_id, 3), 0))
+        assert batch.params["pool"] == "mean", (name, map_id)
+    assert "pool" not in read_batch(paths.render_batch(paths.grid_dir(aligned_run, "features.4", 3), 0)).params
