@@ -170,3 +170,101 @@ def test_align_command_mirrors_the_stage(aligned_run, tmp_path):
     assert read_aligned_coords(paths.align_coords(run, "x")).maps == ["features.1", "blocks.1@vit"]
     out = CliRunner().invoke(main, ["align", str(run), "--name", "y", "--map", "features.1", "--map", "nope@vit"])
     assert out.exit_code != 0 and "nope" in out.output and "Traceback" not in out.output
+
+
+def _realign(run: Path, name: str, maps: list[str], alignment: float) -> None:
+    """What the workflow reruns when alignment ``name``'s settings change: align, then each map's grid, icons
+    and atlas (tests/_aligned_run.py's settings), then the manifest of the changed config."""
+    from _aligned_run import CONFIG_ITEMS, NET, VIT
+
+    from actlas.settings import RenderParams
+    from actlas.stages.align import align
+    from actlas.stages.align_atlas import align_atlas
+    from actlas.stages.align_grid import align_grid
+    from actlas.stages.align_render import align_render
+    from actlas.stages.manifest import manifest
+
+    params = RenderParams(size=16, min_positions=0, steps=2, batch_size=16, pad=2, jitter=1)
+    align(run, name, maps, alignment=alignment, n_neighbors=5, seed=0)
+    for map_id in maps:
+        model = VIT if "@" in map_id else NET
+        align_grid(run, name, map_id, 3, min_count=1)
+        align_render(run, name, map_id, 3, model, cells_per_job=0, params=params, device="cpu", progress=False)
+        align_atlas(run, name, map_id, 3, model, cells_per_job=0, n_examples=1)
+    vit = dict(CONFIG_ITEMS[1]["atlases"][1])
+    items = [{"atlases": [m if "@" not in m else vit for m in maps], "name": name, "alignment": alignment}]
+    items += [i for i in CONFIG_ITEMS if i["name"] != name]
+    config = settings.fill(
+        {"model": NET, "images": ["x"], "layers": ["features.4"], "grid": {"sizes": [3]}, "alignments": items}
+    )
+    config["render"]["cells_per_job"] = 0
+    manifest(run, config)
+
+
+def _aligned_bytes(run: Path) -> dict[str, object]:
+    """Every file under RUN/aligned/ and the manifest, as a user or the viewer reads them: bytes, but the
+    seconds a stage took (``*seconds``), how many icons it rendered rather than took from the cache
+    (``*rendered``) and when the manifest was written (``created``) left out."""
+
+    def drop(x):
+        if isinstance(x, dict):
+            return {k: drop(v) for k, v in x.items() if not k.endswith(("seconds", "rendered", "created"))}
+        return [drop(v) for v in x] if isinstance(x, list) else x
+
+    out: dict[str, object] = {}
+    for path in sorted([*(run / "aligned").rglob("*"), run / "manifest.json"]):
+        key = str(path.relative_to(run))
+        if not path.is_file():
+            continue
+        if path.suffix == ".json":
+            out[key] = drop(json.loads(path.read_text().replace(str(run), "RUN")))  # paths name the run
+        elif path.suffix == ".npz":
+            with np.load(path) as z:
+                out[key] = {k: z[k].tobytes() for k in z.files if k not in ("seconds", "rendered")}
+        else:
+            out[key] = path.read_bytes()
+    return out
+
+
+@pytest.mark.slow  # the tiny run (~30 s), then one alignment redone twice (~10 s, contended)
+@pytest.mark.parametrize(
+    "maps, alignment",
+    [(["features.1", "features.4"], 0.6), (["features.1", "features.4", "blocks.1@vit"], 0.1)],
+    ids=["strength", "a map added"],
+)
+def test_a_changed_alignment_redone_equals_it_done_from_scratch(aligned_run, tmp_path, maps, alignment):
+    """Alignment "layers" changed (its strength, or a third map): redone over the finished run, with its old
+    coords, cells, icons, examples and icon cache in place, it equals the same alignment built where it never
+    was (no aligned/layers, no icon cache), file for file and byte for byte; the other alignment is untouched."""
+    import shutil
+
+    from actlas import paths
+
+    inc, fresh = tmp_path / "inc", tmp_path / "fresh"
+    shutil.copytree(aligned_run, inc)
+    shutil.copytree(aligned_run, fresh)
+    before = _aligned_bytes(inc)
+    for gone in (paths.aligned_dir(fresh, "layers"), fresh / "cache", fresh / "models" / "vit" / "cache"):
+        shutil.rmtree(gone)
+    (fresh / "manifest.json").unlink()
+    _realign(inc, "layers", maps, alignment)
+    _realign(fresh, "layers", maps, alignment)
+    got, want = _aligned_bytes(inc), _aligned_bytes(fresh)
+    assert got.keys() == want.keys(), sorted(got.keys() ^ want.keys())
+    assert [k for k in got if got[k] != want[k]] == []
+    changed = {k for k in got if got[k] != before.get(k)}
+    assert "aligned/layers/coords.npz" in changed and "manifest.json" in changed
+    assert not any(k.startswith("aligned/cnn-vit/") for k in changed), sorted(changed)
+
+
+@pytest.mark.slow  # the tiny run's layouts take ~20 s of CPU
+def test_aligned_icons_are_optimised_on_their_mean_over_positions(aligned_run):
+    """An aligned cell is a mean of photo means: its icon is rendered on its own mean over positions
+    (actlas.stages.align_render.POOL), recorded in the batch's params; a main atlas's at its centre."""
+    from actlas import paths
+    from actlas.formats.batches import read_batch
+
+    for name, map_id in (("layers", "features.4"), ("cnn-vit", "blocks.1@vit")):
+        batch = read_batch(paths.render_batch(paths.aligned_grid_dir(aligned_run, name, map_id, 3), 0))
+        assert batch.params["pool"] == "mean", (name, map_id)
+    assert "pool" not in read_batch(paths.render_batch(paths.grid_dir(aligned_run, "features.4", 3), 0)).params

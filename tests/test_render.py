@@ -317,3 +317,36 @@ def test_icons_are_optimised_in_channels_last_unless_the_model_cannot_run_in_it(
         progress=False,
     )
     assert out["icon"].shape == (1, 8, 8, 3)
+
+
+def test_photo_mean_reads_the_positions_collect_averages():
+    """objectives.photo_mean is collect's photo mean (actlas.collect.photo_means): edges left out from 5 a side."""
+    from actlas.collect import photo_means
+
+    for hw in [(7, 7), (4, 4), (8, 5), (1, 1)]:
+        a = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(0))
+        means, _ = photo_means(a, torch.zeros(2, 1, *hw))
+        np.testing.assert_allclose(objectives.photo_mean(a).numpy(), means, rtol=1e-5, atol=1e-6)
+    a = torch.zeros(1, 1, 7, 7)
+    a[..., 0, :] = 100.0  # an edge row: not a position collect averages
+    assert objectives.photo_mean(a).item() == 0.0 and objectives.pooled(a, "centre").item() == 0.0
+
+
+def test_mean_pool_optimises_and_scores_the_icon_mean(tiny_model):
+    """pool="mean" (aligned atlases): the objective and faithfulness read the icon's mean over its positions;
+    its faithfulness is the cosine of that mean to the direction, and its icons are not the centre's."""
+    from actlas.errors import ConfigError
+    from actlas.viz.render import centre_activations
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        d = objectives.photo_mean(tiny_model.features(SPEC.normalize(x))).numpy()
+    mean = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False, pool="mean")
+    centre = render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False)
+    assert not np.array_equal(mean["icon"], centre["icon"])
+    icons = torch.from_numpy(mean["icon"]).permute(0, 3, 1, 2).float() / 255
+    read = objectives.cosine(centre_activations(tiny_model, SPEC, "features.4", icons, "mean"), torch.from_numpy(d))
+    np.testing.assert_allclose(read.numpy(), mean["faithfulness"], atol=0.02)  # the saved icon is 8-bit
+    assert (mean["faithfulness"] > 0.5).all()
+    with pytest.raises(ConfigError, match="centre, mean"):
+        render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False, pool="max")

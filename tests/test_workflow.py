@@ -527,3 +527,7 @@ def test_aligned_atlases_as_rules(tmp_path):
     ran = _ran(snakemake(work))
     assert ran.get("align") == 1 and ran.get("align_atlas") == 3, ran
     assert not {"collect", "model_collect", "layout", "whitening", "model_whitening", "grid", "atlas"} & set(ran), ran
+    # what shows an alignment follows it; byte-equality with a run from scratch: tests/test_align_stages.py
+    assert ran.get("viewer") == 1 and ran.get("manifest") == 1, ran
+    assert set(ran) <= {"align", "align_grid", "align_render", "align_atlas", "viewer", "manifest", "all"}, ran
+    assert _planned(snakemake(work, "-n")) == {}, "the changed run, finished, plans nothing"

@@ -89,13 +89,15 @@ def render_folder(
     threads: int | None = None,
     cache: bool = True,
     progress: bool = True,
+    pool: str = "centre",
 ) -> Path:
     """Render batch ``batch`` of the cells in ``FOLDER/cells.npz`` (all cells when ``cells_per_job`` is 0).
 
     Icons span at least ``params.min_positions`` of the layer's positions and are never larger than
     the model's input (``actlas.viz.render.fit_to_layer``); a network that takes only its input size gets
-    icons of that size (``actlas.models.sizes.fit_icons``). Writes the render batch
-    (``actlas.formats.batches``).
+    icons of that size (``actlas.models.sizes.fit_icons``). ``pool``: where the icon is read
+    (``actlas.viz.render.render``; ``mean`` for an aligned atlas's photo means, keyed and recorded in the
+    batch's ``params``). Writes the render batch (``actlas.formats.batches``).
     """
     set_threads(threads)
     params = params or RenderParams()
@@ -132,6 +134,7 @@ def render_folder(
             str(fast.memory_format),  # the kernels, and so the bytes, differ between formats
             f"folded {fast.folded}",  # likewise a folded BatchNorm (the rounding differs)
         ]
+        + ([f"pool {pool}"] if pool != "centre" else [])  # only a pooled icon names its pool
     )
     keys = [icon_key(directions[i], context, layer, params) for i in index]
     icon = np.zeros((len(index), params.size, params.size, 3), dtype=np.uint8)
@@ -158,6 +161,7 @@ def render_folder(
             device=dev,
             memory_format=fast.memory_format,
             progress=progress,
+            pool=pool,
         )
         seconds += float(out["seconds"])
         for j, r in enumerate(part):
@@ -174,7 +178,7 @@ def render_folder(
         cells_digest=cells_digest(directions),
         rendered=len(todo),
         seconds=seconds,
-        params=params.to_json(),
+        params=params.to_json() | ({"pool": pool} if pool != "centre" else {}),
     )
     return write_batch(paths.render_batch(folder, batch), record)
 

@@ -11,6 +11,26 @@ def centre(activation: torch.Tensor) -> torch.Tensor:
     return activation[:, :, activation.shape[2] // 2, activation.shape[3] // 2]
 
 
+# Where an icon's activation is read: at the centre position (a main atlas's cell is a mean of single
+# positions), or as the mean over every position, edges avoided (an aligned atlas's cell is a mean of photo
+# means: BENCHMARKS.md, bench_align).
+POOLS = ("centre", "mean")
+
+
+def photo_mean(activation: torch.Tensor) -> torch.Tensor:
+    """The mean over every position but the edge ones of a map of 5 or more positions a side: (B, C, H, W) ->
+    (B, C). What collect keeps of each photo (``actlas.collect.photo_means``), so an icon's pooled activation
+    is its photo mean, read the way a photo's is."""
+    h, w = activation.shape[2], activation.shape[3]
+    m = 1 if min(h, w) >= 5 else 0
+    return activation[:, :, m : h - m, m : w - m].mean(dim=(2, 3))
+
+
+def pooled(activation: torch.Tensor, pool: str = "centre") -> torch.Tensor:
+    """The activation an icon is scored on, (B, C, H, W) -> (B, C): ``centre`` or ``mean`` (``POOLS``)."""
+    return photo_mean(activation) if pool == "mean" else centre(activation)
+
+
 def direction_cossim(h: torch.Tensor, direction: torch.Tensor, power: float = 2.0) -> torch.Tensor:
     """dot(h, v) * max(cos(h, v), 0.1) ** power for each row: h, direction (B, C) -> (B,).
 

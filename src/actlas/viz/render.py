@@ -5,7 +5,9 @@ transformation robustness, Adam), maximising dot(h, v) * cos(h, v) ** power at t
 layer, where v is the whitened direction, moving only low frequencies for the first ``coarse``
 steps. Each try keeps its best-scoring image (``check_every``)
 and an icon is the best of ``tries``. Faithfulness is the cosine between the icon's own
-(unwhitened) centre activation and the cell's direction.
+(unwhitened) centre activation and the cell's direction. With ``pool="mean"`` both read the mean over
+the icon's positions instead (``objectives.photo_mean``): the icons of an aligned atlas, whose cells are
+means of photo means.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ def _optimise(
     p: RenderParams,
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
+    pool: str = "centre",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimise one batch: targets (B, C) unit whitened directions -> (images (B, 3, S, S), objective (B,)).
 
@@ -150,7 +153,7 @@ def _optimise(
             nonlocal best_images, best_score
             with torch.no_grad():
                 images = image_fn()
-                h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images)
+                h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images, pool)
                 score = objectives.direction_cossim(h, targets, p.power)
             if best_score is None:
                 best_images, best_score = images, score
@@ -167,7 +170,7 @@ def _optimise(
             optimizer.zero_grad(set_to_none=True)
             x = transforms.standard(image_fn(), draws[:, step], p.pad).contiguous(memory_format=memory_format)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=p.amp):
-                h = _centre(spec, layer, run_until(model, spec.normalize(x), outs)[layer], x).float()
+                h = _centre(spec, layer, run_until(model, spec.normalize(x), outs)[layer], x, pool).float()
             loss = -objectives.direction_cossim(h, targets, p.power).sum()
             loss.backward()
             if low is not None and step < p.coarse:
@@ -180,18 +183,22 @@ def _optimise(
     return best_images.detach(), best_score.detach()
 
 
-def _centre(spec: ModelSpec, layer: str, output, x: torch.Tensor) -> torch.Tensor:
+def _centre(spec: ModelSpec, layer: str, output, x: torch.Tensor, pool: str = "centre") -> torch.Tensor:
     """The activation at the centre position of a layer output of any kind -> (B, C): the centre of
-    a map, the centre patch token, a pooled vector or the CLS token (``actlas.nn.kinds.layer_view``)."""
+    a map, the centre patch token, a pooled vector or the CLS token (``actlas.nn.kinds.layer_view``);
+    with ``pool="mean"`` the mean over its positions, edges avoided (``objectives.photo_mean``)."""
     hw = tuple(x.shape[-2:])
     kind = detect_kind(output.shape[1:], hw, spec.layer_kind(layer), layer)
-    return objectives.centre(layer_view(output, kind, hw))
+    return objectives.pooled(layer_view(output, kind, hw), pool)
 
 
-def centre_activations(model: nn.Module, spec: ModelSpec, layer: str, images: torch.Tensor) -> torch.Tensor:
-    """Centre activation of ``layer`` (any kind, see ``_centre``) for images (B, 3, S, S) in [0, 1] -> (B, C)."""
+def centre_activations(
+    model: nn.Module, spec: ModelSpec, layer: str, images: torch.Tensor, pool: str = "centre"
+) -> torch.Tensor:
+    """Centre activation of ``layer`` (any kind, see ``_centre``; ``pool="mean"``: the mean over its positions)
+    for images (B, 3, S, S) in [0, 1] -> (B, C)."""
     with torch.no_grad(), capture(model, [layer], stop=True) as outs:
-        return _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images)
+        return _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images, pool)
 
 
 def render(
@@ -205,6 +212,7 @@ def render(
     device: str | torch.device = "cpu",
     memory_format: torch.memory_format = torch.contiguous_format,
     progress: bool = True,
+    pool: str = "centre",
 ) -> dict[str, np.ndarray]:
     """Icons for many directions at once.
 
@@ -215,6 +223,8 @@ def render(
     params : the render settings (default ``RenderParams()``)
     memory_format : the format the caller put the model in (``actlas.nn.fastpaths``); render never
         converts a caller's model itself, it puts its images in this format
+    pool : where the objective and faithfulness read the layer (``objectives.POOLS``): ``centre``, the centre
+        position; ``mean``, the mean over every position, edges avoided (an aligned atlas's photo means)
 
     Every optimisation batch holds ``params.batch_size`` images (a short one is padded), so an
     icon is the same bytes whichever directions it is rendered with, given the device and threads.
@@ -222,8 +232,11 @@ def render(
     Returns
     -------
     dict with ``icon`` (K, S, S, 3) uint8, ``objective`` (K,) float32, ``faithfulness`` (K,) float32
-    (cosine between the icon's centre activation and the unwhitened direction), ``seconds``.
+    (cosine between the icon's centre activation, or with ``pool="mean"`` its mean activation, and the
+    unwhitened direction), ``seconds``.
     """
+    if pool not in objectives.POOLS:
+        raise ConfigError(f"render pool {pool!r} is not one of {', '.join(objectives.POOLS)}")
     start = time.perf_counter()
     params = params or RenderParams()
     device = torch.device(device)
@@ -245,8 +258,8 @@ def render(
             idx = np.array([i for i, _ in rows])
             seeds = [direction_seed(directions[i], params.seed, t) for i, t in rows]
             target = torch.from_numpy(targets[idx]).to(device)
-            images, score = _optimise(model, spec, layer, target, seeds, params, device, memory_format)
-            h = centre_activations(model, spec, layer, images)
+            images, score = _optimise(model, spec, layer, target, seeds, params, device, memory_format, pool)
+            h = centre_activations(model, spec, layer, images, pool)
             faith = objectives.cosine(h, torch.from_numpy(directions[idx]).to(device)).cpu().numpy()
             score = score.cpu().numpy()
             pixels = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
