@@ -690,7 +690,7 @@
       m.box = shown ? box : null;
       m.el.classList.toggle("shown", shown);
       m.el.classList.toggle("chosen", chosen);
-      m.el.style.transform = "translate(" + Math.round(box.l) + "px, " + Math.round(box.t) + "px)";
+      if (shown) m.el.style.transform = "translate(" + Math.round(box.l) + "px, " + Math.round(box.t) + "px)";
     });
     layer.dataset.shown = String(placed.length);
     $("concept-map-info").textContent = placed.length + " of " + state.markers.length + " shown" +
