@@ -55,7 +55,7 @@ TARGETS = {"r2": 0.8, "l0": 16, "dead": 0.05, "stability": 0.8, "seconds": 60}
 
 def read_layer(run_dir: Path, layer: str) -> np.ndarray:
     """One layer's collected activations (n, C) float16, in shard order: the only place the bench reads a run."""
-    from actlas.stages.samples import load_samples
+    from actlas.data.samples import load_samples
 
     return load_samples(run_dir, layer, columns=("activation",)).activation
 
