@@ -238,9 +238,9 @@ def test_concepts_as_a_rule_rerun_alone_when_their_settings_change(tmp_path):
     concept setting (size, k, seed or method) plans the concepts job and what shows it (the viewer, the
     manifest, a patch experiment that searches the concepts) and nothing else. After all four changed, the
     incremental run's files equal, byte for byte (timings aside), those of a rebuild from scratch of everything
-    the concepts feed: their folder, the patch experiments, the viewer and the icon cache deleted, the workflow
-    run again (what comes before the concepts is the same in both; test_workflow holds it to a run from
-    scratch)."""
+    the concepts feed: their folder, the patch experiment that searches them, the viewer and the icon cache
+    deleted, the workflow run again (what comes before the concepts is the same in both; test_workflow holds
+    it to a run from scratch)."""
     import shutil
 
     from _tiny_run import make_images
@@ -274,10 +274,10 @@ def test_concepts_as_a_rule_rerun_alone_when_their_settings_change(tmp_path):
     got = _run_files(run)
     assert any(k.startswith("viewer/") for k in got) and any(k.startswith("patches/concepts-search/") for k in got)
 
-    for gone in (folder, run / "viewer", run / "patches", run / "cache"):
+    for gone in (folder, run / "viewer", run / "patches" / "concepts-search", run / "cache"):
         shutil.rmtree(gone)
     ran = _ran(snakemake(work))
-    assert ran.get("concepts") == 1 and ran.get("patch") == 2 and set(ran) <= shows, ran
+    assert ran.get("concepts") == 1 and ran.get("patch") == 1 and set(ran) <= shows, ran
     want = _run_files(run)
     assert got.keys() == want.keys(), got.keys() ^ want.keys()
     differ = [k for k in got if got[k] != want[k]]
