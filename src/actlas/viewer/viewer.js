@@ -625,6 +625,10 @@
       requestAnimationFrame(() => { pending = false; placeConceptMarkers(); });
     };
     ["animation", "animation-finish", "resize", "update-viewport"].forEach((name) => viewer.addHandler(name, redraw));
+    viewer.canvas.addEventListener("pointerleave", () => {
+      viewer.canvas.style.cursor = "";
+      state.markers.forEach((m) => m.el.classList.remove("hover"));
+    });
   }
 
   /* The markers of the layer's live concepts, most frequent first, each sized by the square root of its
