@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vit_cifar import ASSETS, CACHE, CLASSES, MEAN, STD, accuracy, augment, load_folder, normalise
+from vit_cifar import ASSETS, CACHE, CLASSES, MEAN, STD, accuracy, fit, load_folder
 
 VGG_WIDTHS = (32, 64, 128, 256)
 MOBILENET_BLOCKS = ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 1))
@@ -114,33 +114,7 @@ def train(name: str, data: tuple, epochs: int, batch: int = 128, lr: float = 2e-
     x_train, y_train, x_test, y_test = data
     torch.manual_seed(0)
     model = globals()[builder](**kwargs).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * (len(x_train) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    gen = torch.Generator().manual_seed(0)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(xt), generator=gen)
-        total = 0.0
-        for i in range(len(xt) // batch):
-            idx = order[i * batch : (i + 1) * batch]
-            x = augment(normalise(xt[idx]), gen).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(model(x), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        print(
-            f"{name} epoch {epoch + 1}/{epochs}: loss {total / (len(xt) // batch):.3f}, "
-            f"{time.perf_counter() - start:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    seconds = time.perf_counter() - start
+    seconds = fit(model, x_train, y_train, epochs, batch, lr, name=name, channels_last=True)
     model = model.to(memory_format=torch.contiguous_format).eval()
     return model, accuracy(model, x_test, y_test), seconds
 

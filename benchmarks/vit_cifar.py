@@ -88,6 +88,48 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return hits / len(x)
 
 
+def fit(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    epochs: int,
+    batch: int,
+    lr: float,
+    name: str = "",
+    channels_last: bool = False,
+) -> float:
+    """Train ``model`` in place on (n, 32, 32, 3) uint8 photos with AdamW, one-cycle and label smoothing,
+    augmented and normalised; the seconds it took. Shared by every model these benchmarks train."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * (len(x_train) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    gen = torch.Generator().manual_seed(0)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for i in range(len(xt) // batch):
+            idx = order[i * batch : (i + 1) * batch]
+            x = augment(normalise(xt[idx]), gen).contiguous(memory_format=layout)
+            loss = loss_fn(model(x), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        print(
+            f"{name + ' ' if name else ''}epoch {epoch + 1}/{epochs}: loss {total / (len(xt) // batch):.3f}, "
+            f"{time.perf_counter() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return time.perf_counter() - start
+
+
 def train(epochs: int, batch: int = 256, lr: float = 2e-3) -> tuple[nn.Module, float, float]:
     """Train from scratch -> (model, test accuracy, seconds)."""
     from torchvision.models.vision_transformer import VisionTransformer
@@ -96,31 +138,7 @@ def train(epochs: int, batch: int = 256, lr: float = 2e-3) -> tuple[nn.Module, f
     x_test, y_test = load_folder(ASSETS / "images" / "cifar10-test")
     torch.manual_seed(0)
     model = VisionTransformer(**KWARGS)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * (len(x_train) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    gen = torch.Generator().manual_seed(0)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(xt), generator=gen)
-        total = 0.0
-        for i in range(len(xt) // batch):
-            idx = order[i * batch : (i + 1) * batch]
-            loss = loss_fn(model(augment(normalise(xt[idx]), gen)), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        print(
-            f"epoch {epoch + 1}/{epochs}: loss {total / (len(xt) // batch):.3f}, {time.perf_counter() - start:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    seconds = time.perf_counter() - start
+    seconds = fit(model, x_train, y_train, epochs, batch, lr)
     return model.eval(), accuracy(model, x_test, y_test), seconds
 
 

@@ -465,15 +465,22 @@ def test_non_loopback_host_warns() -> None:
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.2")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone and with its module; in the whole suite the served process outlived SIGINT (10 s, then "
-    "30 s) in two CI runs: cause not found yet",
-)
+def _default_sigint() -> None:
+    # A child inherits an ignored SIGINT (and Python then installs no KeyboardInterrupt for it):
+    # the test is about serve's own handling, not about what the test runner's process inherited.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_prints_url_and_stops_on_ctrl_c(fake_run: Path) -> None:
     """`serve` prints http://127.0.0.1:PORT/ and exits 0 on SIGINT (Ctrl-C)."""
     code = f"from actlas.serve import serve; serve({str(fake_run)!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     try:
         line = proc.stdout.readline()
         assert "http://127.0.0.1:" in line, line + proc.stderr.read()
@@ -481,7 +488,14 @@ def test_serve_prints_url_and_stops_on_ctrl_c(fake_run: Path) -> None:
         port = int(url.split(":")[1].strip("/"))
         assert_alive(port)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)  # drains both pipes: a full one would block the server's exit
+        try:
+            _, err = proc.communicate(timeout=30)  # drains both pipes: a full one would block the server's exit
+        except subprocess.TimeoutExpired:
+            # Seen only in whole-suite runs, never alone: keep the served process's stacks (faulthandler
+            # prints every thread's on SIGABRT) so the cause can be read from `pytest -rx`.
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.xfail(f"the served process outlived SIGINT by 30 s; its threads: {err[-3000:]}")
         assert proc.returncode == 0, err[-2000:]
     finally:
         if proc.poll() is None:

@@ -35,6 +35,7 @@ from .cli_options import (
     one_line_warnings,
     options_of,
     out_option,
+    render_job_options,
     render_params,
     render_settings,
     run_argument,
@@ -243,14 +244,7 @@ def grid(run_dir, layer, n, min_count) -> None:
 @run_argument
 @layer_option()
 @grid_option
-@model_flags()
-@click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
-@click.option(
-    "--cells-per-job", default=settings.Render.cells_per_job, show_default=True, help="Cells per batch (0 = all)."
-)
-@options_of(settings.RenderParams)
-@device_option
-@threads_option
+@render_job_options
 def render(run_dir, layer, n, batch, cells_per_job, device, threads, **params) -> None:
     """Render the icons of one batch of a grid's cells.
 
@@ -417,14 +411,7 @@ def align_grid(run_dir, name, map_id, n, min_count) -> None:
 @align_name_option
 @map_option
 @grid_option
-@model_flags()
-@click.option("--batch", default=0, show_default=True, help="Which batch of cells.")
-@click.option(
-    "--cells-per-job", default=settings.Render.cells_per_job, show_default=True, help="Cells per batch (0 = all)."
-)
-@options_of(settings.RenderParams)
-@device_option
-@threads_option
+@render_job_options
 def align_render(run_dir, name, map_id, n, batch, cells_per_job, device, threads, **params) -> None:
     """Render the icons of one batch of an aligned map's cells, with that map's model and layer.
 

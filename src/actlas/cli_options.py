@@ -179,6 +179,28 @@ def class_options(cls) -> Decorator:
     return decorate
 
 
+def render_job_options(f):
+    """The options of one render job (``render``, ``align-render``): the model flags, ``--batch``,
+    ``--cells-per-job``, the render settings, ``--device`` and ``--threads``."""
+    for option in reversed(
+        [
+            model_flags(),
+            click.option("--batch", default=0, show_default=True, help="Which batch of cells."),
+            click.option(
+                "--cells-per-job",
+                default=settings.Render.cells_per_job,
+                show_default=True,
+                help="Cells per batch (0 = all).",
+            ),
+            options_of(settings.RenderParams),
+            device_option,
+            threads_option,
+        ]
+    ):
+        f = option(f)
+    return f
+
+
 def render_settings(options: dict) -> dict:
     """Pop the render settings (``--steps`` ...) from a command's options: ``params`` for its stage."""
     names = {f.name for f in dataclasses.fields(settings.RenderParams)} - {"seed"}

@@ -9,16 +9,6 @@ import torch
 from ..errors import ModelError
 
 
-class Logits:
-    """A root forward hook that turns any forward output into the logits tensor (see ``select_logits``)."""
-
-    def __init__(self, output: str | int | None):
-        self.output = output
-
-    def __call__(self, _module, _inputs, out):
-        return select_logits(out, self.output)
-
-
 def select_logits(out, output: str | int | None = None) -> torch.Tensor:
     """The logits in a forward's output: a tensor as is; else ``output`` (a key, attribute or index);
     by default a tuple's first element and a dict's or ModelOutput's ``logits``."""
