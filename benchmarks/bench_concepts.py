@@ -20,10 +20,22 @@ three ways, each with exact non-negative least squares on the chosen atoms: OMP 
 with the largest mean code over the cell's samples. Reported: the median and 10th percentile of the
 share of each cell's centred direction they explain.
 
+Purity (``--purity``, only that): is a concept purer than a cell? For each layer, the default dictionary
+(``method: auto``, K 512, k 16, learned on all rows) and the run's own (``LAYER/concepts/dictionary.safetensors``,
+when there is one) encode every row; a concept's exemplars are the rows with its 8 highest codes, one per
+photo (what the stage shows), its label its code-weighted attribution's best class (the stage's). A cell's
+exemplars are its 8 samples nearest its mean in cosine, one per photo (what the atlas shows), its label its
+attribution's best class (the grid's). Purity: the share of those exemplars whose photo's top-1 prediction
+is the label (``actlas.concepts.exemplar_purity``), averaged over the concepts or cells; over all their
+rows (a concept's weighted by its codes); and, label-free, the share of the exemplars predicted as their most
+common prediction ("majority"). Cells come from grids of the layer's own coords: sizes 10 and 20
+and the size whose median cell holds about as many samples as the median live concept ("matched").
+
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/bench_concepts.py [--demo RUN] [--cifar RUN] [--quick]
        [--methods topk,dl] [--sizes 256,512] [--layers features.13] [--time-methods topk] [--threads 2]
-       [--json out.json] [--save DIR]
-Last line: ``seconds: X``, the 512-atom default on features.13 (issue 27: at most 60 on 2 cores).
+       [--json out.json] [--save DIR] [--purity]
+Last line: ``seconds: X``, the 512-atom default on features.13 (issue 27: at most 60 on 2 cores); with
+``--purity``, ``ratio: X``: the last layer's mean concept purity (default dictionary) over the matched cells'.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -149,6 +162,167 @@ def decompositions(d: dm.Dictionary, cells: dict, x: np.ndarray, n_terms: int = 
     }
 
 
+PURITY_EXAMPLES = 8  # exemplars per concept or cell: the stage's and the atlas' default (n_examples)
+
+
+def nearest_one_per_photo(direction: np.ndarray, acts: np.ndarray, rows: np.ndarray, image: np.ndarray, n: int):
+    """The ``n`` rows (of ``rows``) nearest ``direction`` in cosine, one per photo, padded with -1: (n,) int64."""
+    from actlas import atlas as atlas_core
+
+    order, _ = atlas_core.nearest_members(direction, acts[rows], len(rows))
+    ranked = rows[order]
+    _, first = np.unique(image[ranked], return_index=True)
+    out = np.full(n, -1, np.int64)
+    keep = ranked[np.sort(first)][:n]
+    out[: len(keep)] = keep
+    return out
+
+
+def matched_grid(coords: np.ndarray, target: float, sizes=range(2, 81)) -> int:
+    """The grid size whose median non-empty cell holds closest to ``target`` samples."""
+    from actlas.grid import bin_coords
+
+    def median(n):
+        ij = bin_coords(coords, n)
+        counts = np.bincount(ij[:, 1].astype(np.int64) * n + ij[:, 0], minlength=n * n)
+        return float(np.median(counts[counts > 0]))
+
+    return min(sizes, key=lambda n: abs(np.log(max(median(n), 1)) - np.log(max(target, 1))))
+
+
+def purity_rows(run_dir: Path, layer: str, threads: int, n_examples: int = PURITY_EXAMPLES) -> list[dict]:
+    """Concept and cell purity of one layer (see the module): one row per dictionary and per grid."""
+    from actlas import paths
+    from actlas.concepts import summaries
+    from actlas.data.samples import load_samples
+    from actlas.formats.layout import read_coords
+    from actlas.grid import grid
+
+    s = load_samples(run_dir, layer)
+    coords = read_coords(paths.coords(run_dir, layer))
+    x, n_rows = s.activation, len(s.activation)
+    row_pred = s.pred[s.image, 0].astype(np.int64)
+    n_classes = max(int(s.attr_class.max()) + 1, int(s.pred.max()) + 1)
+    dicts = []
+    saved = SAVE / f"purity-{layer}-auto-512-16.safetensors" if SAVE else None
+    if saved and saved.exists():  # --save: learned once, reused by later runs
+        d = dfile.load(saved)
+        dicts.append((f"concepts {d.method} 512/16 (bench, saved)", d, 0.0))
+    else:
+        with dm.torch_threads(threads):
+            start = time.perf_counter()
+            d = concepts.learn(dm.array_chunks(x), method="auto", size=512, k=16, seed=0, threads=threads)
+            dicts.append((f"concepts {d.method} 512/16 (bench)", d, time.perf_counter() - start))
+        if saved:
+            dfile.save(d, saved)
+    own = paths.dictionary(paths.concepts_dir(run_dir, layer))
+    if own.exists():
+        d = dfile.load(own)
+        dicts.append((f"concepts {d.method} {d.size}/{d.k} (the run's)", d, 0.0))
+    rows = []
+    medians = []
+    for name, d, seconds in dicts:
+        with dm.torch_threads(threads):
+            codes = concepts.encode_stream(d, dm.array_chunks(x))
+        count = np.rint(summaries.frequency(codes) * n_rows).astype(np.int64)
+        exemplars = summaries.top_rows(codes, n_examples, group=s.image)
+        _, label = summaries.class_weights(codes, s.attr_class, s.attr_value, n_classes)
+        purity, counted = summaries.exemplar_purity(exemplars, row_pred, label)
+        majority = majority_share(exemplars, row_pred)
+        live = (count > 0) & (counted > 0)
+        zt = sp.csr_array(codes).T.tocsr()  # (K, n): each concept's codes over the rows
+        owner = np.repeat(np.arange(d.size), np.diff(zt.indptr))
+        hit = zt.data * (row_pred[zt.indices] == label[owner])
+        all_rows = np.bincount(owner, weights=hit, minlength=d.size) / np.maximum(
+            np.bincount(owner, weights=zt.data, minlength=d.size), 1e-30
+        )
+        rows.append(
+            _purity_row(
+                layer, name, count[live], purity[live], all_rows[live], counted[live], majority[live], seconds=seconds
+            )
+        )
+        medians.append(float(np.median(count[live])))
+    matches = [matched_grid(coords, m) for m in medians]  # per dictionary: its count-matched grid size
+    for n in dict.fromkeys([10, 20, *matches]):
+        cells = grid(coords, x, s.attr_class, s.attr_value, n, n_classes=n_classes)
+        ex = np.stack(
+            [
+                nearest_one_per_photo(cells.direction[c], x, cells.members(c), s.image, n_examples)
+                for c in range(len(cells))
+            ]
+        )
+        purity, counted = summaries.exemplar_purity(ex, row_pred, cells.label)
+        majority = majority_share(ex, row_pred)
+        all_rows = np.array([float(np.mean(row_pred[cells.members(c)] == cells.label[c])) for c in range(len(cells))])
+        live = counted > 0
+        rows.append(
+            _purity_row(
+                layer,
+                cell_name(n, matches),
+                cells.count[live],
+                purity[live],
+                all_rows[live],
+                counted[live],
+                majority[live],
+            )
+        )
+    return rows
+
+
+def cell_name(n: int, matches: list[int]) -> str:
+    """``cells grid-N``, saying which dictionaries (0: the bench's, 1: the run's) it is count-matched to."""
+    to = [who for who, m in zip(("bench", "run's"), matches) if m == n]
+    return f"cells grid-{n}" + (f" (matched: {', '.join(to)})" if to else "")
+
+
+def majority_share(rows: np.ndarray, row_pred: np.ndarray) -> np.ndarray:
+    """Label-free purity: the share of each group's exemplars (K, n) (-1 padding) predicted as their most common
+    prediction, (K,) float (0 for a group without exemplars)."""
+    out = np.zeros(len(rows))
+    for g, r in enumerate(rows):
+        p = row_pred[r[r >= 0]]
+        p = p[p >= 0]
+        out[g] = np.bincount(p).max() / len(p) if len(p) else 0.0
+    return out
+
+
+def _purity_row(layer, what, count, purity, all_rows, counted, majority, seconds=0.0) -> dict:
+    return {
+        "layer": layer,
+        "what": what,
+        "groups": int(len(count)),
+        "median_count": float(np.median(count)) if len(count) else 0.0,
+        "exemplars": float(np.mean(counted)) if len(counted) else 0.0,
+        "purity_mean": float(np.mean(purity)) if len(purity) else 0.0,
+        "purity_median": float(np.median(purity)) if len(purity) else 0.0,
+        "purity_p25": float(np.percentile(purity, 25)) if len(purity) else 0.0,
+        "all_rows_mean": float(np.mean(all_rows)) if len(all_rows) else 0.0,
+        "majority_mean": float(np.mean(majority)) if len(majority) else 0.0,
+        "seconds": round(seconds, 1),
+    }
+
+
+def purity_main(args) -> None:
+    """``--purity``: the purity table of ``--layers`` (features.* from ``--demo``, layer3 from ``--cifar``)."""
+    runs = {"features.13": args.demo, "features.16": args.demo, "layer3": args.cifar}
+    out = []
+    for layer in filter(None, args.layers.split(",")):
+        rows = purity_rows(runs[layer], layer, args.threads)
+        for r in rows:
+            print(json.dumps(r), flush=True)
+        out += rows
+    header = ["layer", "what", "groups", "median n", "exemplars", "purity mean", "median", "p25", "all rows"]
+    header += ["majority", "s"]
+    keys = ["layer", "what", "groups", "median_count", "exemplars", "purity_mean", "purity_median", "purity_p25"]
+    keys += ["all_rows_mean", "majority_mean", "seconds"]
+    print(table(header, [[r[k] for k in keys] for r in out]))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "purity": out}, indent=1))
+    last = [r for r in out if r["layer"] == out[-1]["layer"]]
+    matched = next(r for r in last if "matched: bench" in r["what"])
+    print(f"ratio: {last[0]['purity_mean'] / max(matched['purity_mean'], 1e-9):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--demo", type=Path, default=DEMO)
@@ -163,12 +337,17 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write every row here")
     ap.add_argument("--save", type=Path, default=None, help="save every dictionary in this folder")
     ap.add_argument("--time-methods", default="topk", help="also time these methods (comma-separated)")
+    ap.add_argument("--purity", action="store_true", help="only: concept against cell purity of --layers")
     args = ap.parse_args()
     global SAVE
     SAVE = args.save
+    if SAVE:
+        SAVE.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.layers, args.methods, args.sizes = "features.13", "topk,dl", "512"
     print(machine(), flush=True)
+    if args.purity:
+        return purity_main(args)
     runs = {"features.13": args.demo, "features.16": args.demo, "layer3": args.cifar}
     rows, kept = [], {}
     for layer in filter(None, args.layers.split(",")):

@@ -153,6 +153,14 @@ ALIGNMENTS, OTHER_MODELS = alignment_plan.plan(config)
 COLLECTED = list(dict.fromkeys(LAYERS + [_layer(e) for k in ("class_atlases", "comparisons", "patches")
                                           for e in config[k]] + alignment_plan.layers_of(ALIGNMENTS)))
 
+# Every layer a job will read, checked on the architecture built without weights on the meta device (no download,
+# no user code; cached per user): unknown, never run, run twice, or not reaching the logits: one line before any job.
+from actlas.models.meta import check_layers
+
+or_exit(check_layers, config["model"], COLLECTED)
+for _name, _model in OTHER_MODELS.items():
+    or_exit(check_layers, _model, alignment_plan.layers_of(ALIGNMENTS, _name))
+
 def _by_layer(kind, entries, name):
     """{(layer, folder name): entry}; the same folder asked for twice is an error."""
     out = {}

@@ -1,6 +1,6 @@
 # Concept atlases: one job per item of the config list `concepts` (one dictionary per layer of
 # layers): RUN/LAYER/concepts/ holds the dictionary, the concepts' cells and render batch (icons
-# rendered as cells' are), icons/, examples/ and concepts.json (actlas.stages.concepts).
+# rendered as cells' are), icons/, examples/, sheet.jpg and concepts.json (actlas.stages.concepts).
 
 
 rule concepts:
@@ -13,6 +13,7 @@ rule concepts:
         batch=paths.render_batch(paths.concepts_dir(RUN, "{layer}"), 0),
         png=paths.atlas_png(paths.concepts_dir(RUN, "{layer}")),
         atlas=paths.atlas_json(paths.concepts_dir(RUN, "{layer}")),
+        sheet=paths.concept_sheet(paths.concepts_dir(RUN, "{layer}")),
         meta=paths.concepts_json(paths.concepts_dir(RUN, "{layer}")),
         icons=directory(paths.icons_dir(paths.concepts_dir(RUN, "{layer}"))),
         examples=directory(paths.examples_dir(paths.concepts_dir(RUN, "{layer}"))),

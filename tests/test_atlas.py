@@ -116,3 +116,24 @@ def test_render_size_follows_the_layer_stride():
     assert fit_to_layer(dataclasses.replace(p, min_positions=0), (224, 224), (7, 7)) == dataclasses.replace(
         p, min_positions=0
     )
+
+
+def test_contact_sheet_puts_each_icon_above_its_exemplars():
+    rng = np.random.default_rng(0)
+    icons = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    crops = [rng.integers(0, 255, (12, 12, 3), dtype=np.uint8) for _ in range(2)]
+    columns = [[icons[0], *crops], [icons[1]], [icons[2], crops[0]]]
+    sheet = atlas.contact_sheet(columns, ["0 cat", "1 dog", "2 a very long caption"], tile=16, per_row=2)
+    gap, strip = atlas.SHEET_GAP, 10 + 6  # the font is at least LABEL_FONT[0] = 10 px
+    col_w, col_h = 16 + gap, strip + 16 * 3 + 2 * gap
+    assert sheet.shape == (2 * col_h, 2 * col_w, 3) and sheet.dtype == np.uint8
+    # the 8 px icon enlarged twice with nearest neighbour, below its caption; its exemplars under it, after a gap
+    assert (sheet[strip : strip + 16, :16] == atlas.enlarge(icons[0], 2)).all()
+    first = sheet[strip + 16 + gap : strip + 32 + gap, :16]
+    assert first.shape == (16, 16, 3) and abs(first.astype(int).mean() - crops[0].mean()) < 20
+    assert (sheet[strip + 16 : strip + 16 + gap, :16] == 255).all()  # the gap stays white
+    assert (sheet[col_h + strip : col_h + strip + 16, :16] == atlas.enlarge(icons[2], 2)).all()  # third: next row
+    assert (sheet[strip + 16 + gap :, col_w : col_w + 16][: 2 * 16] == 255).all()  # a column of one icon: white below
+    assert (sheet[:strip, :col_w] < 128).any()  # a caption is written
+    with pytest.raises(ValueError, match="captions"):
+        atlas.contact_sheet(columns, ["one"])

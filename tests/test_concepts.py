@@ -381,3 +381,15 @@ def test_real_activations_of_a_tiny_model_on_photos(tiny_model, photos):
         d = learn.learn(train, method=method, size=32, k=2, epochs=20, batch_size=256, seed=0, threads=1)
         ev = metrics.evaluate(d, held)
         assert ev["r2"] > pca_r2 and ev["l0"] <= 2 and ev["dead"] <= 0.25, (method, ev, pca_r2)
+
+
+def test_exemplar_purity_counts_exemplars_predicted_as_the_label():
+    rows = np.array([[0, 1, 2, -1], [3, 4, -1, -1], [5, -1, -1, -1], [-1, -1, -1, -1], [0, 1, -1, -1]])
+    row_pred = np.array([2, 2, 7, 1, -1, 4])  # row 4's photo has no known prediction
+    label = np.array([2, 1, 3, 0, -1])
+    purity, counted = summaries.exemplar_purity(rows, row_pred, label)
+    assert counted.tolist() == [3, 1, 1, 0, 0]  # padding, unknown predictions and a missing label are not counted
+    assert purity.tolist() == pytest.approx([2 / 3, 1.0, 0.0, 0.0, 0.0])
+    assert np.isfinite(purity).all()
+    with pytest.raises(ValueError, match="K = 5"):
+        summaries.exemplar_purity(rows[:3], row_pred, label)

@@ -55,8 +55,10 @@ def test_concepts_command_writes_the_dictionary_icons_and_summaries(tiny_run):
             assert 1 <= len(c.examples) <= 2 and all((folder / e.src).exists() for e in c.examples)
             codes = [e.similarity for e in c.examples]
             assert codes == sorted(codes, reverse=True) and codes[0] > 0
+            # purity: the share of its exemplars whose photo's top-1 prediction is its label
+            assert c.purity == round(sum(e.pred == c.label for e in c.examples) / len(c.examples), 4)
         else:
-            assert c.centroid is None and c.examples == []
+            assert c.centroid is None and c.examples == [] and c.purity is None
     # the icons are the render stage's: one batch of every atom, their faithfulness recorded
     batch = np.load(paths.render_batch(folder, 0))
     assert batch["icon"].shape == (8, 16, 16, 3) and batch["icon"].std() > 0
@@ -70,6 +72,14 @@ def test_concepts_command_writes_the_dictionary_icons_and_summaries(tiny_run):
         assert all(w > 0 and 0 <= j < 8 for j, w in cell.concepts)
     text = paths.concepts_json(folder).read_text()
     assert "NaN" not in text and "Infinity" not in text
+    # the contact sheet: the 8 concepts in one row, each 16 px icon (as 64 px) above its exemplars
+    from PIL import Image
+
+    from actlas.atlas import SHEET_GAP
+
+    depth = 1 + max(len(c.examples) for c in meta.concepts)
+    with Image.open(paths.concept_sheet(folder)) as sheet:
+        assert sheet.size == (8 * (64 + SHEET_GAP), 16 + 64 * depth + 2 * SHEET_GAP)
 
 
 def test_info_reports_the_dictionary_figures(tiny_run):
@@ -82,6 +92,8 @@ def test_info_reports_the_dictionary_figures(tiny_run):
     assert got["size"] == 8 and got["k"] == 2 and got["method"] == "archetypal"
     assert got["heldout_r2"] == meta.figures["r2"] and got["heldout_dead"] == meta.figures["dead"]
     assert got["live"] == sum(c.count > 0 for c in meta.concepts)
+    purities = [c.purity for c in meta.concepts if c.purity is not None]
+    assert got["exemplar_purity"] == round(sum(purities) / len(purities), 4)
 
 
 def test_a_loaded_dictionary_is_used_as_given(tiny_run, tmp_path):

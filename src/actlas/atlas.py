@@ -132,3 +132,47 @@ def label_agreement(cells, top1: np.ndarray) -> float:
         preds = top1[cells.members(c)]
         hits += int(np.bincount(preds[preds >= 0]).argmax() == cells.label[c]) if (preds >= 0).any() else 0
     return hits / max(len(cells.count), 1)
+
+
+SHEET_GAP = 6  # px between two columns of a contact sheet, and between an icon and its first exemplar
+
+
+def contact_sheet(
+    columns: list[list[np.ndarray]], captions: list[str], tile: int = 64, per_row: int = 16
+) -> np.ndarray:
+    """A contact sheet: one column per group (a concept), its first image (the icon) above the others (its
+    exemplars), under a caption; ``per_row`` columns a row of the sheet.
+
+    ``columns``: per group a list of (H, W, 3) uint8 images, each shown as ``tile`` x ``tile`` px (enlarged
+    by a whole factor with nearest neighbour when smaller, so an icon stays blocks; else resized with
+    Lanczos); an empty slot stays white. ``captions``: one per group, shortened to the tile's width.
+    Returns (rows * (strip + tile * (1 + E) + 2 * gap), min(K, per_row) * (tile + gap), 3) uint8, E the
+    most images after the first in any column.
+    """
+    if len(columns) != len(captions):
+        raise ValueError(f"{len(columns)} columns but {len(captions)} captions")
+    k = len(columns)
+    depth = max((len(c) for c in columns), default=1)
+    font_px = int(np.clip(tile // 6, *LABEL_FONT))
+    strip = font_px + 6
+    col_w = tile + SHEET_GAP
+    col_h = strip + tile * depth + 2 * SHEET_GAP
+    n_cols, n_rows = min(max(k, 1), per_row), max(1, math.ceil(k / per_row))
+    canvas = Image.new("RGB", (n_cols * col_w, n_rows * col_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=font_px)
+    for g, (images, text) in enumerate(zip(columns, captions)):
+        x0, y0 = (g % per_row) * col_w, (g // per_row) * col_h
+        draw.text(
+            (x0 + 1, y0 + strip / 2), fit_text(draw, str(text), font, tile), fill=(0, 0, 0), font=font, anchor="lm"
+        )
+        for e, image in enumerate(images):
+            image = np.asarray(image, dtype=np.uint8)
+            side = max(image.shape[0], image.shape[1])
+            if side < tile and tile % side == 0 and image.shape[0] == image.shape[1]:
+                image = enlarge(image, tile // side)
+            elif image.shape[:2] != (tile, tile):
+                image = np.asarray(Image.fromarray(image).resize((tile, tile), Image.Resampling.LANCZOS))
+            y = y0 + strip + e * tile + (SHEET_GAP if e else 0)
+            canvas.paste(Image.fromarray(image), (x0, y))
+    return np.asarray(canvas)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, LayerError
+from .errors import ConfigError
 from .models.spec import ModelSpec
 from .nn.kinds import LayerKind, detect_kind, layer_view
 from .nn.layers import capture, output_tensor
@@ -193,12 +193,11 @@ def activations(
 
 def _check_reached(layers: list[str], grads) -> None:
     """Refuse, in one line, a layer the logits do not depend on (its gradient is None)."""
+    from .nn.problems import unreached_layer
+
     for name, grad in zip(layers, grads):
         if grad is None:
-            raise LayerError(
-                f"layer {name!r} does not reach the model's output (no gradient flows from the logits to it): "
-                "choose a layer the logits depend on (actlas layers MODEL lists them)"
-            )
+            raise unreached_layer(name)
 
 
 def gather_rows(

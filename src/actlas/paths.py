@@ -329,12 +329,18 @@ def example_name(i: int | str, j: int | str, e: int | str) -> str:
 
 # what the concepts stage writes into its folder (besides the folders icons/ and examples/)
 # (icons/I_J.png and examples/I_J_E.jpg name concepts by their place (I, J) on a square, as cells)
-CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", ATLAS_PNG, ATLAS_JSON, CONCEPTS_JSON)
+CONCEPT_SHEET = "sheet.jpg"  # every concept's icon above its exemplars (a contact sheet)
+CONCEPT_FILES = (DICTIONARY, CELLS, f"{RENDER}/batch-00000.npz", ATLAS_PNG, ATLAS_JSON, CONCEPT_SHEET, CONCEPTS_JSON)
 
 
 def dictionary(folder: PathLike) -> Path:
     """``FOLDER/dictionary.safetensors``: the concept dictionary (``actlas.formats.dictionary``)."""
     return Path(folder) / DICTIONARY
+
+
+def concept_sheet(folder: PathLike) -> Path:
+    """``FOLDER/sheet.jpg``: the contact sheet of the concepts, each icon above its exemplars."""
+    return Path(folder) / CONCEPT_SHEET
 
 
 def concepts_json(folder: PathLike) -> Path:

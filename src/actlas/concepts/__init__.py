@@ -8,13 +8,22 @@ Pure functions over numpy/torch arrays and streams of activation chunks; no path
 - :mod:`.train`: :func:`learn` (TopK, BatchTopK, archetypal, dictionary learning, NMF) from a stream,
   over :mod:`.stream` (first-pass figures, bounded float32 blocks) and :mod:`.sae` (the autoencoders);
 - :mod:`.metrics`: explained variance, L0, dead atoms, seed stability (Hungarian matching), per atom too;
-- :mod:`.summaries`: per concept (frequency, exemplars, classes, place on the atlas) and per cell
+- :mod:`.summaries`: per concept (frequency, exemplars, classes, place on the atlas, exemplar purity) and per cell
   (its direction as a few concepts).
 """
 
 from .dictionary import Chunks, Dictionary, DictionaryError, array_chunks, heldout_mask, split
 from .metrics import atom_stability, evaluate, match_atoms, stability
-from .summaries import class_weights, decompose, encode_stream, frequency, placement, sparse_codes, top_rows
+from .summaries import (
+    class_weights,
+    decompose,
+    encode_stream,
+    exemplar_purity,
+    frequency,
+    placement,
+    sparse_codes,
+    top_rows,
+)
 from .train import METHODS, learn
 
 __all__ = [
@@ -28,6 +37,7 @@ __all__ = [
     "decompose",
     "encode_stream",
     "evaluate",
+    "exemplar_purity",
     "frequency",
     "heldout_mask",
     "learn",

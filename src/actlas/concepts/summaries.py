@@ -158,3 +158,24 @@ def decompose(directions: np.ndarray, d: Dictionary, n_terms: int = 5) -> tuple[
         w_out[i, : len(sel)] = w[order]
         share[i] = max(0.0, 1.0 - res * res / norm2)
     return idx_out, w_out, share
+
+
+def exemplar_purity(rows: np.ndarray, row_pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The share of each group's exemplars whose prediction is the group's label (a concept's or a cell's).
+
+    ``rows`` (K, n) int: each group's exemplar rows, -1 padding (as :func:`top_rows` returns them);
+    ``row_pred`` (n_rows,) int: the top-1 prediction of each row's photo (-1 unknown); ``label`` (K,) int
+    (-1: none). Returns (purity (K,) float32, counted (K,) int64: the exemplars it was measured on). A group
+    without a label or without an exemplar of known prediction has purity 0 and counted 0 (never NaN).
+    """
+    rows = np.asarray(rows, np.int64)
+    row_pred = np.asarray(row_pred, np.int64)
+    label = np.asarray(label, np.int64)
+    if rows.ndim != 2 or len(rows) != len(label):
+        raise ValueError(f"rows must be (K, n) with K = {len(label)} labels, got shape {rows.shape}")
+    pred = np.where(rows >= 0, row_pred[np.maximum(rows, 0)] if len(row_pred) else -1, -1)
+    known = (pred >= 0) & (label[:, None] >= 0)
+    counted = known.sum(1)
+    hits = (known & (pred == label[:, None])).sum(1)
+    purity = np.where(counted > 0, hits / np.maximum(counted, 1), 0.0)
+    return purity.astype(np.float32), counted.astype(np.int64)

@@ -28,7 +28,8 @@ class ConceptRecord:
     mean of its samples' layout coords, in [0, 1]) and ``spread``; its icon's ``faithfulness``;
     ``stability`` (cosine with its match in a second seed's dictionary, None when not measured);
     the ``icon`` path and its ``examples`` (the samples with its highest codes, one per photo;
-    ``similarity`` holds the code)."""
+    ``similarity`` holds the code); ``purity``: the share of those exemplars whose photo's top-1
+    prediction is ``label`` (None without a label or exemplars)."""
 
     index: int
     frequency: float
@@ -42,6 +43,7 @@ class ConceptRecord:
     stability: float | None = None
     icon: str | None = None
     examples: list[Example] = field(default_factory=list)
+    purity: float | None = None
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -129,6 +131,7 @@ class ConceptsMeta:
             "live": len(live),
             "labelled_classes": len({c.label for c in live}),
             "faithfulness_median": self.faithfulness_median,
+            "exemplar_purity": purity_mean(self.concepts),
             "seconds": self.seconds,
         }
 
@@ -146,6 +149,12 @@ class ConceptsMeta:
             concepts=[ConceptRecord.from_json(c) for c in data["concepts"]],
             cells={str(n): [CellConcepts.from_json(c) for c in cells] for n, cells in data["cells"].items()},
         )
+
+
+def purity_mean(records: list[ConceptRecord]) -> float | None:
+    """The mean ``purity`` of the concepts that have one (None when none has)."""
+    values = [c.purity for c in records if c.purity is not None]
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def write_concepts(path: PathLike, meta: ConceptsMeta) -> Path:

@@ -123,9 +123,16 @@ def _own_logits(out, output) -> torch.Tensor:
         keys = ", ".join(map(str, out.keys()))
         raise ModelError(
             f"the model's forward returns {type(out).__name__} without logits (its keys: {keys}): "
-            f"an encoder has no classes of its own; {HEAD_HINT}"
+            f"set model.output to the key that holds them; an encoder has no classes of its own: {HEAD_HINT}"
         )
-    return select_logits(out, output)
+    logits = select_logits(out, output)
+    if logits.ndim != 2:  # a map or a sequence: topk and softmax over its dim 1 would not be over classes
+        raise ModelError(
+            f"the model's output{f' {output!r}' if output is not None else ''} has shape {list(logits.shape)}, not "
+            "(batch, classes): set model.output to the logits of a classifier, or declare model.head (none, probe "
+            "or text_embeddings) for a model without them"
+        )
+    return logits
 
 
 def attach_head(net: nn.Module, fields: dict, input_size=(224, 224)) -> HeadHook:

@@ -214,4 +214,18 @@ def _load(block: dict, with_weights: bool) -> tuple[nn.Module, ModelSpec]:
         net.eval()
     except (NotImplementedError, RuntimeError):  # exported programs keep the mode they were exported in
         pass
+    else:
+        _check_eval(net, source)
     return net, spec
+
+
+def _check_eval(net: nn.Module, source: str) -> None:
+    """Refuse a model that stays in training mode after ``eval()`` (its own ``train`` overridden): its dropout
+    and BatchNorm would make every activation depend on the batch and the draw, silently."""
+    training = [name or "the model" for name, module in net.named_modules() if module.training]
+    if training:
+        raise ModelError(
+            f"model {source} stays in training mode after eval() ({', '.join(map(repr, training[:3]))}"
+            f"{', ...' if len(training) > 3 else ''}): dropout and BatchNorm would make its activations random and "
+            "batch-dependent; make its train()/eval() set every module's mode (do not override train)"
+        )

@@ -14,8 +14,15 @@ import torch
 from torch import nn
 
 from ..errors import LayerError
-from ..text import closest
 from .kinds import LayerKind, detect_kind, layer_view, output_tensor
+from .problems import (  # noqa: F401 - re-exported
+    not_run_layer,
+    random_forward,
+    shared_layer,
+    unbatched_layer,
+    unknown_layer,
+    unreached_layer,
+)
 
 
 class StopForward(Exception):
@@ -32,10 +39,35 @@ def get_layer(model: nn.Module, layer: str) -> nn.Module:
     modules = dict(model.named_modules())
     if layer in modules and layer:
         return modules[layer]
-    names = layer_names(model)
-    close = closest(layer, names, n=6)
-    hint = ", ".join(repr(n) for n in close) if close else ", ".join(repr(n) for n in names[:10]) + ", ..."
-    raise LayerError(f"unknown layer {layer!r}; closest valid layers: {hint} (see `actlas layers MODEL`)")
+    raise unknown_layer(layer, layer_names(model))
+
+
+def input_channels_error(model: nn.Module, channels: int = 3) -> LayerError | None:
+    """The one line for a model whose first convolution takes other than ``channels`` (RGB: 3) input channels,
+    else None: actlas feeds every model RGB images (B, 3, H, W)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            found = int(module.in_channels)
+            if found == channels:
+                return None
+            return LayerError(
+                f"the model takes {found}-channel images (its first convolution {name!r} has in_channels={found}) "
+                f"but actlas feeds it RGB images ({channels} channels): use a model made for RGB, or give a factory "
+                f"(trust_code) whose forward takes (B, 3, H, W) and converts it (grey: x.mean(1, keepdim=True))"
+            )
+    return None
+
+
+def forward_checked(model: nn.Module, x: torch.Tensor):
+    """``model(x)``; a forward that fails because the model's first convolution takes other than ``x``'s channel
+    count raises ``input_channels_error``'s one line instead of torch's error."""
+    try:
+        return model(x)
+    except RuntimeError:
+        problem = input_channels_error(model, int(x.shape[1]))
+        if problem is not None:  # a forward on RGB that fails where the first convolution takes other channels
+            raise problem from None
+        raise
 
 
 @contextmanager
@@ -47,7 +79,8 @@ def capture(
     Yields a dict, filled on each forward, mapping layer -> output tensor, of any kind (graph kept,
     so gradients flow; a tuple output is recorded at its first element; see ``layer_view``). With
     ``stop=True`` the forward ends with ``StopForward`` once all layers have run (call it through
-    ``run_until``). With ``leaf=True`` the first captured output that
+    ``run_until``). A layer that runs twice in one forward (a shared module) raises ``LayerError``: its two
+    outputs would be mixed. With ``leaf=True`` the first captured output that
     needs no gradient becomes a graph leaf that does, so gradients can be taken with respect to
     every captured layer while nothing before them is differentiated. Hooks are removed on exit,
     also on error.
@@ -55,14 +88,23 @@ def capture(
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     wanted = set(layers)
+    calls: dict[str, int] = {}  # calls of each layer in the current forward: a shared module is refused
+
+    def new_forward(_module, _inputs):
+        calls.clear()
 
     def make_hook(name: str):
         def hook(_module, _inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            if calls[name] > 1:
+                raise shared_layer(name, calls[name])
             tensor = output_tensor(output)
             if leaf and isinstance(tensor, torch.Tensor) and not tensor.requires_grad:
                 new = tensor.detach().requires_grad_()
                 if tensor is output:
                     output = new
+                elif hasattr(output, "_fields"):  # a namedtuple takes its fields as arguments
+                    output = output._replace(**{output._fields[0]: new})
                 else:
                     output = type(output)([new, *output[1:]])
                 tensor = new
@@ -74,6 +116,7 @@ def capture(
         return hook
 
     try:
+        handles.append(model.register_forward_pre_hook(new_forward))
         for name in layers:
             handles.append(get_layer(model, name).register_forward_hook(make_hook(name)))
         yield outputs
@@ -114,7 +157,7 @@ def list_layers(
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, *input_size))
+            forward_checked(model, torch.zeros(1, 3, *input_size))
     finally:
         for h in handles:
             h.remove()
@@ -156,22 +199,61 @@ def layer_kinds(
     declared: Mapping | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, tuple[LayerKind, int, tuple[int, int]]]:
-    """layer -> (kind, channels, grid (H, W)) from one forward pass on zeros of ``input_hw``.
+    """layer -> (kind, channels, grid (H, W)) from the model's forward on two images of ``input_hw``, run twice.
 
-    Fails in one line (``LayerError``) naming the first layer that cannot be used.
+    Fails in one line (``LayerError``) naming the first layer that cannot be used: unknown, never run, run twice
+    in one forward, not a tensor, a first dimension that is not the batch (a sequence-first transformer), or
+    different outputs for the same images (dropout or noise left on in the forward).
     """
     declared = declared or {}
-    with torch.no_grad(), capture(model, layers, stop=True) as outs:
-        run_until(model, torch.zeros(1, 3, *input_hw, device=device), outs)
+    x = torch.rand(2, 3, *input_hw, generator=torch.Generator().manual_seed(0)).to(device)
+    first, again = _whole_forward(model, layers, x), _whole_forward(model, layers, x)
     found = {}
     for name in layers:
-        out = output_tensor(outs.get(name))
+        if name not in first:
+            raise not_run_layer(name)
+        out = output_tensor(first[name])
         if not isinstance(out, torch.Tensor):
             raise LayerError(
                 f"layer {name!r} returns {type(out).__name__}, not a tensor; choose another layer "
                 "(see `actlas layers MODEL`)"
             )
+        if out.ndim == 0 or out.shape[0] != len(x):
+            raise unbatched_layer(name, list(out.shape), len(x))
+        if not _same(out, output_tensor(again[name])):
+            raise random_forward(f"layer {name!r}")
         kind = detect_kind(out.shape[1:], input_hw, declared.get(name), name)
         view = layer_view(out, kind, input_hw)
         found[name] = (kind, int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])))
+    if not _same(first.get(""), again.get("")):
+        raise random_forward("the model's output")
     return found
+
+
+def _whole_forward(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict:
+    """layer -> output of one whole forward (a layer it runs twice is refused), and ``""`` -> the forward's own
+    output, taken before the root's own hooks (an encoder's head) run."""
+    kept: dict = {}
+
+    def end(_module, _inputs, output):
+        kept[""] = output_tensor(output)
+        raise StopForward
+
+    with torch.no_grad(), capture(model, layers) as outs:
+        handle = model.register_forward_hook(end, prepend=True)
+        try:
+            forward_checked(model, x)
+        except StopForward:
+            pass
+        finally:
+            handle.remove()
+        kept.update(outs)
+    return kept
+
+
+def _same(a, b) -> bool:
+    """Whether two outputs of the same input agree (to float rounding: GPU kernels need not be bitwise repeatable);
+    outputs that are not tensors (a dict the root's own hook reads) are not compared."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return True
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5, equal_nan=True))

@@ -12,10 +12,12 @@ the held-out ones, encodes every sample, and writes:
   batches, the icon cache, faithfulness) into ``render/batch-00000.npz``;
 - ``icons/I_J.png``, ``examples/I_J_E.jpg`` (the samples with its highest codes, one per photo) of the
   concept at (I, J) of that square, and ``atlas.png``/``atlas.json`` of the square (a patch experiment
-  pastes and searches concept icons as any atlas folder's: ``search: [concepts]``);
+  pastes and searches concept icons as any atlas folder's: ``search: [concepts]``), and ``sheet.jpg``
+  (every concept's icon above its exemplars, ``actlas.atlas.contact_sheet``);
 - ``concepts.json`` last (``actlas.formats.concepts``): per concept its frequency, classes, label,
   place on the layout and spread, icon faithfulness, exemplars; per cell of each main grid its top
-  concepts (``actlas.concepts.summaries.decompose``); the dictionary's figures.
+  concepts (``actlas.concepts.summaries.decompose``); the dictionary's figures; each concept's exemplar
+  purity (the share of its exemplars predicted as its label, ``summaries.exemplar_purity``).
 """
 
 from __future__ import annotations
@@ -185,6 +187,22 @@ def sheet_atlas(folder: Path, layer: str, square: Cells, records: list[ConceptRe
     write_atlas(paths.atlas_json(folder), meta)
 
 
+def contact_sheet(folder: Path, records: list[ConceptRecord], icon: np.ndarray) -> Path:
+    """``sheet.jpg``: every concept's icon (K, S, S, 3) above its exemplar crops (read back from ``examples/``),
+    concept j in column j % 16 of row j // 16, captioned with its index and label."""
+    columns = []
+    for j, r in enumerate(records):
+        crops = []
+        for e in r.examples:
+            with Image.open(folder / e.src) as im:
+                crops.append(np.asarray(im.convert("RGB")))
+        columns.append([icon[j], *crops])
+    tile = min(max(64, int(icon.shape[1])), EXAMPLE_SIDE)
+    captions = [f"{r.index} {r.label or '-'}" for r in records]
+    sheet = atlas_core.contact_sheet(columns, captions, tile=tile)
+    return save_image(paths.concept_sheet(folder), Image.fromarray(sheet), quality=90)
+
+
 def concepts(
     run_dir: str | Path,
     layer: str,
@@ -255,6 +273,7 @@ def concepts(
     exemplars = summaries.top_rows(codes, n_examples, group=samples.image)
     weights, label = summaries.class_weights(codes, samples.attr_class, samples.attr_value, n_classes)
     centroid, spread = summaries.placement(codes, coords)
+    purity, counted = summaries.exemplar_purity(exemplars, samples.pred[samples.image, 0], label)
     cell_concepts = {}
     for n in grid_cells(run_dir, layer, grids):
         cells = read_cells(paths.cells(paths.grid_dir(run_dir, layer, n)))
@@ -305,9 +324,11 @@ def concepts(
                 stability=None if atom_stab is None else round(float(atom_stab[j]), 4),
                 icon=paths.icon_name(*ij),
                 examples=exemplar_crops(folder, j, ij, rows, codes_csc, samples, spec, example_extent),
+                purity=round(float(purity[j]), 4) if counted[j] else None,
             )
         )
     sheet_atlas(folder, layer, square, records, batch.icon, spec)
+    contact_sheet(folder, records, batch.icon)
     lap("examples")
     meta = ConceptsMeta(
         layer=layer,
