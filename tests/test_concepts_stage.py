@@ -147,6 +147,24 @@ def test_stability_matches_a_second_seed(tiny_run, tmp_path):
     assert all(c.stability is None for c in first.concepts) and "stability" not in first.figures
 
 
+def test_the_same_dictionary_makes_the_same_file(tmp_path):
+    """The dictionary file holds no timing (its training's seconds stay in memory and concepts.json): a
+    rerun that learns the same dictionary writes the same bytes."""
+    from actlas.concepts.dictionary import Dictionary
+
+    rng = np.random.default_rng(0)
+    atoms = rng.normal(size=(4, 6)).astype(np.float32)
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    made = []
+    for seconds in (1.5, 2.5):
+        d = Dictionary(atoms=atoms, center=np.zeros(6, np.float32), k=2, method="topk")
+        d.info = {"size": 4, "seconds": seconds, "kmeans_seconds": seconds, "seed": 0}
+        dfile.save(d, tmp_path / f"d{seconds}.safetensors")
+        made.append((tmp_path / f"d{seconds}.safetensors").read_bytes())
+    assert made[0] == made[1]
+    assert dfile.load(tmp_path / "d1.5.safetensors").info == {"size": 4, "seed": 0}
+
+
 def test_concepts_json_round_trips(tiny_run, tmp_path):
     meta = read_concepts(paths.concepts_json(paths.concepts_dir(tiny_run, LAYER)))
     write_concepts(tmp_path / "c.json", meta)
@@ -168,7 +186,7 @@ def test_a_bad_concepts_item_fails_at_parse_time(item, message):
         settings.fill({"concepts": [item]})
 
 
-def _tiny_workflow(work: Path, images: Path, concepts: list) -> None:
+def _tiny_workflow(work: Path, images: Path, concepts: list, patches: list = ()) -> None:
     """A workflow config on the tiny model: 16 generated photos, 2 positions each, one 3 x 3 grid."""
     import yaml
 
@@ -183,35 +201,100 @@ def _tiny_workflow(work: Path, images: Path, concepts: list) -> None:
         "render": {**PARAMS, "cells_per_job": 16, "threads": 1},
         "atlas": {"n_examples": 1},
         "concepts": concepts,
+        "patches": list(patches),
     }
     work.mkdir(exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
 
 
+# Two discovery experiments for class 9 (the tiny model's usual label): one searches the concept icons (it
+# shows them: a concept change reruns it), one the grid's cells only (it does not).
+PATCHES = [
+    {"target": 9, "name": name, "discover": True, "search": [folder], "candidates": 2, "sizes": [0.45], "max_images": 8}
+    for name, folder in (("concepts-search", "concepts"), ("cells-search", "grid-3"))
+]
+
+
+def _run_files(run: Path) -> dict[str, object]:
+    """What a run holds that a user reads, as comparable values: every file but the logs, benchmarks, the
+    icon cache, Snakemake's metadata and the manifest (its timings); a JSON file without its ``seconds``, an
+    ``.npz`` as its arrays but ``seconds`` and ``rendered`` (timings and cache hits); anything else its bytes."""
+
+    def drop_seconds(value):
+        if isinstance(value, dict):
+            return {k: drop_seconds(v) for k, v in value.items() if k != "seconds"}
+        return [drop_seconds(v) for v in value] if isinstance(value, list) else value
+
+    out: dict[str, object] = {}
+    for path in sorted(run.rglob("*")):
+        rel = path.relative_to(run)
+        if not path.is_file() or rel.parts[0] in ("logs", "benchmarks", "cache", ".snakemake", ".actlas"):
+            continue
+        if rel.name == "manifest.json" or rel.name.startswith("."):
+            continue
+        if path.suffix == ".json":
+            out[str(rel)] = drop_seconds(json.loads(path.read_text()))
+        elif path.suffix == ".npz":
+            with np.load(path) as z:
+                out[str(rel)] = {
+                    k: z[k].tobytes() + str(z[k].dtype).encode() for k in z.files if k not in ("seconds", "rendered")
+                }
+        else:
+            out[str(rel)] = path.read_bytes()
+    return out
+
+
 @pytest.mark.slow
 def test_concepts_as_a_rule_rerun_alone_when_their_settings_change(tmp_path):
-    """The workflow builds RUN/LAYER/concepts/ from a concepts item; a finished run plans nothing; a
-    changed concept setting reruns the concepts job alone (the stage itself is deterministic: the
-    command's test above holds its outputs)."""
+    """The workflow builds RUN/LAYER/concepts/ from a concepts item; a finished run plans nothing; a changed
+    concept setting (size, k, seed or method) plans the concepts job and what shows it (the viewer, the
+    manifest, a patch experiment that searches the concepts) and nothing else. After all four changed, the
+    incremental run's files equal, byte for byte (timings aside), those of a rebuild from scratch of everything
+    the concepts feed: their folder, the patch experiment that searches them, the viewer and the icon cache
+    deleted, the workflow run again (what comes before the concepts is the same in both; test_workflow holds
+    it to a run from scratch)."""
+    import shutil
+
     from _tiny_run import make_images
     from conftest import snakemake
-    from test_workflow import _planned
+    from test_workflow import _planned, _ran
 
     images = make_images(tmp_path / "images")
     concepts = [{"size": 8, "k": 2, "n_examples": 2}]
     work = tmp_path / "w"
-    _tiny_workflow(work, images, concepts)
+    run = work / "run"
+    _tiny_workflow(work, images, concepts, PATCHES)
     snakemake(work)
-    folder = paths.concepts_dir(work / "run", LAYER)
+    folder = paths.concepts_dir(run, LAYER)
     meta = read_concepts(paths.concepts_json(folder))
     assert meta.size == 8 and meta.k == 2 and list(meta.cells) == ["3"] and meta.layer == LAYER
     assert np.isfinite(meta.figures["r2"]) and meta.faithfulness_median is not None
     assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
 
-    changed = [{**concepts[0], "k": 3}]
-    _tiny_workflow(work, images, changed)
-    planned = _planned(snakemake(work, "-n"))
-    assert planned.get("concepts") == 1 and not {"collect", "layout", "grid", "render", "atlas"} & set(planned)
+    shows = {"concepts", "viewer", "manifest", "patch", "all"}
+    for change in ({"k": 3}, {"size": 6}, {"seed": 5}, {"method": "topk"}):
+        _tiny_workflow(work, images, [{**concepts[0], **change}], PATCHES)
+        planned = _planned(snakemake(work, "-n"))
+        assert planned.get("concepts") == 1 and planned.get("patch") == 1 and set(planned) <= shows, (change, planned)
+
+    changed = [{**concepts[0], "k": 3, "size": 6, "seed": 5, "method": "topk"}]
+    _tiny_workflow(work, images, changed, PATCHES)
+    ran = _ran(snakemake(work))
+    assert ran.get("concepts") == 1 and ran.get("patch") == 1 and set(ran) <= shows, ran
+    assert _planned(snakemake(work, "-n")) == {}, "the incremental run finished the plan"
+    assert read_concepts(paths.concepts_json(folder)).size == 6
+    got = _run_files(run)
+    assert any(k.startswith("viewer/") for k in got) and any(k.startswith("patches/concepts-search/") for k in got)
+
+    for gone in (folder, run / "viewer", run / "patches" / "concepts-search", run / "cache"):
+        shutil.rmtree(gone)
+    ran = _ran(snakemake(work))
+    assert ran.get("concepts") == 1 and ran.get("patch") == 1 and set(ran) <= shows, ran
+    want = _run_files(run)
+    assert got.keys() == want.keys(), got.keys() ^ want.keys()
+    differ = [k for k in got if got[k] != want[k]]
+    assert not differ, differ
+
     _tiny_workflow(work, images, [{**concepts[0], "layer": "features.1"}])
     out = snakemake(work, "-n", check=False)
     assert out.returncode != 0 and "layer 'features.1' is not laid out" in out.stdout + out.stderr

@@ -185,6 +185,23 @@ def test_build_viewer_writes_index_tiles_and_data(fake_run: Path) -> None:
     assert data["classes"][:2] == ["tench", "goldfish"]
 
 
+def test_build_viewer_twice_makes_the_same_files(tmp_path: Path) -> None:
+    """The viewer of the same atlases is the same bytes however often it is built (pyvips' dated
+    vips-properties.xml is not kept), so an incremental run's viewer equals a run from scratch's."""
+    import time
+
+    run = make_fake_run(tmp_path / "run", layers=("features.13",), grids=(4,), icon_size=16)
+
+    def files() -> dict[str, bytes]:
+        viewer = build_viewer(run).parent
+        return {str(p.relative_to(viewer)): p.read_bytes() for p in sorted(viewer.rglob("*")) if p.is_file()}
+
+    first = files()
+    time.sleep(1.1)  # past the second a timestamp would show
+    assert not [k for k in first if k.endswith("vips-properties.xml")]
+    assert files() == first
+
+
 def test_build_viewer_lists_class_atlases_and_comparisons(tmp_path: Path) -> None:
     """Class atlases and comparisons become extra maps after their layer's main atlas, with tiles and paths."""
     run = make_fake_run(

@@ -547,3 +547,177 @@ def test_concepts_list_shades_cells_and_pinned_cell_lists_its_concepts(page: Any
         wait_until(page, "document.querySelectorAll('.cells .cell').length === 64")
         assert page.is_hidden("#concepts")
         assert not page.problems, page.problems
+
+
+def write_concept_map_folder(run: Path, layer: str, grids: tuple[int, ...]) -> list[dict]:
+    """A concepts folder whose concepts lie at distinct places of the fake atlas: 14 spread over the occupied
+    cells, then 6 packed within 0.01 of one spot (they overlap at the home zoom). Each concept's icon is the
+    grid-8 icon under its centroid, its label that cell's; it fires in the cells within 0.15 of its centroid.
+    Returns the concepts as written (index, centroid, spread, frequency, label)."""
+    import numpy as np
+
+    from actlas import paths
+    from actlas.formats.atlas import Example
+    from actlas.formats.concepts import CellConcepts, ConceptRecord, ConceptsMeta, write_concepts
+
+    rng = np.random.default_rng(1)
+    base = json.loads((run / layer / "grid-8" / "atlas.json").read_text())
+    occupied = sorted(base["cells"], key=lambda c: (c["j"], c["i"]))
+    picks = [occupied[k] for k in rng.choice(len(occupied), 14, replace=False)]
+    spots = [((c["i"] + 0.5) / 8, (c["j"] + 0.5) / 8, c) for c in picks]
+    first = spots[0]
+    spots += [(first[0] + 0.01 * np.cos(a), first[1] + 0.01 * np.sin(a), first[2]) for a in np.arange(6)]
+    folder = paths.concepts_dir(run, layer)
+    (folder / "icons").mkdir(parents=True)
+    (folder / "examples").mkdir()
+    records, out = [], []
+    for j, (x, y, cell) in enumerate(spots):
+        shutil.copy(run / layer / "grid-8" / cell["icon"], folder / paths.icon_name(j, 0))
+        shutil.copy(run / layer / "grid-8" / cell["examples"][0]["src"], folder / paths.example_name(j, 0, 0))
+        frequency = round(0.4 / (1 + j), 4)
+        records.append(
+            ConceptRecord(
+                index=j,
+                frequency=frequency,
+                count=int(1000 * frequency),
+                label=cell["label"],
+                label_index=cell["label_index"],
+                top=[[cell["label"], 1.0]],
+                centroid=[round(float(x), 4), round(float(y), 4)],
+                spread=0.08,
+                faithfulness=0.9,
+                icon=paths.icon_name(j, 0),
+                examples=[Example(src=paths.example_name(j, 0, 0), label=cell["label"], pred=cell["label"], prob=0.9)],
+            )
+        )
+        out.append({"index": j, "centroid": records[-1].centroid, "frequency": frequency, "label": cell["label"]})
+    cells = {}
+    for n in grids:
+        atlas = json.loads((run / layer / f"grid-{n}" / "atlas.json").read_text())
+        cells[str(n)] = []
+        for c in atlas["cells"]:
+            centre = np.array([(c["i"] + 0.5) / n, (c["j"] + 0.5) / n])
+            near = [r.index for r in records if np.linalg.norm(centre - r.centroid) < 0.15]
+            cells[str(n)].append(
+                CellConcepts(
+                    i=c["i"], j=c["j"], concepts=[[k, 0.5] for k in near[:2]], share=0.5, fires=[[k, 0.5] for k in near]
+                )
+            )
+    meta = ConceptsMeta(
+        layer=layer,
+        method="nmf",
+        size=len(records),
+        k=4,
+        figures={"r2": 0.85, "l0": 4.0, "dead": 0.0, "rows": 100},
+        concepts=records,
+        cells=cells,
+    )
+    write_concepts(paths.concepts_json(folder), meta)
+    return out
+
+
+# The shown markers: concept, the centre of its icon on screen, its box (icon and caption) and icon side.
+SHOWN_MARKERS = """() => [...document.querySelectorAll('.concept-marker.shown')].map(el => {
+    const img = el.querySelector('img').getBoundingClientRect(), box = el.getBoundingClientRect();
+    return {index: +el.dataset.concept, x: img.left + img.width / 2, y: img.top + img.height / 2, side: img.width,
+            box: [box.left, box.top, box.right, box.bottom], loaded: el.querySelector('img').naturalWidth > 0};
+})"""
+
+
+def _markers_sit_on_their_cells(page: Any, concepts: list[dict]) -> list[dict]:
+    """The shown markers, each checked to sit on the atlas cell holding its centroid (the cell overlay's own
+    element, so the check does not use the viewer's coordinate code) and to overlap no other."""
+    shown = page.evaluate(SHOWN_MARKERS)
+    n = grid_shown(page)
+    by_index = {c["index"]: c for c in concepts}
+    for m in shown:
+        x, y = by_index[m["index"]]["centroid"]
+        i, j = min(int(x * n), n - 1), min(int(y * n), n - 1)
+        r = page.evaluate(
+            f'(() => {{ const r = document.querySelector(\'.cells .cell[data-i="{i}"][data-j="{j}"]\')'
+            ".getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()"
+        )
+        assert r[0] - 1 <= m["x"] <= r[2] + 1 and r[1] - 1 <= m["y"] <= r[3] + 1, (m, (i, j), r)
+    for a in shown:
+        for b in shown:
+            if a["index"] < b["index"]:
+                ax0, ay0, ax1, ay1 = a["box"]
+                bx0, by0, bx1, by1 = b["box"]
+                assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, ("markers overlap", a, b)
+    return shown
+
+
+def test_concept_map_places_icons_on_the_atlas_and_chooses_on_click(page: Any, tmp_path: Path) -> None:
+    """The concept map overlays the layer's concepts at their centroids, larger for frequent ones, none
+    overlapping: a packed group shows its most frequent member at the home zoom and more of it zoomed in; the
+    markers follow zoom and pan; clicking one chooses its concept (as the list does). Served from `export`."""
+    run = make_fake_run(tmp_path / "run", grids=(8, 16), icon_size=32, examples_per_cell=1, extras=True)
+    concepts = write_concept_map_folder(run, "features.13", (8, 16))
+    build_viewer(run)
+    out = tmp_path / "site"
+    export(run, out)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(out)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/viewer/index.html#features.13")
+        wait_until(page, "document.body.dataset.ready === '1'")
+        assert page.is_visible("#concept-map-field") and page.locator(".concept-marker").count() == 0
+        page.check("#concept-map")
+        assert page.locator(".concept-marker").count() == len(concepts)
+        wait_until(page, f"(s => s.length && s.every(m => m.loaded))(({SHOWN_MARKERS})())")
+        shown = _markers_sit_on_their_cells(page, concepts)
+        packed = set(range(14, 20)) | {0}  # concept 0 and the 6 packed around it
+        assert 0 in {m["index"] for m in shown}, "the most frequent concept always has room"
+        assert len(packed & {m["index"] for m in shown}) == 1, "a packed group shows one marker at the home zoom"
+        sides = {m["index"]: m["side"] for m in shown}
+        assert sides[0] == max(sides.values()) and sides[0] > min(sides.values()), "frequent concepts are larger"
+        info = page.text_content("#concept-map-info")
+        assert f"{len(shown)} of {len(concepts)} shown" in info and "zoom in for more" in info
+
+        # Zoom in on the packed group: more of it has room; the markers stay on their cells.
+        x, y = concepts[0]["centroid"]
+        page.evaluate(
+            f"(() => {{ const v = window.actlas.viewer.viewport; v.panTo(new OpenSeadragon.Point({x}, {y}), true);"
+            " v.zoomTo(v.getMaxZoom(), null, true); })()"
+        )
+        wait_until(page, f"({SHOWN_MARKERS})().filter(m => {sorted(packed)}.includes(m.index)).length > 1")
+        zoomed = _markers_sit_on_their_cells(page, concepts)
+        assert len(packed & {m["index"] for m in zoomed}) > 1
+        page.evaluate("window.actlas.viewer.viewport.goHome(true)")
+        wait_until(page, f"({SHOWN_MARKERS})().length === {len(shown)}")
+        _markers_sit_on_their_cells(page, concepts)
+
+        # Click a marker: its concept is chosen as from the list, its cells shaded, its spread drawn; no cell pinned.
+        target = next(m for m in page.evaluate(SHOWN_MARKERS) if m["index"] not in packed)
+        page.mouse.click(target["x"], target["y"])
+        wait_until(page, "!document.getElementById('concept').hidden")
+        c = concepts[target["index"]]
+        assert page.text_content("#concept-label") == f"concept {c['index']} · {c['label']}"
+        assert page.is_hidden("#cell-pinned") and page.evaluate("window.actlas.pinned") is None
+        classes = page.get_attribute(f".concept-marker[data-concept='{c['index']}']", "class").split()
+        assert {"shown", "chosen"} <= set(classes)
+        assert page.locator(".concept-marker.chosen").count() == 1
+        assert page.is_visible(".concept-spread")
+        assert "fires in" in page.text_content("#highlight-info")
+        assert page.evaluate("[...document.querySelectorAll('.cells .cell')].some(e => e.dataset.weight === '1.000')")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.mouse.move(5, 5)
+        page.screenshot(path=str(ARTIFACTS / "viewer-concept-map.png"))
+        page.mouse.click(target["x"], target["y"])  # a second click lets it go
+        wait_until(page, "document.getElementById('concept').hidden")
+
+        page.uncheck("#concept-map")
+        assert page.locator(".concept-marker").count() == 0
+        page.check("#concept-map")
+        page.select_option("#layer", label="class: red fox")  # concepts belong to the layer's main atlas
+        wait_until(page, "document.getElementById('concept-map-field').hidden")
+        assert page.locator(".concept-marker").count() == 0
+        assert not page.problems, page.problems
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

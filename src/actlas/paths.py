@@ -40,6 +40,7 @@ VIEWER = "viewer"
 VIEWER_DATA = "data.json"
 VIEWER_DATA_JS = "data.js"
 VIEWER_INDEX = "index.html"
+TILE_PROPERTIES = "vips-properties.xml"  # what pyvips' dzsave writes beside a pyramid's tiles (dated: removed)
 TILES = "tiles"
 MANIFEST = "manifest.json"
 PROBE = "probe"

@@ -19,8 +19,8 @@ from .atomic import _partial
 
 def save(d: Dictionary, path: str | Path) -> None:
     """Write ``d`` as safetensors: ``W_dec`` (K, C), ``b_dec`` (C,), and ``W_enc`` (C, K), ``b_enc`` (K,)
-    when it has an encoder (saev's and SAELens' names), the rest as metadata."""
-    from safetensors.numpy import save_file
+    when it has an encoder (saev's and SAELens' names), the rest as metadata (``info`` without its timings)."""
+    from safetensors.numpy import save as to_bytes
 
     # a loaded dictionary's encoder scale goes back into its decoder's row norms, as it came
     atoms = d.atoms if d.encoder_scale is None else d.atoms * d.encoder_scale[:, None]
@@ -34,11 +34,25 @@ def save(d: Dictionary, path: str | Path) -> None:
         "encoding": d.encoding,
         "method": d.method,
         "threshold": json.dumps(d.threshold),
-        "info": json.dumps(d.info, sort_keys=True),
+        # timings stay out: the same dictionary must make the same file (concepts.json records the stage's seconds)
+        "info": json.dumps({k: v for k, v in d.info.items() if not k.endswith("seconds")}, sort_keys=True),
     }
+    blob = to_bytes({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, metadata=meta)
     tmp = _partial(Path(path))  # atomic: a reader sees the old file or the whole new one
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp), metadata=meta)
+    tmp.write_bytes(sorted_metadata(blob))
     os.replace(tmp, path)
+
+
+def sorted_metadata(blob: bytes) -> bytes:
+    """A safetensors file's bytes with its ``__metadata__`` in key order: safetensors writes it in hash order,
+    which changes from one save to the next, so that the same dictionary would make different files."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
 
 
 def load(

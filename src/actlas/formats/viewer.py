@@ -281,7 +281,9 @@ def aligned_entries(refs: list[AtlasRef], sizes: dict[str, tuple[int, int]], cla
 
 def concepts_entry(layer: str, meta: ConceptsMeta) -> dict[str, Any]:
     """A layer's concepts (``LAYER/concepts/concepts.json``) as the viewer reads them: the dictionary's
-    figures, each concept (paths relative to viewer/) and each main grid's cells with their concepts."""
+    figures, each concept (paths relative to viewer/; ``centroid`` [x, y] on the atlas's unit square, None for
+    a concept active on no sample, and ``spread``, for the concept map) and each main grid's cells with their
+    concepts."""
 
     def rel(path: str) -> str:
         parts = PurePosixPath(path).parts
@@ -305,6 +307,8 @@ def concepts_entry(layer: str, meta: ConceptsMeta) -> dict[str, Any]:
                 "faithfulness": c.faithfulness,
                 "stability": c.stability,
                 "top": [[str(name), _round(float(v))] for name, v in c.top],
+                "centroid": None if c.centroid is None else [_round(float(v)) for v in c.centroid],
+                "spread": _round(float(c.spread)),
                 "icon": rel(c.icon) if c.icon else None,
                 "examples": [
                     {"src": rel(e.src), "label": e.label, "pred": e.pred, "prob": e.prob, "similarity": e.similarity}

@@ -134,6 +134,8 @@ def make_tiles(atlas_png: Path, out_base: Path) -> tuple[int, int]:
         overlap=TILE_OVERLAP,
         suffix=f".{TILE_FORMAT}[Q={TILE_QUALITY}]",
     )
+    # dzsave's record of the image carries the time it ran: the same atlas must make the same viewer
+    Path(f"{out_base}_files", paths.TILE_PROPERTIES).unlink(missing_ok=True)
     return image.width, image.height
 
 

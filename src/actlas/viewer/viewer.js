@@ -11,6 +11,8 @@
  *    concepts: [{index, label, frequency, count, faithfulness, stability, icon, top, examples}],
  *    cells: {N: [{i, j, concepts: [[index, weight]], share, fires: [[index, share of the cell's samples]]}]}}];
  *    on a layer's main atlas the panel lists them; choosing one shades the cells where it fires.
+ *    The concept map (#concept-map) shows each concept's icon at its centroid [x, y] on the atlas (code-weighted
+ *    mean of its samples' coords), sized by frequency: the most frequent that do not overlap at the current zoom.
  * The atlas switch lists maps: each layer's main atlas, then its class atlases and comparisons,
  * then the patch experiments' reports (choosing one opens its figure);
  * the URL fragment (#features.13 or #features.13/class-red-fox) names the one shown.
@@ -29,6 +31,7 @@
     data: null, maps: [], viewer: null, layer: 0, active: 0, cellsEl: null, cellEls: null,
     hover: null, pinned: null, highlight: null, classKeys: [], keyToIndex: new Map(),
     concepts: new Map(), concept: null,
+    conceptMap: false, mapEl: null, mapSpread: null, markers: [],
   };
   window.actlas = state;  // for debugging and tests
 
@@ -190,6 +193,7 @@
     state.layer = k;
     showAbout(state.maps[k]);
     showConceptList(state.maps[k]);
+    buildConceptMap();
     state.active = -1;
     state.hover = null;
     unpin();
@@ -452,12 +456,14 @@
       element: viewer.canvas,
       moveHandler: (e) => {
         const rect = viewer.canvas.getBoundingClientRect();
+        if (hoverMarker(e, rect)) return;  // a concept map marker, not the cell under it
         setHover(cellAt(e.position), rect.left + e.position.x, rect.top + e.position.y);
       },
       leaveHandler: () => setHover(null),
     });
     viewer.addHandler("canvas-click", (e) => {
       if (!e.quick) return;  // a drag, not a click
+      if (clickMarker(e)) return;
       const hit = cellAt(e.position);
       if (hit && hit.cell) pin(hit); else unpin();
     });
@@ -551,6 +557,7 @@
       fillExamples($("concept-examples"), c.examples || []);
     }
     applyHighlight();
+    placeConceptMarkers();
   }
 
   /* Shade each cell of the grid by the share of its samples the chosen concept is active on. */
@@ -596,6 +603,150 @@
     });
   }
 
+  /* ---------------------------------------------------------------- concept map */
+
+  const MARKER_SIDE = [26, 56];  // a marker's icon side in pixels, least to most frequent concept
+  const MARKER_GAP = 3;          // pixels kept free around each marker shown
+
+  /* A layer of markers inside OpenSeadragon's canvas element, so that wheel and drag over a marker still
+   * zoom and pan (the canvas's mouse tracker sees them); a click on one chooses its concept. */
+  function setupConceptMap(viewer) {
+    const layer = document.createElement("div");
+    layer.id = "concept-map-layer";
+    layer.hidden = true;
+    viewer.canvas.appendChild(layer);
+    state.mapEl = layer;
+    const toggle = $("concept-map");
+    toggle.addEventListener("change", () => { state.conceptMap = toggle.checked; buildConceptMap(); });
+    let pending = false;
+    const redraw = () => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => { pending = false; placeConceptMarkers(); });
+    };
+    ["animation", "animation-finish", "resize", "update-viewport"].forEach((name) => viewer.addHandler(name, redraw));
+    viewer.canvas.addEventListener("pointerleave", () => {
+      viewer.canvas.style.cursor = "";
+      state.markers.forEach((m) => m.el.classList.remove("hover"));
+    });
+  }
+
+  /* The markers of the layer's live concepts, most frequent first, each sized by the square root of its
+   * frequency relative to the most frequent; measured once (their size does not change with the zoom). */
+  function buildConceptMap() {
+    const layer = state.mapEl;
+    if (!layer) return;
+    const entry = layerConcepts();
+    const live = entry ? entry.concepts.filter((c) => c.count > 0 && c.centroid) : [];
+    $("concept-map-field").hidden = live.length === 0;
+    layer.textContent = "";
+    state.markers = [];
+    layer.hidden = !(state.conceptMap && live.length);
+    $("concept-map-info").textContent = "";
+    if (layer.hidden) return;
+    live.sort((a, b) => b.frequency - a.frequency || a.index - b.index);
+    const most = live[0].frequency || 1;
+    const spread = document.createElement("div");
+    spread.className = "concept-spread";
+    spread.hidden = true;
+    layer.appendChild(spread);
+    state.markers = live.map((c) => {
+      const side = Math.round(MARKER_SIDE[0] + (MARKER_SIDE[1] - MARKER_SIDE[0]) * Math.sqrt(c.frequency / most));
+      const el = document.createElement("div");
+      el.className = "concept-marker";
+      el.dataset.concept = String(c.index);
+      const img = document.createElement("img");
+      img.src = c.icon;
+      img.alt = "icon of concept " + c.index;
+      img.width = side;
+      img.height = side;
+      const caption = document.createElement("span");
+      caption.textContent = c.label || "concept " + c.index;
+      el.append(img, caption);
+      layer.appendChild(el);
+      return { c, el, side, w: 0, h: 0 };
+    });
+    state.markers.forEach((m) => { m.w = m.el.offsetWidth; m.h = m.el.offsetHeight; });
+    state.mapSpread = spread;
+    placeConceptMarkers();
+  }
+
+  /* Greedy placement at the current zoom: the chosen concept first, then by frequency, each shown when its
+   * box (icon centred on its centroid, caption below) lies in the view and clear of those already shown. */
+  function placeConceptMarkers() {
+    const layer = state.mapEl;
+    if (!layer || layer.hidden || !state.markers.length) return;
+    const viewport = state.viewer.viewport;
+    const width = layer.clientWidth, height = layer.clientHeight;
+    const order = state.markers.slice().sort((a, b) => (b.c.index === state.concept) - (a.c.index === state.concept));
+    const placed = [];
+    let inView = 0;
+    order.forEach((m) => {
+      const p = viewport.pixelFromPoint(new OpenSeadragon.Point(m.c.centroid[0], m.c.centroid[1]), true);
+      const box = { l: p.x - m.w / 2, t: p.y - m.side / 2, r: p.x + m.w / 2, b: p.y - m.side / 2 + m.h };
+      const chosen = m.c.index === state.concept;
+      const visible = box.r > 0 && box.b > 0 && box.l < width && box.t < height;
+      if (visible) inView += 1;
+      const clear = visible && placed.every((q) => box.l >= q.r + MARKER_GAP || box.r + MARKER_GAP <= q.l ||
+                                                  box.t >= q.b + MARKER_GAP || box.b + MARKER_GAP <= q.t);
+      const shown = clear || (chosen && visible);
+      if (shown) placed.push(box);
+      m.box = shown ? box : null;
+      m.el.classList.toggle("shown", shown);
+      m.el.classList.toggle("chosen", chosen);
+      if (shown) m.el.style.transform = "translate(" + Math.round(box.l) + "px, " + Math.round(box.t) + "px)";
+    });
+    layer.dataset.shown = String(placed.length);
+    $("concept-map-info").textContent = placed.length + " of " + state.markers.length + " shown" +
+      (placed.length < inView ? " · zoom in for more" : "");
+    showSpread(viewport);
+  }
+
+  /* The chosen concept's spread (code-weighted RMS distance of its samples to its centroid) as a ring. */
+  function showSpread(viewport) {
+    const ring = state.mapSpread;
+    const m = state.markers.find((x) => x.c.index === state.concept);
+    ring.hidden = !m || !(m.c.spread > 0);
+    if (ring.hidden) return;
+    const centre = viewport.pixelFromPoint(new OpenSeadragon.Point(m.c.centroid[0], m.c.centroid[1]), true);
+    const edge = viewport.pixelFromPoint(new OpenSeadragon.Point(m.c.centroid[0] + m.c.spread, m.c.centroid[1]), true);
+    const r = Math.max(4, edge.x - centre.x);
+    Object.assign(ring.style, { width: 2 * r + "px", height: 2 * r + "px",
+                                transform: "translate(" + Math.round(centre.x - r) + "px, " + Math.round(centre.y - r) + "px)" });
+  }
+
+  /* The concept whose shown marker is under the pointer (OpenSeadragon's event position, relative to its
+   * canvas element as the layer is): by its box, since the canvas captures the pointer while pressed. */
+  function markerOf(e) {
+    if (!state.mapEl || state.mapEl.hidden) return null;
+    const { x, y } = e.position;
+    const hit = state.markers.find((m) => m.box && x >= m.box.l && x <= m.box.r && y >= m.box.t && y <= m.box.b);
+    return hit ? hit.c.index : null;
+  }
+
+  function clickMarker(e) {
+    const index = markerOf(e);
+    if (index === null) return false;
+    chooseConcept(state.concept === index ? null : index);
+    return true;
+  }
+
+  function hoverMarker(e, rect) {
+    const index = markerOf(e);
+    state.viewer.canvas.style.cursor = index === null ? "" : "pointer";
+    state.markers.forEach((m) => m.el.classList.toggle("hover", m.c.index === index));
+    if (index === null) return false;
+    setHover(null);
+    const entry = layerConcepts();
+    const c = entry && entry.byIndex.get(index);
+    const tooltip = $("tooltip");
+    tooltip.textContent = c ? conceptTitle(c) + " · " + pct1(c.frequency) + " of the samples · click to choose" : "";
+    tooltip.style.left = rect.left + e.position.x + 14 + "px";
+    tooltip.style.top = rect.top + e.position.y + 14 + "px";
+    tooltip.hidden = !c;
+    return true;
+  }
+
   /* ---------------------------------------------------------------- start */
 
   async function main() {
@@ -632,6 +783,7 @@
     viewer.addHandler("resize", () => { setZoomLimit(); updateGrid(); });
     viewer.addHandler("animation-finish", updateGrid);
     setupMouse(viewer);
+    setupConceptMap(viewer);
     const first = mapFromHash();
     $("layer").value = String(first);
     openLayer(first);
