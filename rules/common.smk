@@ -47,8 +47,16 @@ SHARDS = list(PLAN.shards)
 from actlas import repair as _repair
 
 INCOMPLETE = _repair.incomplete_folders(RUN) if workflow.is_main_process else {}
+# Snakemake tells the Snakefile only of -n; these modes also run no job (nothing would rebuild a removed
+# folder), so they are told of the folders too, and remove nothing.
+_RUNS_NO_JOB = {"--touch", "-t", "--lint", "--dag", "--d3dag", "--rulegraph", "--filegraph", "--summary", "-S",
+                "--detailed-summary", "-D", "--list-rules", "--list", "-l", "--list-target-rules", "--lt",
+                "--list-changes", "--lc", "--list-input-changes", "--li", "--list-params-changes", "--lp",
+                "--list-code-changes", "--unlock", "--cleanup-metadata", "--cm", "--delete-all-output",
+                "--delete-temp-output", "--report", "--archive", "--containerize", "--print-compilation",
+                "--conda-create-envs-only", "--generate-unit-tests"}
 if INCOMPLETE:
-    if getattr(workflow.output_settings, "dryrun", False):
+    if getattr(workflow.output_settings, "dryrun", False) or _RUNS_NO_JOB & set(sys.argv[1:]):
         for _folder, _lost in INCOMPLETE.items():
             print(f"actlas: {_repair.describe(_folder, _lost)}", file=sys.stderr)
     else:
