@@ -173,3 +173,12 @@ def small_run(card, tmp_path_factory) -> Path:
     (work / "config.yaml").write_text(small_config(work / "run", images))
     snakemake(work)
     return work / "run"
+
+
+def one_line(err: BaseException, *words: str) -> str:
+    """The text of a user error, asserted to be one non-empty line holding every one of ``words``."""
+    text = str(err)
+    assert text and "\n" not in text, text
+    for w in words:
+        assert w in text, text
+    return text

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT, _photo_folder
+from conftest import ROOT, _photo_folder, one_line
 
 from actlas import limits, settings
 from actlas.cli import main as cli
@@ -66,14 +66,6 @@ def collected(photos, run, how: str, classes: int = 10, attr_top: int = 2):
         progress=False,
     )
     return run
-
-
-def one_line(err: BaseException, *words: str) -> str:
-    text = str(err)
-    assert "\n" not in text and text, text
-    for w in words:
-        assert w in text, text
-    return text
 
 
 # --------------------------------------------------------------------------- numbers in collect, layout, whitening

@@ -7,6 +7,7 @@ architecture needs user code are left to the first job, which still fails in one
 from __future__ import annotations
 
 import pytest
+from conftest import one_line
 
 from actlas.errors import LayerError, ModelError
 from actlas.models import meta
@@ -19,14 +20,6 @@ def cache(tmp_path, monkeypatch):
     """A cache of this test's own."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path / "cache" / "actlas" / "architectures"
-
-
-def one_line(err: BaseException, *words: str) -> str:
-    text = str(err)
-    assert text and "\n" not in text, text
-    for w in words:
-        assert w in text, text
-    return text
 
 
 def test_a_good_layer_passes_and_every_module_is_listed():

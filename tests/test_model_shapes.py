@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import _photo_folder
+from conftest import _photo_folder, one_line
 
 from actlas.errors import LayerError, ModelError
 
@@ -44,14 +44,6 @@ def collect_run(photos, run, model: dict, layers: list[str], batch_size: int = P
     )
     columns = ["images/pred", "images/attr_class"] + [f"{n}/{c}" for n in layers for c in ("activation", "position")]
     return {c: store.read([out], c) for c in columns + [f"{n}/attr_value" for n in layers]}
-
-
-def one_line(err: BaseException, *words: str) -> str:
-    text = str(err)
-    assert text and "\n" not in text, text
-    for w in words:
-        assert w in text, text
-    return text
 
 
 def test_a_layer_the_forward_runs_twice_is_refused(photos, tmp_path, trust_code):

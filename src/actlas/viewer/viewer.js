@@ -510,14 +510,19 @@
       .forEach((c) => list.appendChild(conceptButton(c, pct1(c.frequency))));
   }
 
+  function conceptImage(c) {
+    const img = document.createElement("img");
+    img.src = c.icon;
+    img.alt = "icon of concept " + c.index;
+    return img;
+  }
+
   function conceptButton(c, note) {
     const item = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
     button.dataset.concept = String(c.index);
-    const img = document.createElement("img");
-    img.src = c.icon;
-    img.alt = "icon of concept " + c.index;
+    const img = conceptImage(c);
     const text = document.createElement("span");
     text.textContent = conceptTitle(c) + " · " + note;
     button.append(img, text);
@@ -655,9 +660,7 @@
       const el = document.createElement("div");
       el.className = "concept-marker";
       el.dataset.concept = String(c.index);
-      const img = document.createElement("img");
-      img.src = c.icon;
-      img.alt = "icon of concept " + c.index;
+      const img = conceptImage(c);
       img.width = side;
       img.height = side;
       const caption = document.createElement("span");
