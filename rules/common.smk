@@ -72,7 +72,7 @@ if INCOMPLETE:
 
 
 def whole(*folders):
-    """An input function of a rule with directory() outputs (patterns ``folders``): in a dry run, a folder
+    """An input function for the directory() outputs ``folders`` of a rule. In a dry run, a folder
     that lost a file takes the run's seal (written after every output of the run) as an input, so the
     plan shows the job that rebuilds it; otherwise nothing (a real run has removed that folder already,
     and records no input that later runs would miss)."""
