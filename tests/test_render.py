@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import numpy as np
@@ -382,3 +383,10 @@ def test_redirect_wakes_a_channel_dead_at_the_start(tiny_model):
     assert (objectives.cosine(h_woken, direction) > 0.2).all(), objectives.cosine(h_woken, direction)
     # only the first steps are redirected, and the ReLU modules are left as they were
     assert not tiny_model.features[4]._forward_hooks and not tiny_model.features[4]._forward_pre_hooks
+    # an in-place ReLU (torchvision's) is redirected too: the same image, bit for bit
+    inplace = copy.deepcopy(tiny_model)
+    for m in inplace.features:
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = True
+    again, _ = _optimise(inplace, SPEC, "features.4", direction, seeds, dataclasses.replace(p, redirect=8), "cpu")
+    torch.testing.assert_close(again, woken, rtol=0, atol=0)
