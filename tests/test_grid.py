@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actlas.grid import bin_coords, grid
+from actlas.grid import attributed, bin_coords, grid
 
 
 def test_bin_edges_half_open_and_one_in_last_cell():
@@ -41,6 +41,20 @@ def test_a_cell_of_negative_attributions_is_labelled_by_a_class_it_recorded():
     cells = grid(coords, acts, cls, val, 2, min_count=2, n_classes=6)
     assert cells.label.tolist() == [5, 2]  # -0.3 beats -2.5 and the unrecorded zeros; then the best positive
     assert cells.attribution[0, 0] == 0.0
+
+
+def test_samples_of_zero_attribution_record_no_class():
+    """A position that never reaches the logits (a transformer's last block: the head reads the class token
+    alone) has attribution 0 for every class: it must not label its cell (class 0, "airplane" on CIFAR-10,
+    labelled every cell of such a layer before); a cell of such samples only has no label (-1)."""
+    coords = np.array([[0.1, 0.1], [0.2, 0.2], [0.9, 0.9], [0.8, 0.9]])
+    acts = np.ones((4, 2), dtype=np.float32)
+    cls = np.array([[0, 1], [0, 1], [0, 1], [4, 1]])
+    val = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [-1.0, -2.0]])
+    cells = grid(coords, acts, cls, val, 2, min_count=2, n_classes=6)
+    assert cells.label.tolist() == [-1, 4]
+    assert not attributed(cls[:3], val[:3]) and attributed(cls, val)
+    assert not attributed(np.full((3, 2), -1), np.ones((3, 2)))  # head: none records no class
 
 
 def test_grid_too_large_says_so():

@@ -77,7 +77,8 @@ def grid(
     direction = (sums / count[:, None]).astype(np.float32)
     n_classes = int(n_classes or (int(attr_class.max()) + 1 if attr_class.size else 1))
     rows = member[:, None].repeat(attr_class.shape[1], 1)
-    valid = (rows >= 0) & (attr_class >= 0)
+    # A sample whose attribution is exactly 0 for every class says nothing about classes: it records none.
+    valid = (rows >= 0) & (attr_class >= 0) & np.any(attr_value != 0, axis=1)[:, None]
     flat = rows[valid] * n_classes + attr_class[valid].astype(np.int64)
     attribution = np.bincount(flat, weights=attr_value[valid], minlength=k * n_classes).reshape(k, n_classes)
     attribution = (attribution / count[:, None]).astype(np.float32)
@@ -85,6 +86,7 @@ def grid(
     # ``attribution``, and would win (as class 0) in a cell whose recorded attributions are all negative.
     recorded = np.bincount(flat, minlength=k * n_classes).reshape(k, n_classes) > 0
     label = np.where(recorded, attribution, -np.inf).argmax(1)
+    label[~recorded.any(1)] = -1  # no sample of the cell recorded a class: no label, not class 0
     return Cells(
         ij=np.stack([keep % n, keep // n], axis=1).astype(np.int32),
         count=count.astype(np.int64),
@@ -96,6 +98,13 @@ def grid(
         n=int(n),
         min_count=int(min_count),
     )
+
+
+def attributed(attr_class: np.ndarray, attr_value: np.ndarray) -> bool:
+    """Whether any sample recorded an attribution (``attr_class``, ``attr_value`` (n, k)): a model without a
+    class head records none (classes -1); a layer whose sampled positions never reach the logits records only
+    zeros (a transformer's last block: its head reads the class token alone)."""
+    return bool(((attr_class >= 0) & (attr_value != 0)).any())
 
 
 NEAREST_PHOTOS = 16  # a cell without attribution is labelled by the photos of its samples nearest its direction

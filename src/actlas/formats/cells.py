@@ -17,8 +17,8 @@ class Cells:
 
     ``ij`` (K, 2) int32 (column, row), ``count`` (K,) int64, ``direction`` (K, C) float32 mean
     activation, ``attribution`` (K, n_classes) float32 mean attribution, ``label`` (K,) int32 its
-    argmax over the classes the cell's samples recorded, ``order`` (M,) int64 sample rows grouped by
-    cell and ``offsets`` (K + 1,) int64 into ``order``; ``n`` cells per side, ``min_count`` the
+    argmax over the classes the cell's samples recorded (-1: none recorded one), ``order`` (M,) int64
+    sample rows grouped by cell and ``offsets`` (K + 1,) int64 into ``order``; ``n`` cells per side, ``min_count`` the
     fewest samples a kept cell holds.
     """
 

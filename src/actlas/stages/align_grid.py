@@ -6,6 +6,7 @@ stage gave them; the cells are a main atlas's (``actlas.grid``): count, mean act
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..errors import StoreError
 from ..formats.align import read_aligned_coords
 from ..formats.cells import write_cells
 from ..settings import Grid
+from .grid import unattributed_note
 
 
 def align_grid(run_dir: str | Path, name: str, map_id: str, n: int, *, min_count: int = Grid.min_count) -> Path:
@@ -30,8 +32,15 @@ def align_grid(run_dir: str | Path, name: str, map_id: str, n: int, *, min_count
             f"{paths.align_coords(run_dir, name)} holds {len(photos)} photos of {map_id}, the shard stores "
             f"{len(samples.image)} other ones: the alignment is from another collect; run align again"
         )
-    n_classes = int(max(samples.attr_class.max() + 1, samples.pred.max() + 1))
+    attributed = grid_core.attributed(samples.attr_class, samples.attr_value)
+    top = max(samples.attr_class.max(), samples.pred.max()) if attributed else max(samples.label.max(), 0)
+    n_classes = int(top + 1)
     cells = grid_core.grid(
         coords, samples.activation, samples.attr_class, samples.attr_value, n, min_count=min_count, n_classes=n_classes
     )
+    if not attributed:  # labelled by the labels of the cells' nearest photos instead (see stages.grid)
+        unattributed_note(map_id, samples)
+        cells = dataclasses.replace(
+            cells, label=grid_core.photo_labels(cells, samples.activation, samples.label[samples.image])
+        )
     return write_cells(paths.cells(paths.aligned_grid_dir(run_dir, name, map_id, n)), cells)

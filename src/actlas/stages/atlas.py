@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .. import atlas as atlas_core
+from .. import grid as grid_core
 from .. import paths
 from ..data.decode import decode
 from ..data.samples import Samples, load_samples
@@ -122,7 +123,7 @@ def atlas_folder(
             )
         )
     top1 = samples.pred[samples.image, 0]
-    attributed = bool((samples.attr_class >= 0).any())  # without (head: none) the labels are the photos'
+    attributed = grid_core.attributed(samples.attr_class, samples.attr_value)  # else the labels are the photos'
     meta = AtlasMeta(
         label_agreement=round(atlas_core.label_agreement(cells, top1), 4) if attributed else None,
         layer=layer,

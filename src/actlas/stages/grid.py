@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from .. import grid as grid_core
@@ -25,9 +26,10 @@ def grid(run_dir: str | Path, layer: str, n: int, *, min_count: int = Grid.min_c
             f"{paths.coords(run_dir, layer)} has {len(coords)} rows but the shard stores hold "
             f"{len(samples.activation)} samples of {layer}: the layout is from another collect; run layout again"
         )
-    attributed = bool((samples.attr_class >= 0).any())  # a model with head: none stores no attribution
+    attributed = grid_core.attributed(samples.attr_class, samples.attr_value)
     n_classes = int(max(samples.attr_class.max() + 1, samples.pred.max() + 1))
     if not attributed:
+        unattributed_note(layer, samples)
         n_classes = int(max(samples.label.max() + 1, 1))
     cells = grid_core.grid(
         coords, samples.activation, samples.attr_class, samples.attr_value, n, min_count=min_count, n_classes=n_classes
@@ -37,3 +39,14 @@ def grid(run_dir: str | Path, layer: str, n: int, *, min_count: int = Grid.min_c
             cells, label=grid_core.photo_labels(cells, samples.activation, samples.label[samples.image])
         )
     return write_cells(paths.cells(paths.grid_dir(run_dir, layer, n)), cells)
+
+
+def unattributed_note(layer: str, samples) -> None:
+    """Say why a layer of a model with a class head has no attribution labels (stderr, one line)."""
+    if (samples.attr_class >= 0).any():
+        print(
+            f"actlas: {layer}: the attribution of every sampled position is 0 (its positions never reach the logits, "
+            "as a transformer's last block whose head reads only the class token): cells are labelled by their "
+            "photos' labels; pick an earlier layer for attribution labels",
+            file=sys.stderr,
+        )
