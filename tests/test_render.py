@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import numpy as np
@@ -350,3 +351,42 @@ def test_mean_pool_optimises_and_scores_the_icon_mean(tiny_model):
     assert (mean["faithfulness"] > 0.5).all()
     with pytest.raises(ConfigError, match="centre, mean"):
         render(tiny_model, SPEC, "features.4", d, params=FAST, progress=False, pool="max")
+
+
+def test_output_relus_are_the_relu_a_layer_ends_in(tiny_model):
+    from actlas.viz.render import output_relus
+
+    x = torch.rand(1, 3, 32, 32)
+    assert output_relus(tiny_model, SPEC, "features.4", x) == [tiny_model.features[4]]  # the ReLU layer itself
+    assert output_relus(tiny_model, SPEC, "features", x) == [tiny_model.features[4]]  # a block ending in it
+    assert output_relus(tiny_model, SPEC, "features.3", x) == []  # a convolution: nothing to redirect
+
+
+def test_redirect_wakes_a_channel_dead_at_the_start(tiny_model):
+    """A direction on one channel that is 0 at the start image's centre has no gradient through the layer's
+    ReLU: without redirect its icon never leaves the start (faithfulness 0); redirected, it makes it fire."""
+    seeds = [1, 2]
+    p = RenderParams(size=32, steps=24, lr=0.05, pad=4, jitter=2, check_every=0)
+    _, image_fn = param.PARAMETERISATIONS[p.param](2, p.size, seeds=seeds, decay_power=p.decay_power)
+    with torch.no_grad():
+        start = objectives.centre(tiny_model.features(SPEC.normalize(image_fn())))
+    dead = int(torch.nonzero((start == 0).all(0))[0])  # a channel 0 at the centre of both start images
+    direction = torch.zeros(2, 16)
+    direction[:, dead] = 1.0
+    plain, _ = _optimise(tiny_model, SPEC, "features.4", direction, seeds, p, "cpu")
+    woken, _ = _optimise(tiny_model, SPEC, "features.4", direction, seeds, dataclasses.replace(p, redirect=8), "cpu")
+    with torch.no_grad():
+        h_plain = objectives.centre(tiny_model.features(SPEC.normalize(plain)))
+        h_woken = objectives.centre(tiny_model.features(SPEC.normalize(woken)))
+    assert (h_plain[:, dead] == 0).all()
+    assert (h_woken[:, dead] > 0).all()  # it fires: on this random net's unselective channel, cosine 0.25-0.3
+    assert (objectives.cosine(h_woken, direction) > 0.2).all(), objectives.cosine(h_woken, direction)
+    # only the first steps are redirected, and the ReLU modules are left as they were
+    assert not tiny_model.features[4]._forward_hooks and not tiny_model.features[4]._forward_pre_hooks
+    # an in-place ReLU (torchvision's) is redirected too: the same image, bit for bit
+    inplace = copy.deepcopy(tiny_model)
+    for m in inplace.features:
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = True
+    again, _ = _optimise(inplace, SPEC, "features.4", direction, seeds, dataclasses.replace(p, redirect=8), "cpu")
+    torch.testing.assert_close(again, woken, rtol=0, atol=0)

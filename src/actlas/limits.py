@@ -42,6 +42,7 @@ LIMITS: dict[tuple[type, str], tuple[float, float]] = {
     (RenderParams, "lr_end"): (0.0, 10.0),
     (RenderParams, "coarse"): (0, 1_000_000),
     (RenderParams, "check_every"): (0, 1_000_000),
+    (RenderParams, "redirect"): (0, 1_000_000),
     (RenderParams, "power"): (0.0, 100.0),
     (RenderParams, "tries"): (1, 1000),
     (RenderParams, "batch_size"): (1, 4096),

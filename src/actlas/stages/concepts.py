@@ -22,6 +22,7 @@ the held-out ones, encodes every sample, and writes:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -49,7 +50,7 @@ from ..formats.layout import read_coords
 from ..formats.shards import shard_stores
 from ..models.load import load_spec
 from ..models.spec import ModelSpec
-from ..settings import Atlas, Concepts, RenderParams, Run
+from ..settings import CONCEPT_REDIRECT, Atlas, Concepts, RenderParams, Run
 from .atlas import EXAMPLE_SIDE
 from .render import render_folder
 
@@ -292,6 +293,9 @@ def concepts(
 
     dfile.save(d, paths.dictionary(folder))
     write_cells(paths.cells(folder), concept_cells(d, count, weights, label, exemplars))
+    params = params or RenderParams()
+    if not params.redirect:
+        params = dataclasses.replace(params, redirect=CONCEPT_REDIRECT)  # settings.CONCEPT_REDIRECT: why
     render_folder(
         folder, run_dir, layer, model, cells_per_job=0, params=params, device=device, threads=threads, progress=progress
     )

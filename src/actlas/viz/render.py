@@ -116,6 +116,55 @@ def lr_schedule(p: RenderParams) -> list[float]:
     return rates
 
 
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU forward; backward also passes the gradient that would raise a negative input (Lucid's redirected
+    ReLU gradient): x (any shape) -> relu(x)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # where the input is negative only the push upwards passes (grad < 0: the loss wants it higher)
+        return torch.where((x > 0) | (grad < 0), grad, torch.zeros_like(grad))
+
+
+def output_relus(model: nn.Module, spec: ModelSpec, layer: str, images: torch.Tensor) -> list[nn.Module]:
+    """The ``nn.ReLU`` modules whose output is ``layer``'s output (a post-ReLU layer: a ResNet block's last
+    ReLU, a ReLU layer itself), found on one forward of images (B, 3, S, S) -> a list, empty when the layer
+    does not end in an ``nn.ReLU`` module (a functional ReLU is not seen)."""
+    found: list[tuple[torch.Tensor, nn.Module]] = []  # the outputs are kept: a freed one's id can be reused
+
+    def hook(module, _inputs, output):
+        found.append((output, module))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad(), capture(model, [layer], stop=True) as outs:
+            out = run_until(model, spec.normalize(images), outs)[layer]
+            return [module for output, module in found if output is out]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _redirect(modules: list[nn.Module]) -> list:
+    """Give ``modules`` (``nn.ReLU``, in place or not) the redirected gradient while the hooks stay -> handles."""
+    inputs: dict[int, torch.Tensor] = {}
+
+    def pre(module, args):
+        inputs[id(module)] = args[0]
+        return (args[0].clone(),)  # an in-place ReLU then leaves the pre-activation the backward needs
+
+    def post(module, _args, _output):
+        return _RedirectedReLU.apply(inputs.pop(id(module)))
+
+    return [h for m in modules for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+
+
 def _optimise(
     model: nn.Module,
     spec: ModelSpec,
@@ -146,40 +195,54 @@ def _optimise(
     # all (a coefficient first moved at step t by an old Adam would take steps of several lr)
     low = [param.low_pass(t, p.size, COARSE_CYCLES) for t in params] if p.coarse else None
     best_images, best_score = None, None
-    with capture(model, [layer], stop=True) as outs:
+    # a post-ReLU layer: the direction's channels are often 0 at the start image's centre, so their gradient is
+    # 0 and the icon never makes them fire; the first p.redirect steps let it (BENCHMARKS.md, concept icons)
+    hooks = _redirect(output_relus(model, spec, layer, image_fn().detach())) if p.redirect else []
+    try:
+        with capture(model, [layer], stop=True) as outs:
 
-        def keep_best() -> None:
-            # Score the current images as they are (no transforms) and keep each one that beats its best.
-            nonlocal best_images, best_score
-            with torch.no_grad():
-                images = image_fn()
-                h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images, pool)
-                score = objectives.direction_cossim(h, targets, p.power)
-            if best_score is None:
-                best_images, best_score = images, score
-            else:
-                better = score > best_score
-                best_images = torch.where(better[:, None, None, None], images, best_images)
-                best_score = torch.where(better, score, best_score)
+            def keep_best() -> None:
+                # Score the current images as they are (no transforms) and keep each one that beats its best.
+                nonlocal best_images, best_score
+                with torch.no_grad():
+                    images = image_fn()
+                    h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images, pool)
+                    score = objectives.direction_cossim(h, targets, p.power)
+                if best_score is None:
+                    best_images, best_score = images, score
+                else:
+                    better = score > best_score
+                    best_images = torch.where(better[:, None, None, None], images, best_images)
+                    best_score = torch.where(better, score, best_score)
 
-        for step in range(p.steps):
-            if p.check_every and step % p.check_every == 0:
-                keep_best()
-            if low is not None and step == p.coarse:
-                optimizer = torch.optim.Adam(params, lr=p.lr)
-            optimizer.zero_grad(set_to_none=True)
-            x = transforms.standard(image_fn(), draws[:, step], p.pad).contiguous(memory_format=memory_format)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=p.amp):
-                h = _centre(spec, layer, run_until(model, spec.normalize(x), outs)[layer], x, pool).float()
-            loss = -objectives.direction_cossim(h, targets, p.power).sum()
-            loss.backward()
-            if low is not None and step < p.coarse:
-                for t, mask in zip(params, low):
-                    t.grad.mul_(mask)
-            for group in optimizer.param_groups:
-                group["lr"] = rates[step]
-            optimizer.step()
-        keep_best()
+            for step in range(p.steps):
+                if hooks and step == p.redirect:
+                    for handle in hooks:
+                        handle.remove()
+                    hooks = []
+                if p.check_every and step % p.check_every == 0:
+                    keep_best()
+                if low is not None and step == p.coarse:
+                    optimizer = torch.optim.Adam(params, lr=p.lr)
+                optimizer.zero_grad(set_to_none=True)
+                x = transforms.standard(image_fn(), draws[:, step], p.pad).contiguous(memory_format=memory_format)
+                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=p.amp):
+                    h = _centre(spec, layer, run_until(model, spec.normalize(x), outs)[layer], x, pool).float()
+                loss = -objectives.direction_cossim(h, targets, p.power).sum()
+                loss.backward()
+                if low is not None and step < p.coarse:
+                    for t, mask in zip(params, low):
+                        t.grad.mul_(mask)
+                for group in optimizer.param_groups:
+                    group["lr"] = rates[step]
+                optimizer.step()
+            for handle in hooks:
+                handle.remove()
+            hooks = []
+            keep_best()
+    finally:
+        for handle in hooks:
+            handle.remove()
     return best_images.detach(), best_score.detach()
 
 
