@@ -119,7 +119,7 @@ ZOO = (
         "timm-deit_tiny_distilled",
         TIMM,
         "deit_tiny_distilled_patch16_224",
-        (("blocks.0", "tokens"), ("norm", "cls"), ("head_drop", "pooled")),
+        (("blocks.0", "tokens"), ("norm", "cls"), ("head", "pooled")),  # head_drop runs twice: refused (below)
         "blocks.0",
         kwargs={"depth": 2},
         block={"layer_kinds": {"norm": "cls"}},
@@ -591,3 +591,18 @@ def test_activations_out_of_float16_range_are_kept_or_refused(scale, photos, tmp
     acts = np.asarray(zarr.open_group(str(out), mode="r")["scaled/activation"]).astype(np.float32)
     if not (np.isfinite(acts).all() and (acts != 0).all()):
         raise Today(f"stored {int((acts == 0).sum())} zeros and {int(np.isinf(acts).sum())} infinities of {acts.size}")
+
+
+def test_a_module_a_model_calls_twice_is_refused_on_a_real_architecture():
+    """timm's distilled DeiT runs ``head_drop`` on the class token and again on the distillation token: which
+    call would a sample be? Neither: one line, before any store (collect used to keep the second call)."""
+    timm = pytest.importorskip("timm")
+
+    from actlas.errors import LayerError
+    from actlas.nn.layers import layer_kinds
+
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=2).eval()
+    with pytest.raises(LayerError, match="'head_drop' runs 2 times in one forward"):
+        layer_kinds(model, ["head_drop"], (224, 224))
+    assert set(layer_kinds(model, ["head", "norm"], (224, 224), {"norm": "cls"})) == {"head", "norm"}
