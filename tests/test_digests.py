@@ -63,11 +63,12 @@ def test_a_repainted_or_swapped_cached_icon_is_rendered_again_equal_to_a_fresh_o
     render_stage(run, LAYER, 3, MODEL, params=PARAMS, device="cpu", progress=False)
     first = batches.read_batch(batch_path)
     cached = sorted(paths.cached_icon(run, "x").parent.glob("*.npz"))
-    assert len(cached) == len(first.cell) >= 3 and _reasons(run) == {}
-    with np.load(cached[0]) as f:  # repainted, its digest kept
-        save_npz(cached[0], **{**{k: f[k] for k in f.files}, "icon": np.zeros_like(f["icon"])})
-    with np.load(cached[2]) as f:  # another icon's entry, digest and all, copied under this key
-        save_npz(cached[1], **{k: f[k] for k in f.files})
+    # the tiny run's 3 x 3 grid keeps 2 or more cells (its layout follows the threads collect ran under)
+    assert len(cached) == len(first.cell) >= 2 and _reasons(run) == {}
+    with np.load(cached[0]) as f:
+        original = {k: f[k] for k in f.files}
+    save_npz(cached[0], **{**original, "icon": np.zeros_like(original["icon"])})  # repainted, its digest kept
+    save_npz(cached[1], **original)  # another icon's entry, digest and all, copied under this key
     reasons = _reasons(run)
     assert set(reasons) == {str(p.relative_to(run)) for p in cached[:2]}, reasons
     assert all("differs from the digest" in r for r in reasons.values()), reasons
