@@ -224,12 +224,7 @@ def optimise(
                 images = image_fn()
                 h = render._centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images)
                 score = objective(h, targets, p.power, cap)
-            if best_score is None:
-                best_images, best_score = images, score
-            else:
-                better = score > best_score
-                best_images = torch.where(better[:, None, None, None], images, best_images)
-                best_score = torch.where(better, score, best_score)
+            best_images, best_score = render.keep_better(best_images, best_score, images, score)
 
         for step in range(p.steps):
             if p.check_every and step % p.check_every == 0:

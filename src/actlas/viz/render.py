@@ -208,12 +208,7 @@ def _optimise(
                     images = image_fn()
                     h = _centre(spec, layer, run_until(model, spec.normalize(images), outs)[layer], images, pool)
                     score = objectives.direction_cossim(h, targets, p.power)
-                if best_score is None:
-                    best_images, best_score = images, score
-                else:
-                    better = score > best_score
-                    best_images = torch.where(better[:, None, None, None], images, best_images)
-                    best_score = torch.where(better, score, best_score)
+                best_images, best_score = keep_better(best_images, best_score, images, score)
 
             for step in range(p.steps):
                 if hooks and step == p.redirect:
@@ -244,6 +239,15 @@ def _optimise(
         for handle in hooks:
             handle.remove()
     return best_images.detach(), best_score.detach()
+
+
+def keep_better(best_images, best_score, images: torch.Tensor, score: torch.Tensor):
+    """Each image (B, 3, S, S) that beats its best score (B,) so far replaces it: (best images, best scores);
+    no best yet (``best_score`` None): these."""
+    if best_score is None:
+        return images, score
+    better = score > best_score
+    return torch.where(better[:, None, None, None], images, best_images), torch.where(better, score, best_score)
 
 
 def _centre(spec: ModelSpec, layer: str, output, x: torch.Tensor, pool: str = "centre") -> torch.Tensor:
