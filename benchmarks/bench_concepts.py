@@ -190,8 +190,32 @@ def matched_grid(coords: np.ndarray, target: float, sizes=range(2, 81)) -> int:
     return min(sizes, key=lambda n: abs(np.log(max(median(n), 1)) - np.log(max(target, 1))))
 
 
-def purity_rows(run_dir: Path, layer: str, threads: int, n_examples: int = PURITY_EXAMPLES) -> list[dict]:
-    """Concept and cell purity of one layer (see the module): one row per dictionary and per grid."""
+def ranked_codes(codes, x: np.ndarray, center: np.ndarray, how: str):
+    """Codes (n, K) rescaled per row for ranking exemplars: ``code`` as they are (the stage's), ``share`` over
+    the row's centred norm (the concept's share of the activation), ``dominance`` over the row's sum of codes."""
+    csr = sp.csr_array(codes)
+    if how == "code":
+        return csr
+    if how == "share":
+        per_row = np.linalg.norm(np.asarray(x, np.float32) - center, axis=1)
+    elif how == "dominance":
+        per_row = np.asarray(csr.sum(1)).ravel()
+    else:
+        raise SystemExit(f"unknown ranking {how!r}: use code, share or dominance")
+    coo = csr.tocoo()
+    return sp.csr_array((coo.data / np.maximum(per_row[coo.row], 1e-12), (coo.row, coo.col)), shape=csr.shape)
+
+
+def purity_rows(
+    run_dir: Path,
+    layer: str,
+    threads: int,
+    n_examples: int = PURITY_EXAMPLES,
+    extra: tuple[tuple[str, int, int], ...] = (),
+    rankings: tuple[str, ...] = ("code",),
+) -> list[dict]:
+    """Concept and cell purity of one layer (see the module): one row per dictionary (and exemplar ranking
+    other than ``code``) and per grid. ``extra``: more dictionaries (method, K, k) learned on all rows."""
     from actlas import paths
     from actlas.concepts import summaries
     from actlas.data.samples import load_samples
@@ -207,41 +231,56 @@ def purity_rows(run_dir: Path, layer: str, threads: int, n_examples: int = PURIT
     saved = SAVE / f"purity-{layer}-auto-512-16.safetensors" if SAVE else None
     if saved and saved.exists():  # --save: learned once, reused by later runs
         d = dfile.load(saved)
-        dicts.append((f"concepts {d.method} 512/16 (bench, saved)", d, 0.0))
+        dicts.append(("bench", d, 0.0))
     else:
         with dm.torch_threads(threads):
             start = time.perf_counter()
             d = concepts.learn(dm.array_chunks(x), method="auto", size=512, k=16, seed=0, threads=threads)
-            dicts.append((f"concepts {d.method} 512/16 (bench)", d, time.perf_counter() - start))
+            dicts.append(("bench", d, time.perf_counter() - start))
         if saved:
             dfile.save(d, saved)
+    for method, size, k in extra:
+        with dm.torch_threads(threads):
+            start = time.perf_counter()
+            d = concepts.learn(dm.array_chunks(x), method=method, size=size, k=k, seed=0, threads=threads)
+            dicts.append((f"{d.method} {size}/{k}", d, time.perf_counter() - start))
     own = paths.dictionary(paths.concepts_dir(run_dir, layer))
     if own.exists():
         d = dfile.load(own)
-        dicts.append((f"concepts {d.method} {d.size}/{d.k} (the run's)", d, 0.0))
+        dicts.append(("run's", d, 0.0))
     rows = []
     medians = []
-    for name, d, seconds in dicts:
+    for short, d, seconds in dicts:
+        name = f"concepts {d.method} {d.size}/{d.k} ({short})"
         with dm.torch_threads(threads):
             codes = concepts.encode_stream(d, dm.array_chunks(x))
         count = np.rint(summaries.frequency(codes) * n_rows).astype(np.int64)
-        exemplars = summaries.top_rows(codes, n_examples, group=s.image)
         _, label = summaries.class_weights(codes, s.attr_class, s.attr_value, n_classes)
-        purity, counted = summaries.exemplar_purity(exemplars, row_pred, label)
-        majority = majority_share(exemplars, row_pred)
-        live = (count > 0) & (counted > 0)
         zt = sp.csr_array(codes).T.tocsr()  # (K, n): each concept's codes over the rows
         owner = np.repeat(np.arange(d.size), np.diff(zt.indptr))
         hit = zt.data * (row_pred[zt.indices] == label[owner])
         all_rows = np.bincount(owner, weights=hit, minlength=d.size) / np.maximum(
             np.bincount(owner, weights=zt.data, minlength=d.size), 1e-30
         )
-        rows.append(
-            _purity_row(
-                layer, name, count[live], purity[live], all_rows[live], counted[live], majority[live], seconds=seconds
+        for how in rankings:
+            exemplars = summaries.top_rows(ranked_codes(codes, x, d.center, how), n_examples, group=s.image)
+            purity, counted = summaries.exemplar_purity(exemplars, row_pred, label)
+            majority = majority_share(exemplars, row_pred)
+            live = (count > 0) & (counted > 0)
+            what = name if how == "code" else f"{name}, exemplars by {how}"
+            rows.append(
+                _purity_row(
+                    layer,
+                    what,
+                    count[live],
+                    purity[live],
+                    all_rows[live],
+                    counted[live],
+                    majority[live],
+                    seconds=seconds,
+                )
             )
-        )
-        medians.append(float(np.median(count[live])))
+        medians.append(float(np.median(count[count > 0])))
     matches = [matched_grid(coords, m) for m in medians]  # per dictionary: its count-matched grid size
     for n in dict.fromkeys([10, 20, *matches]):
         cells = grid(coords, x, s.attr_class, s.attr_value, n, n_classes=n_classes)
@@ -258,7 +297,7 @@ def purity_rows(run_dir: Path, layer: str, threads: int, n_examples: int = PURIT
         rows.append(
             _purity_row(
                 layer,
-                cell_name(n, matches),
+                cell_name(n, matches, [short for short, _, _ in dicts]),
                 cells.count[live],
                 purity[live],
                 all_rows[live],
@@ -269,9 +308,9 @@ def purity_rows(run_dir: Path, layer: str, threads: int, n_examples: int = PURIT
     return rows
 
 
-def cell_name(n: int, matches: list[int]) -> str:
-    """``cells grid-N``, saying which dictionaries (0: the bench's, 1: the run's) it is count-matched to."""
-    to = [who for who, m in zip(("bench", "run's"), matches) if m == n]
+def cell_name(n: int, matches: list[int], names: list[str]) -> str:
+    """``cells grid-N``, saying which dictionaries (``names``: "bench" for the default) it is count-matched to."""
+    to = [who for who, m in zip(names, matches) if m == n]
     return f"cells grid-{n}" + (f" (matched: {', '.join(to)})" if to else "")
 
 
@@ -307,7 +346,10 @@ def purity_main(args) -> None:
     runs = {"features.13": args.demo, "features.16": args.demo, "layer3": args.cifar}
     out = []
     for layer in filter(None, args.layers.split(",")):
-        rows = purity_rows(runs[layer], layer, args.threads)
+        extra = tuple(
+            (m, int(size), int(k)) for m, size, k in (e.split(":") for e in filter(None, args.purity_dicts.split(",")))
+        )
+        rows = purity_rows(runs[layer], layer, args.threads, extra=extra, rankings=tuple(args.purity_rank.split(",")))
         for r in rows:
             print(json.dumps(r), flush=True)
         out += rows
@@ -338,6 +380,8 @@ def main() -> None:
     ap.add_argument("--save", type=Path, default=None, help="save every dictionary in this folder")
     ap.add_argument("--time-methods", default="topk", help="also time these methods (comma-separated)")
     ap.add_argument("--purity", action="store_true", help="only: concept against cell purity of --layers")
+    ap.add_argument("--purity-dicts", default="", help="--purity: also these dictionaries, e.g. topk:512:16,nmf:512:8")
+    ap.add_argument("--purity-rank", default="code", help="--purity: exemplar rankings (code, share, dominance)")
     args = ap.parse_args()
     global SAVE
     SAVE = args.save

@@ -63,6 +63,10 @@ def test_concepts_command_writes_the_dictionary_icons_and_summaries(tiny_run):
     batch = np.load(paths.render_batch(folder, 0))
     assert batch["icon"].shape == (8, 16, 16, 3) and batch["icon"].std() > 0
     assert [c.faithfulness for c in meta.concepts] == [round(float(f), 4) for f in batch["faithfulness"]]
+    # ... with the concepts' own objective power (not render.power, the cells') and the redirected gradient
+    params = json.loads(str(batch["params"]))
+    assert params["power"] == settings.Concepts.icon_power != settings.RenderParams.power
+    assert params["redirect"] == settings.CONCEPT_REDIRECT and meta.settings["icon_power"] == params["power"]
     # every cell of the main grid as a few concepts, explaining a share of its direction
     (cells,) = meta.cells.values()
     grid_cells = np.load(paths.cells(paths.grid_dir(tiny_run, LAYER, 3)))
@@ -179,6 +183,7 @@ def test_concepts_json_round_trips(tiny_run, tmp_path):
         ({"heldout": 1.5}, "heldout"),
         ({"load": "dict.pt"}, "safetensors"),
         ({"sise": 4}, "did you mean 'size'"),
+        ({"icon_power": -1}, "icon_power must be at least 0"),
     ],
 )
 def test_a_bad_concepts_item_fails_at_parse_time(item, message):
@@ -247,8 +252,8 @@ def _run_files(run: Path) -> dict[str, object]:
 @pytest.mark.slow
 def test_concepts_as_a_rule_rerun_alone_when_their_settings_change(tmp_path):
     """The workflow builds RUN/LAYER/concepts/ from a concepts item; a finished run plans nothing; a changed
-    concept setting (size, k, seed or method) plans the concepts job and what shows it (the viewer, the
-    manifest, a patch experiment that searches the concepts) and nothing else. After all four changed, the
+    concept setting (size, k, seed, method or icon_power) plans the concepts job and what shows it (the viewer, the
+    manifest, a patch experiment that searches the concepts) and nothing else. After all five changed, the
     incremental run's files equal, byte for byte (timings aside), those of a rebuild from scratch of everything
     the concepts feed: their folder, the patch experiment that searches them, the viewer and the icon cache
     deleted, the workflow run again (what comes before the concepts is the same in both; test_workflow holds
@@ -272,12 +277,12 @@ def test_concepts_as_a_rule_rerun_alone_when_their_settings_change(tmp_path):
     assert _planned(snakemake(work, "-n")) == {}, "a finished run plans nothing"
 
     shows = {"concepts", "viewer", "manifest", "patch", "all"}
-    for change in ({"k": 3}, {"size": 6}, {"seed": 5}, {"method": "topk"}):
+    for change in ({"k": 3}, {"size": 6}, {"seed": 5}, {"method": "topk"}, {"icon_power": 1.0}):
         _tiny_workflow(work, images, [{**concepts[0], **change}], PATCHES)
         planned = _planned(snakemake(work, "-n"))
         assert planned.get("concepts") == 1 and planned.get("patch") == 1 and set(planned) <= shows, (change, planned)
 
-    changed = [{**concepts[0], "k": 3, "size": 6, "seed": 5, "method": "topk"}]
+    changed = [{**concepts[0], "k": 3, "size": 6, "seed": 5, "method": "topk", "icon_power": 1.0}]
     _tiny_workflow(work, images, changed, PATCHES)
     ran = _ran(snakemake(work))
     assert ran.get("concepts") == 1 and ran.get("patch") == 1 and set(ran) <= shows, ran

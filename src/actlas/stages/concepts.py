@@ -8,8 +8,9 @@ the held-out ones, encodes every sample, and writes:
 - ``dictionary.safetensors`` (``actlas.formats.dictionary``);
 - ``cells.npz``: one record per concept (``actlas.formats.cells``: its atom as the direction, its
   code-weighted attribution, its exemplar rows as its members) on a square grid, so that the render
-  stage renders the concepts' icons exactly as it renders cells' (``render_folder``: batched, padded
-  batches, the icon cache, faithfulness) into ``render/batch-00000.npz``;
+  stage renders the concepts' icons as it renders cells' (``render_folder``: batched, padded batches,
+  the icon cache, faithfulness) into ``render/batch-00000.npz``, with the objective's cosine power
+  ``icon_power`` and ``CONCEPT_REDIRECT`` steps of redirected ReLU gradient;
 - ``icons/I_J.png``, ``examples/I_J_E.jpg`` (the samples with its highest codes, one per photo) of the
   concept at (I, J) of that square, and ``atlas.png``/``atlas.json`` of the square (a patch experiment
   pastes and searches concept icons as any atlas folder's: ``search: [concepts]``), and ``sheet.jpg``
@@ -218,6 +219,7 @@ def concepts(
     stability: bool = Concepts.stability,
     terms: int = Concepts.terms,
     n_examples: int = Concepts.n_examples,
+    icon_power: float = Concepts.icon_power,
     grids=None,
     example_extent: float = Atlas.example_extent,
     params: RenderParams | None = None,
@@ -229,10 +231,14 @@ def concepts(
     """Learn (or ``load``) the concepts of ``layer``, render their icons, summarise them -> ``concepts.json``.
 
     ``seed`` seeds the dictionary (its second seed for ``stability`` is ``seed + 1``); ``params`` are the
-    render settings (their seed the run's); ``grids`` the main grid sizes whose cells are decomposed into
-    ``terms`` concepts each (default: every ``grid-N`` of the layer). Returns the ``concepts.json`` path.
+    render settings (their seed the run's; their ``power`` is ``icon_power``'s, their redirect
+    ``CONCEPT_REDIRECT`` when 0); ``grids`` the main grid sizes whose cells are decomposed into ``terms``
+    concepts each (default: every ``grid-N`` of the layer). Returns the ``concepts.json`` path.
     """
-    Concepts(layer=layer, method=method, size=size, k=k, seed=seed, load=load, heldout=heldout, terms=terms)
+    Concepts(
+        layer=layer, method=method, size=size, k=k, seed=seed, load=load, heldout=heldout, terms=terms,
+        icon_power=icon_power,
+    )  # fmt: skip
     folder = Path(out) if out else paths.concepts_dir(run_dir, layer)
     folder.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -293,7 +299,7 @@ def concepts(
 
     dfile.save(d, paths.dictionary(folder))
     write_cells(paths.cells(folder), concept_cells(d, count, weights, label, exemplars))
-    params = params or RenderParams()
+    params = dataclasses.replace(params or RenderParams(), power=icon_power)  # settings.Concepts.icon_power: why
     if not params.redirect:
         params = dataclasses.replace(params, redirect=CONCEPT_REDIRECT)  # settings.CONCEPT_REDIRECT: why
     render_folder(
@@ -350,6 +356,14 @@ def concepts(
         seconds=seconds,
         render_size=int(batch.icon.shape[1]),
         faithfulness_median=round(float(np.median(batch.faithfulness)), 4) if d.size else None,
-        settings={"method": method, "size": size, "k": k, "seed": seed, "heldout": heldout, "terms": terms},
+        settings={
+            "method": method,
+            "size": size,
+            "k": k,
+            "seed": seed,
+            "heldout": heldout,
+            "terms": terms,
+            "icon_power": icon_power,
+        },  # fmt: skip
     )
     return write_concepts(paths.concepts_json(folder), meta)
