@@ -12,7 +12,8 @@ its atoms too (same atoms, other codes).
 Timing: ``actlas.concepts.learn`` of a 512-atom dictionary of the default (and of ``--time-methods``)
 on all 36,800 ``features.13`` rows with ``--threads`` torch threads, each between two runs of a
 reference with the same threads (``REF_REPS`` float32 products (36,800 x 96) @ (96 x 512)); the ratio
-to the reference travels between machines better than the seconds. ``--layers ''`` times only.
+to the reference travels between machines better than the seconds. ``--layers ''`` times only;
+``--no-timing`` skips the timing (and its last line).
 
 Cells: the grid-16 atlas cells of ``features.13`` (their mean activation) decomposed into 5 concepts
 three ways, each with exact non-negative least squares on the chosen atoms: OMP on the atoms (what
@@ -33,7 +34,7 @@ and the size whose median cell holds about as many samples as the median live co
 
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/bench_concepts.py [--demo RUN] [--cifar RUN] [--quick]
        [--methods topk,dl] [--sizes 256,512] [--layers features.13] [--time-methods topk] [--threads 2]
-       [--json out.json] [--save DIR] [--purity]
+       [--json out.json] [--save DIR] [--purity] [--no-timing]
 Last line: ``seconds: X``, the 512-atom default on features.13 (issue 27: at most 60 on 2 cores); with
 ``--purity``, ``ratio: X``: the last layer's mean concept purity (default dictionary) over the matched cells'.
 """
@@ -382,6 +383,7 @@ def main() -> None:
     ap.add_argument("--purity", action="store_true", help="only: concept against cell purity of --layers")
     ap.add_argument("--purity-dicts", default="", help="--purity: also these dictionaries, e.g. topk:512:16,nmf:512:8")
     ap.add_argument("--purity-rank", default="code", help="--purity: exemplar rankings (code, share, dominance)")
+    ap.add_argument("--no-timing", action="store_true", help="skip the features.13 timing (and its last line)")
     args = ap.parse_args()
     global SAVE
     SAVE = args.save
@@ -448,6 +450,10 @@ def main() -> None:
         print("cells of features.13 grid-16, share of the centred direction explained by 5 concepts (median, p10):")
         for name, (med, p10) in dec.items():
             print(f"  {name}: {med:.3f}, {p10:.3f}")
+    if args.no_timing:
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "rows": rows, "timings": {}}, indent=1))
+        return
     # the timing target: the default (and --time-methods) on all of features.13's rows, between references
     x = read_layer(args.demo, "features.13")
     timings = {}
