@@ -12,7 +12,7 @@ shows the thing its concept's exemplars share, which faithfulness alone does not
 for the layer's grid cells' stored icons is printed for reference (``--grid``).
 
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/bench_concept_icons.py RUN LAYER --model CARD
-       [--powers 4,2,1] [--concepts 48] [--grid 10] [--threads 2] [--json FILE] [--sheet PNG]
+       [--powers 4,2,1] [--concepts 48] [--grid 10] [--threads 2] [--json FILE] [--sheet PNG] [--quick]
 Last line: ``ratio: X``, label agreement at the last power over that at the first.
 """
 
@@ -64,7 +64,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--sheet", type=Path, help="a PNG: one row of icons per power")
+    ap.add_argument("--quick", action="store_true", help="16 concepts at powers 4 and 2")
     args = ap.parse_args()
+    if args.quick:
+        args.concepts, args.powers = 16, "4,2"
 
     import torch
     from PIL import Image

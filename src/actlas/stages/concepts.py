@@ -364,6 +364,6 @@ def concepts(
             "heldout": heldout,
             "terms": terms,
             "icon_power": icon_power,
-        },  # fmt: skip
+        },
     )
     return write_concepts(paths.concepts_json(folder), meta)
